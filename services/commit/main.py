@@ -1,0 +1,37 @@
+"""Wiring of the commit stage: a PostgreSQL pool, the spool, and the handler."""
+
+from __future__ import annotations
+
+import functools
+
+from services.commit.handler import Deps, handle
+from services.commit.repository import FileRepository
+from shared.db import create_pool
+from shared.runner import Stage
+from shared.settings import Settings
+from shared.spool import LocalSpool
+from shared.topology import STAGE_BINDINGS
+
+NAME = "commit"
+
+
+async def build(settings: Settings) -> Stage:
+    """Open the commit stage's resources and return it, ready for :class:`StageConsumer`.
+
+    The stage takes every event type its queue is bound to (:data:`STAGE_BINDINGS`); ``close``
+    closes the pool.
+
+    Raises:
+        DatabaseUnavailable: PostgreSQL cannot be reached.
+    """
+    pool = await create_pool(settings.database)
+    repository = FileRepository(pool)
+    deps = Deps(
+        repository=repository, spool=LocalSpool(settings.spool.dir, settings.spool.chunk_bytes)
+    )
+    return Stage(
+        name=NAME,
+        accepts=frozenset(STAGE_BINDINGS[NAME]),
+        handle=functools.partial(handle, deps=deps),
+        close=repository.close,
+    )

@@ -1,0 +1,217 @@
+"""The SQL of the commit stage: ``files``, ``file_versions`` and ``file_events`` (asyncpg).
+
+One :class:`FileTransaction` per handled event; every write of a file first takes the lock on its
+``files`` row (:meth:`FileTransaction.lock_file`), so two events of the same file are applied one
+after the other even when they are handled at the same time. Connection failures become
+:class:`~shared.errors.DatabaseUnavailable` (retryable) carrying ``file_id`` and ``event_id``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from shared.db import CONNECTION_ERRORS
+from shared.errors import DatabaseUnavailable
+from shared.events import BaseEvent
+
+
+@dataclass(frozen=True)
+class StageFields:
+    """The ``file_versions`` columns a stage's event sets; ``None`` leaves the column as it is.
+
+    ``thumbnails`` is a list of ``{size_px, key, width, height, size_bytes}`` objects.
+    """
+
+    bucket: str | None = None
+    object_key: str | None = None
+    scanner: str | None = None
+    signature_version: str | None = None
+    thumbnails: list[dict[str, Any]] | None = None
+    thumbnail_error: str | None = None
+    rejection_reason: str | None = None
+    signature: str | None = None
+
+
+@dataclass(frozen=True)
+class FileLock:
+    """What a locked file looks like before the event is applied.
+
+    ``version_status`` is ``None`` when the event's version has no row yet.
+    """
+
+    current_version: int
+    version_status: str | None
+
+
+_INSERT_EVENT = """
+INSERT INTO file_events (event_id, file_id, version_number, event_type, causation_id,
+                         occurred_at, detail, payload)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)
+ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id
+"""
+
+_INSERT_FILE = """
+INSERT INTO files (file_id, owner, original_name, content_type, kind, metadata, status,
+                   current_version, received_at)
+VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9)
+ON CONFLICT (file_id) DO NOTHING
+"""
+
+_LOCK_FILE = "SELECT current_version FROM files WHERE file_id = $1 FOR UPDATE"
+
+# A separate statement, run once the lock is held: in READ COMMITTED a new statement sees what
+# the previous lock holder committed, whereas a row joined into the locking SELECT would come
+# from that statement's older snapshot (PostgreSQL docs, "Transaction Isolation": only the
+# locked row is re-checked).
+_VERSION_STATUS = "SELECT status FROM file_versions WHERE file_id = $1 AND version_number = $2"
+
+_UPSERT_VERSION = """
+INSERT INTO file_versions (file_id, version_number, status, size_bytes, sha256, source,
+                           bucket, object_key, scanner, signature_version, thumbnails,
+                           thumbnail_error, rejection_reason, signature)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, COALESCE($11::jsonb, '[]'::jsonb),
+        $12, $13, $14)
+ON CONFLICT (file_id, version_number) DO UPDATE SET
+    status            = EXCLUDED.status,
+    bucket            = COALESCE(EXCLUDED.bucket, file_versions.bucket),
+    object_key        = COALESCE(EXCLUDED.object_key, file_versions.object_key),
+    scanner           = COALESCE(EXCLUDED.scanner, file_versions.scanner),
+    signature_version = COALESCE(EXCLUDED.signature_version, file_versions.signature_version),
+    thumbnails        = COALESCE($11::jsonb, file_versions.thumbnails),
+    thumbnail_error   = COALESCE(EXCLUDED.thumbnail_error, file_versions.thumbnail_error),
+    rejection_reason  = COALESCE(EXCLUDED.rejection_reason, file_versions.rejection_reason),
+    signature         = COALESCE(EXCLUDED.signature, file_versions.signature),
+    updated_at        = now()
+"""
+
+_UPDATE_FILE = """
+UPDATE files SET status = $2, status_reason = $3, current_version = $4, original_name = $5,
+                 content_type = $6, kind = $7, metadata = $8::jsonb, updated_at = now()
+WHERE file_id = $1
+"""
+
+
+class FileTransaction:
+    """The writes of one event, inside one PostgreSQL transaction."""
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    async def record_event(self, event: BaseEvent, detail: str) -> bool:
+        """Add ``event`` to the history; ``False`` if its ``event_id`` is already there.
+
+        ``payload`` is the event as JSON; ``event_id`` is the idempotency key.
+        """
+        inserted = await self._connection.fetchval(
+            _INSERT_EVENT,
+            event.event_id,
+            event.file_id,
+            event.version_number,
+            event.type,
+            event.causation_id,
+            event.occurred_at,
+            detail,
+            event.model_dump(mode="json"),
+        )
+        return inserted is not None
+
+    async def event_payload(self, event_id: uuid.UUID) -> dict[str, Any] | None:
+        """The recorded JSON of event ``event_id``, or ``None`` if it was never recorded."""
+        payload: dict[str, Any] | None = await self._connection.fetchval(
+            "SELECT payload FROM file_events WHERE event_id = $1", event_id
+        )
+        return payload
+
+    async def lock_file(self, event: BaseEvent, initial_status: str) -> FileLock:
+        """Create the ``files`` row if missing (from the event's description), then lock it.
+
+        The lock is held until the transaction ends; it serialises every writer of the file.
+        """
+        await self._connection.execute(
+            _INSERT_FILE,
+            event.file_id,
+            event.owner,
+            event.original_name,
+            event.content_type,
+            event.kind,
+            event.metadata,
+            initial_status,
+            event.version_number,
+            event.received_at,
+        )
+        current_version = await self._connection.fetchval(_LOCK_FILE, event.file_id)
+        version_status = await self._connection.fetchval(
+            _VERSION_STATUS, event.file_id, event.version_number
+        )
+        return FileLock(current_version=current_version, version_status=version_status)
+
+    async def upsert_version(self, event: BaseEvent, status: str, fields: StageFields) -> None:
+        """Write the ``file_versions`` row of the event's version (seed 004: file_id +
+        version_number unique): size, SHA-256 and source from the event on creation, ``status``,
+        and each non-``None`` column of ``fields``."""
+        await self._connection.execute(
+            _UPSERT_VERSION,
+            event.file_id,
+            event.version_number,
+            status,
+            event.size_bytes,
+            event.sha256,
+            event.source,
+            fields.bucket,
+            fields.object_key,
+            fields.scanner,
+            fields.signature_version,
+            fields.thumbnails,
+            fields.thumbnail_error,
+            fields.rejection_reason,
+            fields.signature,
+        )
+
+    async def update_file(self, event: BaseEvent, status: str, status_reason: str | None) -> None:
+        """Make the event's version the file's current one, with ``status`` and its reason."""
+        await self._connection.execute(
+            _UPDATE_FILE,
+            event.file_id,
+            status,
+            status_reason,
+            event.version_number,
+            event.original_name,
+            event.content_type,
+            event.kind,
+            event.metadata,
+        )
+
+
+class FileRepository:
+    """File state in PostgreSQL, over an asyncpg pool (:func:`shared.db.create_pool`)."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    @asynccontextmanager
+    async def transaction(
+        self, *, file_id: uuid.UUID, event_id: uuid.UUID
+    ) -> AsyncIterator[FileTransaction]:
+        """One transaction on a pooled connection: committed when the block ends normally,
+        rolled back when it raises.
+
+        Raises:
+            DatabaseUnavailable: PostgreSQL refused or lost the connection (see
+                :data:`CONNECTION_ERRORS`); ``context`` has ``file_id`` and ``event_id``.
+        """
+        try:
+            async with self._pool.acquire() as connection, connection.transaction():
+                yield FileTransaction(connection)
+        except CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailable(
+                f"PostgreSQL unavailable: {exc!r}", file_id=str(file_id), event_id=str(event_id)
+            ) from exc
+
+    async def close(self) -> None:
+        """Close the pool, waiting for connections in use to be released."""
+        await self._pool.close()

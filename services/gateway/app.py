@@ -1,0 +1,199 @@
+"""The gateway's FastAPI app: wiring, health and readiness, and running it with uvicorn.
+
+The lifespan opens, in order, the PostgreSQL pool, a robust RabbitMQ connection with a
+confirm-mode :class:`~shared.broker.Publisher` (declaring the topology), the S3 client and the
+spool; they are closed in reverse order at shutdown. PostgreSQL and RabbitMQ must be reachable
+at start (the process stops otherwise); S3 is only needed to read files back, so an unreachable
+S3 shows in ``/readyz`` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import structlog
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from services.gateway import errors, status, upload
+from services.gateway.access import AccessLog
+from services.gateway.deps import GatewayDeps
+from services.gateway.policy import UploadPolicy
+from shared import broker, db
+from shared.errors import BrokerUnavailable, SluiceError
+from shared.settings import Settings
+from shared.spool import LocalSpool
+from shared.storage import S3ObjectStorage
+from shared.topology import Topology
+
+log = structlog.get_logger("sluice.gateway")
+
+#: Longest a single readiness check may take, seconds.
+READY_CHECK_TIMEOUT_S = 3.0
+
+
+class GatewayStartError(SluiceError):
+    """The gateway could not start: a dependency at start, or the listen address."""
+
+
+async def open_deps(settings: Settings, stack: contextlib.AsyncExitStack) -> GatewayDeps:
+    """Open every dependency; each is closed when ``stack`` closes.
+
+    Raises:
+        DatabaseUnavailable: PostgreSQL unreachable.
+        BrokerUnavailable: RabbitMQ unreachable, or the topology cannot be declared.
+    """
+    pool = await db.create_pool(settings.database)
+    stack.push_async_callback(pool.close)
+    connection = await broker.connect(settings.amqp)
+    stack.push_async_callback(connection.close)
+    topology = Topology(prefix=settings.amqp.prefix, delivery_limit=settings.amqp.delivery_limit)
+    try:
+        publisher = await broker.Publisher.create(connection, settings.amqp, topology)
+    except Exception as exc:
+        raise BrokerUnavailable(f"cannot declare the topology: {exc!r}") from exc
+    storage = await stack.enter_async_context(S3ObjectStorage(settings.s3))
+    return GatewayDeps(
+        settings=settings,
+        pool=pool,
+        connection=connection,
+        publisher=publisher,
+        storage=storage,
+        spool=LocalSpool(settings.spool.dir, settings.spool.chunk_bytes),
+        topology=topology,
+        policy=UploadPolicy.from_settings(settings.gateway),
+    )
+
+
+async def check_readiness(deps: GatewayDeps) -> dict[str, str]:
+    """Each dependency's state: ``"ok"`` or what failed (``database``, ``broker``, ``storage``)."""
+
+    async def database() -> None:
+        await deps.pool.fetchval("SELECT 1")
+
+    async def amqp() -> None:
+        if deps.connection.is_closed or not deps.connection.connected.is_set():
+            raise BrokerUnavailable("not connected (reconnecting)")
+
+    checks: dict[str, Callable[[], Awaitable[None]]] = {
+        "database": database,
+        "broker": amqp,
+        "storage": deps.storage.ping,
+    }
+
+    async def run(check: Callable[[], Awaitable[None]]) -> str:
+        try:
+            await asyncio.wait_for(check(), READY_CHECK_TIMEOUT_S)
+        except TimeoutError:
+            return f"timed out after {READY_CHECK_TIMEOUT_S} s"
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return "ok"
+
+    results = await asyncio.gather(*(run(check) for check in checks.values()))
+    return dict(zip(checks, results, strict=True))
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """The gateway app; its lifespan opens (and closes) every connection it needs.
+
+    Raises (at startup, from the lifespan):
+        DatabaseUnavailable, BrokerUnavailable: PostgreSQL or RabbitMQ unreachable.
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                app.state.deps = await open_deps(settings, stack)
+            except BaseException as exc:
+                app.state.startup_error = exc
+                log.error("gateway.start_failed", error=str(exc))
+                raise
+            log.info("gateway.started", prefix=settings.amqp.prefix, spool=str(settings.spool.dir))
+            yield
+            log.info("gateway.stopping")
+
+    app = FastAPI(
+        title="Sluice gateway",
+        version="1",
+        summary="Upload files into the Sluice pipeline and follow them through it.",
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+    )
+    app.state.startup_error = None
+    errors.install(app)
+    app.add_middleware(AccessLog)
+    app.include_router(upload.router)
+    app.include_router(status.router)
+
+    @app.get("/healthz", summary="Liveness: the process answers")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="Readiness: PostgreSQL, RabbitMQ and S3 reachable")
+    async def readyz() -> JSONResponse:
+        checks = await check_readiness(app.state.deps)
+        failed = [name for name, result in checks.items() if result != "ok"]
+        if failed:
+            return errors.error_response(
+                503, "not_ready", f"not ready: {', '.join(failed)}", extra={"checks": checks}
+            )
+        return JSONResponse({"status": "ready", "checks": checks})
+
+    return app
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the caller stops it through an event."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve(settings: Settings, stop: asyncio.Event, *, app: FastAPI | None = None) -> None:
+    """Serve the gateway on ``settings.gateway.host:port`` until ``stop`` is set.
+
+    In-flight requests finish first (uvicorn's graceful shutdown). Signals are left to the
+    caller, which runs this next to the workers in one process.
+
+    Raises:
+        GatewayStartError: the lifespan failed (cause attached) or the address is taken.
+    """
+    app = app or create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.gateway.host,
+        port=settings.gateway.port,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=int(settings.amqp.shutdown_timeout_s),
+    )
+    server = _Server(config)
+
+    async def run() -> None:
+        try:
+            await server.serve()
+        except SystemExit:  # uvicorn exits on a failed startup or a taken port
+            cause = getattr(app.state, "startup_error", None)
+            if cause is None:  # the lifespan started: close what it opened
+                with contextlib.suppress(Exception):
+                    await server.lifespan.shutdown()
+            where = f"{settings.gateway.host}:{settings.gateway.port}"
+            message = f"gateway could not start on {where}" + (f": {cause}" if cause else "")
+            raise GatewayStartError(message) from cause
+
+    task = asyncio.create_task(run())
+    waiter = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        server.should_exit = True
+        waiter.cancel()
+        await task

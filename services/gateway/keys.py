@@ -1,0 +1,170 @@
+"""API keys: one owner per key, stored only as a SHA-256 hash (table ``api_keys``).
+
+A key is ``slk_`` followed by 43 URL-safe Base64 characters (32 random bytes,
+``secrets.token_urlsafe``). The database keeps ``sha256(key)`` and the first 12 characters
+(``key_prefix``, to recognise a key in lists); the key itself is shown once, at creation.
+Lookups go by hash, so no secret is ever compared character by character.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+from pydantic import TypeAdapter, ValidationError
+
+from services.gateway.repo import db_call
+from shared.errors import SluiceError
+from shared.events import Owner
+
+KEY_PREFIX = "slk_"
+#: Characters of a key kept in clear in ``api_keys.key_prefix``.
+KEY_PREFIX_CHARS = 12
+KEY_PATTERN = re.compile(r"^slk_[A-Za-z0-9_-]{43}$")
+_OWNER: TypeAdapter[str] = TypeAdapter(Owner)
+
+
+class InvalidOwner(SluiceError, ValueError):
+    """The owner name does not match ``^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`` (the event contract)."""
+
+
+class UnknownKey(SluiceError, LookupError):
+    """No active key matches, or a prefix matches more than one."""
+
+
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    """What is stored about a key (never the key itself)."""
+
+    key_id: uuid.UUID
+    owner: str
+    key_prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def generate_key() -> str:
+    """A new key: ``slk_`` + 43 URL-safe Base64 characters (256 random bits)."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> bytes:
+    """``sha256(key)``, 32 bytes: what ``api_keys.key_hash`` holds."""
+    return hashlib.sha256(key.encode()).digest()
+
+
+def is_well_formed(key: str) -> bool:
+    """Whether ``key`` has the shape of a Sluice key (``slk_`` + 43 URL-safe characters)."""
+    return KEY_PATTERN.fullmatch(key) is not None
+
+
+def validate_owner(owner: str) -> str:
+    """``owner`` if it is a valid owner name (the regex of ``shared.events.Owner``).
+
+    Raises:
+        InvalidOwner: it is not.
+    """
+    try:
+        return _OWNER.validate_python(owner)
+    except ValidationError:
+        raise InvalidOwner(
+            "owner must be 1-64 characters of letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit",
+            owner=owner,
+        ) from None
+
+
+async def create_key(pool: asyncpg.Pool, owner: str) -> str:
+    """Create a key for ``owner`` and return it; only its hash and prefix are stored.
+
+    Raises:
+        InvalidOwner: ``owner`` is not a valid owner name.
+        DatabaseUnavailable: PostgreSQL unreachable.
+    """
+    owner = validate_owner(owner)
+    key = generate_key()
+    await db_call(
+        lambda: pool.execute(
+            "INSERT INTO api_keys (key_id, owner, key_hash, key_prefix) VALUES ($1, $2, $3, $4)",
+            uuid.uuid4(),
+            owner,
+            hash_key(key),
+            key[:KEY_PREFIX_CHARS],
+        )
+    )
+    return key
+
+
+async def authenticate(pool: asyncpg.Pool, key: str) -> str | None:
+    """The owner of an active key, or ``None`` (malformed, unknown or revoked).
+
+    Raises:
+        DatabaseUnavailable: PostgreSQL unreachable.
+    """
+    if not is_well_formed(key):
+        return None
+    owner: str | None = await db_call(
+        lambda: pool.fetchval(
+            "SELECT owner FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+            hash_key(key),
+        )
+    )
+    return owner
+
+
+async def revoke_key(pool: asyncpg.Pool, key_or_id: str) -> ApiKeyInfo:
+    """Revoke one active key, named by the key itself, its ``key_id`` or its ``key_prefix``.
+
+    Revoking is immediate: the next request with that key gets 401.
+
+    Raises:
+        UnknownKey: nothing active matches, or a prefix matches several keys.
+        DatabaseUnavailable: PostgreSQL unreachable.
+    """
+    value: bytes | uuid.UUID | str
+    if is_well_formed(key_or_id):
+        where, value = "key_hash = $1", hash_key(key_or_id)
+    else:
+        try:
+            where, value = "key_id = $1", uuid.UUID(key_or_id)
+        except ValueError:
+            where, value = "key_prefix = $1", key_or_id
+    query = f"""
+        WITH target AS (
+            SELECT key_id FROM api_keys WHERE {where} AND revoked_at IS NULL
+        )
+        UPDATE api_keys SET revoked_at = now()
+        WHERE key_id IN (SELECT key_id FROM target) AND (SELECT count(*) FROM target) = 1
+        RETURNING key_id, owner, key_prefix, created_at, revoked_at
+    """
+    row = await db_call(lambda: pool.fetchrow(query, value))
+    if row is None:
+        raise UnknownKey("no single active key matches", key=key_or_id[:KEY_PREFIX_CHARS])
+    return ApiKeyInfo(**dict(row))
+
+
+async def list_keys(
+    pool: asyncpg.Pool, owner: str | None = None, *, include_revoked: bool = False
+) -> list[ApiKeyInfo]:
+    """Keys, newest first; only ``owner``'s when given; revoked ones only if asked.
+
+    Raises:
+        DatabaseUnavailable: PostgreSQL unreachable.
+    """
+    rows = await db_call(
+        lambda: pool.fetch(
+            """
+            SELECT key_id, owner, key_prefix, created_at, revoked_at FROM api_keys
+            WHERE ($1::text IS NULL OR owner = $1) AND ($2 OR revoked_at IS NULL)
+            ORDER BY created_at DESC, key_id
+            """,
+            owner,
+            include_revoked,
+        )
+    )
+    return [ApiKeyInfo(**dict(row)) for row in rows]

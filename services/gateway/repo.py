@@ -1,0 +1,95 @@
+"""The gateway's read queries on ``files``, ``file_versions`` and ``file_events``.
+
+Only the commit consumer writes those tables; every query here filters by owner, so a file of
+another owner reads exactly like a file that does not exist.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TypeVar
+
+import asyncpg
+
+from shared.db import CONNECTION_ERRORS
+from shared.errors import DatabaseUnavailable
+
+T = TypeVar("T")
+
+_FILE_COLUMNS = """
+    f.file_id, f.owner, f.original_name, f.content_type, f.kind, f.metadata, f.status,
+    f.status_reason, f.current_version, f.received_at, f.updated_at,
+    v.size_bytes, v.sha256, v.bucket, v.object_key, v.thumbnails, v.thumbnail_error
+"""
+_FROM = """
+    FROM files f
+    LEFT JOIN file_versions v
+        ON v.file_id = f.file_id AND v.version_number = f.current_version
+"""
+
+
+async def db_call(operation: Callable[[], Awaitable[T]]) -> T:
+    """Await ``operation``, turning a lost or refused connection into DatabaseUnavailable.
+
+    Raises:
+        DatabaseUnavailable: PostgreSQL refused, dropped the connection, or timed out.
+    """
+    try:
+        return await operation()
+    except CONNECTION_ERRORS as exc:
+        raise DatabaseUnavailable(f"PostgreSQL unavailable: {exc!r}") from exc
+
+
+async def fetch_file(pool: asyncpg.Pool, file_id: uuid.UUID, owner: str) -> asyncpg.Record | None:
+    """The file and its current version, or ``None`` if it is not ``owner``'s (or not there).
+
+    Raises:
+        DatabaseUnavailable: PostgreSQL unreachable.
+    """
+    query = f"SELECT {_FILE_COLUMNS} {_FROM} WHERE f.file_id = $1 AND f.owner = $2"
+    row: asyncpg.Record | None = await db_call(lambda: pool.fetchrow(query, file_id, owner))
+    return row
+
+
+async def fetch_history(pool: asyncpg.Pool, file_id: uuid.UUID) -> list[asyncpg.Record]:
+    """Every recorded event of the file, oldest first (``type``, ``version_number``,
+    ``occurred_at``, ``recorded_at``, ``detail``).
+
+    Raises:
+        DatabaseUnavailable: PostgreSQL unreachable.
+    """
+    query = """
+        SELECT event_type AS type, version_number, occurred_at, recorded_at, detail
+        FROM file_events WHERE file_id = $1
+        ORDER BY occurred_at, recorded_at, event_id
+    """
+    rows: list[asyncpg.Record] = await db_call(lambda: pool.fetch(query, file_id))
+    return rows
+
+
+async def fetch_page(
+    pool: asyncpg.Pool,
+    owner: str,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """Up to ``limit`` of ``owner``'s files, newest first, strictly after the keyset ``after``
+    (``(received_at, file_id)`` of the last row of the previous page).
+
+    Raises:
+        DatabaseUnavailable: PostgreSQL unreachable.
+    """
+    stamp, last_id = after if after else (None, None)
+    query = f"""
+        SELECT {_FILE_COLUMNS} {_FROM}
+        WHERE f.owner = $1
+          AND ($2::timestamptz IS NULL OR (f.received_at, f.file_id) < ($2, $3::uuid))
+        ORDER BY f.received_at DESC, f.file_id DESC
+        LIMIT $4
+    """
+    rows: list[asyncpg.Record] = await db_call(
+        lambda: pool.fetch(query, owner, stamp, last_id, limit)
+    )
+    return rows

@@ -1,0 +1,111 @@
+"""Response bodies of the gateway's API (they make ``/openapi.json``)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ErrorDetail(_Body):
+    """What went wrong."""
+
+    code: str = Field(description="Stable machine-readable code, e.g. `too_large`.")
+    message: str = Field(description="Human-readable explanation.")
+
+
+class ErrorBody(_Body):
+    """Every error answer: ``{"error": {"code", "message"}}``."""
+
+    error: ErrorDetail
+
+
+class UploadAccepted(_Body):
+    """202: the bytes are spooled and ``file.received`` is confirmed by RabbitMQ."""
+
+    file_id: uuid.UUID
+    status: Literal["received"] = "received"
+    status_url: str = Field(description="Where to follow the file: `/v1/files/<file_id>`.")
+    sha256: str = Field(description="SHA-256 of the bytes received, lowercase hex.")
+    size_bytes: int = Field(description="Size of the file, bytes.")
+    content_type: str = Field(description="Media type sniffed from the bytes (libmagic).")
+    original_name: str = Field(description="The name kept (control characters removed).")
+
+
+class StageEvent(_Body):
+    """One row of a file's stage history (table ``file_events``)."""
+
+    type: str = Field(description="Event type: `file.received`, `file.scanned`, ...")
+    version_number: int = Field(description="File version the event is about.")
+    occurred_at: datetime = Field(description="When the stage emitted it, UTC.")
+    recorded_at: datetime = Field(description="When the commit consumer recorded it, UTC.")
+    detail: str | None = Field(None, description="Reason or note (rejections, failures).")
+
+
+class ThumbnailOut(_Body):
+    """A stored WebP thumbnail and a presigned URL to fetch it."""
+
+    size_px: int = Field(description="Requested long side, pixels.")
+    width: int = Field(description="Width, pixels.")
+    height: int = Field(description="Height, pixels.")
+    size_bytes: int = Field(description="Size of the WebP object, bytes.")
+    url: str | None = Field(description="Presigned GET URL (expires at `urls.expires_at`).")
+
+
+class FileUrls(_Body):
+    """Where to fetch a stored original."""
+
+    original: str = Field(description="Presigned GET URL of the original (S3).")
+    content: str = Field(description="`/v1/files/<id>/content`: the original via the gateway.")
+    expires_at: datetime = Field(description="When the presigned URLs expire, UTC.")
+
+
+class FileSummary(_Body):
+    """A file as listed by ``GET /v1/files``."""
+
+    file_id: uuid.UUID
+    status: str = Field(description="received, scanned, stored, available, rejected, ...")
+    original_name: str
+    content_type: str
+    kind: str | None
+    size_bytes: int | None = Field(description="Size of the current version, bytes.")
+    sha256: str | None = Field(description="SHA-256 of the current version, lowercase hex.")
+    received_at: datetime
+    status_url: str
+
+
+class FileStatus(FileSummary):
+    """Everything known about one file (``GET /v1/files/{file_id}``)."""
+
+    status_reason: str | None = Field(description="Why the status is what it is, if said.")
+    metadata: dict[str, JsonValue]
+    version_number: int
+    updated_at: datetime
+    stored: bool = Field(description="Whether the original is in object storage.")
+    object_key: str | None = Field(
+        None, description="Object key of the original in the bucket; null until stored."
+    )
+    urls: FileUrls | None = Field(description="Where to fetch the original; null until stored.")
+    thumbnails: list[ThumbnailOut]
+    thumbnail_error: str | None = Field(description="Why an image got no thumbnails.")
+    history: list[StageEvent] = Field(description="Stage events, oldest first.")
+
+
+class FileList(_Body):
+    """A page of the caller's files, newest first."""
+
+    files: list[FileSummary]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+
+
+class Readiness(_Body):
+    """``/readyz``: each dependency's check, `ok` or what failed."""
+
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, str]

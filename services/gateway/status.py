@@ -1,0 +1,172 @@
+"""Reading files back: status and stage history, the caller's list, and the content.
+
+The gateway only reads ``files``, ``file_versions`` and ``file_events``; the commit consumer
+writes them. Between the 202 of an upload and the commit consumer recording ``file.received``
+there is no row yet: the status is then 404 ``unknown file (or not yet recorded)``.
+
+An owner sees only its own files; anyone else's is 404, never 403, so ids cannot be probed.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+import structlog
+from fastapi import APIRouter, Depends, Query
+
+from services.gateway.auth import Owner
+from services.gateway.deps import GatewayDeps, get_deps
+from services.gateway.download import open_original, quote_name
+from services.gateway.errors import ApiError
+from services.gateway.repo import fetch_file, fetch_history, fetch_page
+from services.gateway.schemas import (
+    ErrorBody,
+    FileList,
+    FileStatus,
+    FileSummary,
+    FileUrls,
+    StageEvent,
+    ThumbnailOut,
+)
+from shared.events import utcnow
+
+log = structlog.get_logger("sluice.gateway")
+router = APIRouter()
+Deps = Annotated[GatewayDeps, Depends(get_deps)]
+_NOT_FOUND = "unknown file (or not yet recorded)"
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing, unknown or revoked API key."},
+    404: {"model": ErrorBody, "description": "No such file for this owner (or not yet recorded)."},
+}
+
+
+def not_found() -> ApiError:
+    """The 404 for a file that is not the caller's, does not exist, or is not recorded yet."""
+    return ApiError(404, "not_found", _NOT_FOUND)
+
+
+def _summary(row: Any) -> dict[str, Any]:
+    return {
+        "file_id": row["file_id"],
+        "status": row["status"],
+        "original_name": row["original_name"],
+        "content_type": row["content_type"],
+        "kind": row["kind"],
+        "size_bytes": row["size_bytes"],
+        "sha256": row["sha256"],
+        "received_at": row["received_at"],
+        "status_url": f"/v1/files/{row['file_id']}",
+    }
+
+
+def _encode_cursor(received_at: datetime, file_id: uuid.UUID) -> str:
+    raw = f"{received_at.isoformat()}|{file_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, _, file_id = raw.partition("|")
+        return datetime.fromisoformat(stamp), uuid.UUID(file_id)
+    except (ValueError, binascii.Error):
+        raise ApiError(422, "invalid_request", "cursor: not a cursor from this API") from None
+
+
+@router.get("/v1/files", response_model=FileList, responses=_ERRORS, summary="List my files")
+async def list_files(
+    owner: Owner,
+    deps: Deps,
+    limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 50,
+    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
+) -> FileList:
+    """The caller's files, newest first, ``limit`` per page (keyset pagination)."""
+    after = _decode_cursor(cursor) if cursor else None
+    rows = await fetch_page(deps.pool, owner, after, limit + 1)
+    page = rows[:limit]
+    next_cursor = (
+        _encode_cursor(page[-1]["received_at"], page[-1]["file_id"]) if len(rows) > limit else None
+    )
+    return FileList(files=[FileSummary(**_summary(row)) for row in page], next_cursor=next_cursor)
+
+
+@router.get(
+    "/v1/files/{file_id}",
+    response_model=FileStatus,
+    responses=_ERRORS,
+    summary="Status, stage history and presigned URLs of a file",
+)
+async def get_file(file_id: uuid.UUID, owner: Owner, deps: Deps) -> FileStatus:
+    """Everything about one of the caller's files; presigned URLs once it is stored."""
+    structlog.contextvars.bind_contextvars(file_id=str(file_id))
+    row = await fetch_file(deps.pool, file_id, owner)
+    if row is None:
+        raise not_found()
+    history = await fetch_history(deps.pool, file_id)
+    storage, ttl_s = deps.storage, deps.settings.s3.presign_ttl_s
+    stored = row["object_key"] is not None and row["bucket"] == storage.bucket
+    if row["object_key"] is not None and not stored:
+        log.warning("gateway.foreign_bucket", bucket=row["bucket"], key=row["object_key"])
+    urls: FileUrls | None = None
+    thumbnails: list[ThumbnailOut] = []
+    if stored:
+        urls = FileUrls(
+            original=await storage.presigned_get_url(
+                row["object_key"], ttl_s, download_name=quote_name(row["original_name"])
+            ),
+            content=f"/v1/files/{file_id}/content",
+            expires_at=utcnow() + timedelta(seconds=ttl_s),
+        )
+    for thumb in row["thumbnails"] or []:
+        url = await storage.presigned_get_url(thumb["key"], ttl_s) if stored else None
+        thumbnails.append(
+            ThumbnailOut(
+                size_px=thumb["size_px"],
+                width=thumb["width"],
+                height=thumb["height"],
+                size_bytes=thumb["size_bytes"],
+                url=url,
+            )
+        )
+    return FileStatus(
+        **_summary(row),
+        status_reason=row["status_reason"],
+        metadata=row["metadata"] or {},
+        version_number=row["current_version"],
+        updated_at=row["updated_at"],
+        stored=stored,
+        object_key=row["object_key"] if stored else None,
+        urls=urls,
+        thumbnails=thumbnails,
+        thumbnail_error=row["thumbnail_error"],
+        history=[StageEvent(**dict(event)) for event in history],
+    )
+
+
+@router.get(
+    "/v1/files/{file_id}/content",
+    responses={
+        **_ERRORS,
+        200: {"content": {"application/octet-stream": {}}, "description": "The original."},
+        409: {"model": ErrorBody, "description": "Not stored (yet), or rejected."},
+        503: {"model": ErrorBody, "description": "Object storage unreachable."},
+    },
+    response_model=None,
+    summary="Download the original",
+)
+async def get_content(file_id: uuid.UUID, owner: Owner, deps: Deps) -> Any:
+    """Stream the original from S3 with its type, length, name and SHA-256."""
+    structlog.contextvars.bind_contextvars(file_id=str(file_id))
+    row = await fetch_file(deps.pool, file_id, owner)
+    if row is None:
+        raise not_found()
+    if row["object_key"] is None:
+        if row["status"] == "rejected":
+            reason = row["status_reason"] or "rejected"
+            raise ApiError(409, "not_stored", f"the file was rejected: {reason}")
+        raise ApiError(409, "not_stored", f"not stored yet (status: {row['status']})")
+    return await open_original(deps.storage, row, deps.spool.chunk_bytes)

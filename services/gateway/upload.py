@@ -1,0 +1,139 @@
+"""``POST /v1/files``: stream an upload into the spool and publish ``file.received``.
+
+The answer is 202 only once RabbitMQ has confirmed the event (publisher confirm, mandatory);
+if it does not (broker down, channel closed, unroutable, nack, timeout) the spooled bytes are
+removed and the answer is 503 with ``Retry-After``, so a client that retries never leaves an
+orphan behind and never gets a 202 for a file no stage will see.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated, Any
+
+import structlog
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
+
+from services.gateway.auth import Owner
+from services.gateway.deps import GatewayDeps, get_deps
+from services.gateway.errors import ApiError, unavailable
+from services.gateway.form import read_upload
+from services.gateway.schemas import ErrorBody, UploadAccepted
+from shared.errors import BrokerUnavailable
+from shared.events import FileReceived
+from shared.spool import LocalSpool
+
+log = structlog.get_logger("sluice.gateway")
+router = APIRouter()
+
+_FORM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["file"],
+    "properties": {
+        "file": {
+            "type": "string",
+            "format": "binary",
+            "description": "The file. jpg/jpeg/png/gif/webp/heic/heif up to 10 MiB, pdf up to "
+            "5 MiB (seed 000; limits from settings). The type is sniffed from the bytes and must "
+            "match the name's extension and the part's Content-Type.",
+        },
+        "kind": {"type": "string", "maxLength": 64, "description": "Caller's category."},
+        "metadata": {
+            "type": "string",
+            "description": "A JSON object kept with the file (SLUICE_GATEWAY_MAX_METADATA_BYTES).",
+        },
+    },
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text}
+    for status, text in {
+        400: "Empty file, name over 1024 characters, malformed multipart.",
+        401: "Missing, malformed, unknown or revoked API key.",
+        413: "File (or form) larger than its type's limit.",
+        415: "Type outside the policy, or sniffed type differs from extension/Content-Type.",
+        422: "Missing `file` part, bad `kind` or `metadata`.",
+        503: "RabbitMQ did not confirm the event (retry after `Retry-After` seconds).",
+    }.items()
+}
+
+
+@router.post(
+    "/v1/files",
+    status_code=202,
+    response_model=UploadAccepted,
+    responses=_ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": _FORM_SCHEMA}},
+        }
+    },
+    summary="Upload a file",
+)
+async def upload_file(
+    request: Request,
+    response: Response,
+    owner: Owner,
+    deps: Annotated[GatewayDeps, Depends(get_deps)],
+) -> UploadAccepted:
+    """Stream the multipart body to the spool, publish ``file.received``, answer 202."""
+    started = time.perf_counter()
+    file_id = uuid.uuid4()
+    structlog.contextvars.bind_contextvars(file_id=str(file_id))
+    try:
+        upload = await read_upload(
+            request.stream(),
+            content_type=request.headers.get("content-type"),
+            content_length=request.headers.get("content-length"),
+            spool=deps.spool,
+            policy=deps.policy,
+            name=str(file_id),
+            max_metadata_bytes=deps.settings.gateway.max_metadata_bytes,
+        )
+    except ClientDisconnect:
+        log.info("gateway.upload_aborted", reason="client disconnected")
+        raise ApiError(400, "incomplete_body", "the client went away mid-upload") from None
+    source = LocalSpool.reference(upload.name)
+    try:
+        event = FileReceived.new(
+            file_id=file_id,
+            owner=owner,
+            source=source,
+            size_bytes=upload.size_bytes,
+            sha256=upload.sha256,
+            content_type=upload.content_type,
+            original_name=upload.original_name,
+            kind=upload.kind,
+            metadata=upload.metadata,
+        )
+    except ValidationError as exc:
+        await deps.spool.delete(source)
+        raise ApiError(422, "invalid_request", f"cannot describe the file: {exc}") from None
+    try:
+        await deps.publisher.publish(event)
+    except BrokerUnavailable as exc:
+        # The broker may have taken the event although its confirm was lost: leave a
+        # tombstone so the scan stage rejects the file as abandoned (shared/spool.py).
+        await deps.spool.abandon(source)
+        log.warning("gateway.publish_failed", error=str(exc), event_id=str(event.event_id))
+        raise unavailable(exc) from exc
+    status_url = f"/v1/files/{file_id}"
+    response.headers["Location"] = status_url
+    log.info(
+        "gateway.file_received",
+        event_id=str(event.event_id),
+        size_bytes=upload.size_bytes,
+        content_type=upload.content_type,
+        upload_ms=round((time.perf_counter() - started) * 1000, 1),
+    )
+    return UploadAccepted(
+        file_id=file_id,
+        status_url=status_url,
+        sha256=upload.sha256,
+        size_bytes=upload.size_bytes,
+        content_type=upload.content_type,
+        original_name=upload.original_name,
+    )

@@ -1,0 +1,1 @@
+"""The scan stage: ClamAV verdict on every received file."""

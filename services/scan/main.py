@@ -1,0 +1,44 @@
+"""Wiring of the scan consumer (``file.received``)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+from services.scan.handler import Deps, handle
+from shared.db import FileStateReader, create_pool
+from shared.events import FileReceived
+from shared.runner import Stage
+from shared.scanner import ClamdScanner
+from shared.settings import Settings
+from shared.sources import SourceReader
+from shared.spool import LocalSpool
+from shared.storage import S3ObjectStorage
+
+
+async def build(settings: Settings) -> Stage:
+    """Open the spool, S3 (for ``s3://`` sources) and a read-only view of file states (to
+    recognise late redeliveries), and return the ``scan`` stage.
+
+    Nothing is contacted yet: clamd and S3 are reached per message, and their failures are
+    retried by the run loop.
+    """
+    stack = contextlib.AsyncExitStack()
+    storage = await stack.enter_async_context(S3ObjectStorage(settings.s3))
+    spool = LocalSpool(settings.spool.dir, settings.spool.chunk_bytes)
+    pool = await create_pool(settings.database)
+    stack.push_async_callback(pool.close)
+    deps = Deps(
+        sources=SourceReader(
+            spool, storage, allowed_buckets={storage.bucket, *settings.s3.upstream_buckets}
+        ),
+        scanner=ClamdScanner(settings.clamd.host, settings.clamd.port, settings.clamd.timeout_s),
+        states=FileStateReader(pool),
+        spool=spool,
+    )
+    return Stage(
+        name="scan",
+        accepts=frozenset({FileReceived.routing_key}),
+        handle=functools.partial(handle, deps=deps),
+        close=stack.aclose,
+    )

@@ -1,0 +1,78 @@
+"""The store stage: ``file.scanned`` → the original in S3 → ``file.stored``.
+
+The key is ``shared.naming.object_key(owner, file_id, received_at, original_name)`` (seed 000's
+``{uuid}-{timestamp}-{originalname}``, under the owner): deterministic, so a redelivered event
+writes the same key and the stage is idempotent (RabbitMQ: at-least-once delivery).
+
+Before uploading, a HEAD tells whether the object is already there with the event's size and
+SHA-256, and then the upload is skipped, which also lets a redelivery succeed after the spool
+was cleaned. S3 keeps the whole SHA-256 of a single PUT as ``ChecksumSHA256``; for a multipart
+object that is a checksum of the part checksums, so the whole SHA-256 is taken from the
+``sha256`` metadata :meth:`~shared.storage.S3ObjectStorage.put_multipart` writes.
+
+Files below ``multipart_threshold_bytes`` are read whole (checked against size and SHA-256) and
+sent in one PUT; bigger ones are streamed as a multipart upload that is aborted unless the
+stream hashes to the event's SHA-256. Either way S3 verifies the checksum it is sent (AWS S3
+docs, "Checking object integrity"), so the bucket never holds bytes the event did not announce.
+The spooled bytes stay: the commit stage removes them once the file's final state is recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.events import BaseEvent, FileStored
+from shared.naming import object_key
+from shared.ports import ObjectInfo, ObjectStore, SourceReader
+from shared.storage import b64_sha256
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What the store stage works through; ``multipart_threshold_bytes`` from ``S3Settings``."""
+
+    sources: SourceReader
+    storage: ObjectStore
+    multipart_threshold_bytes: int
+
+
+def already_stored(info: ObjectInfo | None, *, size_bytes: int, sha256_hex: str) -> bool:
+    """Whether ``info`` (a HEAD answer) is the object of ``size_bytes`` bytes and SHA-256
+    ``sha256_hex``: S3's full-object ``ChecksumSHA256``, or for a multipart (COMPOSITE,
+    ``<base64>-<parts>``) checksum the ``sha256`` metadata written with it."""
+    if info is None or info.size_bytes != size_bytes or not info.checksum_sha256:
+        return False
+    if info.checksum_sha256 == b64_sha256(sha256_hex):
+        return True
+    composite = "-" in info.checksum_sha256
+    return composite and info.metadata.get("sha256") == sha256_hex
+
+
+async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
+    """Upload the event's source under its deterministic key; return its ``file.stored``.
+
+    Raises:
+        ChecksumMismatch: the source, or what S3 received, does not match the event's SHA-256.
+        SourceMissing: the source is gone and the object is not stored yet.
+        InvalidSource: a reference that is not allowed.
+        StorageUnavailable: S3 down, timed out, 5xx (retried; after the last attempt the dead
+            letter feeds the fallback worker).
+    """
+    key = object_key(event.owner, event.file_id, event.received_at, event.original_name)
+    existing = await deps.storage.head(key)
+    if not already_stored(existing, size_bytes=event.size_bytes, sha256_hex=event.sha256):
+        if event.size_bytes < deps.multipart_threshold_bytes:
+            data = await deps.sources.read(
+                event.source, expected_sha256=event.sha256, expected_size=event.size_bytes
+            )
+            await deps.storage.put_bytes(
+                key, data, sha256_hex=event.sha256, content_type=event.content_type
+            )
+        else:
+            await deps.storage.put_multipart(
+                key,
+                deps.sources.iter_chunks(event.source),
+                sha256_hex=event.sha256,
+                content_type=event.content_type,
+            )
+    return [event.follow(FileStored, bucket=deps.storage.bucket, key=key)]

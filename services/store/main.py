@@ -1,0 +1,38 @@
+"""Wiring of the store consumer (``file.scanned``)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+from services.store.handler import Deps, handle
+from shared.events import FileScanned
+from shared.runner import Stage
+from shared.settings import Settings
+from shared.sources import SourceReader
+from shared.spool import LocalSpool
+from shared.storage import S3ObjectStorage
+
+
+async def build(settings: Settings) -> Stage:
+    """Open the spool and S3 and return the ``store`` stage.
+
+    S3 is reached per message, not here: a store that starts while S3 is down retries, then
+    dead-letters to the fallback worker.
+    """
+    stack = contextlib.AsyncExitStack()
+    storage = await stack.enter_async_context(S3ObjectStorage(settings.s3))
+    spool = LocalSpool(settings.spool.dir, settings.spool.chunk_bytes)
+    deps = Deps(
+        sources=SourceReader(
+            spool, storage, allowed_buckets={storage.bucket, *settings.s3.upstream_buckets}
+        ),
+        storage=storage,
+        multipart_threshold_bytes=settings.s3.multipart_threshold_bytes,
+    )
+    return Stage(
+        name="store",
+        accepts=frozenset({FileScanned.routing_key}),
+        handle=functools.partial(handle, deps=deps),
+        close=stack.aclose,
+    )

@@ -1,0 +1,1 @@
+"""The thumbnail stage: WebP previews of stored images."""

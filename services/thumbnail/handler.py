@@ -1,0 +1,132 @@
+"""The thumbnail stage: ``file.stored`` → WebP thumbnails by the original → ``file.thumbnailed``.
+
+Images (JPEG, PNG, GIF, WebP, HEIC/HEIF) get one WebP per configured long side (256 and 1024 px
+by default); everything else passes through with no thumbnails. An image that cannot be
+thumbnailed (truncated, corrupt, a decompression bomb) is not an error of the pipeline: the file
+is still stored and committed, and ``thumbnail_error`` says why it has no thumbnails.
+
+Decoding runs in a worker thread so the event loop keeps serving other messages. Thumbnail keys
+are deterministic (``shared.naming.thumbnail_key``), so a redelivered event overwrites the same
+objects instead of adding new ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass
+
+from services.thumbnail.render import ThumbnailError, is_thumbnailable, render_thumbnails
+from shared.errors import ChecksumMismatch, InvalidEvent
+from shared.events import BaseEvent, FileStored, FileThumbnailed, Thumbnail
+from shared.naming import thumbnail_key
+from shared.settings import ThumbnailSettings
+from shared.storage import S3ObjectStorage
+
+
+@dataclass(frozen=True)
+class Deps:
+    """What the thumbnail stage works through."""
+
+    storage: S3ObjectStorage
+    settings: ThumbnailSettings
+    #: At most ``settings.max_concurrent_renders`` decodes at once, whatever the prefetch.
+    renders: asyncio.Semaphore
+
+
+async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
+    """Make and store the thumbnails of a stored file; return its ``file.thumbnailed``.
+
+    Raises:
+        InvalidEvent: not a ``file.stored`` event.
+        ChecksumMismatch: the object read back does not hash to the event's SHA-256.
+        SourceMissing: the original is not in the bucket.
+        StorageUnavailable: S3 down (retried).
+    """
+    if not isinstance(event, FileStored):
+        raise InvalidEvent(f"thumbnail stage does not take {event.type}")
+    if not is_thumbnailable(event.content_type):
+        return [event.follow(FileThumbnailed, bucket=event.bucket, key=event.key)]
+    done = await _already_stored(event, deps)
+    if done is not None:  # a redelivery: the thumbnails of this very original are there
+        return [event.follow(FileThumbnailed, bucket=event.bucket, key=event.key, thumbnails=done)]
+
+    data = await deps.storage.get_bytes(event.key, bucket=event.bucket)
+    actual = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
+    if actual != event.sha256:
+        raise ChecksumMismatch(
+            "stored object does not match the event's SHA-256",
+            bucket=event.bucket,
+            key=event.key,
+            expected=event.sha256,
+            actual=actual,
+        )
+    try:
+        async with deps.renders:
+            rendered = await asyncio.to_thread(
+                render_thumbnails,
+                data,
+                event.content_type,
+                sizes_px=deps.settings.sizes_px,
+                max_pixels=deps.settings.max_pixels,
+                webp_quality=deps.settings.webp_quality,
+            )
+    except ThumbnailError as exc:
+        return [
+            event.follow(
+                FileThumbnailed, bucket=event.bucket, key=event.key, thumbnail_error=str(exc)
+            )
+        ]
+
+    thumbnails = []
+    for thumb in rendered:
+        key = thumbnail_key(event.key, thumb.size_px)
+        await deps.storage.put_bytes(
+            key,
+            thumb.data,
+            sha256_hex=hashlib.sha256(thumb.data).hexdigest(),
+            content_type="image/webp",
+            metadata={
+                "source-sha256": event.sha256,
+                "width": str(thumb.width),
+                "height": str(thumb.height),
+            },
+        )
+        thumbnails.append(
+            Thumbnail(
+                size_px=thumb.size_px,
+                key=key,
+                width=thumb.width,
+                height=thumb.height,
+                size_bytes=len(thumb.data),
+            )
+        )
+    return [
+        event.follow(
+            FileThumbnailed, bucket=event.bucket, key=event.key, thumbnails=tuple(thumbnails)
+        )
+    ]
+
+
+async def _already_stored(event: FileStored, deps: Deps) -> tuple[Thumbnail, ...] | None:
+    """The thumbnails a previous delivery stored for this original, or ``None`` if any is missing.
+
+    Each thumbnail carries the SHA-256 of its original and its size in its object metadata, so a
+    redelivered ``file.stored`` answers without decoding the image again.
+    """
+    found = []
+    for size_px in deps.settings.sizes_px:
+        key = thumbnail_key(event.key, size_px)
+        info = await deps.storage.head(key, bucket=event.bucket)
+        if info is None or info.metadata.get("source-sha256") != event.sha256:
+            return None
+        try:
+            width, height = int(info.metadata["width"]), int(info.metadata["height"])
+        except (KeyError, ValueError):
+            return None
+        found.append(
+            Thumbnail(
+                size_px=size_px, key=key, width=width, height=height, size_bytes=info.size_bytes
+            )
+        )
+    return tuple(found)

@@ -1,0 +1,31 @@
+"""Wiring of the thumbnail consumer (``sluice worker thumbnail``)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+
+from services.thumbnail.handler import Deps, handle
+from shared.runner import Stage
+from shared.settings import Settings
+from shared.storage import S3ObjectStorage
+
+
+async def build(settings: Settings) -> Stage:
+    """Open S3 and return the ``thumbnail`` stage (consumes ``file.stored``)."""
+    storage = await S3ObjectStorage(settings.s3).__aenter__()
+    deps = Deps(
+        storage=storage,
+        settings=settings.thumbnail,
+        renders=asyncio.Semaphore(settings.thumbnail.max_concurrent_renders),
+    )
+
+    async def close() -> None:
+        await storage.__aexit__(None, None, None)
+
+    return Stage(
+        name="thumbnail",
+        accepts=frozenset({"file.stored"}),
+        handle=functools.partial(handle, deps=deps),
+        close=close,
+    )

@@ -1,0 +1,358 @@
+"""Make WebP thumbnails of an uploaded image: pure, synchronous, CPU-bound.
+
+The thumbnail consumer runs :func:`render_thumbnails` in a worker thread; Pillow releases the GIL
+while it decodes, resamples and encodes. Nothing here reads or writes Pillow's global settings
+(``Image.MAX_IMAGE_PIXELS``, ``ImageFile.LOAD_TRUNCATED_IMAGES``); the pixel limit is a parameter.
+
+What a thumbnail is (seed 000: photos jpg/jpeg/png/gif/webp/heic/heif):
+
+- WebP, long side ``min(size_px, original long side)``: never upscaled, so a thumbnail whose long
+  side is below its ``size_px`` records that the original was smaller;
+- upright: the EXIF Orientation is applied (HEIC: libheif applies ``irot``/``imir`` itself);
+- the primary image of a HEIC, never its embedded preview, and the first frame of an animation;
+- no metadata: no EXIF (so no GPS position), no XMP, no ICC profile; an image with an ICC
+  profile is converted to sRGB first, which is what an untagged WebP means;
+- alpha kept when the image has any transparency, CMYK and 16-bit images made 8-bit RGB / L.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import pillow_heif
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+from shared.errors import PermanentError
+
+__all__ = ["Thumbnail", "ThumbnailError", "is_thumbnailable", "render_thumbnails"]
+
+pillow_heif.register_heif_opener()
+
+#: Pillow format names allowed per content type: bytes that decode as another format are refused.
+_FORMATS: dict[str, tuple[str, ...]] = {
+    "image/jpeg": ("JPEG",),  # an MPO (multi-picture JPEG) opens through the JPEG factory
+    "image/png": ("PNG",),
+    "image/gif": ("GIF",),
+    "image/webp": ("WEBP",),
+    "image/heic": ("HEIF",),
+    "image/heif": ("HEIF",),
+}
+
+#: The largest width or height a WebP can have (libwebp ``WEBP_MAX_DIMENSION``).
+_WEBP_MAX_PX = 16383
+
+#: Most scans (SOS markers) a JPEG may have. Each scan of a progressive JPEG is a pass over every
+#: block of the image, so a small file of many near-empty scans keeps libjpeg busy for minutes;
+#: libjpeg-turbo guards against this with ``TJPARAM_SCANLIMIT``, which its own fuzzers set to
+#: 500, but Pillow does not expose it. Encoders write about 10 scans.
+_JPEG_MAX_SCANS = 500
+
+#: What Pillow and pillow-heif raise on bytes they cannot decode.
+_DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    struct.error,
+    RuntimeError,
+)
+
+
+@dataclass(frozen=True)
+class Thumbnail:
+    """One WebP thumbnail.
+
+    ``size_px`` is the requested long side; ``width`` and ``height`` are the real pixel size,
+    whose long side is ``min(size_px, original long side)``. ``data`` is the WebP file.
+    """
+
+    size_px: int
+    width: int
+    height: int
+    data: bytes
+
+
+class ThumbnailError(PermanentError):
+    """The bytes cannot be made into a thumbnail; retrying will not help.
+
+    The message is the reason for ops, e.g. ``"decompression bomb: 120000000 pixels > limit
+    50000000"``, ``"truncated image: ..."``, ``"cannot identify image: ..."``,
+    ``"corrupt image: ..."``; ``context`` holds ``content_type``.
+    """
+
+
+def is_thumbnailable(content_type: str) -> bool:
+    """Whether ``content_type`` (a MIME type, parameters ignored) is an image we thumbnail.
+
+    True for image/jpeg, image/png, image/gif, image/webp, image/heic and image/heif (seed 000's
+    photo types); False for everything else, application/pdf included.
+    """
+    return _normalise(content_type) in _FORMATS
+
+
+def render_thumbnails(
+    data: bytes,
+    content_type: str,
+    *,
+    sizes_px: Sequence[int] = (256, 1024),
+    max_pixels: int = 50_000_000,
+    webp_quality: int = 80,
+    webp_method: int = 4,
+) -> list[Thumbnail]:
+    """Decode ``data`` once and make one WebP thumbnail per distinct size, in the order given.
+
+    ``sizes_px`` are long sides in pixels (1 to 16383); ``max_pixels`` bounds width x height of
+    the image, checked from its header before any pixel is decoded; ``webp_quality`` is 0-100;
+    ``webp_method`` is libwebp's speed/size trade-off, 0 (fastest) to 6 (smallest), 4 its
+    default (encoding dominates the cost: on a 600x400 photo method 2 encodes about 2.4 times
+    faster than 4 for about 2.5 % more bytes).
+    The largest thumbnail is made from the decoded image, the smaller ones from it. A JPEG is
+    decoded at a reduced DCT scale (``Image.draft``) when that still gives at least the largest
+    size. Pillow's own bomb check (``Image.MAX_IMAGE_PIXELS``) still applies on top of ours.
+
+    Raises :class:`ThumbnailError` when ``content_type`` is not thumbnailable, when the bytes are
+    not an image of that type, are truncated or corrupt, exceed ``max_pixels``, or are a JPEG of
+    more than 500 scans (:data:`_JPEG_MAX_SCANS`); raises
+    :class:`ValueError` for out-of-range arguments.
+    """
+    sizes = list(dict.fromkeys(sizes_px))
+    if not sizes or any(not 1 <= s <= _WEBP_MAX_PX for s in sizes):
+        raise ValueError(f"sizes_px must be 1..{_WEBP_MAX_PX}, got {list(sizes_px)}")
+    if not 0 <= webp_quality <= 100:
+        raise ValueError(f"webp_quality must be 0..100, got {webp_quality}")
+    if not 0 <= webp_method <= 6:
+        raise ValueError(f"webp_method must be 0..6, got {webp_method}")
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+    media_type = _normalise(content_type)
+    if media_type not in _FORMATS:
+        raise ThumbnailError(
+            f"not a thumbnailable content type: {content_type}", content_type=content_type
+        )
+    largest = _decode(data, media_type, max(sizes), max_pixels)
+    width, height = largest.size  # upright, full size
+    by_size: dict[int, Thumbnail] = {}
+    for size in sorted(sizes, reverse=True):
+        target = _fit(width, height, size)
+        if largest.size != target:
+            largest = largest.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        if not by_size:  # the first (largest) resize: colour-manage and settle the mode once
+            largest = _finish(largest)
+        by_size[size] = Thumbnail(
+            size, target[0], target[1], _encode(largest, webp_quality, webp_method)
+        )
+    return [by_size[size] for size in sizes]
+
+
+def _normalise(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def _fit(width: int, height: int, size: int) -> tuple[int, int]:
+    """The size of a ``width`` x ``height`` image scaled so its long side is ``size``, or itself."""
+    long_side = max(width, height)
+    if size >= long_side:
+        return width, height
+    scale = size / long_side
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _decode(data: bytes, media_type: str, largest_px: int, max_pixels: int) -> Image.Image:
+    """Open, bomb-check, decode (JPEG: reduced DCT scale), orient and normalise the mode."""
+    if _FORMATS[media_type] == ("HEIF",):
+        _check_heif_complete(data, media_type)
+    try:
+        image = Image.open(io.BytesIO(data), formats=_FORMATS[media_type])
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ThumbnailError(
+                f"decompression bomb: {width * height} pixels > limit {max_pixels}",
+                content_type=media_type,
+            )
+        if image.format in ("JPEG", "MPO"):
+            _check_jpeg_scans(data, media_type)
+        if image.format in ("JPEG", "MPO") and largest_px < max(width, height):
+            # Reduced DCT scale at least as large as the biggest thumbnail. Only for JPEG: on a
+            # HEIF, pillow-heif's draft() swaps in the file's embedded preview image instead.
+            image.draft("RGB", _fit(width, height, largest_px))
+        image.load()  # the first frame only, for GIF, APNG and animated WebP
+        ImageOps.exif_transpose(image, in_place=True)
+        return _normalise_mode(image)
+    except ThumbnailError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ThumbnailError(f"decompression bomb: {exc}", content_type=media_type) from exc
+    except UnidentifiedImageError as exc:
+        raise ThumbnailError(
+            f"cannot identify image: bytes are not a decodable {media_type}",
+            content_type=media_type,
+        ) from exc
+    except _DECODE_ERRORS as exc:
+        kind = "truncated image" if "truncated" in str(exc).lower() else "corrupt image"
+        raise ThumbnailError(f"{kind}: {exc}", content_type=media_type) from exc
+
+
+def _check_jpeg_scans(data: bytes, media_type: str) -> None:
+    """Raise ``ThumbnailError("decompression bomb: ...")`` past :data:`_JPEG_MAX_SCANS` scans.
+
+    Counts SOS markers (``FF DA``) in one pass: entropy-coded data never holds one (an ``FF``
+    there is stuffed with ``00``), so the count is exact but for ``FF DA`` inside APPn segments
+    (an EXIF thumbnail's own scan, ICC or XMP bytes): an upper bound, never an undercount.
+    """
+    scans = data.count(b"\xff\xda")
+    if scans > _JPEG_MAX_SCANS:
+        raise ThumbnailError(
+            f"decompression bomb: {scans} JPEG scans > limit {_JPEG_MAX_SCANS}",
+            content_type=media_type,
+        )
+
+
+def _check_heif_complete(data: bytes, media_type: str) -> None:
+    """Raise ``ThumbnailError("truncated image: ...")`` if a HEIF's boxes or item data are cut off.
+
+    libheif (1.23, non-strict decoding, which pillow-heif does not let us change) decodes a
+    HEIF whose ``mdat`` is cut short without an error: the missing grid tiles come out blank. So
+    the top-level boxes (ISO/IEC 14496-12) must fit in ``data``, and so must every extent the
+    ``meta/iloc`` box gives for item data stored in the file. Anything this walk cannot parse is
+    left to libheif to judge.
+    """
+    end = len(data)
+    meta: tuple[int, int] | None = None
+    for kind, body, stop in _boxes(data, 0, end):
+        if stop > end:
+            raise ThumbnailError(
+                f"truncated image: {kind} box ends at byte {stop}, the file has {end} bytes",
+                content_type=media_type,
+            )
+        if kind == "meta":
+            meta = (body + 4, stop)  # meta is a FullBox: version and flags come first
+    if meta is None:
+        return
+    for kind, body, stop in _boxes(data, *meta):
+        if kind == "iloc" and stop <= end:
+            try:
+                extents = list(_iloc_extents(data[body:stop]))
+            except IndexError:
+                return
+            for offset, length in extents:
+                if offset + length > end:
+                    raise ThumbnailError(
+                        f"truncated image: item data ends at byte {offset + length}, "
+                        f"the file has {end} bytes",
+                        content_type=media_type,
+                    )
+
+
+def _boxes(data: bytes, start: int, stop: int) -> Iterator[tuple[str, int, int]]:
+    """ISO BMFF boxes in ``data[start:stop]`` as (type, body offset, end offset); may pass stop."""
+    pos = start
+    while pos + 8 <= stop:
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        header = 8
+        if size == 1 and pos + 16 <= stop:
+            (size,) = struct.unpack_from(">Q", data, pos + 8)
+            header = 16
+        elif size == 0:  # the box runs to the end of its container
+            size = stop - pos
+        if size < header:
+            return  # malformed: libheif will say what is wrong
+        yield kind.decode("latin-1"), pos + header, pos + size
+        pos += size
+
+
+def _iloc_extents(iloc: bytes) -> Iterator[tuple[int, int]]:
+    """(file offset, length) of every extent stored in the file (construction method 0).
+
+    Follows the ItemLocationBox of ISO/IEC 14496-12, versions 0 to 2; raises IndexError when the
+    box is shorter than its fields say.
+    """
+    pos = 0
+
+    def read(width: int) -> int:
+        nonlocal pos
+        if pos + width > len(iloc):
+            raise IndexError("iloc box too short")
+        value = int.from_bytes(iloc[pos : pos + width], "big")
+        pos += width
+        return value
+
+    version = read(4) >> 24
+    sizes = read(2)
+    offset_size, length_size = sizes >> 12, (sizes >> 8) & 15
+    base_offset_size = (sizes >> 4) & 15
+    index_size = sizes & 15 if version in (1, 2) else 0
+    for _ in range(read(2 if version < 2 else 4)):
+        read(2 if version < 2 else 4)  # item_ID
+        method = read(2) & 15 if version in (1, 2) else 0
+        read(2)  # data_reference_index
+        base = read(base_offset_size)
+        for _ in range(read(2)):
+            read(index_size)
+            offset, length = read(offset_size), read(length_size)
+            if method == 0 and length:
+                yield base + offset, length
+
+
+def _normalise_mode(image: Image.Image) -> Image.Image:
+    """Bring any decoded mode to L, RGB, RGBA or CMYK (8 bits a channel), keeping ``info``."""
+    mode = image.mode
+    if mode in ("L", "RGB", "RGBA", "CMYK"):
+        return image
+    if mode.startswith("I"):  # 16-bit greyscale (PNG): scale 0..65535 to 0..255, not clip
+        converted = image.convert("I").point(lambda v: v * (1 / 256)).convert("L")
+    elif mode in ("P", "PA"):
+        converted = image.convert("RGBA" if image.has_transparency_data else "RGB")
+    elif mode in ("LA", "La", "RGBa"):
+        converted = image.convert("RGBA")
+    elif mode in ("1", "F"):
+        converted = image.convert("L")
+    else:  # RGBX, YCbCr, HSV, LAB, ...
+        try:
+            converted = image.convert("RGB")
+        except ValueError as exc:
+            raise ThumbnailError(f"unsupported image mode: {mode}") from exc
+    converted.info = image.info
+    return converted
+
+
+def _finish(image: Image.Image) -> Image.Image:
+    """Convert to sRGB using the ICC profile if any, drop all metadata, and settle the mode.
+
+    Returns an L, RGB or RGBA image with an empty ``info``; RGBA only if some pixel is not
+    opaque. An unusable ICC profile is ignored (the pixels are taken as sRGB).
+    """
+    icc = image.info.get("icc_profile")
+    if icc and image.mode in ("L", "RGB", "RGBA", "CMYK"):
+        out_mode = "RGBA" if image.mode == "RGBA" else "RGB"  # L: a grey profile, into sRGB
+        try:
+            converted = ImageCms.profileToProfile(
+                image,
+                ImageCms.ImageCmsProfile(io.BytesIO(icc)),
+                ImageCms.createProfile("sRGB"),
+                outputMode=out_mode,
+            )
+        except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+            pass  # a profile that does not fit the pixels: keep them as they are
+        else:
+            image = converted if converted is not None else image
+    if image.mode == "CMYK":
+        image = image.convert("RGB")
+    if image.mode == "RGBA":
+        alpha_min, _ = image.getchannel("A").getextrema()
+        if isinstance(alpha_min, (int, float)) and alpha_min >= 255:
+            image = image.convert("RGB")
+    image.info = {}  # EXIF (GPS), XMP, ICC, comments: the image is ours, made by _decode
+    return image
+
+
+def _encode(image: Image.Image, quality: int, method: int) -> bytes:
+    """WebP bytes of ``image`` with no EXIF, XMP or ICC chunk."""
+    out = io.BytesIO()
+    image.save(
+        out, format="WEBP", quality=quality, method=method, exif=b"", xmp=b"", icc_profile=None
+    )
+    return out.getvalue()

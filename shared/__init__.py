@@ -1,0 +1,1 @@
+"""Sluice's common library: settings, events, topology, ports and their real adapters."""

@@ -1,0 +1,135 @@
+"""PostgreSQL: connection pools (asyncpg) and schema migrations (yoyo-migrations).
+
+Migrations are the plain SQL files in ``migrations/`` (``NNNN_name.sql`` with an optional
+``NNNN_name.rollback.sql``), applied in order under yoyo's lock, so two processes migrating at
+once do not race.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from yoyo import get_backend, read_migrations
+
+from shared.errors import DatabaseUnavailable
+from shared.settings import DatabaseSettings
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+#: What "PostgreSQL is unreachable or went away" looks like from asyncpg: socket errors and
+#: timeouts (``OSError``, ``TimeoutError``), a closed connection or pool (``InterfaceError``,
+#: ``InternalClientError`` when a broken connection is reused), SQLSTATE class 08
+#: (``PostgresConnectionError``), class 57 (``OperatorInterventionError``: admin shutdown,
+#: "the database system is shutting down", cannot connect now) and class 53
+#: (``InsufficientResourcesError``: too many connections). Callers turn these into
+#: :class:`~shared.errors.DatabaseUnavailable`, which is retried.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+
+
+async def _init_connection(connection: asyncpg.Connection) -> None:
+    for kind in ("json", "jsonb"):
+        await connection.set_type_codec(
+            kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+async def create_pool(settings: DatabaseSettings) -> asyncpg.Pool:
+    """A pool whose connections decode ``json``/``jsonb`` to Python objects.
+
+    Raises:
+        DatabaseUnavailable: PostgreSQL cannot be reached or refuses the login.
+    """
+    try:
+        pool = await asyncpg.create_pool(
+            settings.url,
+            min_size=1,
+            max_size=settings.pool_max_size,
+            command_timeout=settings.command_timeout_s,
+            init=_init_connection,
+        )
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc!r}") from exc
+    assert pool is not None
+    return pool
+
+
+def _database_name(url: str) -> str:
+    return urlsplit(url).path.lstrip("/") or "postgres"
+
+
+async def ensure_database(settings: DatabaseSettings) -> bool:
+    """Create the database named in ``settings.url`` if it does not exist; ``True`` if created.
+
+    Raises:
+        DatabaseUnavailable: PostgreSQL cannot be reached.
+    """
+    name = _database_name(settings.url)
+    parts = urlsplit(settings.url)
+    admin_url = urlunsplit(parts._replace(path="/postgres"))
+    try:
+        connection = await asyncpg.connect(admin_url)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc!r}") from exc
+    try:
+        exists = await connection.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if exists:
+            return False
+        quoted = '"' + name.replace('"', '""') + '"'
+        try:
+            await connection.execute(f"CREATE DATABASE {quoted}")
+        except asyncpg.DuplicateDatabaseError:
+            return False
+        return True
+    finally:
+        await connection.close()
+
+
+def migrate(settings: DatabaseSettings, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply every pending migration; return the ids applied (empty when up to date)."""
+    url = settings.url
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            url = "postgresql+psycopg://" + url.removeprefix(scheme)
+    backend = get_backend(url)
+    migrations = read_migrations(str(migrations_dir))
+    with backend.lock():
+        pending = backend.to_apply(migrations)
+        backend.apply_migrations(pending)
+    return [m.id for m in pending]
+
+
+class FileStateReader:
+    """Reads a file version's status (the ``FileStates`` port); the commit stage writes it."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def status(self, file_id: uuid.UUID, version_number: int) -> str | None:
+        """The recorded status of the version, or ``None``.
+
+        Raises:
+            DatabaseUnavailable: PostgreSQL cannot be reached.
+        """
+        try:
+            value = await self._pool.fetchval(
+                "SELECT status FROM file_versions WHERE file_id = $1 AND version_number = $2",
+                file_id,
+                version_number,
+            )
+        except CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailable(
+                f"cannot read file state: {exc!r}", file_id=str(file_id)
+            ) from exc
+        return None if value is None else str(value)

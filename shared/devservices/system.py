@@ -1,0 +1,90 @@
+"""RabbitMQ and PostgreSQL: daemons shared with the whole machine, checked by logging in and
+started through the distribution's own commands, never stopped from here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shared.devservices.config import DevServicesConfig, ServiceStartError
+from shared.devservices.processes import (
+    _host_port,
+    _port_open,
+    _require_local,
+    _run,
+    _run_async,
+    _run_start_command,
+    _which,
+)
+
+
+def _check_amqp(url: str) -> str | None:
+    host, port = _host_port(url, 5672)
+    if not _port_open(host, port):
+        return f"nothing listens on {host}:{port}"
+
+    async def login() -> None:
+        import aio_pika
+
+        connection = await aio_pika.connect(url, timeout=5)
+        await connection.close()
+
+    try:
+        _run_async(login)
+    except Exception as exc:
+        return f"AMQP login failed: {exc!r}"
+    return None
+
+
+def _start_rabbitmq(config: DevServicesConfig) -> None:
+    _require_local("rabbitmq", config.amqp_url, 5672)
+    diagnostics = _which("rabbitmq-diagnostics")
+    if diagnostics and _run([diagnostics, "-q", "ping"], timeout_s=60).returncode == 0:
+        return  # the node runs and is still opening its listeners: just wait
+    server = _which("rabbitmq-server")
+    if server is None:
+        raise ServiceStartError("rabbitmq-server not found; install the rabbitmq-server package")
+    _run_start_command("rabbitmq", [server, "-detached"], config.logs_dir)
+
+
+def _check_postgresql(url: str) -> str | None:
+    host, port = _host_port(url, 5432)
+    if not _port_open(host, port):
+        return f"nothing listens on {host}:{port}"
+    if pg_isready := _which("pg_isready"):
+        ready = _run([pg_isready, "-q", "-h", host, "-p", str(port)], timeout_s=10)
+        if ready.returncode != 0:
+            return f"pg_isready exit code {ready.returncode}"
+
+    async def login() -> None:
+        import asyncpg
+
+        connection = await asyncpg.connect(url, timeout=5)
+        try:
+            await connection.fetchval("SELECT 1")
+        finally:
+            await connection.close()
+
+    try:
+        _run_async(login)
+    except Exception as exc:
+        return f"PostgreSQL login failed: {exc!r}"
+    return None
+
+
+def _pg_version() -> str | None:
+    root = Path("/etc/postgresql")
+    versions = [p.name for p in root.iterdir() if p.name.isdigit()] if root.is_dir() else []
+    return max(versions, key=int) if versions else None
+
+
+def _pg_log() -> str:
+    return f"/var/log/postgresql/postgresql-{_pg_version() or 'VER'}-main.log"
+
+
+def _start_postgresql(config: DevServicesConfig) -> None:
+    _require_local("postgresql", config.database_url, 5432)
+    version = _pg_version()
+    if version is None:
+        raise ServiceStartError("no PostgreSQL cluster under /etc/postgresql; install postgresql")
+    command = ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"]
+    _run_start_command("postgresql", command, config.logs_dir)

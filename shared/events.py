@@ -1,0 +1,257 @@
+"""The event contract: versioned, frozen values, one per stage outcome.
+
+Every event carries the whole description of the file (owner, source reference, size, SHA-256,
+content type, original name), so each consumer works from the event alone; bytes never travel
+through RabbitMQ (the brief). ``event_id`` is the idempotency key. An event a stage emits in
+answer to another has a deterministic id (UUIDv5 of the parent id and the new type), so a
+redelivered message makes the same event again and downstream consumers recognise it.
+
+JSON Schemas generated from these models live in ``docs/events/`` (``sluice events schemas``);
+a test checks they are current.
+"""
+
+from __future__ import annotations
+
+import builtins
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    TypeAdapter,
+    field_validator,
+)
+
+SCHEMA_VERSION = 1
+
+Sha256Hex = Annotated[
+    str, Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the bytes, lowercase hex.")
+]
+Owner = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="Owner of the file (the API key's owner); also the first S3 key segment.",
+    ),
+]
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: str
+    schema_version: Literal[1] = Field(
+        1, description="Version of this contract; consumers reject any other."
+    )
+    event_id: uuid.UUID = Field(description="Unique id of this event; the idempotency key.")
+    causation_id: uuid.UUID | None = Field(
+        None, description="event_id of the event this one answers; null for file.received."
+    )
+    occurred_at: AwareDatetime = Field(description="When the event was made, UTC.")
+    file_id: uuid.UUID = Field(description="The file this event is about.")
+    version_number: int = Field(1, ge=1, description="Version of the file, from 1.")
+    owner: Owner
+    received_at: AwareDatetime = Field(
+        description="When the gateway (or upstream service) accepted the file, UTC."
+    )
+    source: str = Field(
+        min_length=1,
+        max_length=2048,
+        description="Where the original bytes are: `spool://<name>` or `s3://<bucket>/<key>`.",
+    )
+    size_bytes: int = Field(ge=0, le=5 * 1024**4, description="Size of the original, bytes.")
+    sha256: Sha256Hex
+    content_type: str = Field(
+        min_length=3, max_length=255, description="Media type sniffed from the bytes."
+    )
+    original_name: str = Field(
+        min_length=1,
+        max_length=1024,
+        pattern=r"^[^\x00]+$",
+        description="File name as the client sent it (no NUL).",
+    )
+    kind: str | None = Field(
+        None,
+        max_length=64,
+        pattern=r"^[^\x00]*$",
+        description="Caller's category for the file (free text, no NUL).",
+    )
+    metadata: dict[str, JsonValue] = Field(
+        default_factory=dict,
+        description="Caller's JSON object, kept with the file (no NUL in keys or strings).",
+    )
+
+    @field_validator("metadata")
+    @classmethod
+    def _no_nul(cls, value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+        # PostgreSQL text and jsonb cannot hold U+0000: refuse it here, where it is a clear
+        # validation error, rather than as a database error in the commit stage.
+        pending: list[JsonValue] = [value]
+        while pending:
+            item = pending.pop()
+            if isinstance(item, str) and "\x00" in item:
+                raise ValueError("metadata must not contain NUL (U+0000)")
+            if isinstance(item, dict):
+                pending.extend(item.keys())
+                pending.extend(item.values())
+            elif isinstance(item, list):
+                pending.extend(item)
+        return value
+
+    routing_key: ClassVar[str]
+    #: Whether a publish must reach a queue (``mandatory``): every event that drives a stage
+    #: must; ``file.committed`` is a notification for whoever subscribes, possibly nobody.
+    must_route: ClassVar[bool] = True
+
+    def follow(self, cls: builtins.type[E], **fields: Any) -> E:
+        """Make the event of type ``cls`` that answers this one.
+
+        The new event keeps the file description, has ``causation_id = self.event_id`` and a
+        deterministic ``event_id`` (UUIDv5 of this id and the new type), so answering the same
+        event twice yields the same event.
+        """
+        base = self.model_dump(
+            exclude=set(type(self).model_fields) - set(_Event.model_fields) | {"type"}
+        )
+        base.update(
+            event_id=uuid.uuid5(self.event_id, cls.routing_key),
+            causation_id=self.event_id,
+            occurred_at=utcnow(),
+        )
+        base.update(fields)
+        return cls(**base)
+
+    @property
+    def stage_hint(self) -> str:
+        """The event type without the `file.` prefix (`received`, `scanned`, ...)."""
+        return self.type.removeprefix("file.")
+
+
+E = TypeVar("E", bound=_Event)
+
+
+class FileReceived(_Event):
+    """A file has been accepted and its bytes are at ``source``; scanning comes next."""
+
+    routing_key: ClassVar[str] = "file.received"
+    type: Literal["file.received"] = "file.received"
+
+    @classmethod
+    def new(cls, **fields: Any) -> Self:
+        """A new ``file.received`` with a random event id and ``occurred_at`` = now."""
+        now = utcnow()
+        fields.setdefault("event_id", uuid.uuid4())
+        fields.setdefault("occurred_at", now)
+        fields.setdefault("received_at", now)
+        return cls(**fields)
+
+
+class FileScanned(_Event):
+    """The antivirus scanner found the bytes clean."""
+
+    routing_key: ClassVar[str] = "file.scanned"
+    type: Literal["file.scanned"] = "file.scanned"
+    scanner: str = Field(max_length=255, description="Engine and version, e.g. `ClamAV 1.0.9`.")
+    signature_version: str = Field(
+        max_length=255, description="Signature database version and date as clamd reports it."
+    )
+
+
+class FileRejected(_Event):
+    """The file will not be stored: infected, or its bytes are not what the event says."""
+
+    routing_key: ClassVar[str] = "file.rejected"
+    type: Literal["file.rejected"] = "file.rejected"
+    reason: Literal["infected", "invalid", "abandoned"] = Field(
+        description="Why: infected; invalid bytes; abandoned (the gateway answered 503)."
+    )
+    detail: str = Field(max_length=2048, description="Human-readable explanation.")
+    signature: str | None = Field(
+        None, max_length=255, description="Malware signature name, when infected."
+    )
+
+
+class FileStored(_Event):
+    """The original is in the bucket; S3 verified its SHA-256 on upload."""
+
+    routing_key: ClassVar[str] = "file.stored"
+    type: Literal["file.stored"] = "file.stored"
+    bucket: str = Field(description="Bucket holding the original.")
+    key: str = Field(description="Object key: `{owner}/{file_id}-{timestamp}-{name}`.")
+
+
+class Thumbnail(BaseModel):
+    """One stored WebP thumbnail."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    size_px: int = Field(ge=1, description="Requested long side, pixels.")
+    key: str = Field(description="Object key of the WebP thumbnail.")
+    width: int = Field(ge=1, description="Width, pixels.")
+    height: int = Field(ge=1, description="Height, pixels.")
+    size_bytes: int = Field(ge=1, description="Size of the WebP object, bytes.")
+
+
+class FileThumbnailed(_Event):
+    """Thumbnails are stored next to the original, or the file needs or could get none."""
+
+    routing_key: ClassVar[str] = "file.thumbnailed"
+    type: Literal["file.thumbnailed"] = "file.thumbnailed"
+    bucket: str = Field(description="Bucket holding the original and the thumbnails.")
+    key: str = Field(description="Object key of the original.")
+    thumbnails: tuple[Thumbnail, ...] = Field(
+        (), description="Thumbnails made; empty for non-images or when none could be made."
+    )
+    thumbnail_error: str | None = Field(
+        None, max_length=2048, description="Why an image got no thumbnails (corrupt, bomb...)."
+    )
+
+
+class FileCommitted(_Event):
+    """PostgreSQL holds the file's final state; the spooled bytes may go."""
+
+    routing_key: ClassVar[str] = "file.committed"
+    must_route: ClassVar[bool] = False
+    type: Literal["file.committed"] = "file.committed"
+    status: Literal["available", "rejected"] = Field(description="Final status of the file.")
+
+
+Event = Annotated[
+    FileReceived | FileScanned | FileRejected | FileStored | FileThumbnailed | FileCommitted,
+    Field(discriminator="type"),
+]
+EVENT_TYPES: tuple[type[_Event], ...] = (
+    FileReceived,
+    FileScanned,
+    FileRejected,
+    FileStored,
+    FileThumbnailed,
+    FileCommitted,
+)
+EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+BaseEvent = _Event
+
+
+def parse_event(body: bytes) -> BaseEvent:
+    """Decode one message body.
+
+    Raises:
+        pydantic.ValidationError: not JSON, unknown type, wrong ``schema_version`` or bad fields.
+    """
+    event: BaseEvent = EVENT_ADAPTER.validate_json(body)
+    return event
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schema of each event type, keyed by routing key (`file.received`, ...)."""
+    return {cls.routing_key: cls.model_json_schema() for cls in EVENT_TYPES}

@@ -1,0 +1,86 @@
+"""Liveness and readiness over HTTP for worker processes (``sluice worker``, ``sluice run``).
+
+The gateway serves its own ``/healthz`` and ``/readyz``; a worker has no HTTP server, so
+:func:`serve_health` gives it a small one (aiohttp) for orchestrators and ops:
+
+- ``GET /healthz`` → 200 ``{"status": "ok"}`` while the process runs;
+- ``GET /readyz`` → 200 ``{"status": "ready", "stages": {"scan": "ready", ...}}`` when every
+  consumer's connection is open and its consumer registered
+  (:attr:`~shared.runner.StageConsumer.ready`), else 503
+  ``{"error": {"code": "not_ready", "message": "not ready: scan"}, "status": "not_ready",
+  "stages": {"scan": "not_ready", ...}}`` (the gateway's error shape).
+
+A consumer that is reconnecting after a broker restart is not ready; it is again once aio-pika
+has reconnected and re-registered it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import structlog
+from aiohttp import web
+
+from shared.runner import StageConsumer
+
+log = structlog.get_logger("sluice.health")
+
+
+def readiness(consumers: Sequence[StageConsumer]) -> tuple[int, dict[str, object]]:
+    """The ``/readyz`` answer for ``consumers``: HTTP status (200 or 503) and JSON body.
+
+    No consumers at all is not ready (the process has nothing to do yet).
+    """
+    stages = {c.stage.name: "ready" if c.ready else "not_ready" for c in consumers}
+    failed = [name for name, state in stages.items() if state != "ready"]
+    if failed or not stages:
+        message = f"not ready: {', '.join(failed) or 'no consumers'}"
+        body: dict[str, object] = {
+            "error": {"code": "not_ready", "message": message},
+            "status": "not_ready",
+            "stages": stages,
+        }
+        return 503, body
+    return 200, {"status": "ready", "stages": stages}
+
+
+def create_app(consumers: Sequence[StageConsumer]) -> web.Application:
+    """The aiohttp application serving ``/healthz`` and ``/readyz`` for ``consumers``."""
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_: web.Request) -> web.Response:
+        status, body = readiness(consumers)
+        return web.json_response(body, status=status)
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def serve_health(
+    port: int,
+    consumers: Sequence[StageConsumer],
+    stop: asyncio.Event,
+    host: str = "127.0.0.1",
+) -> None:
+    """Serve ``/healthz`` and ``/readyz`` on ``host:port`` (TCP) until ``stop`` is set.
+
+    ``consumers`` is read on every request, so it may be a list the caller fills as consumers
+    start.
+
+    Raises:
+        OSError: the address cannot be bound (port taken, bad host).
+    """
+    runner = web.AppRunner(create_app(consumers), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        log.info("health endpoint started", host=host, port=port)
+        await stop.wait()
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,58 @@
+"""Object keys: ``{owner}/{file_id}-{timestamp}-{sanitised original name}`` (seed 000).
+
+The name part is made safe for any S3 implementation and any later download: Unicode NFC,
+path separators and control characters replaced, leading dots removed (no ``..`` segment, no
+hidden file), at most 120 UTF-8 bytes with the extension kept. Keys are deterministic for a
+file version, so a redelivered store writes the same key again.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import uuid
+from datetime import UTC, datetime
+
+MAX_NAME_BYTES = 120
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|#%{}^~\[\]`]+")
+_SPACES = re.compile(r"\s+")
+
+
+def _truncate_utf8(text: str, limit: int) -> str:
+    encoded = text.encode()
+    if len(encoded) <= limit:
+        return text
+    return encoded[:limit].decode(errors="ignore")
+
+
+def sanitise_name(original: str) -> str:
+    """A safe single-segment name for ``original`` (never empty, at most 120 UTF-8 bytes).
+
+    >>> sanitise_name("../../etc/passwd")
+    'etc_passwd'
+    >>> sanitise_name("photo\\x00.jpg")
+    'photo_.jpg'
+    """
+    name = unicodedata.normalize("NFC", original)
+    name = _UNSAFE.sub("_", name)
+    name = _SPACES.sub("_", name)
+    name = re.sub(r"_+", "_", name)
+    name = name.strip("._ ")
+    if not name:
+        name = "file"
+    stem, dot, ext = name.rpartition(".")
+    if dot and stem and 0 < len(ext.encode()) <= 16:
+        stem = _truncate_utf8(stem, MAX_NAME_BYTES - len(ext.encode()) - 1).rstrip("._ ")
+        return f"{stem or 'file'}.{ext}"
+    return _truncate_utf8(name, MAX_NAME_BYTES).rstrip("._ ") or "file"
+
+
+def object_key(owner: str, file_id: uuid.UUID, received_at: datetime, original_name: str) -> str:
+    """The original's key: ``{owner}/{file_id}-{YYYYMMDDTHHMMSSZ}-{sanitised name}``."""
+    stamp = received_at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{owner}/{file_id}-{stamp}-{sanitise_name(original_name)}"
+
+
+def thumbnail_key(original_key: str, size_px: int) -> str:
+    """The key of a thumbnail, next to its original: ``{original key}.thumb-{size}.webp``."""
+    return f"{original_key}.thumb-{size_px}.webp"

@@ -1,0 +1,284 @@
+"""The one run loop every consumer uses (faststream's subscriber, Prefect's ``create_handler``).
+
+For each delivery it decodes and validates the event, calls the stage's handler, publishes the
+events the handler returns with publisher confirms, and only then acknowledges (RabbitMQ:
+at-least-once delivery, so handlers are idempotent). Failures are routed by type:
+
+- :class:`~shared.errors.PermanentError` (and a message that is not a valid event) → the stage's
+  dead-letter queue at once, with ``x-sluice-error-*`` headers giving the reason;
+- anything else → the stage's wait queue with a jittered exponential backoff as per-message TTL,
+  counted in our own ``x-sluice-attempts`` header (RabbitMQ owns ``x-death``), and after
+  ``max_attempts`` → the dead-letter queue;
+- a consumer that dies mid-message (crash loop) → RabbitMQ redelivers, and the quorum queue's
+  delivery limit dead-letters it in the end.
+
+The handler never touches the channel: ``async def handle(event) -> Sequence[Event]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+import tenacity
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from pydantic import ValidationError
+
+from shared import broker
+from shared.errors import InvalidEvent, PermanentError, SluiceError
+from shared.events import BaseEvent, parse_event
+from shared.settings import AmqpSettings
+from shared.topology import Topology
+
+HEADER_ATTEMPTS = "x-sluice-attempts"
+HEADER_ERROR_TYPE = "x-sluice-error-type"
+HEADER_ERROR_MESSAGE = "x-sluice-error-message"
+HEADER_FIRST_FAILED_AT = "x-sluice-first-failed-at"
+HEADER_LAST_FAILED_AT = "x-sluice-last-failed-at"
+HEADER_STAGE = "x-sluice-stage"
+_PASSED_ON_HEADERS = ("traceparent", "tracestate")
+
+Handler = Callable[[BaseEvent], Awaitable[Sequence[BaseEvent]]]
+log = structlog.get_logger("sluice.runner")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A consumer: its name (queue ``<prefix>.<name>``), the event types it takes, its handler."""
+
+    name: str
+    accepts: frozenset[str]
+    handle: Handler
+    close: Callable[[], Awaitable[None]] | None = None
+
+
+def backoff_delay_s(attempt: int, base_s: float, max_s: float) -> float:
+    """Equal-jitter exponential backoff before retry ``attempt`` (1 = first retry), seconds.
+
+    With ``c = min(max_s, base_s * 2 ** (attempt - 1))`` (tenacity's ``wait_exponential``), the
+    delay is uniform in ``[c / 2, c]`` ("equal jitter", AWS Architecture Blog, "Exponential
+    Backoff And Jitter"). The floor matters: it makes the retry budget, the least time a
+    message keeps being retried before it is dead-lettered, predictable
+    (``sum(c_n / 2)``), so an outage shorter than the budget dead-letters nothing; full jitter
+    could spend every attempt within the first second of an outage.
+    """
+    state = tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
+    state.attempt_number = attempt
+    ceiling = float(tenacity.wait_exponential(multiplier=base_s, max=max_s)(state))
+    return random.uniform(ceiling / 2, ceiling)
+
+
+def retry_budget_s(max_attempts: int, base_s: float, max_s: float) -> float:
+    """The least total backoff, seconds, a message waits before ``max_attempts`` are spent."""
+    return sum(min(max_s, base_s * 2 ** (attempt - 1)) / 2 for attempt in range(1, max_attempts))
+
+
+def _short(text: str, limit: int = 1000) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass
+class StageConsumer:
+    """Consumes one stage queue on its own robust connection until :meth:`stop`."""
+
+    stage: Stage
+    settings: AmqpSettings
+    topology: Topology
+    _connection: AbstractRobustConnection | None = None
+    _queue: AbstractQueue | None = None
+    _consumer_tag: str | None = None
+    _publisher: broker.Publisher | None = None
+    _in_flight: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def ready(self) -> bool:
+        """Whether the connection is up and the consumer registered (a worker's ``/readyz``).
+
+        False before :meth:`start`, after :meth:`stop`, and while the robust connection is
+        reconnecting (aio-pika re-registers the consumer under the same tag once it is back; for
+        the few milliseconds that takes after the channel reopens this may already be True).
+        """
+        connection, queue = self._connection, self._queue
+        return (
+            connection is not None
+            and not connection.is_closed
+            and connection.connected.is_set()
+            and queue is not None
+            and not queue.channel.is_closed
+            and self._consumer_tag is not None
+        )
+
+    async def start(self) -> None:
+        """Connect, declare the topology, and start consuming.
+
+        Raises:
+            BrokerUnavailable: RabbitMQ cannot be reached.
+        """
+        self._connection = await broker.connect(self.settings)
+        self._publisher = await broker.Publisher.create(
+            self._connection, self.settings, self.topology
+        )
+        channel = await broker.open_channel(self._connection, self.settings)
+        # A passive declare_queue, not get_queue(ensure=False): only queues declared through
+        # the robust channel are re-declared, and their consumers restarted, after a reconnect.
+        queue_name = self.topology.queue(self.stage.name)
+        self._queue = await channel.declare_queue(queue_name, passive=True)
+        self._consumer_tag = await self._queue.consume(self._on_message)
+        log.info("consumer started", stage=self.stage.name, queue=self._queue.name)
+
+    async def stop(self) -> None:
+        """Stop consuming, let in-flight messages finish within ``shutdown_timeout_s``, close.
+
+        Messages still unacknowledged when the connection closes are requeued by RabbitMQ.
+        """
+        if self._queue is not None and self._consumer_tag is not None:
+            try:
+                await self._queue.cancel(self._consumer_tag)
+            except Exception as exc:  # the channel may already be gone
+                log.warning("cancel failed", stage=self.stage.name, error=repr(exc))
+        if self._in_flight:
+            _, pending = await asyncio.wait(
+                set(self._in_flight), timeout=self.settings.shutdown_timeout_s
+            )
+            for task in pending:
+                task.cancel()
+        if self._connection is not None:
+            await self._connection.close()
+        if self.stage.close is not None:
+            await self.stage.close()
+        log.info("consumer stopped", stage=self.stage.name)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.add(task)
+        try:
+            await self._process(message)
+        finally:
+            if task is not None:
+                self._in_flight.discard(task)
+
+    async def _process(self, message: AbstractIncomingMessage) -> None:
+        started = time.perf_counter()
+        structlog.contextvars.clear_contextvars()
+        headers: dict[str, Any] = dict(message.headers or {})
+        attempt = int(headers.get(HEADER_ATTEMPTS, 1) or 1)
+        structlog.contextvars.bind_contextvars(
+            stage=self.stage.name, message_id=message.message_id, attempt=attempt
+        )
+        if "traceparent" in headers:
+            structlog.contextvars.bind_contextvars(trace_id=str(headers["traceparent"])[3:35])
+        outcome, detail = "acked", ""
+        try:
+            event = self._decode(message)
+            structlog.contextvars.bind_contextvars(
+                file_id=str(event.file_id), event_id=str(event.event_id), event_type=event.type
+            )
+            outgoing = await self.stage.handle(event)
+            passed_on = {k: headers[k] for k in _PASSED_ON_HEADERS if k in headers}
+            assert self._publisher is not None
+            for out in outgoing:
+                await self._publisher.publish(out, headers=passed_on)
+            await message.ack()
+            detail = ",".join(out.type for out in outgoing)
+        except PermanentError as exc:
+            outcome, detail = "dead-lettered", str(exc)
+            await self._fail(message, headers, attempt, exc, retry=False)
+        except Exception as exc:
+            retry = attempt < self.settings.max_attempts
+            outcome = "retry" if retry else "dead-lettered"
+            detail = repr(exc) if not isinstance(exc, SluiceError) else str(exc)
+            await self._fail(message, headers, attempt, exc, retry=retry)
+        log.info(
+            "message handled",
+            outcome=outcome,
+            detail=_short(detail, 300),
+            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+        )
+
+    def _decode(self, message: AbstractIncomingMessage) -> BaseEvent:
+        try:
+            event = parse_event(message.body)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+                for err in exc.errors()[:5]
+            )
+            raise InvalidEvent(f"invalid event: {problems}") from None
+        if event.type not in self.stage.accepts:
+            raise InvalidEvent(f"stage {self.stage.name} does not take {event.type} events")
+        return event
+
+    async def _fail(
+        self,
+        message: AbstractIncomingMessage,
+        headers: dict[str, Any],
+        attempt: int,
+        exc: BaseException,
+        *,
+        retry: bool,
+    ) -> None:
+        now = datetime.now(UTC).isoformat()
+        failure_headers: dict[str, Any] = {
+            **headers,
+            HEADER_STAGE: self.stage.name,
+            HEADER_ERROR_TYPE: type(exc).__name__,
+            HEADER_ERROR_MESSAGE: _short(str(exc) or repr(exc)),
+            HEADER_FIRST_FAILED_AT: headers.get(HEADER_FIRST_FAILED_AT, now),
+            HEADER_LAST_FAILED_AT: now,
+        }
+        assert self._publisher is not None
+        try:
+            if retry:
+                delay_s = backoff_delay_s(
+                    attempt, self.settings.retry_base_delay_s, self.settings.retry_max_delay_s
+                )
+                failure_headers[HEADER_ATTEMPTS] = attempt + 1
+                await self._publisher.publish_to_queue(
+                    self.topology.retry_queue(self.stage.name),
+                    broker.republished(message, failure_headers, expiration_s=max(delay_s, 0.001)),
+                )
+            else:
+                failure_headers[HEADER_ATTEMPTS] = attempt
+                await self._publisher.publish_to_exchange(
+                    self.topology.dead_letter_exchange,
+                    self.stage.name,
+                    broker.republished(message, failure_headers),
+                )
+            await message.ack()
+        except Exception as publish_exc:
+            # Neither retry nor dead letter could be confirmed: give the message back to the
+            # broker. If the channel is gone, RabbitMQ requeues it when the connection closes.
+            log.error("failure routing failed; requeueing", error=repr(publish_exc))
+            try:
+                await message.nack(requeue=True)
+            except Exception as nack_exc:
+                log.error("nack failed", error=repr(nack_exc))
+
+
+async def run_until_stopped(
+    stages: Sequence[Stage],
+    settings: AmqpSettings,
+    topology: Topology,
+    stop: asyncio.Event,
+    started: list[StageConsumer] | None = None,
+) -> None:
+    """Start a consumer per stage, wait for ``stop``, then shut every consumer down gracefully.
+
+    ``started``, if given, is filled with each consumer once it consumes (for health checks).
+    """
+    consumers = [StageConsumer(stage, settings, topology) for stage in stages]
+    started = [] if started is None else started
+    try:
+        for consumer in consumers:
+            await consumer.start()
+            started.append(consumer)
+        await stop.wait()
+    finally:
+        await asyncio.gather(*(c.stop() for c in started), return_exceptions=True)

@@ -1,0 +1,286 @@
+"""Typed settings, read once from the environment at start and passed down.
+
+Every field names its unit and has bounds; :func:`load` turns a validation failure into a
+:class:`~shared.errors.ConfigError` that names the environment variable, so a bad value stops the
+process at start with a message ops can act on.
+
+The S3 variables keep the names of source document 000 (``S3_ENDPOINT, S3_ACCESS_KEY,
+S3_SECRET_KEY, S3_BUCKET_NAME, S3_REGION, S3_FORCE_PATH_STYLE``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import ConfigError
+
+MiB = 1024 * 1024
+
+
+class AmqpSettings(BaseSettings):
+    """RabbitMQ connection, topology prefix, prefetch and retry policy (``SLUICE_AMQP_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICE_AMQP_", frozen=True)
+
+    url: str = Field(
+        "amqp://guest:guest@127.0.0.1:5672/", description="AMQP 0-9-1 URL of the broker."
+    )
+    prefix: str = Field(
+        "sluice",
+        pattern=r"^[a-z][a-z0-9_-]{0,30}$",
+        description="Prefix of every exchange and queue name; tests use their own.",
+    )
+    prefetch_count: int = Field(8, ge=1, le=1000, description="Unacked deliveries per consumer.")
+    publish_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="Longest wait for a publisher confirm."
+    )
+    max_attempts: int = Field(
+        3,
+        ge=1,
+        le=50,
+        description="Attempts before a retryable failure dead-letters (seed 000).",
+    )
+    retry_base_delay_s: float = Field(
+        1.0, gt=0, le=3600, description="First backoff delay; doubles each attempt, equal jitter."
+    )
+    retry_max_delay_s: float = Field(60.0, gt=0, le=86400, description="Backoff ceiling.")
+    delivery_limit: int = Field(
+        5, ge=1, le=1000, description="Quorum-queue redeliveries before a crash loop dead-letters."
+    )
+    shutdown_timeout_s: float = Field(
+        30.0, gt=0, le=600, description="Longest wait for in-flight messages on SIGTERM."
+    )
+
+
+class S3Settings(BaseSettings):
+    """S3-compatible object storage (``S3_*``, names from source document 000)."""
+
+    model_config = SettingsConfigDict(env_prefix="S3_", frozen=True)
+
+    endpoint: str = Field("http://127.0.0.1:8333", description="S3 endpoint URL (MinIO, AWS).")
+    access_key: str = Field("sluice", min_length=1, description="S3 access key id.")
+    secret_key: str = Field("sluice-secret-key", min_length=1, description="S3 secret key.")
+    bucket_name: str = Field(
+        "sluice",
+        pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+        description="Bucket for originals and thumbnails (one per environment, seed 003).",
+    )
+    region: str = Field("us-east-1", min_length=1, description="S3 region name.")
+    force_path_style: bool = Field(True, description="Path-style addressing (MinIO, SeaweedFS).")
+    multipart_threshold_bytes: int = Field(
+        8 * MiB, ge=5 * MiB, description="Objects at least this big use a multipart upload."
+    )
+    part_size_bytes: int = Field(
+        8 * MiB, ge=5 * MiB, le=5 * 1024 * MiB, description="Multipart part size."
+    )
+    upstream_buckets: tuple[str, ...] = Field(
+        (),
+        description="Other buckets `s3://` sources of upstream events may name (JSON list).",
+    )
+    presign_ttl_s: int = Field(
+        900, ge=1, le=7 * 24 * 3600, description="Lifetime of presigned GET URLs."
+    )
+    timeout_s: float = Field(30.0, gt=0, le=600, description="Connect and read timeout.")
+
+
+class DatabaseSettings(BaseSettings):
+    """PostgreSQL (``SLUICE_DATABASE_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICE_DATABASE_", frozen=True)
+
+    url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/sluice",
+        description="libpq URL; `sluice migrate` creates the database if it is missing.",
+    )
+    pool_max_size: int = Field(10, ge=1, le=200, description="Connections per process.")
+    command_timeout_s: float = Field(30.0, gt=0, le=600, description="Per-statement timeout.")
+
+
+class SpoolSettings(BaseSettings):
+    """Where the gateway parks uploaded bytes until they are stored (``SLUICE_SPOOL_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICE_SPOOL_", frozen=True)
+
+    dir: Path = Field(Path(".sluice/spool"), description="Spool directory, shared by the stages.")
+    chunk_bytes: int = Field(256 * 1024, ge=4096, le=64 * MiB, description="Read/write chunk size.")
+
+    @field_validator("dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+
+class ClamdSettings(BaseSettings):
+    """clamd over TCP (``SLUICE_CLAMD_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICE_CLAMD_", frozen=True)
+
+    host: str = Field("127.0.0.1", min_length=1, description="clamd TCP address.")
+    port: int = Field(3310, ge=1, le=65535, description="clamd TCP port.")
+    timeout_s: float = Field(60.0, gt=0, le=600, description="Longest wait for a verdict.")
+
+
+class GatewaySettings(BaseSettings):
+    """HTTP gateway and the upload policy of source document 000 (``SLUICE_GATEWAY_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICE_GATEWAY_", frozen=True)
+
+    host: str = Field("127.0.0.1", description="Listen address.")
+    port: int = Field(8080, ge=1, le=65535, description="Listen port.")
+    max_image_bytes: int = Field(10 * MiB, ge=1, description="Largest image upload (seed 000).")
+    max_pdf_bytes: int = Field(5 * MiB, ge=1, description="Largest PDF upload (seed 000).")
+    max_metadata_bytes: int = Field(16 * 1024, ge=2, description="Largest `metadata` JSON.")
+
+
+class ThumbnailSettings(BaseSettings):
+    """Thumbnail sizes and decoder limits (``SLUICE_THUMBNAIL_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICE_THUMBNAIL_", frozen=True)
+
+    sizes_px: tuple[int, ...] = Field(
+        (256, 1024), min_length=1, description="Long sides of the WebP thumbnails, pixels."
+    )
+    max_pixels: int = Field(
+        50_000_000, ge=1, description="Decompression-bomb limit: width x height, pixels."
+    )
+    webp_quality: int = Field(80, ge=1, le=100, description="WebP quality, 1-100.")
+    max_concurrent_renders: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Images decoded at once per process; bounds memory (~250 MiB each at the "
+        "pixel limit).",
+    )
+
+    @field_validator("sizes_px")
+    @classmethod
+    def _positive(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(size < 16 or size > 8192 for size in value):
+            raise ValueError("each size must be between 16 and 8192 pixels")
+        return tuple(sorted(set(value)))
+
+
+class WorkerSettings(BaseSettings):
+    """Stage worker processes (``SLUICE_WORKER_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICE_WORKER_", frozen=True)
+
+    health_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Serve /healthz and /readyz on 127.0.0.1 at this port; unset: no server.",
+    )
+    health_host: str = Field("127.0.0.1", description="Listen address of the health server.")
+
+
+class LogSettings(BaseSettings):
+    """Log output (``SLUICE_LOG_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICE_LOG_", frozen=True)
+
+    format: str = Field(
+        "auto", pattern=r"^(auto|json|console)$", description="json, console, or auto (tty)."
+    )
+    level: str = Field(
+        "info", pattern=r"^(debug|info|warning|error)$", description="Lowest level written."
+    )
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load(cls: type[S]) -> S:
+    """Build ``cls`` from the environment.
+
+    Raises:
+        ConfigError: a variable is malformed or out of bounds; the message names it, e.g.
+            ``SLUICE_AMQP_PREFETCH_COUNT: Input should be greater than or equal to 1 (got '0')``.
+    """
+    try:
+        return cls()
+    except ValidationError as exc:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"][:1])
+            variable = f"{prefix}{field}".upper()
+            problems.append(f"{variable}: {error['msg']} (got {error.get('input')!r})")
+        raise ConfigError("invalid settings: " + "; ".join(problems)) from None
+
+
+class Settings:
+    """Every settings group, built once at start (:meth:`from_env`) and passed down."""
+
+    def __init__(
+        self,
+        *,
+        amqp: AmqpSettings,
+        s3: S3Settings,
+        database: DatabaseSettings,
+        spool: SpoolSettings,
+        clamd: ClamdSettings,
+        gateway: GatewaySettings,
+        thumbnail: ThumbnailSettings,
+        log: LogSettings,
+        worker: WorkerSettings | None = None,
+    ) -> None:
+        self.amqp = amqp
+        self.s3 = s3
+        self.database = database
+        self.spool = spool
+        self.clamd = clamd
+        self.gateway = gateway
+        self.thumbnail = thumbnail
+        self.log = log
+        self.worker = worker or WorkerSettings()
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Read every group from the environment.
+
+        Raises:
+            ConfigError: a variable is malformed or out of bounds (named in the message).
+        """
+        return cls(
+            amqp=load(AmqpSettings),
+            s3=load(S3Settings),
+            database=load(DatabaseSettings),
+            spool=load(SpoolSettings),
+            clamd=load(ClamdSettings),
+            gateway=load(GatewaySettings),
+            thumbnail=load(ThumbnailSettings),
+            log=load(LogSettings),
+            worker=load(WorkerSettings),
+        )
+
+
+SETTINGS_GROUPS: tuple[type[BaseSettings], ...] = (
+    AmqpSettings,
+    S3Settings,
+    DatabaseSettings,
+    SpoolSettings,
+    ClamdSettings,
+    GatewaySettings,
+    ThumbnailSettings,
+    WorkerSettings,
+    LogSettings,
+)
+
+
+def environment_reference() -> str:
+    """A Markdown table of every environment variable: name, default, description."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for group in SETTINGS_GROUPS:
+        prefix = str(group.model_config.get("env_prefix", ""))
+        for name, field in group.model_fields.items():
+            default = field.default
+            shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+            if isinstance(default, Path):
+                shown = str(default)
+            lines.append(f"| `{(prefix + name).upper()}` | `{shown}` | {field.description} |")
+    return "\n".join(lines) + "\n"

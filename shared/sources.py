@@ -1,0 +1,139 @@
+"""Reading the bytes an event's ``source`` points at, checked against the event.
+
+Events carry a source reference, a size and a SHA-256, never the bytes (the brief). Two schemes:
+
+- ``spool://<name>``: a file the gateway spooled (:class:`~shared.spool.LocalSpool`);
+- ``s3://<bucket>/<key>``: an object an upstream service wrote. Only buckets in
+  ``allowed_buckets`` (by default Sluice's own) may be read, so an event cannot make Sluice
+  copy an object from a bucket it was never meant to take files from.
+
+:meth:`SourceReader.read` returns the whole file in memory: files are at most 10 MB by policy
+(seed 000), and ``max_bytes`` refuses anything bigger before it is read. Large files that are
+only passed on (a multipart upload) use :meth:`SourceReader.iter_chunks`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Collection
+
+from shared.errors import ChecksumMismatch, InvalidSource, SourceMissing
+from shared.spool import SCHEME as SPOOL_SCHEME
+from shared.spool import LocalSpool
+from shared.storage import S3ObjectStorage, parse_s3_uri
+
+S3_SCHEME = "s3://"
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+
+
+class SourceReader:
+    """The source-reader port over the spool and S3.
+
+    Args:
+        spool: where ``spool://`` references live.
+        storage: the S3 client ``s3://`` references are read through.
+        allowed_buckets: buckets ``s3://`` references may name; default ``{storage.bucket}``.
+        max_bytes: largest source :meth:`read` loads into memory, bytes.
+    """
+
+    def __init__(
+        self,
+        spool: LocalSpool,
+        storage: S3ObjectStorage,
+        *,
+        allowed_buckets: Collection[str] | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        self._spool = spool
+        self._storage = storage
+        self._allowed = frozenset(allowed_buckets or {storage.bucket})
+        self.max_bytes = max_bytes
+
+    def _s3_location(self, source: str) -> tuple[str, str]:
+        bucket, key = parse_s3_uri(source)
+        if bucket not in self._allowed:
+            raise InvalidSource("s3:// source in a bucket Sluice does not read", source=source)
+        return bucket, key
+
+    async def _size(self, source: str) -> int:
+        if source.startswith(SPOOL_SCHEME):
+            path = self._spool.path(source)
+            try:
+                return (await asyncio.to_thread(path.stat)).st_size
+            except FileNotFoundError:
+                raise SourceMissing("spooled file is gone", source=source) from None
+        if source.startswith(S3_SCHEME):
+            bucket, key = self._s3_location(source)
+            info = await self._storage.head(key, bucket=bucket)
+            if info is None:
+                raise SourceMissing("source object is gone", source=source)
+            return info.size_bytes
+        raise InvalidSource("unknown source scheme (spool:// or s3:// expected)", source=source)
+
+    async def read(self, source: str, *, expected_sha256: str, expected_size: int) -> bytes:
+        """The whole source, checked against the event's size (bytes) and SHA-256 (hex).
+
+        The size is checked before reading (``stat`` or S3 HEAD), so a wrong or huge source is
+        refused without being loaded.
+
+        Raises:
+            ChecksumMismatch: the size or SHA-256 differs (context: expected, actual).
+            SourceMissing: the spooled file or the object is gone.
+            InvalidSource: unknown scheme, bad spool name, foreign bucket, or the source is
+                bigger than ``max_bytes``.
+            StorageUnavailable: S3 down.
+        """
+        if expected_size > self.max_bytes:
+            raise InvalidSource(
+                f"source bigger than {self.max_bytes} bytes", source=source, size=expected_size
+            )
+        actual_size = await self._size(source)
+        if actual_size != expected_size:
+            raise ChecksumMismatch(
+                "source size differs from the event's",
+                source=source,
+                expected=expected_size,
+                actual=actual_size,
+            )
+        if source.startswith(SPOOL_SCHEME):
+            data = await self._spool.read_bytes(source)
+        else:
+            bucket, key = self._s3_location(source)
+            data = await self._storage.get_bytes(key, bucket=bucket)
+        actual_sha256 = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
+        if len(data) != expected_size or actual_sha256 != expected_sha256:
+            raise ChecksumMismatch(
+                "source bytes do not match the event's SHA-256",
+                source=source,
+                expected=expected_sha256,
+                actual=actual_sha256,
+                size=len(data),
+            )
+        return data
+
+    async def iter_chunks(self, source: str) -> AsyncIterator[bytes]:
+        """The source in chunks, unverified: the consumer hashes what it reads.
+
+        ``spool://`` is streamed from disk in the spool's ``chunk_bytes``; ``s3://`` is read
+        whole (at most ``max_bytes``) and cut into chunks of the same size.
+
+        Raises (on iteration):
+            SourceMissing: the source is gone.
+            InvalidSource: unknown scheme, bad name, foreign bucket, bigger than ``max_bytes``.
+            StorageUnavailable: S3 down.
+        """
+        if source.startswith(SPOOL_SCHEME):
+            async for chunk in self._spool.iter_chunks(source):
+                yield chunk
+            return
+        size = await self._size(source)
+        if size > self.max_bytes:
+            raise InvalidSource(
+                f"source bigger than {self.max_bytes} bytes", source=source, size=size
+            )
+        bucket, key = self._s3_location(source)
+        data = await self._storage.get_bytes(key, bucket=bucket)
+        step = self._spool.chunk_bytes
+        for start in range(0, len(data), step):
+            yield data[start : start + step]

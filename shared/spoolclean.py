@@ -1,0 +1,102 @@
+"""Cleaning the spool of what no stage will ever come back for.
+
+The commit stage removes a file's spooled bytes once its final state is recorded, so in normal
+operation the spool holds only files in flight. What can stay behind:
+
+- ``<name>.partial``: an upload the gateway never finished (it died mid-request);
+- ``<name>.abandoned``: the tombstone of an upload answered with 503 (``shared/spool.py``),
+  needed only while the event that might have escaped could still arrive;
+- ``<name>``: bytes whose ``file.received`` was never published (the gateway died between
+  spooling and publishing), or a file already final whose removal failed.
+
+:func:`clean_spool` removes such entries once they are older than a threshold, and never the
+bytes of a file that is in flight or waiting in a dead-letter queue (its version's recorded
+status is ``received``, ``scanned`` or ``stored``): those are still needed for a replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from shared.ports import FileStates
+
+FINAL = frozenset({"available", "rejected"})
+EntryKind = Literal["file", "partial", "abandoned", "unknown"]
+
+
+@dataclass(frozen=True)
+class SpoolEntry:
+    """One entry of the spool directory."""
+
+    name: str
+    kind: EntryKind
+    age_s: float
+    size_bytes: int
+    status: str | None = None  # the version's recorded status, for ``file`` entries
+
+
+@dataclass
+class CleanReport:
+    """What :func:`clean_spool` removed (or would remove, in a dry run) and what it kept."""
+
+    removed: list[SpoolEntry] = field(default_factory=list)
+    kept: list[SpoolEntry] = field(default_factory=list)
+
+
+def _kind(name: str) -> tuple[EntryKind, str]:
+    for suffix, kind in ((".partial", "partial"), (".abandoned", "abandoned")):
+        if name.endswith(suffix):
+            return kind, name.removesuffix(suffix)  # type: ignore[return-value]
+    return "file", name
+
+
+def _file_id(base: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(base)
+    except ValueError:
+        return None
+
+
+async def clean_spool(
+    root: Path, states: FileStates, *, older_than_s: float, dry_run: bool = False
+) -> CleanReport:
+    """Remove stale spool entries older than ``older_than_s`` seconds (by modification time).
+
+    Removed: ``.partial`` and ``.abandoned`` entries; bytes of a file whose version is final or
+    was never recorded. Kept whatever its age: bytes of a version recorded as ``received``,
+    ``scanned`` or ``stored`` (in flight, or dead-lettered and waiting for a replay), and names
+    that are not Sluice's (reported as ``unknown``).
+
+    Raises:
+        DatabaseUnavailable: the version statuses cannot be read.
+    """
+    report = CleanReport()
+    now = time.time()
+    paths = await asyncio.to_thread(lambda: sorted(p for p in root.iterdir() if p.is_file()))
+    for path in paths:
+        try:
+            stat = await asyncio.to_thread(path.stat)
+        except FileNotFoundError:
+            continue  # removed meanwhile by the pipeline
+        kind, base = _kind(path.name)
+        file_id = _file_id(base)
+        entry = SpoolEntry(
+            path.name, kind if file_id else "unknown", now - stat.st_mtime, stat.st_size
+        )
+        stale = entry.age_s >= older_than_s
+        if entry.kind == "file" and stale and file_id is not None:
+            status = await states.status(file_id, 1)
+            entry = SpoolEntry(entry.name, "file", entry.age_s, entry.size_bytes, status)
+            stale = status is None or status in FINAL
+        if not stale or entry.kind == "unknown":
+            report.kept.append(entry)
+            continue
+        if not dry_run:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+        report.removed.append(entry)
+    return report

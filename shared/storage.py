@@ -1,0 +1,364 @@
+"""S3-compatible object storage through aiobotocore (AWS S3, MinIO, SeaweedFS).
+
+Every upload sends ``ChecksumSHA256`` so the store itself refuses bytes that do not hash to what
+we computed (AWS S3 docs, "Checking object integrity"; a mismatch is ``BadDigest``). Objects at
+least ``multipart_threshold_bytes`` big go up as a multipart upload with a SHA-256 per part;
+a failed multipart upload is aborted so no parts are left behind.
+
+Library errors are wrapped: connection failures, timeouts, throttling and 5xx become
+:class:`StorageUnavailable` (retried); a missing object :class:`SourceMissing`; a checksum the
+store refused :class:`ChecksumMismatch`.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+import aiobotocore.session
+import botocore.exceptions
+from aiobotocore.config import AioConfig
+
+from shared.errors import (
+    ChecksumMismatch,
+    InvalidSource,
+    PermanentError,
+    SourceMissing,
+    StorageUnavailable,
+)
+from shared.settings import S3Settings
+
+T = TypeVar("T")
+_MISSING = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
+_BAD_CHECKSUM = {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "InvalidChecksum"}
+_RETRYABLE_CODES = {
+    "SlowDown",
+    "Throttling",
+    "RequestTimeout",
+    "ServiceUnavailable",
+    "InternalError",
+}
+
+
+def b64_sha256(hex_digest: str) -> str:
+    """The base64 form S3 wants in ``ChecksumSHA256`` from a lowercase hex SHA-256."""
+    return base64.b64encode(bytes.fromhex(hex_digest)).decode()
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` → ``(bucket, key)``.
+
+    Raises:
+        InvalidSource: not an ``s3://`` URI with both a bucket and a key.
+    """
+    if not uri.startswith("s3://"):
+        raise InvalidSource("not an s3:// reference", source=uri)
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    if not bucket or not key:
+        raise InvalidSource("s3:// reference needs a bucket and a key", source=uri)
+    return bucket, key
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What S3 says about one object."""
+
+    key: str
+    size_bytes: int
+    last_modified: datetime | None
+    content_type: str | None = None
+    checksum_sha256: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+class S3ObjectStorage:
+    """The object-storage port over one bucket; use ``async with`` to open and close it."""
+
+    def __init__(self, settings: S3Settings) -> None:
+        self.settings = settings
+        self.bucket = settings.bucket_name
+        self._stack = contextlib.AsyncExitStack()
+        self._client: Any = None
+
+    async def __aenter__(self) -> S3ObjectStorage:
+        session = aiobotocore.session.get_session()
+        config = AioConfig(
+            s3={"addressing_style": "path" if self.settings.force_path_style else "auto"},
+            signature_version="s3v4",
+            connect_timeout=self.settings.timeout_s,
+            read_timeout=self.settings.timeout_s,
+            retries={"max_attempts": 2, "mode": "standard"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        self._client = await self._stack.enter_async_context(
+            session.create_client(
+                "s3",
+                endpoint_url=self.settings.endpoint,
+                region_name=self.settings.region,
+                aws_access_key_id=self.settings.access_key,
+                aws_secret_access_key=self.settings.secret_key,
+                config=config,
+            )
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._stack.aclose()
+
+    async def _call(self, operation: Callable[[], Awaitable[T]], **context: Any) -> T:
+        context.setdefault("bucket", self.bucket)
+        try:
+            return await operation()
+        except botocore.exceptions.ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+            message = f"S3 {code or status}: {error.get('Message', '')}".strip()
+            if code in _MISSING or status == 404:
+                raise SourceMissing(message, **context) from exc
+            if code in _BAD_CHECKSUM:
+                raise ChecksumMismatch(message, **context) from exc
+            if status >= 500 or status == 429 or code in _RETRYABLE_CODES:
+                raise StorageUnavailable(message, **context) from exc
+            raise PermanentError(message, **context) from exc
+        except (
+            botocore.exceptions.EndpointConnectionError,
+            botocore.exceptions.ConnectionError,
+            botocore.exceptions.ReadTimeoutError,
+            botocore.exceptions.ConnectTimeoutError,
+            botocore.exceptions.HTTPClientError,
+            OSError,
+            TimeoutError,
+        ) as exc:
+            raise StorageUnavailable(f"S3 unreachable: {exc!r}", **context) from exc
+
+    async def ensure_bucket(self) -> None:
+        """Create the bucket if it does not exist."""
+        try:
+            await self._call(lambda: self._client.head_bucket(Bucket=self.bucket))
+        except SourceMissing:
+            await self._call(lambda: self._client.create_bucket(Bucket=self.bucket))
+
+    async def ping(self) -> None:
+        """HeadBucket: S3 answers and the bucket exists (readiness probes).
+
+        Raises:
+            SourceMissing: the bucket does not exist.
+            StorageUnavailable: S3 down, timed out, 5xx.
+            PermanentError: S3 refused the request (credentials, 403).
+        """
+        await self._call(lambda: self._client.head_bucket(Bucket=self.bucket))
+
+    async def put_bytes(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        sha256_hex: str,
+        content_type: str,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        """Upload ``data`` in one PUT that S3 verifies against ``sha256_hex``.
+
+        ``metadata`` becomes the object's user metadata (``x-amz-meta-*``; ASCII values).
+
+        Raises:
+            ChecksumMismatch: S3 refused the bytes (BadDigest).
+            StorageUnavailable: S3 down, timed out, 5xx.
+        """
+        await self._call(
+            lambda: self._client.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=data,
+                ContentType=content_type,
+                ChecksumSHA256=b64_sha256(sha256_hex),
+                Metadata=metadata or {},
+            ),
+            key=key,
+        )
+
+    async def put_multipart(
+        self,
+        key: str,
+        chunks: AsyncIterator[bytes],
+        *,
+        sha256_hex: str,
+        content_type: str,
+    ) -> None:
+        """Upload ``chunks`` as a multipart upload with a SHA-256 per part, S3-verified.
+
+        The whole stream is hashed on the way; if it does not match ``sha256_hex`` the upload is
+        aborted before completion, so no object appears. S3's ``ChecksumSHA256`` of the result is
+        a checksum of the part checksums (``<base64>-<parts>``, type COMPOSITE), so the whole
+        SHA-256 is also kept as user metadata ``sha256`` (hex) for :meth:`head` readers.
+
+        Raises:
+            ChecksumMismatch: the stream's SHA-256 is not ``sha256_hex``, or S3 refused a part.
+            StorageUnavailable: S3 down, timed out, 5xx.
+        """
+        part_size = self.settings.part_size_bytes
+        created = await self._call(
+            lambda: self._client.create_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                ContentType=content_type,
+                ChecksumAlgorithm="SHA256",
+                # S3 keeps only a checksum of the part checksums; keep the whole SHA-256 too.
+                Metadata={"sha256": sha256_hex},
+            ),
+            key=key,
+        )
+        upload_id = created["UploadId"]
+        whole = hashlib.sha256()
+        parts: list[dict[str, Any]] = []
+        buffer = bytearray()
+
+        async def send(body: bytes) -> None:
+            number = len(parts) + 1
+            checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
+            answer = await self._call(
+                lambda: self._client.upload_part(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=body,
+                    ChecksumSHA256=checksum,
+                ),
+                key=key,
+                part=number,
+            )
+            parts.append({"ETag": answer["ETag"], "PartNumber": number, "ChecksumSHA256": checksum})
+
+        try:
+            async for chunk in chunks:
+                whole.update(chunk)
+                buffer += chunk
+                while len(buffer) >= part_size:
+                    await send(bytes(buffer[:part_size]))
+                    del buffer[:part_size]
+            if buffer or not parts:
+                await send(bytes(buffer))
+            if whole.hexdigest() != sha256_hex:
+                raise ChecksumMismatch(
+                    "bytes read do not match the event's SHA-256",
+                    key=key,
+                    expected=sha256_hex,
+                    actual=whole.hexdigest(),
+                )
+            await self._call(
+                lambda: self._client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                ),
+                key=key,
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id
+                )
+            raise
+
+    async def head(self, key: str, *, bucket: str | None = None) -> ObjectInfo | None:
+        """The object's size, type and stored SHA-256, or ``None`` if it does not exist."""
+        target = bucket or self.bucket
+        try:
+            answer = await self._call(
+                lambda: self._client.head_object(Bucket=target, Key=key, ChecksumMode="ENABLED"),
+                bucket=target,
+                key=key,
+            )
+        except SourceMissing:
+            return None
+        return ObjectInfo(
+            key=key,
+            size_bytes=int(answer["ContentLength"]),
+            last_modified=answer.get("LastModified"),
+            content_type=answer.get("ContentType"),
+            checksum_sha256=answer.get("ChecksumSHA256"),
+            metadata=dict(answer.get("Metadata") or {}),
+        )
+
+    async def get_bytes(self, key: str, *, bucket: str | None = None) -> bytes:
+        """The whole object.
+
+        Raises:
+            SourceMissing: no such object.
+            StorageUnavailable: S3 down.
+        """
+        target = bucket or self.bucket
+
+        async def fetch() -> bytes:
+            answer = await self._client.get_object(Bucket=target, Key=key)
+            async with answer["Body"] as body:
+                data: bytes = await body.read()
+            return data
+
+        return await self._call(fetch, bucket=target, key=key)
+
+    @contextlib.asynccontextmanager
+    async def open_stream(
+        self, key: str, chunk_bytes: int = 256 * 1024
+    ) -> AsyncIterator[tuple[ObjectInfo, AsyncIterator[bytes]]]:
+        """Open the object for streaming: yields its info and an iterator of chunks.
+
+        Raises:
+            SourceMissing: no such object.
+            StorageUnavailable: S3 down.
+        """
+        answer = await self._call(
+            lambda: self._client.get_object(Bucket=self.bucket, Key=key), key=key
+        )
+        info = ObjectInfo(
+            key=key,
+            size_bytes=int(answer["ContentLength"]),
+            last_modified=answer.get("LastModified"),
+            content_type=answer.get("ContentType"),
+        )
+        body = answer["Body"]
+
+        async def chunks() -> AsyncIterator[bytes]:
+            while chunk := await body.read(chunk_bytes):
+                yield chunk
+
+        try:
+            yield info, chunks()
+        finally:
+            body.close()
+
+    async def delete(self, key: str) -> None:
+        """Delete the object (no error if it is already gone)."""
+        await self._call(lambda: self._client.delete_object(Bucket=self.bucket, Key=key), key=key)
+
+    async def presigned_get_url(
+        self, key: str, ttl_s: int | None = None, *, download_name: str | None = None
+    ) -> str:
+        """A presigned GET URL valid for ``ttl_s`` seconds (default ``presign_ttl_s``)."""
+        params: dict[str, str] = {"Bucket": self.bucket, "Key": key}
+        if download_name is not None:
+            params["ResponseContentDisposition"] = f"attachment; filename*=UTF-8''{download_name}"
+        url: str = await self._client.generate_presigned_url(
+            "get_object", Params=params, ExpiresIn=ttl_s or self.settings.presign_ttl_s
+        )
+        return url
+
+    async def list_objects(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        """Every object under ``prefix``, page by page (bounded memory)."""
+        paginator = self._client.get_paginator("list_objects_v2")
+        async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                yield ObjectInfo(
+                    key=item["Key"],
+                    size_bytes=int(item["Size"]),
+                    last_modified=item.get("LastModified"),
+                )

@@ -1,0 +1,135 @@
+"""Every exchange and queue of Sluice, declared in one place so ops and code agree on names.
+
+::
+
+    sluice.events  (topic) ── file.received ──────────────► sluice.scan       ─┐
+                           ── file.scanned ───────────────► sluice.store      ─┤ x-dead-letter-
+                           ── file.stored ────────────────► sluice.thumbnail  ─┤ exchange:
+                           ── file.{received,scanned,                          │ sluice.dlx
+                               rejected,stored,thumbnailed} ► sluice.commit   ─┘ (direct, key =
+                                                                                  stage name)
+    sluice.<stage>.retry  (wait queue, per-message TTL) ──expired──► sluice.<stage> only
+    sluice.dlx (direct) ── <stage> ──► sluice.<stage>.dlq
+
+Stage queues are quorum queues with a delivery limit (a message that crashes its consumer again
+and again is dead-lettered rather than redelivered forever) and at-least-once dead-lettering
+(``x-dead-letter-strategy=at-least-once`` needs ``x-overflow=reject-publish``; RabbitMQ docs,
+"Quorum Queues: dead lettering"). Retries go through the stage's own wait queue, whose expired
+messages are dead-lettered through the default exchange straight back to that stage's queue,
+never through the topic exchange where other stages would see them again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractExchange
+
+#: Stage name → routing keys its queue is bound to.
+STAGE_BINDINGS: dict[str, tuple[str, ...]] = {
+    "scan": ("file.received",),
+    "store": ("file.scanned",),
+    "thumbnail": ("file.stored",),
+    "commit": (
+        "file.received",
+        "file.scanned",
+        "file.rejected",
+        "file.stored",
+        "file.thumbnailed",
+    ),
+}
+STAGES: tuple[str, ...] = tuple(STAGE_BINDINGS)
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Names of the broker objects under one prefix (``SLUICE_AMQP_PREFIX``, default `sluice`)."""
+
+    prefix: str = "sluice"
+    delivery_limit: int = 5
+
+    @property
+    def exchange(self) -> str:
+        """The topic exchange every ``file.*`` event is published to."""
+        return f"{self.prefix}.events"
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        """The direct exchange routing dead letters to ``<stage>.dlq`` by stage name."""
+        return f"{self.prefix}.dlx"
+
+    def queue(self, stage: str) -> str:
+        """The stage's work queue, e.g. ``sluice.scan``."""
+        return f"{self.prefix}.{stage}"
+
+    def retry_queue(self, stage: str) -> str:
+        """The stage's wait queue for backoff, e.g. ``sluice.scan.retry``."""
+        return f"{self.prefix}.{stage}.retry"
+
+    def dead_letter_queue(self, stage: str) -> str:
+        """The stage's dead-letter queue, e.g. ``sluice.scan.dlq``."""
+        return f"{self.prefix}.{stage}.dlq"
+
+    def all_queues(self) -> list[str]:
+        """Every queue name, stage by stage (work, retry, dead-letter)."""
+        return [
+            name
+            for stage in STAGES
+            for name in (self.queue(stage), self.retry_queue(stage), self.dead_letter_queue(stage))
+        ]
+
+    def stage_queue_arguments(self, stage: str) -> dict[str, Any]:
+        """Arguments of a stage's quorum queue (delivery limit, at-least-once dead-lettering)."""
+        return {
+            "x-queue-type": "quorum",
+            "x-delivery-limit": self.delivery_limit,
+            "x-dead-letter-exchange": self.dead_letter_exchange,
+            "x-dead-letter-routing-key": stage,
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+
+    def retry_queue_arguments(self, stage: str) -> dict[str, Any]:
+        """Arguments of a stage's wait queue: expired messages go back to the stage queue only."""
+        return {
+            "x-queue-type": "quorum",
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.queue(stage),
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+
+    async def declare(self, channel: AbstractChannel) -> AbstractExchange:
+        """Declare every exchange, queue and binding (idempotent); return the events exchange."""
+        events = await channel.declare_exchange(
+            self.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        dlx = await channel.declare_exchange(
+            self.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True
+        )
+        for stage, routing_keys in STAGE_BINDINGS.items():
+            queue = await channel.declare_queue(
+                self.queue(stage), durable=True, arguments=self.stage_queue_arguments(stage)
+            )
+            for routing_key in routing_keys:
+                await queue.bind(events, routing_key)
+            await channel.declare_queue(
+                self.retry_queue(stage), durable=True, arguments=self.retry_queue_arguments(stage)
+            )
+            dead_letters = await channel.declare_queue(
+                self.dead_letter_queue(stage), durable=True, arguments={"x-queue-type": "quorum"}
+            )
+            await dead_letters.bind(dlx, stage)
+        return events
+
+    async def delete(self, channel: AbstractChannel) -> None:
+        """Delete every queue and both exchanges under this prefix, messages included.
+
+        For tearing down a test or throw-away environment; irreversible.
+        """
+        for name in self.all_queues():
+            await channel.queue_delete(name)
+        for name in (self.exchange, self.dead_letter_exchange):
+            await channel.exchange_delete(name)

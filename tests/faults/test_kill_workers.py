@@ -1,0 +1,68 @@
+"""Fault 1: ``kill -9`` of each worker type at random moments during 500 uploads.
+
+Each kill lands wherever the worker is: mid-handler, between its effect and its publish, between
+the publisher confirm and the ack. RabbitMQ redelivers whatever was unacked; the stages are
+idempotent, so nothing may be lost and nothing done twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.faults.checks import verify, wait_drained
+from tests.faults.cluster import WORKERS, Cluster
+from tests.faults.workload import UploadResults, mixed_uploads, upload_all
+
+pytestmark = pytest.mark.faults
+
+
+@pytest.fixture
+def cluster(services: object, tmp_path: Path) -> Iterator[Cluster]:
+    cluster = Cluster(tmp_path, "faults_kill")
+    cluster.prepare()
+    cluster.start_all()
+    yield cluster
+    codes = cluster.stop_all()
+    assert codes == dict.fromkeys(codes, 0), f"SIGTERM must drain and exit 0: {codes}"
+
+
+async def _chaos(cluster: Cluster, uploading: asyncio.Task[UploadResults], seed: int) -> int:
+    """Kill and restart workers, round-robin in random order, until uploads end + 5 s."""
+    rng = random.Random(seed)
+    kills = 0
+    loop = asyncio.get_running_loop()
+    finished_at: float | None = None
+    while finished_at is None or loop.time() - finished_at < 5:
+        order = list(WORKERS)
+        rng.shuffle(order)
+        for name in order:
+            await asyncio.sleep(rng.uniform(0.2, 1.2))
+            await asyncio.to_thread(cluster.kill, name)
+            kills += 1
+            await asyncio.sleep(rng.uniform(0.0, 0.6))
+            cluster.start(name)
+        if uploading.done() and finished_at is None:
+            finished_at = loop.time()
+    return kills
+
+
+def test_kill_9_of_each_worker_loses_nothing_and_duplicates_nothing(cluster: Cluster) -> None:
+    uploads = mixed_uploads(500, seed=1)
+
+    async def scenario() -> tuple[UploadResults, int]:
+        async with cluster.client() as client:
+            uploading = asyncio.create_task(upload_all(client, uploads, concurrency=6))
+            kills = await _chaos(cluster, uploading, seed=1)
+            return await uploading, kills
+
+    results, kills = asyncio.run(scenario())
+    assert len(results.accepted) == len(uploads), results.refused[:3]
+    wait_drained(cluster, results, timeout_s=400)
+    report = verify(cluster, results, f"kill -9 workers ({kills} kills)")
+    assert report.duplicates == 0
+    assert all(cluster.starts[name] >= 3 for name in WORKERS), cluster.starts
