@@ -4,19 +4,17 @@
 
     sluice services up|down|status     start/stop the local RabbitMQ, PostgreSQL, SeaweedFS, clamd
     sluice migrate                     create the database if missing, apply migrations/
-    sluice worker STAGE                run one consumer: scan, store, thumbnail or commit
+    sluice worker WORKER               run one consumer: scan, store, thumbnail, commit, fallback
     sluice gateway                     run the HTTP gateway
-    sluice run                         every stage and the gateway in one process (development)
+    sluice run                         every worker and the gateway in one process (development)
     sluice keys create --owner NAME    print a new API key (stored hashed)
     sluice events schemas [--check]    write (or check) docs/events/*.schema.json
-    sluice dlq list STAGE [--json]     show a stage's dead letters (the queue is left as it was)
-    sluice dlq replay STAGE [--limit]  move a stage's dead letters back to its work queue
-    sluice health TARGET [--port N]    exit 0 if a stage (or the gateway) is ready, else 1
-    sluice demo                        quickstart: run it all, upload samples/, print a table
     sluice dlq list|replay STAGE       dead letters: inspect, move back (services/cli_ops.py)
     sluice health TARGET [--port N]    exit 0 when a process reports TARGET ready
     sluice spool clean [--older-than]  remove stale spool entries, never files in flight
-    sluice reconcile [--deep] [--json] report DB versions without objects and orphan objects
+    sluice reconcile [--fix] [--deep]  DB versions without objects, orphan objects
+    sluice fallback status [--json]    what the S3-outage fallback holds, oldest first
+    sluice demo                        quickstart: run it all, upload samples/, print a table
 """
 
 from __future__ import annotations
@@ -33,7 +31,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.cli_ops import StageName, dlq_app, health, spool_app
+from services.cli_fallback import fallback_app
+from services.cli_ops import WorkerName, dlq_app, health, spool_app
 from services.cli_reconcile import reconcile
 from services.runtime import run_async, run_processes, settings_from_env, stop_on_signals
 from shared import db
@@ -42,7 +41,7 @@ from shared.errors import SluiceError
 from shared.events import json_schemas
 from shared.logging import configure as configure_logging
 from shared.settings import LogSettings
-from shared.topology import STAGES
+from shared.topology import WORKERS
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Sluice file-ingest pipeline.")
 keys_app = typer.Typer(no_args_is_help=True, help="API keys: one owner per key.")
@@ -53,6 +52,7 @@ app.add_typer(services_app, name="services")
 app.add_typer(events_app, name="events")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(spool_app, name="spool")
+app.add_typer(fallback_app, name="fallback")
 app.command()(reconcile)
 app.command()(health)
 console = Console()
@@ -73,8 +73,8 @@ def migrate() -> None:
 
 
 @app.command()
-def worker(stage: Annotated[StageName, typer.Argument(help="The stage to consume.")]) -> None:
-    """Run one stage's consumer until SIGTERM/SIGINT (in-flight messages finish first)."""
+def worker(stage: Annotated[WorkerName, typer.Argument(help="The worker to run.")]) -> None:
+    """Run one worker until SIGTERM/SIGINT (in-flight messages finish first)."""
     settings = settings_from_env()
 
     async def main() -> None:
@@ -102,13 +102,13 @@ def gateway() -> None:
 def run_all(
     no_gateway: Annotated[bool, typer.Option("--no-gateway", help="Consumers only.")] = False,
 ) -> None:
-    """Run every stage and the gateway in one process (development, quickstart)."""
+    """Run every worker and the gateway in one process (development, quickstart)."""
     settings = settings_from_env()
 
     async def main() -> None:
         stop = asyncio.Event()
         stop_on_signals(stop)
-        await run_processes(settings, list(STAGES), gateway=not no_gateway, stop=stop)
+        await run_processes(settings, list(WORKERS), gateway=not no_gateway, stop=stop)
 
     run_async(main)
 

@@ -26,14 +26,15 @@ from services.runtime import run_async, settings_from_env, topology_of
 from shared import broker
 from shared.deadletters import DeadLetter, ReplayResult, list_dead_letters, replay
 from shared.settings import GatewaySettings, load
-from shared.topology import STAGES
+from shared.topology import STAGES, WORKERS
 
 dlq_app = typer.Typer(no_args_is_help=True, help="Dead-letter queues: inspect and replay.")
 spool_app = typer.Typer(no_args_is_help=True, help="The spool directory.")
 console = Console()
 StageName = StrEnum("StageName", {name: name for name in STAGES})  # type: ignore[misc]
+WorkerName = StrEnum("WorkerName", {name: name for name in WORKERS})  # type: ignore[misc]
 HealthTarget = StrEnum(  # type: ignore[misc]
-    "HealthTarget", {name: name for name in (*STAGES, "gateway")}
+    "HealthTarget", {name: name for name in (*WORKERS, "gateway")}
 )
 
 

@@ -2,12 +2,15 @@
 
 ::
 
-    sluice reconcile [--report-only] [--deep] [--json] [--grace 1h]
+    sluice reconcile [--report-only|--fix] [--deep] [--json] [--grace 1h]
                      [--delete-orphans-older-than DURATION] [--listing-order binary|segments]
 
-Safe from cron while the pipeline runs: it reads, and deletes only orphans older than an
-explicit DURATION (never shorter than the grace period). Exit status: 0 nothing found, 1
-something found or deleted, 2 an error (a bad option, S3 or PostgreSQL unreachable). What is
+Safe from cron while the pipeline runs: it reads, deletes only orphans older than an explicit
+DURATION (never shorter than the grace period), and with ``--fix`` marks the versions whose
+original is missing or differs ``corrupted`` by publishing ``file.corrupted`` (seed 004; the
+commit stage records it, the event id is deterministic). Exit status: 0 nothing found, 1
+something found or deleted, 2 an error (a bad option, S3, PostgreSQL or, with ``--fix``,
+RabbitMQ unreachable; a ``--fix`` whose publish was not confirmed, after the report). What is
 checked and how: ``shared/reconcile.py`` and ``docs/reconciliation.md``.
 """
 
@@ -26,9 +29,17 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Column, Table
 
 from services.cli_ops import parse_duration
-from services.runtime import run_async, settings_from_env
+from services.runtime import run_async, settings_from_env, topology_of
+from shared.broker import Publisher, connect
 from shared.db import create_pool
-from shared.reconcile import Findings, ListingOrder, ReconcileOptions, ReconcileReport
+from shared.reconcile import (
+    Findings,
+    FixResult,
+    ListingOrder,
+    ReconcileOptions,
+    ReconcileReport,
+    mark_corrupted,
+)
 from shared.reconcile import reconcile as reconcile_storage
 from shared.storage import S3ObjectStorage
 
@@ -49,9 +60,9 @@ def reconcile(
     report_only: Annotated[
         bool,
         typer.Option(
-            "--report-only",
-            help="Report and change nothing (the default; `--fix`, marking versions corrupted, "
-            "is not available yet).",
+            "--report-only/--fix",
+            help="Report and change nothing (the default), or also mark every version whose "
+            "original is missing or differs corrupted (publishes file.corrupted).",
         ),
     ] = True,
     deep: Annotated[
@@ -82,8 +93,8 @@ def reconcile(
     ] = 10_000,
 ) -> None:
     """Check the bucket against the database: missing objects and thumbnails, orphans, sizes
-    (and SHA-256 with --deep). Exit 0 if consistent, 1 if something was found, 2 on error."""
-    del report_only  # the only mode there is; deletion needs its own explicit option
+    (and SHA-256 with --deep); with --fix, mark the versions whose original is missing or
+    differs corrupted. Exit 0 if consistent, 1 if something was found, 2 on error."""
     grace_td = _duration(grace, "--grace")
     older = (
         _duration(delete_orphans_older_than, "--delete-orphans-older-than")
@@ -105,21 +116,30 @@ def reconcile(
     )
     errors = Console(stderr=True)
     try:
-        report = _run(options, errors)
+        report, fixed = _run(options, errors, fix=not report_only)
     except Exception as exc:  # S3, PostgreSQL, configuration: cron must see 2, not a traceback
         errors.print(f"[red]error:[/red] {type(exc).__name__}: {exc}")
         raise typer.Exit(EXIT_ERROR) from None
-    document = report_json(report)
+    document = report_json(report, fixed)
     log.info("reconcile.done", **document["counts"], bucket=report.bucket)
+    if fixed is not None:
+        log.info("reconcile.fixed", **{k: v for k, v in document["fixed"].items() if k != "items"})
     if as_json:
         typer.echo(json.dumps(document, indent=2))
     else:
         _print(report)
+        if fixed is not None:
+            _print_fixed(fixed, report)
+    if fixed is not None and fixed.error is not None:
+        errors.print(f"[red]error:[/red] --fix stopped: {fixed.error}")
+        raise typer.Exit(EXIT_ERROR)
     if report.found:
         raise typer.Exit(EXIT_FOUND)
 
 
-def _run(options: ReconcileOptions, errors: Console) -> ReconcileReport:
+def _run(
+    options: ReconcileOptions, errors: Console, *, fix: bool
+) -> tuple[ReconcileReport, FixResult | None]:
     settings = settings_from_env()
     database = settings.database.model_copy(
         update={"pool_max_size": max(2, settings.database.pool_max_size)}
@@ -139,14 +159,28 @@ def _run(options: ReconcileOptions, errors: Console) -> ReconcileReport:
     def on_progress(listed: int, expected: int) -> None:
         progress.update(task, listed=listed, expected=expected)
 
-    async def main() -> ReconcileReport:
-        pool = await create_pool(database)
+    async def main() -> tuple[ReconcileReport, FixResult | None]:
+        # With --fix the broker is reached first: an unreachable one fails before a long run.
+        connection = await connect(settings.amqp) if fix else None
         try:
-            async with S3ObjectStorage(settings.s3) as storage:
-                with progress:
-                    return await reconcile_storage(pool, storage, options, on_progress)
+            publisher = (
+                await Publisher.create(connection, settings.amqp, topology_of(settings))
+                if connection is not None
+                else None
+            )
+            pool = await create_pool(database)
+            try:
+                async with S3ObjectStorage(settings.s3) as storage:
+                    with progress:
+                        report = await reconcile_storage(pool, storage, options, on_progress)
+                if publisher is None:
+                    return report, None
+                return report, await mark_corrupted(report, pool, publisher.publish)
+            finally:
+                await pool.close()
         finally:
-            await pool.close()
+            if connection is not None:
+                await connection.close()
 
     return run_async(main)
 
@@ -161,12 +195,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def report_json(report: ReconcileReport) -> dict[str, Any]:
+def report_json(report: ReconcileReport, fixed: FixResult | None = None) -> dict[str, Any]:
     """The report as one JSON document: ``bucket``, ``started_at``, ``finished_at`` (ISO 8601,
     UTC), ``options`` (durations in seconds), ``counts`` (each kind's total and the run's
     counters, ``shared.reconcile.COUNTERS``), ``truncated`` (entries left out past
-    ``--max-findings``), and one list per kind: ``missing_objects``, ``missing_thumbnails``,
-    ``orphans``, ``checksum_mismatches``, ``deleted``."""
+    ``--max-findings``), one list per kind: ``missing_objects``, ``missing_thumbnails``,
+    ``orphans``, ``checksum_mismatches``, ``deleted``, and ``fixed`` (``null`` unless
+    ``--fix``: ``total``, ``marked``, ``skipped``, ``failed``, ``left`` counts, ``error`` and
+    ``items``, one per finding handled with ``outcome`` ``marked``/``skipped``/``failed``)."""
     options = report.options
     kinds = report.kinds()
     document: dict[str, Any] = {
@@ -183,10 +219,26 @@ def report_json(report: ReconcileReport) -> dict[str, Any]:
         "truncated": any(len(found.items) < found.total for found in kinds.values()),
     }
     for name, found in kinds.items():
-        document[name] = [
-            {f.name: _plain(getattr(item, f.name)) for f in fields(item)} for item in found.items
-        ]
+        document[name] = [_item(item) for item in found.items]
+    document["fixed"] = None if fixed is None else _fixed_json(fixed)
     return document
+
+
+def _item(item: Any) -> dict[str, Any]:
+    return {f.name: _plain(getattr(item, f.name)) for f in fields(item)}
+
+
+def _fixed_json(fixed: FixResult) -> dict[str, Any]:
+    outcomes = {"marked": fixed.marked, "skipped": fixed.skipped, "failed": fixed.failed}
+    return {
+        "total": fixed.total,
+        **{name: len(items) for name, items in outcomes.items()},
+        "left": fixed.left,
+        "error": fixed.error,
+        "items": [
+            {"outcome": name, **_item(item)} for name, items in outcomes.items() for item in items
+        ],
+    }
 
 
 def _age(seconds: float) -> str:
@@ -259,3 +311,29 @@ def _print(report: ReconcileReport) -> None:
             f"order; the report is right, but --listing-order "
             f"{other[report.options.listing_order]} may be faster"
         )
+
+
+def _print_fixed(fixed: FixResult, report: ReconcileReport) -> None:
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 200)
+    for outcome in fixed.skipped:
+        console.print(f"not marked (skipped): {outcome.key}: {outcome.reason}", highlight=False)
+    for outcome in fixed.failed:
+        console.print(f"not marked (failed): {outcome.key}: {outcome.reason}", highlight=False)
+    marked = len(fixed.marked)
+    line = f"marked {marked} version(s) corrupted (file.corrupted published)"
+    if fixed.left:
+        listed = fixed.total - fixed.left
+        line = f"marked {marked} of {fixed.total} version(s) corrupted"
+        if fixed.error is None:
+            line += (
+                f"; only {listed} were listed (--max-findings "
+                f"{report.options.max_findings}): run again once the commit stage has recorded "
+                "these"
+            )
+        else:
+            line += f"; stopped, {fixed.left} not attempted: run again"
+    if fixed.skipped or fixed.failed:
+        line += f"; {len(fixed.skipped)} skipped, {len(fixed.failed)} failed"
+    console.print(line, highlight=False)

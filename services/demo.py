@@ -23,7 +23,7 @@ from rich.table import Table
 
 from shared import db, devservices
 from shared.settings import Settings
-from shared.topology import STAGES
+from shared.topology import WORKERS
 
 FINAL = {"available", "rejected"}
 STAGE_EVENTS = ("file.scanned", "file.stored", "file.thumbnailed", "file.committed")
@@ -85,7 +85,7 @@ async def run_demo(settings: Settings, samples: Path, timeout_s: float, console:
     console.print(f"migrations applied: {', '.join(applied) or 'up to date'}")
 
     stop = asyncio.Event()
-    pipeline = asyncio.create_task(run_processes(settings, list(STAGES), True, stop))
+    pipeline = asyncio.create_task(run_processes(settings, list(WORKERS), True, stop))
     base_url = f"http://{settings.gateway.host}:{settings.gateway.port}"
     try:
         pool = await db.create_pool(settings.database)

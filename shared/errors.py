@@ -23,6 +23,7 @@ dead-lettered once the attempts are exhausted.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -70,7 +71,13 @@ class DatabaseUnavailable(RetryableError):
 
 
 class PermanentError(SluiceError):
-    """The message can never succeed as it is; it goes to its dead-letter queue at once."""
+    """The message can never succeed as it is; it goes to its dead-letter queue at once.
+
+    ``announce`` lists events (``shared.events`` models) the run loop publishes, confirmed,
+    before dead-lettering, so a file's status can say why it waits there.
+    """
+
+    announce: Sequence[Any] = ()
 
 
 class InvalidEvent(PermanentError):
@@ -87,3 +94,12 @@ class InvalidSource(PermanentError):
 
 class ChecksumMismatch(PermanentError):
     """The bytes read do not hash to the SHA-256 the event carries."""
+
+
+class FallbackRefused(PermanentError):
+    """The fallback worker will not keep this file in PostgreSQL (too large); it goes to the
+    store stage's dead-letter queue for a replay once S3 is back."""
+
+    def __init__(self, message: str, announce: Sequence[Any] = (), **context: Any) -> None:
+        super().__init__(message, **context)
+        self.announce = tuple(announce)

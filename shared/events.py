@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import builtins
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 
@@ -217,6 +218,74 @@ class FileThumbnailed(_Event):
     )
 
 
+class FileFallback(_Event):
+    """S3 stayed unavailable past the store stage's retries: the original is kept Base64 in
+    PostgreSQL (``fallback_blobs``) until S3 is back and the fallback worker migrates it
+    (seed 000, "S3 indisponible → stockage temporaire Base64 → migration automatique")."""
+
+    routing_key: ClassVar[str] = "file.fallback"
+    type: Literal["file.fallback"] = "file.fallback"
+    reason: str = Field(max_length=2048, description="Why S3 could not take the file.")
+
+
+class FileDeferred(_Event):
+    """S3 is unavailable and the file cannot go to the fallback either (too large): it waits in
+    the store stage's dead-letter queue for a replay once S3 is back."""
+
+    routing_key: ClassVar[str] = "file.deferred"
+    type: Literal["file.deferred"] = "file.deferred"
+    reason: str = Field(max_length=2048, description="Why the file waits for a replay.")
+
+
+class FileCorrupted(_Event):
+    """A version recorded as stored has lost its object (or its bytes changed): found on read
+    by the gateway or by ``sluice reconcile --fix`` (seed 004)."""
+
+    routing_key: ClassVar[str] = "file.corrupted"
+    type: Literal["file.corrupted"] = "file.corrupted"
+    bucket: str = Field(description="Bucket that should hold the original.")
+    key: str = Field(description="Object key that is missing or wrong.")
+    detail: str = Field(max_length=2048, description="What was found, and by whom.")
+
+    @classmethod
+    def about(cls, described: dict[str, Any], *, bucket: str, key: str, detail: str) -> Self:
+        """The ``file.corrupted`` of one version, from its description (the common event fields
+        except ids and times). Its ``event_id`` is a UUIDv5 of the file, version and key, so
+        finding the same loss twice (two reads, a read and a reconcile) records it once."""
+        fields = dict(described)
+        name = f"file.corrupted:{fields['file_id']}:{fields.get('version_number', 1)}:{key}"
+        fields.update(
+            event_id=uuid.uuid5(uuid.NAMESPACE_URL, name),
+            causation_id=None,
+            occurred_at=utcnow(),
+            bucket=bucket,
+            key=key,
+            detail=detail,
+        )
+        return cls(**fields)
+
+
+def version_description(
+    row: Mapping[str, Any], file_id: uuid.UUID, version_number: int
+) -> dict[str, Any]:
+    """The common event fields of one version, from a ``files`` ⋈ ``file_versions`` row with
+    ``owner, received_at, source, size_bytes, sha256, content_type, original_name, kind,
+    metadata`` (for :meth:`FileCorrupted.about`)."""
+    return {
+        "file_id": file_id,
+        "version_number": version_number,
+        "owner": row["owner"],
+        "received_at": row["received_at"],
+        "source": row["source"],
+        "size_bytes": row["size_bytes"],
+        "sha256": row["sha256"],
+        "content_type": row["content_type"],
+        "original_name": row["original_name"],
+        "kind": row["kind"],
+        "metadata": row["metadata"] or {},
+    }
+
+
 class FileCommitted(_Event):
     """PostgreSQL holds the file's final state; the spooled bytes may go."""
 
@@ -227,7 +296,15 @@ class FileCommitted(_Event):
 
 
 Event = Annotated[
-    FileReceived | FileScanned | FileRejected | FileStored | FileThumbnailed | FileCommitted,
+    FileReceived
+    | FileScanned
+    | FileRejected
+    | FileStored
+    | FileThumbnailed
+    | FileCommitted
+    | FileFallback
+    | FileDeferred
+    | FileCorrupted,
     Field(discriminator="type"),
 ]
 EVENT_TYPES: tuple[type[_Event], ...] = (
@@ -237,6 +314,9 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
     FileStored,
     FileThumbnailed,
     FileCommitted,
+    FileFallback,
+    FileDeferred,
+    FileCorrupted,
 )
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 BaseEvent = _Event

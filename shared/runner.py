@@ -18,11 +18,13 @@ The handler never touches the channel: ``async def handle(event) -> Sequence[Eve
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 import structlog
@@ -48,14 +50,33 @@ Handler = Callable[[BaseEvent], Awaitable[Sequence[BaseEvent]]]
 log = structlog.get_logger("sluice.runner")
 
 
+#: The headers of the message being handled, for a handler that needs the failure history
+#: (the fallback worker records why the store stage gave up). Set per message by the run loop.
+current_headers: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "current_headers", default=MappingProxyType({})
+)
+
+
 @dataclass(frozen=True)
 class Stage:
-    """A consumer: its name (queue ``<prefix>.<name>``), the event types it takes, its handler."""
+    """A consumer: its name (queue ``<prefix>.<name>``), the event types it takes, its handler.
+
+    ``dead_letter_route`` picks the dead-letter exchange's routing key for a failure that is
+    not retried (default: the stage name, i.e. ``<prefix>.<name>.dlq``); the store stage sends
+    an exhausted S3 outage to the fallback worker's queue that way. ``background``, if set, runs
+    beside the consumer until the stop event is set (the fallback's migration loop).
+    """
 
     name: str
     accepts: frozenset[str]
     handle: Handler
     close: Callable[[], Awaitable[None]] | None = None
+    dead_letter_route: Callable[[BaseException], str] | None = None
+    background: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None = None
+
+    def dead_letter_key(self, exc: BaseException) -> str:
+        """The dead-letter routing key for ``exc``."""
+        return self.dead_letter_route(exc) if self.dead_letter_route else self.name
 
 
 def backoff_delay_s(attempt: int, base_s: float, max_s: float) -> float:
@@ -76,7 +97,9 @@ def backoff_delay_s(attempt: int, base_s: float, max_s: float) -> float:
 
 def retry_budget_s(max_attempts: int, base_s: float, max_s: float) -> float:
     """The least total backoff, seconds, a message waits before ``max_attempts`` are spent."""
-    return sum(min(max_s, base_s * 2 ** (attempt - 1)) / 2 for attempt in range(1, max_attempts))
+    return float(
+        sum(min(max_s, base_s * 2.0 ** (attempt - 1)) / 2 for attempt in range(1, max_attempts))
+    )
 
 
 def _short(text: str, limit: int = 1000) -> str:
@@ -168,7 +191,11 @@ class StageConsumer:
         started = time.perf_counter()
         structlog.contextvars.clear_contextvars()
         headers: dict[str, Any] = dict(message.headers or {})
-        attempt = int(headers.get(HEADER_ATTEMPTS, 1) or 1)
+        # Attempts count per stage: a dead letter routed on to another stage (the store's
+        # S3-outage dead letters to the fallback worker) starts that stage at attempt 1.
+        same_stage = headers.get(HEADER_STAGE, self.stage.name) == self.stage.name
+        attempt = int(headers.get(HEADER_ATTEMPTS, 1) or 1) if same_stage else 1
+        current_headers.set(headers)
         structlog.contextvars.bind_contextvars(
             stage=self.stage.name, message_id=message.message_id, attempt=attempt
         )
@@ -189,7 +216,8 @@ class StageConsumer:
             detail = ",".join(out.type for out in outgoing)
         except PermanentError as exc:
             outcome, detail = "dead-lettered", str(exc)
-            await self._fail(message, headers, attempt, exc, retry=False)
+            if await self._announce(message, exc, headers):
+                await self._fail(message, headers, attempt, exc, retry=False)
         except Exception as exc:
             retry = attempt < self.settings.max_attempts
             outcome = "retry" if retry else "dead-lettered"
@@ -214,6 +242,26 @@ class StageConsumer:
         if event.type not in self.stage.accepts:
             raise InvalidEvent(f"stage {self.stage.name} does not take {event.type} events")
         return event
+
+    async def _announce(
+        self, message: AbstractIncomingMessage, exc: PermanentError, headers: dict[str, Any]
+    ) -> bool:
+        """Publish the events a permanent failure announces (``exc.announce``, e.g. the
+        fallback worker's ``file.deferred``) before it is dead-lettered. False, with the message
+        given back to the broker for a redelivery, if a publish was not confirmed."""
+        assert self._publisher is not None
+        passed_on = {k: headers[k] for k in _PASSED_ON_HEADERS if k in headers}
+        try:
+            for out in exc.announce:
+                await self._publisher.publish(out, headers=passed_on)
+        except Exception as publish_exc:
+            log.error("announcing a dead letter failed; requeueing", error=repr(publish_exc))
+            try:
+                await message.nack(requeue=True)
+            except Exception as nack_exc:
+                log.error("nack failed", error=repr(nack_exc))
+            return False
+        return True
 
     async def _fail(
         self,
@@ -248,7 +296,7 @@ class StageConsumer:
                 failure_headers[HEADER_ATTEMPTS] = attempt
                 await self._publisher.publish_to_exchange(
                     self.topology.dead_letter_exchange,
-                    self.stage.name,
+                    self.stage.dead_letter_key(exc),
                     broker.republished(message, failure_headers),
                 )
             await message.ack()
@@ -275,10 +323,16 @@ async def run_until_stopped(
     """
     consumers = [StageConsumer(stage, settings, topology) for stage in stages]
     started = [] if started is None else started
+    background: list[asyncio.Task[None]] = []
     try:
         for consumer in consumers:
             await consumer.start()
             started.append(consumer)
+            if consumer.stage.background is not None:
+                background.append(asyncio.create_task(consumer.stage.background(stop)))
         await stop.wait()
     finally:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         await asyncio.gather(*(c.stop() for c in started), return_exceptions=True)

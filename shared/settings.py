@@ -164,6 +164,26 @@ class ThumbnailSettings(BaseSettings):
         return tuple(sorted(set(value)))
 
 
+class FallbackSettings(BaseSettings):
+    """The fallback worker (``SLUICE_FALLBACK_*``): Base64 in PostgreSQL while S3 is down."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICE_FALLBACK_", frozen=True)
+
+    max_bytes: int = Field(
+        10 * 1024 * 1024,
+        ge=0,
+        le=1024**3,
+        description="Largest original kept in PostgreSQL, bytes; bigger ones wait in the store "
+        "dead-letter queue for a replay.",
+    )
+    probe_interval_s: float = Field(
+        10.0, gt=0, le=3600, description="How often S3 is probed while fallback rows wait."
+    )
+    batch_size: int = Field(
+        20, ge=1, le=1000, description="Fallback rows migrated per batch (one row in memory)."
+    )
+
+
 class WorkerSettings(BaseSettings):
     """Stage worker processes (``SLUICE_WORKER_*``)."""
 
@@ -228,6 +248,7 @@ class Settings:
         thumbnail: ThumbnailSettings,
         log: LogSettings,
         worker: WorkerSettings | None = None,
+        fallback: FallbackSettings | None = None,
     ) -> None:
         self.amqp = amqp
         self.s3 = s3
@@ -238,6 +259,7 @@ class Settings:
         self.thumbnail = thumbnail
         self.log = log
         self.worker = worker or WorkerSettings()
+        self.fallback = fallback or FallbackSettings()
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -256,6 +278,7 @@ class Settings:
             thumbnail=load(ThumbnailSettings),
             log=load(LogSettings),
             worker=load(WorkerSettings),
+            fallback=load(FallbackSettings),
         )
 
 
@@ -267,6 +290,7 @@ SETTINGS_GROUPS: tuple[type[BaseSettings], ...] = (
     ClamdSettings,
     GatewaySettings,
     ThumbnailSettings,
+    FallbackSettings,
     WorkerSettings,
     LogSettings,
 )

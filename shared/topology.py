@@ -10,6 +10,9 @@
                                                                                   stage name)
     sluice.<stage>.retry  (wait queue, per-message TTL) ──expired──► sluice.<stage> only
     sluice.dlx (direct) ── <stage> ──► sluice.<stage>.dlq
+               └── store.fallback ──► sluice.fallback (the store stage's dead letters for an
+                   S3 outage; the fallback worker's queue, whose own dead letters go to
+                   sluice.store.dlq) ── sluice.fallback.retry as for any stage
 
 Stage queues are quorum queues with a delivery limit (a message that crashes its consumer again
 and again is dead-lettered rather than redelivered forever) and at-least-once dead-lettering
@@ -38,9 +41,21 @@ STAGE_BINDINGS: dict[str, tuple[str, ...]] = {
         "file.rejected",
         "file.stored",
         "file.thumbnailed",
+        "file.fallback",
+        "file.deferred",
+        "file.corrupted",
     ),
 }
 STAGES: tuple[str, ...] = tuple(STAGE_BINDINGS)
+#: The fallback worker's stage name; its queue takes the store stage's S3-outage dead letters.
+FALLBACK = "fallback"
+#: Every worker a deployment runs: the pipeline stages and the fallback.
+WORKERS: tuple[str, ...] = (*STAGES, FALLBACK)
+#: The dead-letter routing key of a store message given up on because S3 is unavailable.
+FALLBACK_ROUTE = "store.fallback"
+#: Where the fallback worker's own failures go: the store stage's dead-letter queue, from
+#: which a replay sends them back to the store stage once S3 is back.
+FALLBACK_DEAD_LETTERS = "store"
 
 
 @dataclass(frozen=True)
@@ -73,20 +88,22 @@ class Topology:
         return f"{self.prefix}.{stage}.dlq"
 
     def all_queues(self) -> list[str]:
-        """Every queue name, stage by stage (work, retry, dead-letter)."""
+        """Every queue name, stage by stage (work, retry, dead-letter), then the fallback's."""
         return [
             name
             for stage in STAGES
             for name in (self.queue(stage), self.retry_queue(stage), self.dead_letter_queue(stage))
-        ]
+        ] + [self.queue(FALLBACK), self.retry_queue(FALLBACK)]
 
     def stage_queue_arguments(self, stage: str) -> dict[str, Any]:
-        """Arguments of a stage's quorum queue (delivery limit, at-least-once dead-lettering)."""
+        """Arguments of a stage's quorum queue (delivery limit, at-least-once dead-lettering).
+
+        The fallback queue dead-letters to the store stage's dead-letter queue."""
         return {
             "x-queue-type": "quorum",
             "x-delivery-limit": self.delivery_limit,
             "x-dead-letter-exchange": self.dead_letter_exchange,
-            "x-dead-letter-routing-key": stage,
+            "x-dead-letter-routing-key": FALLBACK_DEAD_LETTERS if stage == FALLBACK else stage,
             "x-dead-letter-strategy": "at-least-once",
             "x-overflow": "reject-publish",
         }
@@ -122,6 +139,13 @@ class Topology:
                 self.dead_letter_queue(stage), durable=True, arguments={"x-queue-type": "quorum"}
             )
             await dead_letters.bind(dlx, stage)
+        fallback = await channel.declare_queue(
+            self.queue(FALLBACK), durable=True, arguments=self.stage_queue_arguments(FALLBACK)
+        )
+        await fallback.bind(dlx, FALLBACK_ROUTE)
+        await channel.declare_queue(
+            self.retry_queue(FALLBACK), durable=True, arguments=self.retry_queue_arguments(FALLBACK)
+        )
         return events
 
     async def delete(self, channel: AbstractChannel) -> None:

@@ -6,8 +6,12 @@ For every ``file.*`` event, in ONE PostgreSQL transaction (:class:`FileRepositor
    there is a duplicate (RabbitMQ: at-least-once delivery) and changes nothing;
 2. ``files`` and ``file_versions`` are upserted; the status only moves forward
    (:func:`advance_status`), because after retries events may arrive out of order;
-3. a terminal event (``file.thumbnailed`` → ``available``, ``file.rejected`` → ``rejected``)
+3. a final event (``file.thumbnailed`` → ``available``, ``file.rejected`` → ``rejected``)
    also records its ``file.committed`` answer, whose ``event_id`` is deterministic.
+
+``file.fallback`` / ``file.deferred`` record where an S3 outage left the bytes (PostgreSQL, or
+the store dead-letter queue); ``file.corrupted`` (seed 004) marks a stored version whose object
+is gone, even an ``available`` one.
 
 After the commit, a terminal event returns that ``file.committed`` (again for a duplicate: the
 first attempt may have committed and crashed before publishing; downstream dedupes by
@@ -26,6 +30,9 @@ from shared.errors import InvalidEvent, InvalidSource
 from shared.events import (
     BaseEvent,
     FileCommitted,
+    FileCorrupted,
+    FileDeferred,
+    FileFallback,
     FileReceived,
     FileRejected,
     FileScanned,
@@ -37,15 +44,25 @@ from shared.spool import SCHEME
 
 log = structlog.get_logger("sluice.commit")
 
-#: Status → rank. Higher ranks win; rank 4 is terminal (``available`` and ``rejected``).
+#: Status → rank. Higher ranks win. ``fallback`` (bytes Base64 in PostgreSQL) and ``deferred``
+#: (waiting in the store dead-letter queue) sit between ``scanned`` and ``stored``: S3 has not
+#: got the file yet. ``corrupted`` (the stored object is lost, seed 004) outranks ``available``.
 STATUS_RANK: Final[dict[str, int]] = {
     "received": 1,
     "scanned": 2,
-    "stored": 3,
-    "available": 4,
-    "rejected": 4,
+    "deferred": 3,
+    "fallback": 3,
+    "stored": 4,
+    "available": 5,
+    "rejected": 5,
+    "corrupted": 6,
 }
-TERMINAL: Final = frozenset({"available", "rejected"})
+#: Statuses that never move again.
+TERMINAL: Final = frozenset({"rejected", "corrupted"})
+#: Statuses that end the pipeline's work on a file and are answered with ``file.committed``.
+COMMITTING: Final = frozenset({"available", "rejected"})
+#: Statuses whose event detail becomes the file's ``status_reason``.
+REASONED: Final = frozenset({"rejected", "deferred", "fallback", "corrupted"})
 #: Event type → the status it stands for.
 EVENT_STATUS: Final[dict[str, str]] = {
     "file.received": "received",
@@ -53,6 +70,9 @@ EVENT_STATUS: Final[dict[str, str]] = {
     "file.stored": "stored",
     "file.thumbnailed": "available",
     "file.rejected": "rejected",
+    "file.fallback": "fallback",
+    "file.deferred": "deferred",
+    "file.corrupted": "corrupted",
 }
 
 
@@ -80,9 +100,11 @@ class Transition:
 def advance_status(current: str | None, incoming: str) -> str:
     """The status after ``incoming`` arrives at a version whose status is ``current``.
 
-    Forward only: the higher rank wins, a terminal status never moves, ``None`` (no row yet)
-    takes ``incoming``. E.g. ``advance_status("stored", "scanned") == "stored"``,
-    ``advance_status("available", "rejected") == "available"``.
+    Forward only: the higher rank wins, a terminal status (:data:`TERMINAL`) never moves,
+    ``available`` moves only to ``corrupted``, ``None`` (no row yet) takes ``incoming``. E.g.
+    ``advance_status("stored", "scanned") == "stored"``,
+    ``advance_status("available", "rejected") == "available"``,
+    ``advance_status("available", "corrupted") == "corrupted"``.
 
     Raises:
         ValueError: a status that is not in :data:`STATUS_RANK`.
@@ -94,6 +116,8 @@ def advance_status(current: str | None, incoming: str) -> str:
         return incoming
     if current in TERMINAL:
         return current
+    if current == "available":
+        return "corrupted" if incoming == "corrupted" else current
     return incoming if STATUS_RANK[incoming] > STATUS_RANK[current] else current
 
 
@@ -102,12 +126,13 @@ def transition(lock: FileLock, version_number: int, incoming: str, detail: str) 
 
     The version's status advances (:func:`advance_status`). The file follows its current version:
     it changes when the event's version is the current one or newer and the version's status
-    changed; a ``rejected`` file gets ``detail`` as its reason, any other status none.
+    changed; a file whose status is in :data:`REASONED` gets ``detail`` as its reason, any other
+    status none.
     """
     version_status = advance_status(lock.version_status, incoming)
     if version_number < lock.current_version or version_status == lock.version_status:
         return Transition(version_status, None, None)
-    reason = detail if version_status == "rejected" else None
+    reason = detail if version_status in REASONED else None
     return Transition(version_status, version_status, reason)
 
 
@@ -144,6 +169,12 @@ def detail_for(event: BaseEvent) -> str:
         return "no thumbnails needed"
     if isinstance(event, FileCommitted):
         return f"committed: {event.status}"
+    if isinstance(event, FileFallback):
+        return f"kept in PostgreSQL until S3 is back: {event.reason}"
+    if isinstance(event, FileDeferred):
+        return f"waiting in the store dead-letter queue: {event.reason}"
+    if isinstance(event, FileCorrupted):
+        return f"object s3://{event.bucket}/{event.key} lost: {event.detail}"
     if isinstance(event, FileReceived):
         return f"received: {event.size_bytes} bytes, {event.content_type}"
     return event.type
@@ -184,13 +215,13 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
             await tx.upsert_version(event, change.version_status, stage_fields(event))
             if change.file_status is not None:
                 await tx.update_file(event, change.file_status, change.status_reason)
-            if incoming in TERMINAL:
-                # advance_status keeps a terminal incoming status or an earlier terminal one.
+            if incoming in COMMITTING:
+                # advance_status keeps a terminal incoming status or an earlier final one.
                 committed = event.follow(FileCommitted, status=change.version_status)
                 await tx.record_event(committed, detail_for(committed))
         else:
             log.info("duplicate event; state unchanged")
-            if incoming in TERMINAL:
+            if incoming in COMMITTING:
                 committed = await _recorded_commit(tx, event, incoming)
     if committed is None:
         return []

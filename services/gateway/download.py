@@ -1,8 +1,11 @@
 """Streaming an original out of S3 to the client, chunk by chunk.
 
 The object is opened (``GetObject``) before the answer starts, so a missing object is still a
-clean 404 (seed 004: a missing object on read → 404 and a warning; marking the version
-``corrupted`` belongs to reconciliation) and S3 being down a clean 503.
+clean 404 and S3 being down a clean 503. Seed 004: a missing object on read → 404, a warning,
+and the version marked ``corrupted``: the gateway publishes ``file.corrupted`` (the commit stage
+records it; its ``event_id`` is derived from the file, version and key, so repeated reads
+record it once). While a version sits in the PostgreSQL fallback its bytes are served from
+there with the same headers (:func:`fallback_original`).
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ from urllib.parse import quote
 
 import structlog
 from starlette.background import BackgroundTask
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
-from services.gateway.errors import ApiError
-from shared.errors import SourceMissing
+from shared.broker import Publisher
+from shared.errors import BrokerUnavailable
+from shared.events import FileCorrupted, version_description
 from shared.naming import sanitise_name
 from shared.storage import S3ObjectStorage
 
@@ -39,30 +43,64 @@ def content_disposition(name: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote_name(name)}"
 
 
-async def open_original(storage: S3ObjectStorage, row: Any, chunk_bytes: int) -> StreamingResponse:
-    """A streaming answer with the original object of ``row`` (a ``files`` ⋈ version row).
+def original_headers(row: Any, size_bytes: int) -> dict[str, str]:
+    """The headers of an original, wherever its bytes come from: ``Content-Length``,
+    ``Content-Disposition``, ``ETag`` and ``x-sluice-sha256`` (the version's SHA-256)."""
+    return {
+        "Content-Length": str(size_bytes),
+        "Content-Disposition": content_disposition(row["original_name"]),
+        "x-sluice-sha256": row["sha256"],
+        "ETag": f'"{row["sha256"]}"',
+        "Cache-Control": "private, no-store",
+    }
 
-    Headers: ``Content-Type`` (sniffed at upload), ``Content-Length``, ``Content-Disposition``,
-    ``ETag`` and ``x-sluice-sha256`` (the SHA-256 recorded for the version).
+
+def fallback_original(row: Any, data: bytes) -> Response:
+    """The original of ``row`` from the PostgreSQL fallback, with the headers S3's would have."""
+    return Response(data, media_type=row["content_type"], headers=original_headers(row, len(data)))
+
+
+async def report_missing(publisher: Publisher, storage: S3ObjectStorage, row: Any) -> None:
+    """Log the missing object and publish the version's ``file.corrupted`` (seed 004).
+
+    A failed publish is logged, not raised: the caller gets its 404 either way, and
+    ``sluice reconcile --fix`` finds the loss later.
+    """
+    key = row["object_key"]
+    log.warning(
+        "gateway.object_missing",
+        bucket=storage.bucket,
+        key=key,
+        file_id=str(row["file_id"]),
+        version_number=row["current_version"],
+    )
+    event = FileCorrupted.about(
+        version_description(row, row["file_id"], row["current_version"]),
+        bucket=storage.bucket,
+        key=key,
+        detail="object missing on read (gateway)",
+    )
+    try:
+        await publisher.publish(event)
+    except BrokerUnavailable as exc:
+        log.error("file.corrupted not published", error=str(exc), file_id=str(row["file_id"]))
+
+
+async def open_original(
+    storage: S3ObjectStorage, row: Any, chunk_bytes: int, key: str | None = None
+) -> StreamingResponse:
+    """A streaming answer with the original object of ``row`` (a ``files`` ⋈ version row), at
+    ``key`` (default: the version's ``object_key``), with :func:`original_headers`.
 
     Raises:
-        ApiError: 404 ``object_missing`` when S3 has no such object.
+        SourceMissing: S3 has no such object.
         StorageUnavailable: S3 down (answered 503).
     """
     stack = contextlib.AsyncExitStack()
     try:
         info, chunks = await stack.enter_async_context(
-            storage.open_stream(row["object_key"], chunk_bytes)
+            storage.open_stream(key or row["object_key"], chunk_bytes)
         )
-    except SourceMissing:
-        await stack.aclose()
-        log.warning(
-            "gateway.object_missing",
-            bucket=storage.bucket,
-            key=row["object_key"],
-            file_id=str(row["file_id"]),
-        )
-        raise ApiError(404, "object_missing", "the stored object is missing") from None
     except BaseException:
         await stack.aclose()
         raise
@@ -74,16 +112,9 @@ async def open_original(storage: S3ObjectStorage, row: Any, chunk_bytes: int) ->
         finally:
             await stack.aclose()
 
-    headers = {
-        "Content-Length": str(info.size_bytes),
-        "Content-Disposition": content_disposition(row["original_name"]),
-        "x-sluice-sha256": row["sha256"],
-        "ETag": f'"{row["sha256"]}"',
-        "Cache-Control": "private, no-store",
-    }
     return StreamingResponse(
         body(),
         media_type=row["content_type"],
-        headers=headers,
+        headers=original_headers(row, info.size_bytes),
         background=BackgroundTask(stack.aclose),
     )

@@ -6,6 +6,8 @@ another owner reads exactly like a file that does not exist.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -21,7 +23,9 @@ T = TypeVar("T")
 _FILE_COLUMNS = """
     f.file_id, f.owner, f.original_name, f.content_type, f.kind, f.metadata, f.status,
     f.status_reason, f.current_version, f.received_at, f.updated_at,
-    v.size_bytes, v.sha256, v.bucket, v.object_key, v.thumbnails, v.thumbnail_error
+    v.size_bytes, v.sha256, v.source, v.bucket, v.object_key, v.thumbnails, v.thumbnail_error,
+    EXISTS (SELECT 1 FROM fallback_blobs b
+            WHERE b.file_id = f.file_id AND b.version_number = f.current_version) AS in_fallback
 """
 _FROM = """
     FROM files f
@@ -93,3 +97,18 @@ async def fetch_page(
         lambda: pool.fetch(query, owner, stamp, last_id, limit)
     )
     return rows
+
+
+async def fetch_fallback_bytes(
+    pool: asyncpg.Pool, file_id: uuid.UUID, version_number: int
+) -> bytes | None:
+    """The decoded original of a version kept in the fallback table, or ``None``.
+
+    Raises:
+        DatabaseUnavailable: PostgreSQL unreachable.
+    """
+    query = "SELECT data_base64 FROM fallback_blobs WHERE file_id = $1 AND version_number = $2"
+    encoded: str | None = await db_call(lambda: pool.fetchval(query, file_id, version_number))
+    if encoded is None:
+        return None
+    return await asyncio.to_thread(base64.b64decode, encoded)

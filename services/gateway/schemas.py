@@ -61,7 +61,10 @@ class ThumbnailOut(_Body):
 class FileUrls(_Body):
     """Where to fetch a stored original."""
 
-    original: str = Field(description="Presigned GET URL of the original (S3).")
+    original: str | None = Field(
+        description="Presigned GET URL of the original (S3); null while the bytes are in the "
+        "PostgreSQL fallback."
+    )
     content: str = Field(description="`/v1/files/<id>/content`: the original via the gateway.")
     expires_at: datetime = Field(description="When the presigned URLs expire, UTC.")
 
@@ -70,7 +73,9 @@ class FileSummary(_Body):
     """A file as listed by ``GET /v1/files``."""
 
     file_id: uuid.UUID
-    status: str = Field(description="received, scanned, stored, available, rejected, ...")
+    status: str = Field(
+        description="received, scanned, fallback, deferred, stored, available, rejected, corrupted."
+    )
     original_name: str
     content_type: str
     kind: str | None
@@ -88,6 +93,10 @@ class FileStatus(FileSummary):
     version_number: int
     updated_at: datetime
     stored: bool = Field(description="Whether the original is in object storage.")
+    storage: Literal["s3", "postgresql"] | None = Field(
+        description="Where the original's bytes are: `s3`, `postgresql` (the Base64 fallback "
+        "while S3 was down, until it is migrated back), or null (not stored yet, or lost)."
+    )
     object_key: str | None = Field(
         None, description="Object key of the original in the bucket; null until stored."
     )

@@ -20,9 +20,14 @@ from fastapi import APIRouter, Depends, Query
 
 from services.gateway.auth import Owner
 from services.gateway.deps import GatewayDeps, get_deps
-from services.gateway.download import open_original, quote_name
+from services.gateway.download import (
+    fallback_original,
+    open_original,
+    quote_name,
+    report_missing,
+)
 from services.gateway.errors import ApiError
-from services.gateway.repo import fetch_file, fetch_history, fetch_page
+from services.gateway.repo import fetch_fallback_bytes, fetch_file, fetch_history, fetch_page
 from services.gateway.schemas import (
     ErrorBody,
     FileList,
@@ -32,7 +37,9 @@ from services.gateway.schemas import (
     StageEvent,
     ThumbnailOut,
 )
+from shared.errors import SourceMissing
 from shared.events import utcnow
+from shared.naming import object_key
 
 log = structlog.get_logger("sluice.gateway")
 router = APIRouter()
@@ -108,11 +115,22 @@ async def get_file(file_id: uuid.UUID, owner: Owner, deps: Deps) -> FileStatus:
         raise not_found()
     history = await fetch_history(deps.pool, file_id)
     storage, ttl_s = deps.storage, deps.settings.s3.presign_ttl_s
-    stored = row["object_key"] is not None and row["bucket"] == storage.bucket
-    if row["object_key"] is not None and not stored:
+    stored = (
+        row["object_key"] is not None
+        and row["bucket"] == storage.bucket
+        and row["status"] != "corrupted"
+    )
+    if row["object_key"] is not None and row["bucket"] != storage.bucket:
         log.warning("gateway.foreign_bucket", bucket=row["bucket"], key=row["object_key"])
     urls: FileUrls | None = None
     thumbnails: list[ThumbnailOut] = []
+    where = "postgresql" if row["in_fallback"] else "s3" if stored else None
+    if row["in_fallback"] and not stored:
+        urls = FileUrls(
+            original=None,
+            content=f"/v1/files/{file_id}/content",
+            expires_at=utcnow() + timedelta(seconds=ttl_s),
+        )
     if stored:
         urls = FileUrls(
             original=await storage.presigned_get_url(
@@ -139,6 +157,7 @@ async def get_file(file_id: uuid.UUID, owner: Owner, deps: Deps) -> FileStatus:
         version_number=row["current_version"],
         updated_at=row["updated_at"],
         stored=stored,
+        storage=where,
         object_key=row["object_key"] if stored else None,
         urls=urls,
         thumbnails=thumbnails,
@@ -159,14 +178,37 @@ async def get_file(file_id: uuid.UUID, owner: Owner, deps: Deps) -> FileStatus:
     summary="Download the original",
 )
 async def get_content(file_id: uuid.UUID, owner: Owner, deps: Deps) -> Any:
-    """Stream the original from S3 with its type, length, name and SHA-256."""
+    """Stream the original with its type, length, name and SHA-256: from S3, or from the
+    PostgreSQL fallback while S3 was down and the version is not migrated back yet.
+
+    A stored version whose object is missing is 404 ``object_missing``, and is reported as
+    ``file.corrupted`` (seed 004).
+    """
     structlog.contextvars.bind_contextvars(file_id=str(file_id))
     row = await fetch_file(deps.pool, file_id, owner)
     if row is None:
         raise not_found()
+    if row["in_fallback"]:
+        data = await fetch_fallback_bytes(deps.pool, file_id, row["current_version"])
+        if data is not None:
+            return fallback_original(row, data)
+    if row["status"] == "corrupted":
+        reason = row["status_reason"] or "corrupted"
+        raise ApiError(404, "object_missing", f"the stored object is lost or damaged: {reason}")
     if row["object_key"] is None:
         if row["status"] == "rejected":
             reason = row["status_reason"] or "rejected"
             raise ApiError(409, "not_stored", f"the file was rejected: {reason}")
+        if row["status"] == "fallback" and row["size_bytes"] is not None:
+            # Migrated back to S3 a moment ago; the commit stage has not recorded it yet.
+            key = object_key(owner, file_id, row["received_at"], row["original_name"])
+            try:
+                return await open_original(deps.storage, row, deps.spool.chunk_bytes, key)
+            except SourceMissing:
+                pass
         raise ApiError(409, "not_stored", f"not stored yet (status: {row['status']})")
-    return await open_original(deps.storage, row, deps.spool.chunk_bytes)
+    try:
+        return await open_original(deps.storage, row, deps.spool.chunk_bytes)
+    except SourceMissing:
+        await report_missing(deps.publisher, deps.storage, row)
+        raise ApiError(404, "object_missing", "the stored object is missing") from None

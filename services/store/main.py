@@ -6,12 +6,14 @@ import contextlib
 import functools
 
 from services.store.handler import Deps, handle
+from shared.errors import StorageUnavailable
 from shared.events import FileScanned
 from shared.runner import Stage
 from shared.settings import Settings
 from shared.sources import SourceReader
 from shared.spool import LocalSpool
 from shared.storage import S3ObjectStorage
+from shared.topology import FALLBACK_ROUTE
 
 
 async def build(settings: Settings) -> Stage:
@@ -35,4 +37,11 @@ async def build(settings: Settings) -> Stage:
         accepts=frozenset({FileScanned.routing_key}),
         handle=functools.partial(handle, deps=deps),
         close=stack.aclose,
+        dead_letter_route=dead_letter_route,
     )
+
+
+def dead_letter_route(exc: BaseException) -> str:
+    """Where a store message goes once it is not retried: S3 unavailable → the fallback
+    worker's queue (``FALLBACK_ROUTE``); anything else → the store dead-letter queue."""
+    return FALLBACK_ROUTE if isinstance(exc, StorageUnavailable) else "store"

@@ -14,8 +14,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-from shared import devservices
-from shared.topology import STAGES, Topology
+from shared.topology import FALLBACK, STAGES, WORKERS, Topology
 from tests.e2e.pipeline import _depths
 from tests.faults.cluster import Cluster
 from tests.faults.workload import UploadResults
@@ -44,7 +43,7 @@ def wait_drained(cluster: Cluster, results: UploadResults, timeout_s: float = 30
     ids = list(results.accepted)
     deadline = time.monotonic() + timeout_s
     topology = Topology(prefix=cluster.prefix)
-    work_queues = [topology.queue(s) for s in STAGES] + [topology.retry_queue(s) for s in STAGES]
+    work_queues = [topology.queue(s) for s in WORKERS] + [topology.retry_queue(s) for s in WORKERS]
     while time.monotonic() < deadline:
         for name, process in cluster.processes.items():
             assert process.poll() is None, f"{name} died: {cluster.log_tail(name)}"
@@ -111,7 +110,7 @@ def verify(
     )
     stored = {row[0]: row[1:] for row in rows}
 
-    s3 = devservices.s3_client()
+    s3 = cluster.s3_client()
     objects: dict[str, list[str]] = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=cluster.bucket):
         for item in page.get("Contents", []):
@@ -151,6 +150,12 @@ def verify(
     depths = queue_depths(cluster)
     topology = Topology(prefix=cluster.prefix)
     expected = expected_dead_letters or {}
+    for queue in (topology.queue(FALLBACK), topology.retry_queue(FALLBACK)):
+        if depths[queue]:
+            problems.append(f"{queue} still holds {depths[queue]} messages")
+    leftover = cluster.sql("SELECT count(*) FROM fallback_blobs")[0][0]
+    if leftover:
+        problems.append(f"fallback_blobs still holds {leftover} rows")
     for stage in STAGES:
         for queue in (topology.queue(stage), topology.retry_queue(stage)):
             if depths[queue]:

@@ -24,19 +24,24 @@ import psycopg
 from shared import devservices
 from tests.e2e.pipeline import ROOT, _delete_topology, empty_bucket, free_port
 
+#: The pipeline's stage workers (the ones the kill test kills); the fallback runs beside them.
 WORKERS = ("scan", "store", "thumbnail", "commit")
-PROCESSES = ("gateway", *WORKERS)
+PROCESSES = ("gateway", *WORKERS, "fallback")
 
 
 @dataclass
 class Cluster:
-    """Five processes (gateway, scan, store, thumbnail, commit) under one test name."""
+    """Six processes (gateway, scan, store, thumbnail, commit, fallback) under one test name.
+
+    ``s3`` is a private SeaweedFS (``tests/faults/private_seaweedfs.py``) for a test that stops
+    S3; by default the shared development one is used."""
 
     tmp: Path
     name: str
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     postgres_url: str = "postgresql://postgres@127.0.0.1:5432"
     extra_env: dict[str, str] = field(default_factory=dict)
+    s3: Any = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     starts: dict[str, int] = field(default_factory=dict)
     health_ports: dict[str, int] = field(default_factory=dict)
@@ -76,6 +81,7 @@ class Cluster:
             "SLUICE_SPOOL_DIR": str(self.spool_dir),
             "SLUICE_GATEWAY_PORT": str(self.port),
             "SLUICE_LOG_FORMAT": "json",
+            **({"S3_ENDPOINT": self.s3.endpoint} if self.s3 is not None else {}),
             **self.extra_env,
         }
 
@@ -85,8 +91,11 @@ class Cluster:
         """Fresh database (migrated), topology, bucket and spool; an API key for ``alice``."""
         with psycopg.connect(f"{self.postgres_url}/postgres", autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "sluice_{self.name}" WITH (FORCE)')
-        devservices.up(buckets=[self.bucket])
-        empty_bucket(self.bucket)
+        if self.s3 is None:
+            devservices.up(buckets=[self.bucket])
+            empty_bucket(self.bucket)
+        else:
+            self.s3.ensure_bucket(self.bucket)
         asyncio.run(_delete_topology(self.amqp_url, self.prefix))
         self.cli("migrate")
         self.api_key = self.cli("keys", "create", "--owner", "alice").strip()
@@ -153,7 +162,9 @@ class Cluster:
             return False
         return answer.status_code == 200
 
-    def wait_ready(self, names: tuple[str, ...] = WORKERS, timeout_s: float = 60) -> None:
+    def wait_ready(
+        self, names: tuple[str, ...] = (*WORKERS, "fallback"), timeout_s: float = 60
+    ) -> None:
         """Wait until every named worker reports ready."""
         deadline = time.monotonic() + timeout_s
         while not all(self.ready(name) for name in names):
@@ -182,6 +193,10 @@ class Cluster:
         return path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
 
     # -- reading state -----------------------------------------------------------------------
+
+    def s3_client(self) -> Any:
+        """A botocore S3 client for the cluster's S3 (private or shared)."""
+        return self.s3.client() if self.s3 is not None else devservices.s3_client()
 
     def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.database_url) as conn:

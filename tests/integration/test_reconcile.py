@@ -6,7 +6,11 @@ Rows are inserted the way the commit stage writes them and objects put directly.
 ``alice``, ``alice-x`` and ``alice.b`` are used together on purpose: SeaweedFS lists ``alice/…``
 before ``alice-x/…`` (directory order), which is not the UTF-8 binary order of the S3 API, so
 the default ``--listing-order binary`` runs meet keys out of order and must still be right.
-Nothing is skipped: without PostgreSQL or SeaweedFS every test fails.
+
+``--fix`` publishes to the real RabbitMQ under the AMQP prefix ``t_reconcile``; the tests read
+the ``file.corrupted`` events from a queue of their own bound to that exchange. No commit stage
+runs: a test that needs the events recorded sets the statuses as the commit stage would.
+Nothing is skipped: without PostgreSQL, SeaweedFS or RabbitMQ every test fails.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,11 +32,17 @@ from typing import Any
 import botocore.exceptions
 import psycopg
 import pytest
+from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 from psycopg.types.json import Jsonb
 
-from shared import db, devservices
+from shared import broker, db, devservices
+from shared.errors import BrokerUnavailable
+from shared.events import FileCorrupted, parse_event
 from shared.naming import object_key, thumbnail_key
-from shared.settings import DatabaseSettings
+from shared.reconcile import ListingOrder, ReconcileOptions, mark_corrupted, reconcile
+from shared.settings import AmqpSettings, DatabaseSettings, S3Settings
+from shared.storage import S3ObjectStorage
+from shared.topology import Topology
 
 pytestmark = pytest.mark.integration
 
@@ -40,6 +50,8 @@ ROOT = Path(__file__).resolve().parents[2]
 BASE = "postgresql://postgres@127.0.0.1:5432"
 DATABASE = f"{BASE}/sluice_test_reconcile"
 BUCKET = "sluice-test-reconcile"
+PREFIX = "t_reconcile"
+TOPOLOGY = Topology(prefix=PREFIX)
 # The command as the `sluice` app registers it, alone in a Typer app.
 APP = (
     "import typer; from services.cli_reconcile import reconcile; "
@@ -64,12 +76,14 @@ class Run:
         return " ".join(self.stderr.replace("│", " ").split())
 
 
-def sluice_reconcile(*args: str, bucket: str = BUCKET) -> Run:
+def sluice_reconcile(*args: str, bucket: str = BUCKET, **environ: str) -> Run:
     env = {
         **os.environ,
         "SLUICE_DATABASE_URL": DATABASE,
         "S3_BUCKET_NAME": bucket,
+        "SLUICE_AMQP_PREFIX": PREFIX,
         "SLUICE_LOG_LEVEL": "warning",
+        **environ,
     }
     done = subprocess.run(
         [sys.executable, "-c", APP, *args],
@@ -379,7 +393,9 @@ def test_json_document_shape(s3_clean: Any) -> None:
         "orphans",
         "checksum_mismatches",
         "deleted",
+        "fixed",
     }
+    assert doc["fixed"] is None  # report-only
     assert doc["bucket"] == BUCKET
     started = datetime.fromisoformat(doc["started_at"])
     assert started.tzinfo is not None
@@ -427,3 +443,230 @@ def test_an_unreachable_bucket_is_an_error(s3_clean: Any) -> None:
     run = sluice_reconcile("--json", bucket="sluice-test-no-such-bucket")
     assert run.code == 2
     assert run.stdout == "" and "sluice-test-no-such-bucket" in run.error
+
+
+# --fix ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def amqp(services: object) -> AsyncIterator[AbstractRobustConnection]:
+    """A connection to the real RabbitMQ and the ``t_reconcile`` topology, fresh."""
+    connection = await broker.connect(AmqpSettings(prefix=PREFIX))
+    channel = await connection.channel()
+    await TOPOLOGY.delete(channel)
+    await TOPOLOGY.declare(channel)
+    yield connection
+    await TOPOLOGY.delete(channel)
+    await connection.close()
+
+
+@pytest.fixture
+async def corrupted(amqp: AbstractRobustConnection) -> AsyncIterator[AbstractQueue]:
+    """An empty queue of the test's own, bound to ``file.corrupted`` on the events exchange."""
+    channel = await amqp.channel()
+    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    await queue.bind(TOPOLOGY.exchange, FileCorrupted.routing_key)
+    yield queue
+    await channel.close()
+
+
+async def drain(queue: AbstractQueue) -> list[FileCorrupted]:
+    """Every event waiting on ``queue`` (the CLI has exited: its publishes were confirmed)."""
+    events: list[FileCorrupted] = []
+    for _ in range(2):  # a second look after a pause, so a late message is not missed
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            event = parse_event(message.body)
+            assert isinstance(event, FileCorrupted)
+            events.append(event)
+        await asyncio.sleep(0.2)
+    return events
+
+
+async def run_cli(*args: str) -> Run:
+    """``sluice reconcile`` without blocking the loop the broker connection lives on."""
+    return await asyncio.to_thread(sluice_reconcile, *args)
+
+
+def set_status(versions: list[Version], status: str) -> None:
+    """What the commit stage does with ``file.corrupted`` (version and file status)."""
+    ids = [v.file_id for v in versions]
+    with psycopg.connect(DATABASE) as conn:
+        conn.execute("UPDATE file_versions SET status = %s WHERE file_id = ANY(%s)", (status, ids))
+        conn.execute("UPDATE files SET status = %s WHERE file_id = ANY(%s)", (status, ids))
+
+
+async def test_fix_marks_each_missing_original_corrupted_once(
+    s3_clean: Any, corrupted: AbstractQueue
+) -> None:
+    s3 = s3_clean
+    lost, thumbless, _ = record(s3, 3, owners=("alice", "alice-x", "bob"))
+    [lost_stored] = record(s3, 1, owners=("alice.b",), status="stored")
+    with psycopg.connect(DATABASE) as conn:
+        conn.execute(
+            "UPDATE files SET kind = 'photo', metadata = %s WHERE file_id = %s",
+            (Jsonb({"album": "2026", "tags": ["cat"]}), lost.file_id),
+        )
+    for key in (lost.key, lost_stored.key, thumbless.thumbnails[0]):
+        s3.delete_object(Bucket=BUCKET, Key=key)
+
+    human = await run_cli("--fix")
+    assert human.code == 1, human.stderr + human.stdout
+    assert "missing objects: 2" in human.stdout
+    assert "marked 2 version(s) corrupted" in human.stdout
+    first = await drain(corrupted)
+    assert sorted((e.file_id, e.key) for e in first) == sorted(
+        [(lost.file_id, lost.key), (lost_stored.file_id, lost_stored.key)]
+    )  # one per missing original; the missing thumbnail is only reported
+    event = next(e for e in first if e.file_id == lost.file_id)
+    assert (event.bucket, event.version_number, event.owner) == (BUCKET, 1, "alice")
+    assert event.detail == "object missing (reconcile)"
+    assert (event.size_bytes, event.sha256) == (
+        len(lost.data),
+        hashlib.sha256(lost.data).hexdigest(),
+    )
+    assert (event.kind, event.metadata) == ("photo", {"album": "2026", "tags": ["cat"]})
+    assert (event.original_name, event.content_type) == ("cat.jpg", "image/jpeg")
+
+    again = await run_cli("--fix", "--json")  # before the commit stage recorded them
+    assert again.code == 1, again.stderr
+    fixed = again.doc["fixed"]
+    assert (fixed["total"], fixed["marked"], fixed["skipped"], fixed["failed"]) == (2, 2, 0, 0)
+    assert (fixed["left"], fixed["error"]) == (0, None)
+    assert {item["outcome"] for item in fixed["items"]} == {"marked"}
+    second = await drain(corrupted)
+    ids = {e.event_id for e in first}
+    assert {e.event_id for e in second} == ids  # the same events: recorded once
+    assert {item["event_id"] for item in fixed["items"]} == {str(i) for i in ids}
+
+    set_status([lost, lost_stored], "corrupted")  # the commit stage recorded them
+    put(s3, thumbless.thumbnails[0], b"thumb")
+    done = await run_cli("--fix", "--json")
+    assert done.code == 0, done.stderr + done.stdout
+    assert done.doc["missing_objects"] == [] and done.doc["counts"]["already_corrupted"] == 2
+    assert done.doc["fixed"]["total"] == 0 and done.doc["fixed"]["items"] == []
+    assert await drain(corrupted) == []
+
+
+async def test_fix_marks_content_mismatches_corrupted(
+    s3_clean: Any, corrupted: AbstractQueue
+) -> None:
+    s3 = s3_clean
+    same_size, other_size, _ = record(s3, 3, owners=("alice", "bob"))
+    put(s3, same_size.key, bytes(reversed(same_size.data)))
+    put(s3, other_size.key, other_size.data + b"!")
+
+    shallow = await run_cli("--fix", "--json")  # sizes only: the swapped bytes are not seen
+    assert shallow.code == 1, shallow.stderr
+    [by_size] = await drain(corrupted)
+    assert (by_size.file_id, by_size.key) == (other_size.file_id, other_size.key)
+    size = len(other_size.data)
+    assert by_size.detail == f"size {size + 1} B, recorded {size} B (reconcile)"
+
+    deep = await run_cli("--fix", "--deep", "--json")
+    assert deep.code == 1, deep.stderr
+    assert deep.doc["fixed"]["marked"] == 2
+    details = {e.key: e.detail for e in await drain(corrupted)}
+    assert details == {
+        same_size.key: "SHA-256 differs (reconcile --deep)",
+        other_size.key: by_size.detail,
+    }
+
+    set_status([same_size, other_size], "corrupted")
+    after = await run_cli("--fix", "--deep", "--json")
+    assert after.code == 0, after.stderr + after.stdout
+    assert after.doc["checksum_mismatches"] == [] and after.doc["counts"]["already_corrupted"] == 2
+    assert after.doc["counts"]["deep_checked"] == 1
+    assert await drain(corrupted) == []
+
+
+async def test_report_only_publishes_nothing(s3_clean: Any, corrupted: AbstractQueue) -> None:
+    s3 = s3_clean
+    lost, changed = record(s3, 2)
+    s3.delete_object(Bucket=BUCKET, Key=lost.key)
+    put(s3, changed.key, changed.data + b"?")
+
+    for args in ((), ("--report-only",), ("--json", "--deep")):
+        run = await run_cli(*args)
+        assert run.code == 1, run.stderr
+        assert "marked" not in run.stdout
+    assert run.doc["fixed"] is None
+    assert len(run.doc["missing_objects"]) == 1 and len(run.doc["checksum_mismatches"]) == 1
+    assert await drain(corrupted) == []
+
+
+async def test_fix_past_max_findings_says_run_again(
+    s3_clean: Any, corrupted: AbstractQueue
+) -> None:
+    s3 = s3_clean
+    versions = record(s3, 3, owners=("alice", "bob", "carol"))
+    for version in versions:
+        s3.delete_object(Bucket=BUCKET, Key=version.key)
+
+    human = await run_cli("--fix", "--max-findings", "2")
+    assert human.code == 1, human.stderr
+    assert "marked 2 of 3 version(s) corrupted" in human.stdout
+    assert "run again" in human.stdout
+    marked = await drain(corrupted)
+    assert len(marked) == 2
+
+    set_status([v for v in versions if v.file_id in {e.file_id for e in marked}], "corrupted")
+    rest = await run_cli("--fix", "--json", "--max-findings", "2")
+    assert rest.code == 1, rest.stderr
+    assert rest.doc["fixed"]["total"] == 1 and rest.doc["fixed"]["left"] == 0
+    assert rest.doc["counts"]["already_corrupted"] == 2
+    [last] = await drain(corrupted)
+    assert {last.file_id, *(e.file_id for e in marked)} == {v.file_id for v in versions}
+
+
+async def test_mark_corrupted_skips_what_changed_and_stops_on_a_broker_failure(
+    s3_clean: Any,
+) -> None:
+    s3 = s3_clean
+    versions = record(s3, 4, owners=("alice", "bob"))
+    for version in versions:
+        s3.delete_object(Bucket=BUCKET, Key=version.key)
+    pool = await db.create_pool(DatabaseSettings(url=DATABASE, pool_max_size=2))
+    try:
+        async with S3ObjectStorage(S3Settings(bucket_name=BUCKET)) as storage:
+            options = ReconcileOptions(listing_order=ListingOrder.SEGMENTS)
+            report = await reconcile(pool, storage, options)
+        first, second, *_ = report.missing_objects.items
+        assert report.missing_objects.total == 4
+        # Between the check and the fix: one file deleted, one recorded corrupted already.
+        await pool.execute("DELETE FROM files WHERE file_id = $1", first.file_id)
+        await pool.execute(
+            "UPDATE file_versions SET status = 'corrupted' WHERE file_id = $1", second.file_id
+        )
+        published: list[FileCorrupted] = []
+
+        async def publish(event: FileCorrupted) -> None:
+            if published:
+                raise BrokerUnavailable("publish not confirmed: test")
+            published.append(event)
+
+        result = await mark_corrupted(report, pool, publish)
+    finally:
+        await pool.close()
+    assert [(o.key, o.reason) for o in result.skipped] == [
+        (first.key, "version deleted since the check"),
+        (second.key, "status is corrupted now"),
+    ]
+    [marked] = result.marked
+    assert [marked.event_id] == [e.event_id for e in published]
+    [failed] = result.failed
+    assert failed.reason == result.error == "publish not confirmed: test"
+    assert (result.total, result.left) == (4, 0)
+
+
+def test_fix_without_the_broker_is_an_error_before_the_run(s3_clean: Any) -> None:
+    s3 = s3_clean
+    [lost] = record(s3, 1)
+    s3.delete_object(Bucket=BUCKET, Key=lost.key)
+    nobody = {"SLUICE_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/"}  # nothing listens on port 1
+
+    run = sluice_reconcile("--fix", "--json", **nobody)
+    assert run.code == 2, run.stdout + run.stderr
+    assert run.stdout == "" and "BrokerUnavailable" in run.error
+
+    report_only = sluice_reconcile("--json", **nobody)  # the broker is not needed to report
+    assert report_only.code == 1, report_only.stderr

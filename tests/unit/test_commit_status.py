@@ -62,6 +62,15 @@ def _received() -> FileReceived:
         ("rejected", "available", "rejected"),
         ("rejected", "received", "rejected"),
         ("available", "available", "available"),
+        ("scanned", "fallback", "fallback"),
+        ("fallback", "stored", "stored"),  # migrated back to S3
+        ("stored", "fallback", "stored"),  # a late fallback after a store that got through
+        ("fallback", "deferred", "fallback"),
+        ("deferred", "stored", "stored"),  # replayed once S3 is back
+        ("available", "corrupted", "corrupted"),  # the object was lost after the fact
+        ("stored", "corrupted", "corrupted"),
+        ("corrupted", "available", "corrupted"),
+        ("rejected", "corrupted", "rejected"),
     ],
 )
 def test_advance_status(current: str | None, incoming: str, expected: str) -> None:
@@ -84,6 +93,8 @@ def test_status_never_goes_back(arrivals: list[str]) -> None:
             assert STATUS_RANK[new] >= STATUS_RANK[current]
             if current in TERMINAL:
                 assert new == current
+            if current == "available":
+                assert new in ("available", "corrupted")
         current = new
 
 

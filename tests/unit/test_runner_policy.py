@@ -40,4 +40,6 @@ def test_every_stage_has_quorum_queue_with_dead_lettering() -> None:
         retry = topology.retry_queue_arguments(stage)
         assert retry["x-dead-letter-exchange"] == ""
         assert retry["x-dead-letter-routing-key"] == topology.queue(stage)
-    assert len(set(topology.all_queues())) == 3 * len(STAGES)
+    assert len(set(topology.all_queues())) == 3 * len(STAGES) + 2
+    fallback = topology.stage_queue_arguments("fallback")
+    assert fallback["x-dead-letter-routing-key"] == "store"  # its failures: the store DLQ

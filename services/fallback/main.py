@@ -1,0 +1,75 @@
+"""Wiring of the fallback worker: the consumer of the store stage's S3-outage dead letters
+(``<prefix>.fallback``) and, beside it, the migration loop back to S3."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+
+from services.fallback import migrator
+from services.fallback.handler import Deps, handle
+from services.fallback.repository import FallbackRepository
+from shared import broker
+from shared.db import create_pool
+from shared.events import BaseEvent, FileScanned
+from shared.runner import Stage
+from shared.settings import Settings
+from shared.sources import SourceReader
+from shared.spool import LocalSpool
+from shared.storage import S3ObjectStorage
+from shared.topology import FALLBACK, Topology
+
+
+async def build(settings: Settings) -> Stage:
+    """Open PostgreSQL, the spool and S3; return the ``fallback`` stage with its migration loop
+    as ``background``.
+
+    Raises:
+        DatabaseUnavailable: PostgreSQL cannot be reached.
+    """
+    stack = contextlib.AsyncExitStack()
+    pool = await create_pool(settings.database)
+    repository = FallbackRepository(pool)
+    stack.push_async_callback(repository.close)
+    storage = await stack.enter_async_context(S3ObjectStorage(settings.s3))
+    spool = LocalSpool(settings.spool.dir, settings.spool.chunk_bytes)
+    deps = Deps(
+        sources=SourceReader(
+            spool, storage, allowed_buckets={storage.bucket, *settings.s3.upstream_buckets}
+        ),
+        repository=repository,
+        max_bytes=settings.fallback.max_bytes,
+    )
+
+    async def migrate(stop: asyncio.Event) -> None:
+        connection = await broker.connect(settings.amqp)
+        try:
+            topology = Topology(settings.amqp.prefix, settings.amqp.delivery_limit)
+            publisher = await broker.Publisher.create(connection, settings.amqp, topology)
+
+            async def publish(event: BaseEvent) -> None:
+                await publisher.publish(event)
+
+            await migrator.run_migrations(
+                migrator.Deps(
+                    repository=repository,
+                    storage=storage,
+                    publish=publish,
+                    multipart_threshold_bytes=settings.s3.multipart_threshold_bytes,
+                ),
+                probe=storage.ping,
+                interval_s=settings.fallback.probe_interval_s,
+                batch_size=settings.fallback.batch_size,
+                stop=stop,
+            )
+        finally:
+            await connection.close()
+
+    return Stage(
+        name=FALLBACK,
+        accepts=frozenset({FileScanned.routing_key}),
+        handle=functools.partial(handle, deps=deps),
+        close=stack.aclose,
+        background=migrate,
+    )
