@@ -27,6 +27,8 @@ from shared.errors import DatabaseUnavailable
 from shared.events import (
     BaseEvent,
     FileCommitted,
+    FileCorrupted,
+    FileFallback,
     FileReceived,
     FileRejected,
     FileScanned,
@@ -373,3 +375,48 @@ async def test_through_the_run_loop(pool: Any, tmp_path: Path) -> None:
     finally:
         await topology.delete(channel)
         await connection.close()
+
+
+async def test_fallback_then_migration_then_corruption(
+    pool: Any, deps: Deps, spool: LocalSpool
+) -> None:
+    first = received(await spooled(spool))
+    scanned, stored, done = chain(first)
+    fallback = scanned.follow(FileFallback, reason="StorageUnavailable after 3 attempts: down")
+
+    assert await handle_all([first, scanned, fallback], deps) == []
+    file, [version], _ = await state(pool, first.file_id)
+    assert (file["status"], version["status"]) == ("fallback", "fallback")
+    assert file["status_reason"] == (
+        "kept in PostgreSQL until S3 is back: StorageUnavailable after 3 attempts: down"
+    )
+    assert await spool.exists(first.source)  # not final: the spool keeps the bytes
+
+    [committed] = await handle_all([stored, done], deps)
+    assert isinstance(committed, FileCommitted) and committed.status == "available"
+    file, [version], history = await state(pool, first.file_id)
+    assert (file["status"], file["status_reason"]) == ("available", None)
+    assert {row["event_type"] for row in history} >= {"file.fallback", "file.stored"}
+
+    lost = FileCorrupted.about(
+        {
+            "file_id": first.file_id,
+            "owner": first.owner,
+            "received_at": first.received_at,
+            "source": first.source,
+            "size_bytes": first.size_bytes,
+            "sha256": first.sha256,
+            "content_type": first.content_type,
+            "original_name": first.original_name,
+        },
+        bucket=stored.bucket,
+        key=stored.key,
+        detail="object missing (reconcile)",
+    )
+    assert await handle_all([lost, lost], deps) == []  # no second file.committed
+    file, [version], history = await state(pool, first.file_id)
+    assert (file["status"], version["status"]) == ("corrupted", "corrupted")
+    assert file["status_reason"] == (
+        f"object s3://{stored.bucket}/{stored.key} lost: object missing (reconcile)"
+    )
+    assert [row["event_type"] for row in history].count("file.corrupted") == 1

@@ -9,6 +9,7 @@ AMQP prefix ``t_gateway`` (``t_gateway_nr`` for the unroutable test), bucket
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import io
@@ -34,7 +35,7 @@ from PIL import Image
 from services.gateway.app import GatewayStartError, create_app, serve
 from services.gateway.keys import create_key, list_keys, revoke_key
 from shared import db, devservices
-from shared.events import FileReceived, parse_event
+from shared.events import FileCorrupted, FileReceived, parse_event
 from shared.settings import (
     AmqpSettings,
     ClamdSettings,
@@ -662,10 +663,60 @@ async def test_content_not_stored_is_409_and_missing_object_404(
     assert response.status_code == 409
     assert error_of(response) == ("not_stored", "not stored yet (status: scanned)")
 
-    gone = await insert_file(pool, alice[0], data=b"x", key=f"{alice[0]}/no-such-object")
-    response = await gw.client.get(f"/v1/files/{gone}/content", headers=alice[1])
-    assert response.status_code == 404
-    assert error_of(response)[0] == "object_missing"
+
+async def test_missing_object_is_404_and_reported_corrupted_once(
+    gw: Gateway, pool: asyncpg.Pool, amqp: AbstractRobustConnection, alice: Who
+) -> None:
+    channel = await amqp.channel()
+    corrupted = await channel.declare_queue(exclusive=True, auto_delete=True)
+    await corrupted.bind(f"{PREFIX}.events", "file.corrupted")
+    key = f"{alice[0]}/no-such-object"
+    gone = await insert_file(pool, alice[0], data=b"x", key=key)
+
+    for _ in range(2):
+        response = await gw.client.get(f"/v1/files/{gone}/content", headers=alice[1])
+        assert response.status_code == 404
+        assert error_of(response)[0] == "object_missing"
+
+    first, second = [parse_event((await next_event(corrupted)).body) for _ in range(2)]
+    await channel.close()
+    assert isinstance(first, FileCorrupted)
+    assert (first.file_id, first.version_number, first.key) == (gone, 1, key)
+    assert first.detail == "object missing on read (gateway)"
+    assert second.event_id == first.event_id  # the commit stage records it once
+
+
+async def test_fallback_copy_is_served_from_postgresql_with_the_same_headers(
+    gw: Gateway, pool: asyncpg.Pool, alice: Who
+) -> None:
+    data = jpeg()
+    file_id = await insert_file(pool, alice[0], data=data, status="fallback")
+    await pool.execute(
+        "INSERT INTO fallback_blobs (file_id, version_number, owner, content_type, size_bytes,"
+        " sha256, data_base64, event, reason) VALUES ($1, 1, $2, 'image/jpeg', $3, $4, $5,"
+        " '{}', 'StorageUnavailable after 3 attempts')",
+        file_id,
+        alice[0],
+        len(data),
+        hashlib.sha256(data).hexdigest(),
+        base64.b64encode(data).decode(),
+    )
+
+    response = await gw.client.get(f"/v1/files/{file_id}/content", headers=alice[1])
+    status = (await gw.client.get(f"/v1/files/{file_id}", headers=alice[1])).json()
+
+    assert response.status_code == 200 and response.content == data
+    assert response.headers["content-type"] == "image/jpeg"
+    assert response.headers["content-length"] == str(len(data))
+    assert response.headers["x-sluice-sha256"] == hashlib.sha256(data).hexdigest()
+    assert response.headers["content-disposition"].startswith('attachment; filename="photo.jpg"')
+    assert (status["status"], status["stored"], status["storage"]) == (
+        "fallback",
+        False,
+        "postgresql",
+    )
+    assert status["urls"]["original"] is None
+    assert status["urls"]["content"] == f"/v1/files/{file_id}/content"
 
 
 async def test_list_is_newest_first_with_a_cursor(gw: Gateway, pool: asyncpg.Pool) -> None:

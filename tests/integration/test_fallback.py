@@ -1,0 +1,295 @@
+"""The fallback worker against the real PostgreSQL (database ``sluice_test_fallback``) and
+SeaweedFS: keeping a dead letter Base64, refusing what it must not keep, and migrating rows
+back to S3 exactly once, across a lost confirm, concurrent workers and damaged rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from services.fallback import migrator
+from services.fallback.handler import Deps, handle
+from services.fallback.repository import FallbackRepository
+from shared.db import create_pool, ensure_database, migrate
+from shared.errors import BrokerUnavailable, ChecksumMismatch, FallbackRefused
+from shared.events import BaseEvent, FileDeferred, FileFallback, FileScanned, FileStored
+from shared.runner import (
+    HEADER_ATTEMPTS,
+    HEADER_ERROR_MESSAGE,
+    HEADER_ERROR_TYPE,
+    HEADER_STAGE,
+    current_headers,
+)
+from shared.settings import DatabaseSettings
+from shared.sources import SourceReader
+from shared.spool import LocalSpool
+from shared.storage import S3ObjectStorage
+from tests.e2e.pipeline import ROOT, free_port
+from tests.integration.test_store import raw_s3, s3_settings, s3_up, scanned, spooled
+
+pytestmark = pytest.mark.integration
+__all__ = ["raw_s3", "s3_up"]  # fixtures used here
+
+DATABASE = DatabaseSettings(url="postgresql://postgres@127.0.0.1:5432/sluice_test_fallback")
+BUCKET = "sluice-test-fallback"
+PHOTO = (ROOT / "samples" / "photo-rotated.jpg").read_bytes()
+
+
+@pytest.fixture(scope="module")
+async def pool() -> AsyncIterator[Any]:
+    """A fresh ``sluice_test_fallback`` database at the current schema."""
+    admin = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+    try:
+        await admin.execute("DROP DATABASE IF EXISTS sluice_test_fallback WITH (FORCE)")
+    finally:
+        await admin.close()
+    await ensure_database(DATABASE)
+    await asyncio.to_thread(migrate, DATABASE)
+    pool = await create_pool(DATABASE)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def repository(pool: Any) -> FallbackRepository:
+    await pool.execute("DELETE FROM fallback_blobs")
+    return FallbackRepository(pool)
+
+
+@pytest.fixture
+async def storage(s3_up: None) -> AsyncIterator[S3ObjectStorage]:
+    async with S3ObjectStorage(s3_settings(bucket_name=BUCKET)) as opened:
+        await opened.ensure_bucket()
+        yield opened
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> LocalSpool:
+    return LocalSpool(tmp_path / "spool")
+
+
+@pytest.fixture
+def store_failure() -> Any:
+    """The headers of a store dead letter, as the run loop would hand them to the handler."""
+    token = current_headers.set(
+        {
+            HEADER_STAGE: "store",
+            HEADER_ATTEMPTS: 3,
+            HEADER_ERROR_TYPE: "StorageUnavailable",
+            HEADER_ERROR_MESSAGE: "S3 unavailable: connection refused",
+        }
+    )
+    yield
+    current_headers.reset(token)
+
+
+def deps_for(spool: LocalSpool, storage: S3ObjectStorage, repository: Any, cap: int) -> Deps:
+    return Deps(sources=SourceReader(spool, storage), repository=repository, max_bytes=cap)
+
+
+class Published:
+    """A ``publish`` that records events; ``fail_first`` times it raises as a lost confirm."""
+
+    def __init__(self, fail_first: int = 0, delay_s: float = 0.0) -> None:
+        self.events: list[BaseEvent] = []
+        self.fail_first = fail_first
+        self.delay_s = delay_s
+
+    async def __call__(self, event: BaseEvent) -> None:
+        await asyncio.sleep(self.delay_s)
+        if self.fail_first > 0:
+            self.fail_first -= 1
+            raise BrokerUnavailable("publish not confirmed: connection lost")
+        self.events.append(event)
+
+
+def migration(repository: Any, storage: S3ObjectStorage, publish: Published) -> migrator.Deps:
+    return migrator.Deps(
+        repository=repository,
+        storage=storage,
+        publish=publish,
+        multipart_threshold_bytes=storage.settings.multipart_threshold_bytes,
+    )
+
+
+async def kept(
+    spool: LocalSpool, storage: S3ObjectStorage, repository: Any, data: bytes = PHOTO
+) -> FileScanned:
+    event = scanned(data, await spooled(spool, data))
+    await handle(event, deps_for(spool, storage, repository, 10 * 1024 * 1024))
+    return event
+
+
+async def rows(pool: Any) -> list[Any]:
+    return list(await pool.fetch("SELECT * FROM fallback_blobs ORDER BY created_at"))
+
+
+async def test_dead_letter_is_kept_base64_and_announced(
+    pool: Any, repository: Any, spool: LocalSpool, storage: S3ObjectStorage, store_failure: None
+) -> None:
+    event = scanned(PHOTO, await spooled(spool, PHOTO))
+    deps = deps_for(spool, storage, repository, 10 * 1024 * 1024)
+
+    [out] = await handle(event, deps)
+    [again] = await handle(event, deps)  # a redelivery
+
+    assert isinstance(out, FileFallback) and again.event_id == out.event_id
+    assert out.causation_id == event.event_id
+    assert out.reason == ("StorageUnavailable after 3 attempts: S3 unavailable: connection refused")
+    [row] = await rows(pool)
+    assert base64.b64decode(row["data_base64"]) == PHOTO
+    assert (row["file_id"], row["version_number"]) == (event.file_id, 1)
+    assert (row["size_bytes"], row["sha256"]) == (len(PHOTO), event.sha256)
+    assert row["event"] == event.model_dump(mode="json")
+    assert row["reason"] == out.reason
+
+
+async def test_over_the_cap_is_deferred_and_kept_nowhere(
+    pool: Any, repository: Any, spool: LocalSpool, storage: S3ObjectStorage, store_failure: None
+) -> None:
+    event = scanned(PHOTO, await spooled(spool, PHOTO))
+    with pytest.raises(FallbackRefused) as refused:
+        await handle(event, deps_for(spool, storage, repository, len(PHOTO) - 1))
+
+    [deferred] = refused.value.announce
+    assert isinstance(deferred, FileDeferred) and deferred.causation_id == event.event_id
+    assert f"{len(PHOTO)} bytes is over the fallback's {len(PHOTO) - 1}-byte cap" in (
+        deferred.reason
+    )
+    assert await rows(pool) == []
+
+
+async def test_source_that_is_not_the_file_is_refused(
+    pool: Any, repository: Any, spool: LocalSpool, storage: S3ObjectStorage, store_failure: None
+) -> None:
+    event = scanned(PHOTO, await spooled(spool, PHOTO[:-1] + b"\x00"))
+    with pytest.raises(ChecksumMismatch):
+        await handle(event, deps_for(spool, storage, repository, 10 * 1024 * 1024))
+    assert await rows(pool) == []
+
+
+async def test_migration_stores_verifies_publishes_then_deletes(
+    pool: Any, repository: Any, spool: LocalSpool, storage: S3ObjectStorage, raw_s3: Any
+) -> None:
+    event = await kept(spool, storage, repository)
+    publish = Published()
+
+    report = await migrator.migrate_batch(migration(repository, storage, publish), 10)
+
+    assert (report.migrated, report.failed, report.stopped) == (1, 0, None)
+    [stored] = publish.events
+    assert isinstance(stored, FileStored)
+    # The very event the store stage would have emitted: commit and thumbnail go on as usual.
+    assert stored.event_id == event.follow(FileStored, bucket=BUCKET, key=stored.key).event_id
+    body = raw_s3.get_object(Bucket=BUCKET, Key=stored.key)["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == event.sha256
+    assert await rows(pool) == []
+
+
+async def test_lost_confirm_keeps_the_row_and_the_retry_publishes_the_same_event(
+    pool: Any, repository: Any, spool: LocalSpool, storage: S3ObjectStorage, raw_s3: Any
+) -> None:
+    event = await kept(spool, storage, repository)
+    publish = Published(fail_first=1)
+    deps = migration(repository, storage, publish)
+
+    first = await migrator.migrate_batch(deps, 10)
+    assert first.migrated == 0 and "BrokerUnavailable" in str(first.stopped)
+    assert len(await rows(pool)) == 1  # S3 has the bytes, the broker not the event: row stays
+
+    second = await migrator.migrate_batch(deps, 10)
+    assert second.migrated == 1
+    [stored] = publish.events
+    assert stored.event_id == event.follow(FileStored, bucket=BUCKET, key=stored.key).event_id
+    listed = raw_s3.list_objects_v2(Bucket=BUCKET, Prefix=f"alice/{event.file_id}")
+    assert [item["Key"] for item in listed["Contents"]] == [stored.key]
+    assert await rows(pool) == []
+
+
+async def test_concurrent_migrators_migrate_each_row_once(
+    pool: Any, repository: Any, spool: LocalSpool, storage: S3ObjectStorage
+) -> None:
+    events = [await kept(spool, storage, repository, PHOTO + bytes([i])) for i in range(12)]
+    publish = Published(delay_s=0.02)
+    deps = migration(repository, storage, publish)
+
+    reports = await asyncio.gather(*(migrator.migrate_batch(deps, 12) for _ in range(3)))
+
+    assert sum(r.migrated for r in reports) == 12
+    assert sorted(e.file_id for e in publish.events) == sorted(e.file_id for e in events)
+    assert await rows(pool) == []
+
+
+async def test_damaged_row_keeps_its_error_and_the_batch_goes_on(
+    pool: Any, repository: Any, spool: LocalSpool, storage: S3ObjectStorage
+) -> None:
+    damaged = await kept(spool, storage, repository, PHOTO + b"damaged")
+    healthy = await kept(spool, storage, repository, PHOTO + b"healthy")
+    await pool.execute(
+        "UPDATE fallback_blobs SET data_base64 = $2 WHERE file_id = $1",
+        damaged.file_id,
+        base64.b64encode(b"something else").decode(),
+    )
+    publish = Published()
+
+    report = await migrator.migrate_batch(migration(repository, storage, publish), 10)
+
+    assert (report.migrated, report.failed) == (1, 1)
+    assert [e.file_id for e in publish.events] == [healthy.file_id]
+    [row] = await rows(pool)
+    assert row["file_id"] == damaged.file_id and row["migration_attempts"] == 1
+    assert "do not match their SHA-256" in row["last_error"]
+    # A row that failed goes to the back of the next batch.
+    again = await kept(spool, storage, repository, PHOTO + b"later")
+    assert (await repository.oldest(1))[0][0] == again.file_id
+
+
+async def test_s3_down_stops_the_batch_and_keeps_every_row(
+    pool: Any, repository: Any, spool: LocalSpool, storage: S3ObjectStorage
+) -> None:
+    await kept(spool, storage, repository)
+    await kept(spool, storage, repository, PHOTO + b"2")
+    dead = s3_settings(
+        bucket_name=BUCKET, endpoint=f"http://127.0.0.1:{free_port()}", timeout_s=2.0
+    )
+    publish = Published()
+    async with S3ObjectStorage(dead) as down:
+        report = await migrator.migrate_batch(migration(repository, down, publish), 10)
+
+    assert report.migrated == 0 and "StorageUnavailable" in str(report.stopped)
+    assert publish.events == []
+    assert [row["migration_attempts"] for row in await rows(pool)] == [0, 0]
+
+
+async def test_fallback_status_command_lists_oldest_first(
+    pool: Any, repository: Any, spool: LocalSpool, storage: S3ObjectStorage, store_failure: None
+) -> None:
+    first = await kept(spool, storage, repository)
+    second = await kept(spool, storage, repository, PHOTO + b"x")
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "services", "fallback", "status", "--json"],
+        env={**os.environ, "SLUICE_DATABASE_URL": DATABASE.url},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    status = json.loads(done.stdout)
+    assert (status["versions"], status["bytes"]) == (2, 2 * len(PHOTO) + 1)
+    assert status["stored_bytes"] > 0
+    assert [e["file_id"] for e in status["entries"]] == [str(first.file_id), str(second.file_id)]
+    assert status["entries"][0]["reason"].startswith("StorageUnavailable after 3 attempts")
