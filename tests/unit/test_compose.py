@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from shared.settings import SETTINGS_GROUPS, Settings
-from shared.topology import STAGES
+from shared.topology import WORKERS as TOPOLOGY_WORKERS
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = ROOT / "compose"
@@ -24,7 +24,7 @@ SPOOL_DIR = "/var/lib/sluice/spool"
 
 INFRA = ("rabbitmq", "postgres", "minio", "clamav")
 ONE_SHOTS = ("minio-init", "migrate")
-WORKERS = ("scan", "store", "thumbnail", "commit")
+WORKERS = ("scan", "store", "thumbnail", "commit", "fallback")
 SLUICE_LONG_RUNNING = ("gateway", *WORKERS)
 SLUICE_SERVICES = ("migrate", *SLUICE_LONG_RUNNING)
 SLUICE_ENV = (
@@ -96,10 +96,10 @@ def test_every_expected_service_exists(services: dict[str, dict[str, Any]]) -> N
 
 
 def test_every_pipeline_stage_has_a_worker(services: dict[str, dict[str, Any]]) -> None:
-    assert set(STAGES) <= set(services), "a stage in shared.topology has no worker service"
+    assert set(TOPOLOGY_WORKERS) <= set(services), "a worker in shared.topology has no service"
 
 
-@pytest.mark.parametrize("name", [*INFRA, "gateway", *STAGES])
+@pytest.mark.parametrize("name", [*INFRA, "gateway", *TOPOLOGY_WORKERS])
 def test_long_running_services_have_a_healthcheck(
     services: dict[str, dict[str, Any]], name: str
 ) -> None:
@@ -114,7 +114,7 @@ def test_healthchecks_ask_the_right_question(services: dict[str, dict[str, Any]]
     assert "mc ready local" in _healthcheck_text(services["minio"])
     assert "clamdcheck.sh" in _healthcheck_text(services["clamav"])
     assert "/healthz" in _healthcheck_text(services["gateway"])
-    for stage in STAGES:  # the worker's /readyz: its consumer is connected and registered
+    for stage in TOPOLOGY_WORKERS:  # the worker's /readyz: its consumer is connected and registered
         assert f"sluice health {stage} --port 8081" in _healthcheck_text(services[stage])
 
 
