@@ -4,6 +4,8 @@ The gateway serves its own ``/healthz`` and ``/readyz``; a worker has no HTTP se
 :func:`serve_health` gives it a small one (aiohttp) for orchestrators and ops:
 
 - ``GET /healthz`` → 200 ``{"status": "ok"}`` while the process runs;
+- ``GET /metrics`` → the Prometheus text exposition of the process's metrics
+  (``shared.metrics``, prometheus-client's default registry);
 - ``GET /readyz`` → 200 ``{"status": "ready", "stages": {"scan": "ready", ...}}`` when every
   consumer's connection is open and its consumer registered
   (:attr:`~shared.runner.StageConsumer.ready`), else 503
@@ -19,8 +21,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import prometheus_client
 import structlog
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from shared.runner import StageConsumer
 
@@ -46,7 +50,8 @@ def readiness(consumers: Sequence[StageConsumer]) -> tuple[int, dict[str, object
 
 
 def create_app(consumers: Sequence[StageConsumer]) -> web.Application:
-    """The aiohttp application serving ``/healthz`` and ``/readyz`` for ``consumers``."""
+    """The aiohttp application serving ``/healthz``, ``/readyz`` (for ``consumers``) and
+    ``/metrics``."""
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -55,7 +60,12 @@ def create_app(consumers: Sequence[StageConsumer]) -> web.Application:
         status, body = readiness(consumers)
         return web.json_response(body, status=status)
 
+    async def metrics(_: web.Request) -> web.Response:
+        body = prometheus_client.generate_latest()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
     app = web.Application()
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app

@@ -28,12 +28,14 @@ import binascii
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import structlog
 from pydantic import ValidationError
 
-from services.fallback.repository import FallbackRepository, FallbackRow
+from services.fallback.repository import FallbackRepository, FallbackRow, FallbackSummary
 from services.store import handler as store
+from shared import metrics
 from shared.errors import ChecksumMismatch, PermanentError, RetryableError, StorageUnavailable
 from shared.events import EVENT_ADAPTER, BaseEvent, FileScanned, FileStored
 from shared.ports import ObjectStore
@@ -174,6 +176,22 @@ async def migrate_batch(deps: Deps, limit: int) -> MigrationReport:
     return report
 
 
+async def publish_gauges(repository: FallbackRepository) -> FallbackSummary:
+    """Set the fallback and corrupted gauges (``shared.metrics``) from PostgreSQL; the summary.
+
+    Raises:
+        DatabaseUnavailable: PostgreSQL unreachable.
+    """
+    summary = await repository.summary()
+    metrics.FALLBACK_VERSIONS.set(summary.versions)
+    metrics.FALLBACK_BYTES.set(summary.bytes)
+    metrics.FALLBACK_TABLE_BYTES.set(summary.stored_bytes)
+    age = (datetime.now(UTC) - summary.oldest).total_seconds() if summary.oldest else 0.0
+    metrics.FALLBACK_OLDEST_AGE.set(max(age, 0.0))
+    metrics.CORRUPTED_VERSIONS.set(await repository.corrupted_count())
+    return summary
+
+
 async def run_migrations(
     deps: Deps,
     *,
@@ -184,11 +202,12 @@ async def run_migrations(
 ) -> None:
     """Probe S3 every ``interval_s`` while rows wait; migrate in batches once it answers.
 
-    Runs until ``stop`` is set; every error is logged and the loop goes on at the next tick.
+    Each tick also refreshes the gauges (:func:`publish_gauges`). Runs until ``stop`` is set;
+    every error is logged and the loop goes on at the next tick.
     """
     while not stop.is_set():
         try:
-            summary = await deps.repository.summary()
+            summary = await publish_gauges(deps.repository)
             if summary.versions:
                 await probe()
                 while not stop.is_set():

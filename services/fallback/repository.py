@@ -201,6 +201,16 @@ class FallbackRepository:
             oldest=record["oldest"],
         )
 
+    async def corrupted_count(self) -> int:
+        """Versions marked ``corrupted`` (a metric; read from the commit stage's table)."""
+        try:
+            count = await self._pool.fetchval(
+                "SELECT count(*) FROM file_versions WHERE status = 'corrupted'"
+            )
+        except CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailable(f"PostgreSQL unavailable: {exc!r}") from exc
+        return int(count)
+
     async def entries(self, limit: int) -> list[FallbackEntry]:
         """Up to ``limit`` rows without their data, oldest first."""
         try:

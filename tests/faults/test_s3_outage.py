@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -148,6 +149,21 @@ def test_s3_outage_falls_back_serves_and_migrates_back(
     in_fallback = int(cluster.sql("SELECT count(*) FROM fallback_blobs")[0][0])
     assert during.get("fallback", 0) == in_fallback > 0, during
     assert during.get("deferred", 0) > 0, during
+
+    # The fallback worker's /metrics shows what sits in the fallback (refreshed every probe).
+    def gauge(name: str) -> float | None:
+        port = cluster.health_ports["fallback"]
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        for line in text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return None
+
+    _wait(lambda: gauge("sluice_fallback_versions") == in_fallback, 30, "the gauge", cluster)
+    fallback_bytes = int(cluster.sql("SELECT sum(size_bytes) FROM fallback_blobs")[0][0])
+    assert gauge("sluice_fallback_bytes") == fallback_bytes
+    assert (gauge("sluice_fallback_table_bytes") or 0) > 0
+    assert gauge("sluice_corrupted_versions") == 0
 
     # While S3 is down, a fallback file is served from PostgreSQL byte for byte.
     fallback_id = str(cluster.sql("SELECT file_id FROM fallback_blobs LIMIT 1")[0][0])

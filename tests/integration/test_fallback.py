@@ -12,11 +12,13 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import prometheus_client
 import pytest
 
 from services.fallback import migrator
@@ -293,3 +295,35 @@ async def test_fallback_status_command_lists_oldest_first(
     assert status["stored_bytes"] > 0
     assert [e["file_id"] for e in status["entries"]] == [str(first.file_id), str(second.file_id)]
     assert status["entries"][0]["reason"].startswith("StorageUnavailable after 3 attempts")
+
+
+async def test_gauges_count_fallback_rows_bytes_and_corrupted_versions(
+    pool: Any, repository: Any, spool: LocalSpool, storage: S3ObjectStorage
+) -> None:
+    await kept(spool, storage, repository)
+    await kept(spool, storage, repository, PHOTO + b"x")
+    lost = uuid.uuid4()
+    await pool.execute(
+        "INSERT INTO files (file_id, owner, original_name, content_type, status, received_at)"
+        " VALUES ($1, 'alice', 'lost.jpg', 'image/jpeg', 'corrupted', now())",
+        lost,
+    )
+    await pool.execute(
+        "INSERT INTO file_versions (file_id, version_number, status, size_bytes, sha256, source)"
+        " VALUES ($1, 1, 'corrupted', 1, $2, 'spool://lost')",
+        lost,
+        "0" * 64,
+    )
+
+    summary = await migrator.publish_gauges(repository)
+
+    def value(name: str) -> float | None:
+        return prometheus_client.REGISTRY.get_sample_value(name)
+
+    assert summary.versions == 2
+    assert value("sluice_fallback_versions") == 2
+    assert value("sluice_fallback_bytes") == 2 * len(PHOTO) + 1
+    assert (value("sluice_fallback_table_bytes") or 0) > 0
+    assert (value("sluice_fallback_oldest_age_seconds") or -1) >= 0
+    corrupted = await pool.fetchval("SELECT count(*) FROM file_versions WHERE status = 'corrupted'")
+    assert value("sluice_corrupted_versions") == corrupted
