@@ -43,7 +43,7 @@ def stop_on_signals(stop: asyncio.Event) -> None:
 
 def topology_of(settings: Settings) -> Topology:
     """The broker topology under the configured prefix and delivery limit."""
-    return Topology(prefix=settings.amqp.prefix, delivery_limit=settings.amqp.delivery_limit)
+    return Topology.of(settings.amqp)
 
 
 async def run_processes(

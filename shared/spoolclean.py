@@ -11,7 +11,8 @@ operation the spool holds only files in flight. What can stay behind:
 
 :func:`clean_spool` removes such entries once they are older than a threshold, and never the
 bytes of a file that is in flight or waiting in a dead-letter queue (its version's recorded
-status is ``received``, ``scanned`` or ``stored``): those are still needed for a replay.
+status is anything but ``available`` or ``rejected``: ``received``, ``scanned``, ``stored``,
+``fallback``, ``deferred``, ``corrupted``): those are still needed for a replay or a repair.
 """
 
 from __future__ import annotations
@@ -68,8 +69,9 @@ async def clean_spool(
     """Remove stale spool entries older than ``older_than_s`` seconds (by modification time).
 
     Removed: ``.partial`` and ``.abandoned`` entries; bytes of a file whose version is final or
-    was never recorded. Kept whatever its age: bytes of a version recorded as ``received``,
-    ``scanned`` or ``stored`` (in flight, or dead-lettered and waiting for a replay), and names
+    was never recorded. Kept whatever its age: bytes of a version whose status is not final
+    (in flight, dead-lettered and waiting for a replay, in the S3-outage fallback, or
+    ``corrupted``), and names
     that are not Sluice's (reported as ``unknown``).
 
     Raises:

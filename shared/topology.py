@@ -30,6 +30,8 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange
 
+from shared.settings import AmqpSettings
+
 #: Stage name → routing keys its queue is bound to.
 STAGE_BINDINGS: dict[str, tuple[str, ...]] = {
     "scan": ("file.received",),
@@ -64,6 +66,11 @@ class Topology:
 
     prefix: str = "sluice"
     delivery_limit: int = 5
+
+    @classmethod
+    def of(cls, amqp: AmqpSettings) -> Topology:
+        """The topology under ``SLUICE_AMQP_PREFIX`` with ``SLUICE_AMQP_DELIVERY_LIMIT``."""
+        return cls(prefix=amqp.prefix, delivery_limit=amqp.delivery_limit)
 
     @property
     def exchange(self) -> str:

@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import functools
 
+import structlog
+
 from services.fallback import migrator
 from services.fallback.handler import Deps, handle
 from services.fallback.repository import FallbackRepository
@@ -19,6 +21,8 @@ from shared.sources import SourceReader
 from shared.spool import LocalSpool
 from shared.storage import S3ObjectStorage
 from shared.topology import FALLBACK, Topology
+
+log = structlog.get_logger("sluice.fallback")
 
 
 async def build(settings: Settings) -> Stage:
@@ -43,10 +47,21 @@ async def build(settings: Settings) -> Stage:
     )
 
     async def migrate(stop: asyncio.Event) -> None:
-        connection = await broker.connect(settings.amqp)
+        # The loop must outlive a broker that is away when it starts: connect until it works.
+        while not stop.is_set():
+            try:
+                connection = await broker.connect(settings.amqp)
+                break
+            except Exception as exc:
+                log.warning("migration loop cannot reach the broker yet", error=repr(exc))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), settings.fallback.probe_interval_s)
+        else:
+            return
         try:
-            topology = Topology(settings.amqp.prefix, settings.amqp.delivery_limit)
-            publisher = await broker.Publisher.create(connection, settings.amqp, topology)
+            publisher = await broker.Publisher.create(
+                connection, settings.amqp, Topology.of(settings.amqp)
+            )
 
             async def publish(event: BaseEvent) -> None:
                 await publisher.publish(event)
