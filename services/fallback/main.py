@@ -20,7 +20,7 @@ from shared.settings import Settings
 from shared.sources import SourceReader
 from shared.spool import LocalSpool
 from shared.storage import S3ObjectStorage
-from shared.topology import FALLBACK, Topology
+from shared.topology import FALLBACK, FALLBACK_DEAD_LETTERS, Topology
 
 log = structlog.get_logger("sluice.fallback")
 
@@ -87,4 +87,7 @@ async def build(settings: Settings) -> Stage:
         handle=functools.partial(handle, deps=deps),
         close=stack.aclose,
         background=migrate,
+        # Whatever the fallback cannot keep goes to the store dead-letter queue, from which a
+        # replay sends it back to the store stage once S3 is back.
+        dead_letter_route=lambda _: FALLBACK_DEAD_LETTERS,
     )

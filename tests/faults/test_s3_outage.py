@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+import json
 import time
 from collections.abc import Iterator
 from functools import cache
@@ -149,6 +150,17 @@ def test_s3_outage_falls_back_serves_and_migrates_back(
     in_fallback = int(cluster.sql("SELECT count(*) FROM fallback_blobs")[0][0])
     assert during.get("fallback", 0) == in_fallback > 0, during
     assert during.get("deferred", 0) > 0, during
+
+    # The deferred files wait in the store dead-letter queue, sent there by the fallback worker
+    # itself (not by the delivery limit after a redelivery loop), announced once each.
+    letters = json.loads(cluster.cli("dlq", "list", "store", "--json"))
+    assert len(letters) == during["deferred"]
+    assert {(d["stage"], d["error_type"]) for d in letters} == {("store", "FallbackRefused")}
+    assert all(d["delivery_count"] == 0 for d in letters), letters[:2]
+    deferred_events = cluster.sql(
+        "SELECT count(*) FROM file_events WHERE event_type = 'file.deferred'"
+    )[0][0]
+    assert deferred_events == during["deferred"]
 
     # The fallback worker's /metrics shows what sits in the fallback (refreshed every probe).
     def gauge(name: str) -> float | None:
