@@ -32,15 +32,9 @@ from services.cli_ops import parse_duration
 from services.runtime import run_async, settings_from_env, topology_of
 from shared.broker import Publisher, connect
 from shared.db import create_pool
-from shared.reconcile import (
-    Findings,
-    FixResult,
-    ListingOrder,
-    ReconcileOptions,
-    ReconcileReport,
-    mark_corrupted,
-)
+from shared.reconcile import Findings, ListingOrder, ReconcileOptions, ReconcileReport
 from shared.reconcile import reconcile as reconcile_storage
+from shared.reconcile_fix import FixResult, mark_corrupted
 from shared.storage import S3ObjectStorage
 
 EXIT_FOUND = 1

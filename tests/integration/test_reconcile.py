@@ -39,7 +39,8 @@ from shared import broker, db, devservices
 from shared.errors import BrokerUnavailable
 from shared.events import FileCorrupted, parse_event
 from shared.naming import object_key, thumbnail_key
-from shared.reconcile import ListingOrder, ReconcileOptions, mark_corrupted, reconcile
+from shared.reconcile import ListingOrder, ReconcileOptions, reconcile
+from shared.reconcile_fix import mark_corrupted
 from shared.settings import AmqpSettings, DatabaseSettings, S3Settings
 from shared.storage import S3ObjectStorage
 from shared.topology import Topology
