@@ -208,10 +208,7 @@ class StageConsumer:
                 file_id=str(event.file_id), event_id=str(event.event_id), event_type=event.type
             )
             outgoing = await self.stage.handle(event)
-            passed_on = {k: headers[k] for k in _PASSED_ON_HEADERS if k in headers}
-            assert self._publisher is not None
-            for out in outgoing:
-                await self._publisher.publish(out, headers=passed_on)
+            await self._publish_all(outgoing, headers)
             await message.ack()
             detail = ",".join(out.type for out in outgoing)
         except PermanentError as exc:
@@ -243,23 +240,23 @@ class StageConsumer:
             raise InvalidEvent(f"stage {self.stage.name} does not take {event.type} events")
         return event
 
+    async def _publish_all(self, events: Sequence[BaseEvent], headers: dict[str, Any]) -> None:
+        """Publish ``events`` (each confirmed), passing the trace headers on."""
+        assert self._publisher is not None
+        passed_on = {k: headers[k] for k in _PASSED_ON_HEADERS if k in headers}
+        for out in events:
+            await self._publisher.publish(out, headers=passed_on)
+
     async def _announce(
         self, message: AbstractIncomingMessage, exc: PermanentError, headers: dict[str, Any]
     ) -> bool:
         """Publish the events a permanent failure announces (``exc.announce``, e.g. the
         fallback worker's ``file.deferred``) before it is dead-lettered. False, with the message
         given back to the broker for a redelivery, if a publish was not confirmed."""
-        assert self._publisher is not None
-        passed_on = {k: headers[k] for k in _PASSED_ON_HEADERS if k in headers}
         try:
-            for out in exc.announce:
-                await self._publisher.publish(out, headers=passed_on)
+            await self._publish_all(exc.announce, headers)
         except Exception as publish_exc:
-            log.error("announcing a dead letter failed; requeueing", error=repr(publish_exc))
-            try:
-                await message.nack(requeue=True)
-            except Exception as nack_exc:
-                log.error("nack failed", error=repr(nack_exc))
+            await _requeue(message, "announcing a dead letter failed", publish_exc)
             return False
         return True
 
@@ -301,13 +298,18 @@ class StageConsumer:
                 )
             await message.ack()
         except Exception as publish_exc:
-            # Neither retry nor dead letter could be confirmed: give the message back to the
-            # broker. If the channel is gone, RabbitMQ requeues it when the connection closes.
-            log.error("failure routing failed; requeueing", error=repr(publish_exc))
-            try:
-                await message.nack(requeue=True)
-            except Exception as nack_exc:
-                log.error("nack failed", error=repr(nack_exc))
+            # Neither retry nor dead letter could be confirmed: give the message back.
+            await _requeue(message, "failure routing failed", publish_exc)
+
+
+async def _requeue(message: AbstractIncomingMessage, what: str, cause: BaseException) -> None:
+    """Give ``message`` back to the broker after ``what`` failed with ``cause``. If the channel
+    is gone, RabbitMQ requeues it anyway when the connection closes."""
+    log.error(f"{what}; requeueing", error=repr(cause))
+    try:
+        await message.nack(requeue=True)
+    except Exception as nack_exc:
+        log.error("nack failed", error=repr(nack_exc))
 
 
 async def run_until_stopped(
