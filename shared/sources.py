@@ -17,8 +17,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Collection
+from typing import Self
 
 from shared.errors import ChecksumMismatch, InvalidSource, SourceMissing
+from shared.settings import S3Settings
 from shared.spool import SCHEME as SPOOL_SCHEME
 from shared.spool import LocalSpool
 from shared.storage import S3ObjectStorage, parse_s3_uri
@@ -49,6 +51,12 @@ class SourceReader:
         self._storage = storage
         self._allowed = frozenset(allowed_buckets or {storage.bucket})
         self.max_bytes = max_bytes
+
+    @classmethod
+    def for_settings(cls, spool: LocalSpool, storage: S3ObjectStorage, s3: S3Settings) -> Self:
+        """A reader over ``spool`` and ``storage`` that allows the bucket of ``storage`` and the
+        upstream buckets of ``S3_UPSTREAM_BUCKETS`` (what every stage reads sources with)."""
+        return cls(spool, storage, allowed_buckets={storage.bucket, *s3.upstream_buckets})
 
     def _s3_location(self, source: str) -> tuple[str, str]:
         bucket, key = parse_s3_uri(source)

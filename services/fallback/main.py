@@ -39,9 +39,7 @@ async def build(settings: Settings) -> Stage:
     storage = await stack.enter_async_context(S3ObjectStorage(settings.s3))
     spool = LocalSpool(settings.spool.dir, settings.spool.chunk_bytes)
     deps = Deps(
-        sources=SourceReader(
-            spool, storage, allowed_buckets={storage.bucket, *settings.s3.upstream_buckets}
-        ),
+        sources=SourceReader.for_settings(spool, storage, settings.s3),
         repository=repository,
         max_bytes=settings.fallback.max_bytes,
     )

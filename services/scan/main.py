@@ -29,9 +29,7 @@ async def build(settings: Settings) -> Stage:
     pool = await create_pool(settings.database)
     stack.push_async_callback(pool.close)
     deps = Deps(
-        sources=SourceReader(
-            spool, storage, allowed_buckets={storage.bucket, *settings.s3.upstream_buckets}
-        ),
+        sources=SourceReader.for_settings(spool, storage, settings.s3),
         scanner=ClamdScanner(settings.clamd.host, settings.clamd.port, settings.clamd.timeout_s),
         states=FileStateReader(pool),
         spool=spool,

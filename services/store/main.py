@@ -26,9 +26,7 @@ async def build(settings: Settings) -> Stage:
     storage = await stack.enter_async_context(S3ObjectStorage(settings.s3))
     spool = LocalSpool(settings.spool.dir, settings.spool.chunk_bytes)
     deps = Deps(
-        sources=SourceReader(
-            spool, storage, allowed_buckets={storage.bucket, *settings.s3.upstream_buckets}
-        ),
+        sources=SourceReader.for_settings(spool, storage, settings.s3),
         storage=storage,
         multipart_threshold_bytes=settings.s3.multipart_threshold_bytes,
     )
