@@ -27,7 +27,7 @@ import base64
 import binascii
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import structlog
@@ -67,15 +67,15 @@ class RowSource:
 @dataclass
 class MigrationReport:
     """What one :func:`migrate_batch` did: rows ``migrated``, ``skipped`` (locked by another
-    worker or already gone), ``failed`` (error kept on the row); ``stopped`` says why the batch
-    ended early (S3 or PostgreSQL went away), else ``None``."""
+    worker or already gone), ``failed`` (error kept on the row), ``migrated_bytes`` (originals'
+    bytes); ``stopped`` says why the batch ended early (S3 or the broker went away), else
+    ``None``."""
 
     migrated: int = 0
     skipped: int = 0
     failed: int = 0
     stopped: str | None = None
     migrated_bytes: int = 0
-    errors: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,6 @@ async def migrate_batch(deps: Deps, limit: int) -> MigrationReport:
                 break
             except PermanentError as exc:
                 report.failed += 1
-                report.errors.append(f"{file_id}: {exc}")
                 bound.error("migration of a fallback row failed", error=str(exc))
                 failure = f"{type(exc).__name__}: {exc}"
             else:
@@ -215,6 +214,7 @@ async def run_migrations(
                     log.info(
                         "migration batch",
                         migrated=report.migrated,
+                        migrated_bytes=report.migrated_bytes,
                         failed=report.failed,
                         skipped=report.skipped,
                         stopped=report.stopped,

@@ -169,20 +169,6 @@ class FallbackRepository:
         except CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(f"PostgreSQL unavailable: {exc!r}") from exc
 
-    async def read(self, file_id: uuid.UUID, version_number: int) -> FallbackRow | None:
-        """The row of one version, data included, or ``None`` (the gateway's read path)."""
-        try:
-            record = await self._pool.fetchrow(
-                "SELECT file_id, version_number, owner, content_type, size_bytes, sha256,"
-                " data_base64, event, reason, created_at, migration_attempts"
-                " FROM fallback_blobs WHERE file_id = $1 AND version_number = $2",
-                file_id,
-                version_number,
-            )
-        except CONNECTION_ERRORS as exc:
-            raise DatabaseUnavailable(f"PostgreSQL unavailable: {exc!r}") from exc
-        return None if record is None else FallbackRow(**record)
-
     async def summary(self) -> FallbackSummary:
         """Counts and sizes of what sits in the fallback (``fallback status``, metrics)."""
         try:
