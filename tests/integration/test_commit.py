@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import aio_pika
-import asyncpg
 import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
@@ -22,7 +21,7 @@ from services.commit.handler import Deps, handle
 from services.commit.main import build
 from services.commit.repository import FileRepository
 from shared import broker
-from shared.db import create_pool, ensure_database, migrate
+from shared.db import create_pool
 from shared.errors import DatabaseUnavailable
 from shared.events import (
     BaseEvent,
@@ -51,6 +50,7 @@ from shared.settings import (
 )
 from shared.spool import LocalSpool
 from shared.topology import Topology
+from tests.databases import fresh_database
 
 pytestmark = pytest.mark.integration
 
@@ -65,13 +65,7 @@ THUMBS = (
 @pytest.fixture(scope="module")
 async def pool() -> AsyncIterator[Any]:
     """A fresh ``sluice_test_commit`` database at the current schema."""
-    admin = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
-    try:
-        await admin.execute("DROP DATABASE IF EXISTS sluice_test_commit WITH (FORCE)")
-    finally:
-        await admin.close()
-    await ensure_database(DATABASE)
-    await asyncio.to_thread(migrate, DATABASE)
+    await asyncio.to_thread(fresh_database, "sluice_test_commit")
     pool = await create_pool(DATABASE)
     yield pool
     await pool.close()

@@ -17,14 +17,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import prometheus_client
 import pytest
 
 from services.fallback import migrator
 from services.fallback.handler import Deps, handle
 from services.fallback.repository import FallbackRepository
-from shared.db import create_pool, ensure_database, migrate
+from shared.db import create_pool
 from shared.errors import BrokerUnavailable, ChecksumMismatch, FallbackRefused
 from shared.events import BaseEvent, FileDeferred, FileFallback, FileScanned, FileStored
 from shared.runner import (
@@ -38,6 +37,7 @@ from shared.settings import DatabaseSettings
 from shared.sources import SourceReader
 from shared.spool import LocalSpool
 from shared.storage import S3ObjectStorage
+from tests.databases import fresh_database
 from tests.e2e.pipeline import ROOT, free_port
 from tests.integration.test_store import raw_s3, s3_settings, s3_up, scanned, spooled
 
@@ -52,13 +52,7 @@ PHOTO = (ROOT / "samples" / "photo-rotated.jpg").read_bytes()
 @pytest.fixture(scope="module")
 async def pool() -> AsyncIterator[Any]:
     """A fresh ``sluice_test_fallback`` database at the current schema."""
-    admin = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
-    try:
-        await admin.execute("DROP DATABASE IF EXISTS sluice_test_fallback WITH (FORCE)")
-    finally:
-        await admin.close()
-    await ensure_database(DATABASE)
-    await asyncio.to_thread(migrate, DATABASE)
+    await asyncio.to_thread(fresh_database, "sluice_test_fallback")
     pool = await create_pool(DATABASE)
     yield pool
     await pool.close()

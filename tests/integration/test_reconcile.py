@@ -44,6 +44,7 @@ from shared.reconcile_fix import mark_corrupted
 from shared.settings import AmqpSettings, DatabaseSettings, S3Settings
 from shared.storage import S3ObjectStorage
 from shared.topology import Topology
+from tests.databases import fresh_database
 
 pytestmark = pytest.mark.integration
 
@@ -121,11 +122,7 @@ def s3(services: object) -> Any:
 
 @pytest.fixture(scope="module")
 def database(services: object) -> str:
-    with psycopg.connect(f"{BASE}/postgres", autocommit=True) as conn:
-        conn.execute('DROP DATABASE IF EXISTS "sluice_test_reconcile" WITH (FORCE)')
-    settings = DatabaseSettings(url=DATABASE)
-    asyncio.run(db.ensure_database(settings))
-    db.migrate(settings)
+    fresh_database("sluice_test_reconcile")
     return DATABASE
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from shared.settings import DatabaseSettings
+from tests.databases import fresh_database
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = "postgresql://postgres@127.0.0.1:5432"
@@ -23,15 +23,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def database(services: object) -> str:
-    import asyncio
-
-    from shared import db
-
-    with psycopg.connect(f"{BASE}/postgres", autocommit=True) as conn:
-        conn.execute('DROP DATABASE IF EXISTS "sluice_test_spool" WITH (FORCE)')
-    settings = DatabaseSettings(url=DATABASE)
-    asyncio.run(db.ensure_database(settings))
-    db.migrate(settings)
+    fresh_database("sluice_test_spool")
     return DATABASE
 
 
