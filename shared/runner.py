@@ -50,6 +50,44 @@ Handler = Callable[[BaseEvent], Awaitable[Sequence[BaseEvent]]]
 log = structlog.get_logger("sluice.runner")
 
 
+@dataclass(frozen=True)
+class Handled:
+    """One message's outcome, as the run loop reports it to observers (metrics, status).
+
+    ``outcome`` is ``acked`` (handled, events published), ``retry`` (sent to the wait queue),
+    ``dead-lettered`` or ``requeued`` (given back to the broker: routing the failure failed).
+    ``error_type`` is the exception's class name, None when acked.
+    """
+
+    stage: str
+    outcome: str
+    duration_s: float
+    error_type: str | None
+    event_type: str | None
+
+
+Observer = Callable[[Handled], None]
+_observers: list[Observer] = []
+
+
+def observe(observer: Observer) -> None:
+    """Call ``observer`` after every message any stage consumer of this process handles.
+
+    Observers run on the event loop and must be quick and never raise (an exception is
+    logged and ignored). Registering the same observer twice calls it once.
+    """
+    if observer not in _observers:
+        _observers.append(observer)
+
+
+def _report(handled: Handled) -> None:
+    for observer in _observers:
+        try:
+            observer(handled)
+        except Exception as exc:
+            log.error("observer failed", observer=repr(observer), error=repr(exc))
+
+
 #: The headers of the message being handled, for a handler that needs the failure history
 #: (the fallback worker records why the store stage gave up). Set per message by the run loop.
 current_headers: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
@@ -118,6 +156,11 @@ class StageConsumer:
     _consumer_tag: str | None = None
     _publisher: broker.Publisher | None = None
     _in_flight: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def in_flight(self) -> int:
+        """Messages being handled right now (delivered, not yet acked, retried or dead-lettered)."""
+        return len(self._in_flight)
 
     @property
     def ready(self) -> bool:
@@ -201,9 +244,10 @@ class StageConsumer:
         )
         if "traceparent" in headers:
             structlog.contextvars.bind_contextvars(trace_id=str(headers["traceparent"])[3:35])
-        outcome, detail = "acked", ""
+        outcome, detail, error_type, event_type = "acked", "", None, message.type
         try:
             event = self._decode(message)
+            event_type = event.type
             structlog.contextvars.bind_contextvars(
                 file_id=str(event.file_id), event_id=str(event.event_id), event_type=event.type
             )
@@ -212,20 +256,26 @@ class StageConsumer:
             await message.ack()
             detail = ",".join(out.type for out in outgoing)
         except PermanentError as exc:
-            outcome, detail = "dead-lettered", str(exc)
-            if await self._announce(message, exc, headers):
-                await self._fail(message, headers, attempt, exc, retry=False)
+            outcome, detail, error_type = "dead-lettered", str(exc), type(exc).__name__
+            routed = await self._announce(message, exc, headers) and await self._fail(
+                message, headers, attempt, exc, retry=False
+            )
+            outcome = outcome if routed else "requeued"
         except Exception as exc:
             retry = attempt < self.settings.max_attempts
             outcome = "retry" if retry else "dead-lettered"
             detail = repr(exc) if not isinstance(exc, SluiceError) else str(exc)
-            await self._fail(message, headers, attempt, exc, retry=retry)
+            error_type = type(exc).__name__
+            if not await self._fail(message, headers, attempt, exc, retry=retry):
+                outcome = "requeued"
+        duration_s = time.perf_counter() - started
         log.info(
             "message handled",
             outcome=outcome,
             detail=_short(detail, 300),
-            duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            duration_ms=round(duration_s * 1000, 1),
         )
+        _report(Handled(self.stage.name, outcome, duration_s, error_type, event_type))
 
     def _decode(self, message: AbstractIncomingMessage) -> BaseEvent:
         try:
@@ -268,7 +318,9 @@ class StageConsumer:
         exc: BaseException,
         *,
         retry: bool,
-    ) -> None:
+    ) -> bool:
+        """Send ``message`` to the wait queue (``retry``) or dead-letter it, then ack it.
+        False if that could not be confirmed (the message is given back to the broker)."""
         now = datetime.now(UTC).isoformat()
         failure_headers: dict[str, Any] = {
             **headers,
@@ -300,6 +352,8 @@ class StageConsumer:
         except Exception as publish_exc:
             # Neither retry nor dead letter could be confirmed: give the message back.
             await _requeue(message, "failure routing failed", publish_exc)
+            return False
+        return True
 
 
 async def _requeue(message: AbstractIncomingMessage, what: str, cause: BaseException) -> None:
