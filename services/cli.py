@@ -7,7 +7,7 @@
     sluice worker WORKER               run one consumer: scan, store, thumbnail, commit, fallback
     sluice gateway                     run the HTTP gateway
     sluice run                         every worker and the gateway in one process (development)
-    sluice keys create --owner NAME    print a new API key (stored hashed)
+    sluice keys create NAME [--ops]    print a new API key (stored hashed); --ops: /ops only
     sluice events schemas [--check]    write (or check) docs/events/*.schema.json
     sluice dlq list|replay STAGE       dead letters: inspect, move back (services/cli_ops.py)
     sluice health TARGET [--port N]    exit 0 when a process reports TARGET ready
@@ -114,16 +114,35 @@ def run_all(
 
 
 @keys_app.command("create")
-def keys_create(owner: Annotated[str, typer.Option(help="Owner the key acts for.")]) -> None:
-    """Create an API key for OWNER and print it once (only its hash is stored)."""
+def keys_create(
+    owner_argument: Annotated[
+        str | None,
+        typer.Argument(metavar="OWNER", help="Owner the key acts for.", show_default=False),
+    ] = None,
+    owner: Annotated[
+        str | None, typer.Option(help="Owner the key acts for (same as OWNER).")
+    ] = None,
+    ops: Annotated[
+        bool, typer.Option("--ops", help="An ops key: /ops routes only, no uploads.")
+    ] = False,
+) -> None:
+    """Create an API key for OWNER and print it once (only its hash is stored).
+
+    An upload key (the default) works on /v1 only; an --ops key on /ops only.
+    """
     from services.gateway.keys import create_key
 
+    if owner_argument and owner and owner_argument != owner:
+        raise typer.BadParameter("give the owner once: OWNER or --owner", param_hint="OWNER")
+    name = owner_argument or owner
+    if not name:
+        raise typer.BadParameter("missing: the owner the key acts for", param_hint="OWNER")
     settings = settings_from_env()
 
     async def main() -> str:
         pool = await db.create_pool(settings.database)
         try:
-            return await create_key(pool, owner)
+            return await create_key(pool, name, "ops" if ops else "upload")
         finally:
             await pool.close()
 

@@ -1,9 +1,13 @@
-"""API keys: one owner per key, stored only as a SHA-256 hash (table ``api_keys``).
+"""API keys: one owner and one scope per key, stored only as a SHA-256 hash (table ``api_keys``).
 
 A key is ``slk_`` followed by 43 URL-safe Base64 characters (32 random bytes,
 ``secrets.token_urlsafe``). The database keeps ``sha256(key)`` and the first 12 characters
 (``key_prefix``, to recognise a key in lists); the key itself is shown once, at creation.
 Lookups go by hash, so no secret is ever compared character by character.
+
+A key has a scope (migration 0003, least privilege): ``upload`` keys upload and read their
+owner's files (``/v1``); ``ops`` keys read the pipeline status and inspect, replay and purge
+dead letters (``/ops``). Neither scope is accepted on the other's routes.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal, get_args
 
 import asyncpg
 from pydantic import TypeAdapter, ValidationError
@@ -28,6 +33,10 @@ KEY_PREFIX_CHARS = 12
 KEY_PATTERN = re.compile(r"^slk_[A-Za-z0-9_-]{43}$")
 _OWNER: TypeAdapter[str] = TypeAdapter(Owner)
 
+Scope = Literal["upload", "ops"]
+#: Every scope a key can have (the ``api_keys.scope`` check constraint).
+SCOPES: tuple[Scope, ...] = get_args(Scope)
+
 
 class InvalidOwner(SluiceError, ValueError):
     """The owner name does not match ``^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`` (the event contract)."""
@@ -38,11 +47,20 @@ class UnknownKey(SluiceError, LookupError):
 
 
 @dataclass(frozen=True)
+class Principal:
+    """Who an active key acts for, and what it may do."""
+
+    owner: str
+    scope: Scope
+
+
+@dataclass(frozen=True)
 class ApiKeyInfo:
     """What is stored about a key (never the key itself)."""
 
     key_id: uuid.UUID
     owner: str
+    scope: Scope
     key_prefix: str
     created_at: datetime
     revoked_at: datetime | None
@@ -79,20 +97,26 @@ def validate_owner(owner: str) -> str:
         ) from None
 
 
-async def create_key(pool: asyncpg.Pool, owner: str) -> str:
-    """Create a key for ``owner`` and return it; only its hash and prefix are stored.
+async def create_key(pool: asyncpg.Pool, owner: str, scope: Scope = "upload") -> str:
+    """Create a key for ``owner`` with ``scope`` and return it; only its hash and prefix are
+    stored.
 
     Raises:
         InvalidOwner: ``owner`` is not a valid owner name.
+        ValueError: ``scope`` is not one of :data:`SCOPES`.
         DatabaseUnavailable: PostgreSQL unreachable.
     """
     owner = validate_owner(owner)
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; one of {', '.join(SCOPES)}")
     key = generate_key()
     await db_call(
         lambda: pool.execute(
-            "INSERT INTO api_keys (key_id, owner, key_hash, key_prefix) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO api_keys (key_id, owner, scope, key_hash, key_prefix)"
+            " VALUES ($1, $2, $3, $4, $5)",
             uuid.uuid4(),
             owner,
+            scope,
             hash_key(key),
             key[:KEY_PREFIX_CHARS],
         )
@@ -100,21 +124,21 @@ async def create_key(pool: asyncpg.Pool, owner: str) -> str:
     return key
 
 
-async def authenticate(pool: asyncpg.Pool, key: str) -> str | None:
-    """The owner of an active key, or ``None`` (malformed, unknown or revoked).
+async def authenticate(pool: asyncpg.Pool, key: str) -> Principal | None:
+    """The owner and scope of an active key, or ``None`` (malformed, unknown or revoked).
 
     Raises:
         DatabaseUnavailable: PostgreSQL unreachable.
     """
     if not is_well_formed(key):
         return None
-    owner: str | None = await db_call(
-        lambda: pool.fetchval(
-            "SELECT owner FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+    row = await db_call(
+        lambda: pool.fetchrow(
+            "SELECT owner, scope FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
             hash_key(key),
         )
     )
-    return owner
+    return None if row is None else Principal(owner=row["owner"], scope=row["scope"])
 
 
 async def revoke_key(pool: asyncpg.Pool, key_or_id: str) -> ApiKeyInfo:
@@ -140,7 +164,7 @@ async def revoke_key(pool: asyncpg.Pool, key_or_id: str) -> ApiKeyInfo:
         )
         UPDATE api_keys SET revoked_at = now()
         WHERE key_id IN (SELECT key_id FROM target) AND (SELECT count(*) FROM target) = 1
-        RETURNING key_id, owner, key_prefix, created_at, revoked_at
+        RETURNING key_id, owner, scope, key_prefix, created_at, revoked_at
     """
     row = await db_call(lambda: pool.fetchrow(query, value))
     if row is None:
@@ -159,7 +183,7 @@ async def list_keys(
     rows = await db_call(
         lambda: pool.fetch(
             """
-            SELECT key_id, owner, key_prefix, created_at, revoked_at FROM api_keys
+            SELECT key_id, owner, scope, key_prefix, created_at, revoked_at FROM api_keys
             WHERE ($1::text IS NULL OR owner = $1) AND ($2 OR revoked_at IS NULL)
             ORDER BY created_at DESC, key_id
             """,
