@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what Sluice needs on a fresh Debian 12 machine, idempotently:
-#   - clamd (clamav-daemon) and libmagic1 with apt, when missing;
+#   - clamd (clamav-daemon), libmagic1, and chromium + chromium-driver (the headless browser
+#     of tests/e2e/test_ops_page.py) with apt, when missing;
 #   - the project with its dev extras into ./.venv (Python >= 3.11).
 # RabbitMQ and PostgreSQL are expected on the machine; `sluice services up` starts them if they
 # are stopped, and starts SeaweedFS (from PyPI) and clamd itself.
@@ -12,7 +13,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # -- system packages ------------------------------------------------------------------------
 missing=()
-for package in clamav-daemon libmagic1; do
+for package in clamav-daemon libmagic1 chromium chromium-driver; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
         missing+=("$package")
     fi
@@ -44,6 +45,10 @@ if ((${#missing[@]})); then
 fi
 command -v clamd >/dev/null || [[ -x /usr/sbin/clamd ]] || {
     echo "bootstrap: clamd missing after install" >&2
+    exit 1
+}
+command -v chromedriver >/dev/null || {
+    echo "bootstrap: chromedriver missing after install" >&2
     exit 1
 }
 

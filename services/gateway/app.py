@@ -18,7 +18,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from services.gateway import errors, status, upload
+from services.gateway import errors, ops_api, ops_page, status, upload
 from services.gateway.access import AccessLog
 from services.gateway.deps import GatewayDeps
 from services.gateway.policy import UploadPolicy
@@ -129,6 +129,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(AccessLog)
     app.include_router(upload.router)
     app.include_router(status.router)
+    app.include_router(ops_api.router)
+    app.include_router(ops_page.router)
 
     @app.get("/healthz", summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:

@@ -1,0 +1,300 @@
+"""The ops HTTP API (``/ops/api``, ops keys only): pipeline status and dead-letter operations.
+
+=====  =====================================  ================================================
+verb   path                                   answer
+=====  =====================================  ================================================
+GET    ``/ops/api/status``                    per stage: depth, in flight, consumers, dead
+                                              letters, rates, p50/p95 (``collect_status``)
+GET    ``/ops/api/dead-letters``              the dead letters matching ``stage`` (repeatable),
+                                              ``error_type``, ``older_than``, ``file_id``
+GET    ``/ops/api/dead-letters/{message_id}`` one dead letter: headers, body, history; 404
+POST   ``/ops/api/dead-letters/replay``       move the matching ones back to their stage
+                                              (``dry_run``: only say which); at most
+                                              :data:`MAX_REPLAY_LIMIT` per request
+POST   ``/ops/api/dead-letters/purge``        remove the matching ones; ``"confirm": true``
+                                              and a ``reason`` required
+=====  =====================================  ================================================
+
+Statuses: 401 no or unknown key, 403 an upload key, 400 a purge without ``confirm``, 404 no
+such dead letter, 422 bad filters or body, 501 an operation the dead-letter library here does
+not offer, 503 RabbitMQ unreachable (``Retry-After``). Dead-letter operations of one gateway
+process run one at a time: a listing holds a whole dead-letter queue unacknowledged while it
+reads it (AMQP 0-9-1 has no peek), so two at once would each see part of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable
+from typing import Annotated, Any, Literal, TypeVar, get_args
+
+import aio_pika
+import aiormq
+import structlog
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.encoders import jsonable_encoder
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from services.gateway import ops_backend
+from services.gateway.auth import Operator
+from services.gateway.deps import GatewayDeps, get_deps
+from services.gateway.errors import ApiError, unavailable
+from services.gateway.schemas import ErrorBody
+from shared.errors import BrokerUnavailable, ConfigError
+from shared.topology import STAGES
+
+log = structlog.get_logger("sluice.gateway.ops")
+router = APIRouter(prefix="/ops/api", tags=["ops"])
+Deps = Annotated[GatewayDeps, Depends(get_deps)]
+T = TypeVar("T")
+
+#: Messages one replay request moves when the body gives no ``limit``.
+DEFAULT_REPLAY_LIMIT = 100
+#: Most messages one replay request may move; replay more with several requests (or the CLI).
+MAX_REPLAY_LIMIT = 1000
+#: Longest a replay request may be paced to last (``limit / rate_per_s``), seconds.
+MAX_REPLAY_DURATION_S = 60.0
+#: Longest one dead-letter operation may take before the request gives up, seconds: a replay
+#: at its longest pacing plus the listing around it. Unfinished messages stay dead-lettered.
+OPERATION_TIMEOUT_S = MAX_REPLAY_DURATION_S + 30.0
+_BROKER_ERRORS = (
+    aiormq.exceptions.AMQPError,
+    aio_pika.exceptions.ChannelInvalidStateError,
+    ConnectionError,
+    TimeoutError,
+)
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing, unknown or revoked API key."},
+    403: {"model": ErrorBody, "description": "Not an ops key."},
+    422: {"model": ErrorBody, "description": "Bad filters or body."},
+    503: {"model": ErrorBody, "description": "RabbitMQ unreachable."},
+}
+
+StageName = Literal["scan", "store", "thumbnail", "commit"]
+assert set(get_args(StageName)) == set(STAGES)
+
+
+def older_than_seconds(text: str) -> float:
+    """``"90"``, ``"30s"``, ``"15m"``, ``"24h"``, ``"7d"`` → seconds.
+
+    Raises:
+        ValueError: anything else.
+    """
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration like 90, 30s, 15m, 24h or 7d")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+class Filters(BaseModel):
+    """Which dead letters: every field left out = no filter on it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: list[StageName] | StageName | None = Field(
+        None, description="One stage or a list; default every stage's dead-letter queue."
+    )
+    error_type: str | None = Field(
+        None, min_length=1, max_length=200, description="Exact error type, e.g. SourceMissing."
+    )
+    older_than: str | None = Field(
+        None, description="Last failure at least this old: seconds, or 30s, 15m, 24h, 7d."
+    )
+    file_id: uuid.UUID | None = Field(None, description="Only this file's dead letters.")
+
+    @field_validator("older_than")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            older_than_seconds(value)
+        return value
+
+    def selection(self) -> ops_backend.Selection:
+        """The :class:`Selection` these filters describe."""
+        stages = [self.stage] if isinstance(self.stage, str) else self.stage
+        return ops_backend.Selection(
+            stages=tuple(stages) if stages else STAGES,
+            error_type=self.error_type,
+            older_than_s=older_than_seconds(self.older_than) if self.older_than else None,
+            file_id=str(self.file_id) if self.file_id else None,
+        )
+
+
+class ReplayRequest(Filters):
+    """``POST /ops/api/dead-letters/replay``: filters, how many, how fast, or only a dry run."""
+
+    limit: int = Field(
+        DEFAULT_REPLAY_LIMIT,
+        ge=1,
+        le=MAX_REPLAY_LIMIT,
+        description=f"Most messages this request moves (at most {MAX_REPLAY_LIMIT}).",
+    )
+    rate_per_s: float | None = Field(
+        None, gt=0, le=10_000, description="Publishes per second; default as fast as confirmed."
+    )
+    dry_run: bool = Field(False, description="Only say what would be replayed; move nothing.")
+
+
+class PurgeRequest(Filters):
+    """``POST /ops/api/dead-letters/purge``: filters, the reason recorded, and a confirmation."""
+
+    reason: str = Field(
+        min_length=1, max_length=500, description="Why: recorded in each file's history."
+    )
+    confirm: bool = Field(False, description="Must be true: a purge cannot be undone.")
+
+
+def _query_filters(
+    stage: Annotated[
+        list[StageName] | None, Query(description="A stage; repeat for several.")
+    ] = None,
+    error_type: Annotated[str | None, Query(min_length=1, max_length=200)] = None,
+    older_than: Annotated[str | None, Query(description="Seconds, or 30s, 15m, 24h, 7d.")] = None,
+    file_id: Annotated[uuid.UUID | None, Query()] = None,
+) -> Filters:
+    if older_than is not None:
+        try:
+            older_than_seconds(older_than)
+        except ValueError as exc:
+            raise ApiError(422, "invalid_request", f"query.older_than: {exc}") from None
+    return Filters(stage=stage, error_type=error_type, older_than=older_than, file_id=file_id)
+
+
+QueryFilters = Annotated[Filters, Depends(_query_filters)]
+
+
+async def _one_at_a_time(request: Request, operator: Operator) -> AsyncIterator[None]:
+    """Hold the process's dead-letter lock for the request (see the module docstring); the key
+    is checked first, so an unauthenticated request never waits for it."""
+    state = request.app.state
+    if getattr(state, "ops_lock", None) is None:
+        state.ops_lock = asyncio.Lock()
+    async with state.ops_lock:
+        yield
+
+
+Exclusive = Depends(_one_at_a_time)
+
+
+async def _call(deps: GatewayDeps, operation: Awaitable[T]) -> T:
+    """Await a broker operation; RabbitMQ trouble becomes a 503, a missing queue too."""
+    connection = deps.connection
+    if connection.is_closed or not connection.connected.is_set():
+        if asyncio.iscoroutine(operation):
+            operation.close()
+        raise unavailable(BrokerUnavailable("not connected to RabbitMQ"))
+    try:
+        return await asyncio.wait_for(operation, OPERATION_TIMEOUT_S)
+    except ops_backend.NotSupported as exc:
+        raise ApiError(501, "not_supported", exc.message) from None
+    except ConfigError as exc:
+        raise ApiError(503, "topology_missing", exc.message) from None
+    except (BrokerUnavailable, *_BROKER_ERRORS) as exc:
+        log.warning("ops.broker_failed", error=repr(exc))
+        raise unavailable(BrokerUnavailable(repr(exc))) from None
+
+
+@router.get("/status", responses=_RESPONSES, summary="Per-stage depths, rates, handling times")
+async def get_status(operator: Operator, deps: Deps) -> dict[str, Any]:
+    """``{"collected_at", "stages": [{"stage", "queue", "ready", "in_flight", "consumers",
+    "dead_letters", "rate_in_per_s", "rate_out_per_s", "p50_ms", "p95_ms"}], "problems"}``:
+    rates per second and times in milliseconds over the last minute, ``null`` when unknown."""
+    status = ops_backend.pipeline_status(deps.settings, deps.topology, deps.connection)
+    return await _call(deps, status)
+
+
+@router.get(
+    "/dead-letters",
+    responses=_RESPONSES,
+    dependencies=[Exclusive],
+    summary="List dead letters (nothing consumed or reordered)",
+)
+async def get_dead_letters(operator: Operator, deps: Deps, filters: QueryFilters) -> dict[str, Any]:
+    """``{"count": n, "dead_letters": [...]}``, stage by stage, head of each queue first."""
+    listing = ops_backend.list_dead_letters(deps.connection, deps.topology, filters.selection())
+    letters = await _call(deps, listing)
+    return {"count": len(letters), "dead_letters": jsonable_encoder(letters)}
+
+
+@router.get(
+    "/dead-letters/{message_id}",
+    responses={**_RESPONSES, 404: {"model": ErrorBody, "description": "No such dead letter."}},
+    dependencies=[Exclusive],
+    summary="One dead letter: properties, headers, body, history",
+)
+async def get_dead_letter(message_id: str, operator: Operator, deps: Deps) -> dict[str, Any]:
+    """The whole dead letter whose message id (the event id) is ``message_id``."""
+    found = ops_backend.show_dead_letter(deps.connection, deps.topology, message_id)
+    detail = await _call(deps, found)
+    if detail is None:
+        raise ApiError(404, "not_found", f"no dead-letter queue holds message {message_id}")
+    result: dict[str, Any] = jsonable_encoder(detail)
+    return result
+
+
+@router.post(
+    "/dead-letters/replay",
+    responses=_RESPONSES,
+    dependencies=[Exclusive],
+    summary="Move matching dead letters back to their stage (or dry-run)",
+)
+async def post_replay(body: ReplayRequest, operator: Operator, deps: Deps) -> dict[str, Any]:
+    """Replays at most ``limit`` matching dead letters, acked from the dead-letter queue only
+    after RabbitMQ confirms their copy; with ``dry_run`` moves nothing."""
+    if body.rate_per_s is not None and body.limit / body.rate_per_s > MAX_REPLAY_DURATION_S:
+        raise ApiError(
+            422,
+            "invalid_request",
+            f"limit / rate_per_s is {body.limit / body.rate_per_s:.0f} s; one request may last "
+            f"at most {MAX_REPLAY_DURATION_S:.0f} s: lower the limit or raise the rate",
+        )
+    replay = ops_backend.replay(
+        deps.connection,
+        deps.topology,
+        body.selection(),
+        settings=deps.settings.amqp,
+        limit=body.limit,
+        rate_per_s=body.rate_per_s,
+        dry_run=body.dry_run,
+    )
+    result = await _call(deps, replay)
+    log.info("ops.replay", operator=operator, dry_run=body.dry_run, filters=_logged(body))
+    answer: dict[str, Any] = jsonable_encoder(result)
+    return answer
+
+
+@router.post(
+    "/dead-letters/purge",
+    responses={**_RESPONSES, 400: {"model": ErrorBody, "description": "`confirm` not true."}},
+    dependencies=[Exclusive],
+    summary="Remove matching dead letters (recorded in each file's history)",
+)
+async def post_purge(body: PurgeRequest, operator: Operator, deps: Deps) -> dict[str, Any]:
+    """Removes every matching dead letter; refused (400 ``confirm_required``) without
+    ``"confirm": true``."""
+    if not body.confirm:
+        raise ApiError(
+            400,
+            "confirm_required",
+            'a purge cannot be undone: send "confirm": true (dry-run a replay to see the matches)',
+        )
+    purge = ops_backend.purge(
+        deps.connection,
+        deps.topology,
+        body.selection(),
+        settings=deps.settings.amqp,
+        reason=f"{body.reason} (by {operator})",
+    )
+    result = await _call(deps, purge)
+    log.info("ops.purge", operator=operator, reason=body.reason, filters=_logged(body))
+    answer: dict[str, Any] = jsonable_encoder(result)
+    return answer
+
+
+def _logged(body: Filters) -> dict[str, Any]:
+    logged: dict[str, Any] = jsonable_encoder(body, include=set(Filters.model_fields))
+    return logged

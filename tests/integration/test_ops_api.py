@@ -1,0 +1,474 @@
+"""The ops HTTP API against the real gateway, RabbitMQ and PostgreSQL (prefix ``t_ops_api``,
+database ``sluice_test_ops_api``).
+
+Dead letters are made by the real run loop: a scan and a commit consumer whose handlers fail on
+purpose (``SourceMissing``, ``ChecksumMismatch``, ``InvalidEvent``) take three ``file.received``
+events and dead-letter them to ``t_ops_api.scan.dlq`` and ``t_ops_api.commit.dlq``. Nothing is
+skipped: an unreachable service fails every test here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from aio_pika.abc import AbstractRobustConnection
+
+from services.gateway.app import create_app
+from services.gateway.keys import create_key, list_keys
+from services.gateway.ops_api import MAX_REPLAY_LIMIT
+from shared import broker, db
+from shared.errors import ChecksumMismatch, InvalidEvent, SourceMissing
+from shared.events import BaseEvent, FileReceived, utcnow
+from shared.runner import Stage, StageConsumer
+from shared.settings import (
+    AmqpSettings,
+    ClamdSettings,
+    DatabaseSettings,
+    GatewaySettings,
+    LogSettings,
+    S3Settings,
+    Settings,
+    SpoolSettings,
+    ThumbnailSettings,
+)
+from shared.topology import Topology
+from tests.databases import fresh_database
+from tests.integration.test_gateway import TcpProxy
+
+pytestmark = pytest.mark.integration
+
+PREFIX = "t_ops_api"
+DATABASE = "sluice_test_ops_api"
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+AMQP = AmqpSettings(url=AMQP_URL, prefix=PREFIX, publish_timeout_s=5.0)
+TOPOLOGY = Topology.of(AMQP)
+
+
+def make_settings(spool_dir: Path, database: DatabaseSettings, amqp: AmqpSettings) -> Settings:
+    return Settings(
+        amqp=amqp,
+        s3=S3Settings(
+            endpoint="http://127.0.0.1:8333",
+            access_key="sluice",
+            secret_key="sluice-secret-key",
+            bucket_name="sluice-test",
+        ),
+        database=database,
+        spool=SpoolSettings(dir=spool_dir),
+        gateway=GatewaySettings(host="127.0.0.1", port=8080),
+        clamd=ClamdSettings(),
+        thumbnail=ThumbnailSettings(),
+        log=LogSettings(format="json", level="warning"),
+    )
+
+
+@dataclass
+class Ops:
+    client: httpx.AsyncClient
+    pool: asyncpg.Pool
+    ops: dict[str, str]  # headers with an ops key
+    upload: dict[str, str]  # headers with an upload key
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            yield client
+
+
+@pytest.fixture(scope="module")
+async def database(services: Any) -> DatabaseSettings:
+    return await asyncio.to_thread(fresh_database, DATABASE)
+
+
+@pytest.fixture(scope="module")
+async def gateway(
+    database: DatabaseSettings, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Ops]:
+    settings = make_settings(tmp_path_factory.mktemp("spool"), database, AMQP)
+    pool = await db.create_pool(database)
+    ops_key = await create_key(pool, "night-shift", "ops")
+    upload_key = await create_key(pool, "acme")
+    try:
+        async with running(settings) as client:
+            yield Ops(
+                client,
+                pool,
+                {"Authorization": f"Bearer {ops_key}"},
+                {"Authorization": f"Bearer {upload_key}"},
+            )
+    finally:
+        await pool.close()
+        connection = await broker.connect(AMQP)
+        async with connection:
+            await TOPOLOGY.delete(await connection.channel())
+
+
+@pytest.fixture
+async def amqp(gateway: Ops) -> AsyncIterator[AbstractRobustConnection]:
+    """A connection, with every queue of the prefix emptied before the test."""
+    connection = await broker.connect(AMQP)
+    channel = await connection.channel()
+    for name in TOPOLOGY.all_queues():
+        await (await channel.get_queue(name)).purge()
+    await channel.close()
+    yield connection
+    await connection.close()
+
+
+def received(name: str) -> FileReceived:
+    now = utcnow()
+    return FileReceived(
+        event_id=uuid.uuid4(),
+        occurred_at=now,
+        file_id=uuid.uuid4(),
+        owner="acme",
+        received_at=now,
+        source=f"spool://{uuid.uuid4()}.bin",
+        size_bytes=3,
+        sha256="0" * 64,
+        content_type="image/png",
+        original_name=name,
+    )
+
+
+async def scan_fails(event: BaseEvent) -> list[BaseEvent]:
+    assert isinstance(event, FileReceived)
+    if event.original_name.endswith(".bad"):
+        raise ChecksumMismatch("sha-256 differs", file_id=str(event.file_id))
+    raise SourceMissing("no such spool entry", file_id=str(event.file_id))
+
+
+async def commit_fails(event: BaseEvent) -> list[BaseEvent]:
+    raise InvalidEvent("refused on purpose", event_id=str(event.event_id))
+
+
+async def depth(connection: AbstractRobustConnection, name: str) -> int:
+    channel = await connection.channel()
+    try:
+        queue = await channel.declare_queue(name, passive=True)
+        return int(queue.declaration_result.message_count or 0)
+    finally:
+        await channel.close()
+
+
+async def message_ids(connection: AbstractRobustConnection, name: str) -> list[str | None]:
+    """Ids of the messages in ``name``, taken and acked."""
+    channel = await connection.channel()
+    queue = await channel.declare_queue(name, passive=True)
+    ids = []
+    while (message := await queue.get(no_ack=True, fail=False)) is not None:
+        ids.append(message.message_id)
+    await channel.close()
+    return ids
+
+
+@dataclass
+class Failed:
+    """The events dead-lettered by :func:`failed`: by name, and by the stage queue."""
+
+    events: dict[str, FileReceived]
+
+
+@pytest.fixture
+async def failed(amqp: AbstractRobustConnection) -> Failed:
+    """Three events, each dead-lettered in scan (two ``SourceMissing``, one
+    ``ChecksumMismatch``) and in commit (``InvalidEvent``) by the real run loop."""
+    events = {name: received(name) for name in ("a.png", "b.png", "c.bad")}
+    consumers = [
+        StageConsumer(Stage("scan", frozenset({"file.received"}), scan_fails), AMQP, TOPOLOGY),
+        StageConsumer(Stage("commit", frozenset({"file.received"}), commit_fails), AMQP, TOPOLOGY),
+    ]
+    for consumer in consumers:
+        await consumer.start()
+    try:
+        publisher = await broker.Publisher.create(amqp, AMQP, TOPOLOGY)
+        for event in events.values():
+            await publisher.publish(event)
+        deadline = asyncio.get_running_loop().time() + 15
+        while (
+            await depth(amqp, TOPOLOGY.dead_letter_queue("scan")) < 3
+            or await depth(amqp, TOPOLOGY.dead_letter_queue("commit")) < 3
+        ):
+            assert asyncio.get_running_loop().time() < deadline, "dead letters did not arrive"
+            await asyncio.sleep(0.05)
+    finally:
+        for consumer in consumers:
+            await consumer.stop()
+    return Failed(events)
+
+
+def error_of(response: httpx.Response) -> tuple[str, str]:
+    body = response.json()
+    return body["error"]["code"], body["error"]["message"]
+
+
+# -- keys and scopes ---------------------------------------------------------------------------
+
+
+async def test_no_or_unknown_key_is_401_on_every_ops_route(gateway: Ops) -> None:
+    unknown = {"Authorization": "Bearer slk_" + "A" * 43}
+    for headers in ({}, unknown, {"Authorization": "Bearer nope"}):
+        for method, path in (
+            ("GET", "/ops/api/status"),
+            ("GET", "/ops/api/dead-letters"),
+            ("GET", f"/ops/api/dead-letters/{uuid.uuid4()}"),
+            ("POST", "/ops/api/dead-letters/replay"),
+            ("POST", "/ops/api/dead-letters/purge"),
+        ):
+            response = await gateway.client.request(method, path, headers=headers, json={})
+            assert response.status_code == 401, (method, path, headers)
+            assert error_of(response)[0] == "unauthorized"
+            assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+async def test_each_scope_is_403_on_the_others_routes(gateway: Ops) -> None:
+    for path in ("/ops/api/status", "/ops/api/dead-letters"):
+        response = await gateway.client.get(path, headers=gateway.upload)
+        assert response.status_code == 403, response.text
+        assert error_of(response) == (
+            "forbidden",
+            "this is an upload key; this route needs an ops key",
+        )
+        assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
+
+    listing = await gateway.client.get("/v1/files", headers=gateway.ops)
+    assert listing.status_code == 403
+    assert error_of(listing)[1] == "this is an ops key; this route needs an upload key"
+    upload = await gateway.client.post(
+        "/v1/files", headers=gateway.ops, files={"file": ("a.png", b"\x89PNG", "image/png")}
+    )
+    assert upload.status_code == 403
+    assert (await gateway.client.get("/v1/files", headers=gateway.upload)).status_code == 200
+
+
+async def test_keys_keep_their_scope_and_only_a_hash(gateway: Ops) -> None:
+    [info] = await list_keys(gateway.pool, "night-shift")
+    assert info.scope == "ops"
+    stored = await gateway.pool.fetchrow(
+        "SELECT key_hash, key_prefix FROM api_keys WHERE key_id = $1", info.key_id
+    )
+    key = gateway.ops["Authorization"].removeprefix("Bearer ")
+    assert len(stored["key_hash"]) == 32 and key not in str(dict(stored))
+    with pytest.raises(ValueError, match="unknown scope"):
+        await create_key(gateway.pool, "x", "admin")  # type: ignore[arg-type]
+
+
+# -- status and listing ------------------------------------------------------------------------
+
+
+async def test_status_counts_each_stages_dead_letters(gateway: Ops, failed: Failed) -> None:
+    response = await gateway.client.get("/ops/api/status", headers=gateway.ops)
+
+    assert response.status_code == 200, response.text
+    stages = {stage["stage"]: stage for stage in response.json()["stages"]}
+    assert list(stages) == ["scan", "store", "thumbnail", "commit", "fallback"]
+    assert {name: stage["dead_letters"] for name, stage in stages.items()} == {
+        "scan": 3,
+        "store": 0,
+        "thumbnail": 0,
+        "commit": 3,
+        "fallback": 0,
+    }
+    assert stages["scan"]["queue"] == "t_ops_api.scan"
+    assert stages["scan"]["ready"] == 0 and stages["scan"]["consumers"] == 0
+
+
+async def test_list_filters_and_leaves_the_queues_as_they_were(
+    gateway: Ops, failed: Failed, amqp: AbstractRobustConnection
+) -> None:
+    async def listed(**query: Any) -> list[dict[str, Any]]:
+        response = await gateway.client.get(
+            "/ops/api/dead-letters", params=query, headers=gateway.ops
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["count"] == len(body["dead_letters"])
+        letters: list[dict[str, Any]] = body["dead_letters"]
+        return letters
+
+    every = await listed()
+    assert [(d["stage"], d["error_type"]) for d in every] == [
+        ("scan", "SourceMissing"),
+        ("scan", "SourceMissing"),
+        ("scan", "ChecksumMismatch"),
+        ("commit", "InvalidEvent"),
+        ("commit", "InvalidEvent"),
+        ("commit", "InvalidEvent"),
+    ]
+    bad = failed.events["c.bad"]
+    head = every[2]
+    assert (head["file_id"], head["owner"], head["event_type"]) == (
+        str(bad.file_id),
+        "acme",
+        "file.received",
+    )
+    assert head["message_id"] == str(bad.event_id)
+    assert head["error_message"].startswith("sha-256 differs")
+    assert head["attempts"] == 1 and head["last_failed_at"] is not None
+
+    assert len(await listed(stage="commit")) == 3
+    assert len(await listed(stage=["scan", "commit"])) == 6
+    assert [d["stage"] for d in await listed(error_type="ChecksumMismatch")] == ["scan"]
+    by_file = await listed(file_id=str(bad.file_id))
+    assert [(d["stage"], d["error_type"]) for d in by_file] == [
+        ("scan", "ChecksumMismatch"),
+        ("commit", "InvalidEvent"),
+    ]
+    assert await listed(older_than="1h") == []
+    assert len(await listed(older_than="0")) == 6
+    assert await depth(amqp, TOPOLOGY.dead_letter_queue("scan")) == 3
+    assert await depth(amqp, TOPOLOGY.dead_letter_queue("commit")) == 3
+
+
+async def test_bad_filters_are_422(gateway: Ops) -> None:
+    for query in (
+        {"stage": "nope"},
+        {"older_than": "soon"},
+        {"older_than": "-5m"},
+        {"file_id": "not-a-uuid"},
+        {"error_type": ""},
+    ):
+        response = await gateway.client.get(
+            "/ops/api/dead-letters", params=query, headers=gateway.ops
+        )
+        assert response.status_code == 422, query
+        code, message = error_of(response)
+        assert code == "invalid_request" and next(iter(query)) in message
+    for body in (
+        {"limit": 0},
+        {"limit": MAX_REPLAY_LIMIT + 1},
+        {"limit": 1000, "rate_per_s": 1},  # 1000 s: longer than a request may last
+        {"rate_per_s": 0},
+        {"stage": "nope"},
+        {"older_than": "yesterday"},
+        {"dry_run": True, "surprise": 1},
+    ):
+        response = await gateway.client.post(
+            "/ops/api/dead-letters/replay", json=body, headers=gateway.ops
+        )
+        assert response.status_code == 422, body
+        assert error_of(response)[0] == "invalid_request"
+
+
+# -- show, replay, purge -----------------------------------------------------------------------
+
+
+async def test_show_one_dead_letter_or_404(gateway: Ops, failed: Failed) -> None:
+    event = failed.events["a.png"]
+    response = await gateway.client.get(
+        f"/ops/api/dead-letters/{event.event_id}", headers=gateway.ops
+    )
+    assert response.status_code == 200, response.text
+    detail = response.json()
+    assert detail["letter"]["file_id"] == str(event.file_id)
+    assert detail["letter"]["stage"] == "scan"  # the first queue that holds it
+    assert any(entry.get("error_type") == "SourceMissing" for entry in detail["history"])
+
+    missing = await gateway.client.get(f"/ops/api/dead-letters/{uuid.uuid4()}", headers=gateway.ops)
+    assert missing.status_code == 404
+    assert error_of(missing)[0] == "not_found"
+
+
+async def test_dry_run_moves_nothing_then_replay_moves_a_stage(
+    gateway: Ops, failed: Failed, amqp: AbstractRobustConnection
+) -> None:
+    scan_ids = [str(failed.events[name].event_id) for name in ("a.png", "b.png", "c.bad")]
+    dry = await gateway.client.post(
+        "/ops/api/dead-letters/replay",
+        json={"stage": "scan", "dry_run": True},
+        headers=gateway.ops,
+    )
+    assert dry.status_code == 200, dry.text
+    assert dry.json()["dry_run"] is True
+    assert dry.json()["message_ids"] == scan_ids
+    assert await depth(amqp, TOPOLOGY.dead_letter_queue("scan")) == 3
+    assert await depth(amqp, TOPOLOGY.queue("scan")) == 0
+
+    real = await gateway.client.post(
+        "/ops/api/dead-letters/replay", json={"stage": "scan"}, headers=gateway.ops
+    )
+
+    assert real.status_code == 200, real.text
+    assert real.json()["replayed"] == 3
+    assert await depth(amqp, TOPOLOGY.dead_letter_queue("scan")) == 0
+    assert await message_ids(amqp, TOPOLOGY.queue("scan")) == scan_ids
+    assert await depth(amqp, TOPOLOGY.dead_letter_queue("commit")) == 3  # untouched
+
+
+async def test_purge_needs_confirm_and_a_reason(
+    gateway: Ops, failed: Failed, amqp: AbstractRobustConnection
+) -> None:
+    unconfirmed = await gateway.client.post(
+        "/ops/api/dead-letters/purge",
+        json={"stage": "commit", "reason": "bad batch"},
+        headers=gateway.ops,
+    )
+    assert unconfirmed.status_code == 400
+    assert error_of(unconfirmed)[0] == "confirm_required"
+    no_reason = await gateway.client.post(
+        "/ops/api/dead-letters/purge",
+        json={"stage": "commit", "confirm": True},
+        headers=gateway.ops,
+    )
+    assert no_reason.status_code == 422
+    assert "reason" in error_of(no_reason)[1]
+    assert await depth(amqp, TOPOLOGY.dead_letter_queue("commit")) == 3
+
+
+# -- broker down -------------------------------------------------------------------------------
+
+
+async def test_broker_unreachable_is_503(
+    database: DatabaseSettings, gateway: Ops, tmp_path: Path
+) -> None:
+    proxy = TcpProxy()
+    port = await proxy.start()
+    amqp = AmqpSettings(url=f"amqp://guest:guest@127.0.0.1:{port}/", prefix=PREFIX)
+    async with running(make_settings(tmp_path, database, amqp)) as client:
+        assert (await client.get("/ops/api/status", headers=gateway.ops)).status_code == 200
+        await proxy.cut()
+        await asyncio.sleep(0.2)
+
+        for method, path in (
+            ("GET", "/ops/api/status"),
+            ("GET", "/ops/api/dead-letters"),
+            ("POST", "/ops/api/dead-letters/replay"),
+        ):
+            response = await client.request(method, path, headers=gateway.ops, json={})
+            assert response.status_code == 503, (path, response.text)
+            assert error_of(response)[0] == "broker_unavailable"
+            assert int(response.headers["retry-after"]) > 0
+
+
+# -- the page ----------------------------------------------------------------------------------
+
+
+async def test_the_page_and_its_assets_are_served_without_a_key_and_fetch_nothing_else(
+    gateway: Ops,
+) -> None:
+    page = await gateway.client.get("/ops")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'none'" in policy and "script-src 'self'" in policy
+    assert "http://" not in page.text and "https://" not in page.text
+    assert 'src="/ops/static/ops.js"' in page.text
+    for name, kind in (("ops.js", "text/javascript"), ("ops.css", "text/css")):
+        asset = await gateway.client.get(f"/ops/static/{name}")
+        assert asset.status_code == 200 and asset.headers["content-type"].startswith(kind)
+        assert "http://" not in asset.text and "https://" not in asset.text
+    assert (await gateway.client.get("/ops/static/ops.html")).status_code == 404
+    assert (await gateway.client.get("/ops/static/..%2Fauth.py")).status_code == 404
