@@ -1,4 +1,5 @@
-"""The ops page (``GET /ops``): one static HTML file, a stylesheet and a script, no build step.
+"""The ops page (``GET /ops``): a static HTML file, a stylesheet, a script and an icon; no build
+step.
 
 The files hold no data, so they are served without a key; the page asks for an ops key, keeps
 it in the tab's ``sessionStorage`` and calls ``/ops/api`` with it (a browser cannot send a
@@ -20,6 +21,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 ASSETS = {
     "ops.js": "text/javascript; charset=utf-8",
     "ops.css": "text/css; charset=utf-8",
+    "ops.svg": "image/svg+xml",
 }
 SECURITY_HEADERS = {
     "Content-Security-Policy": (

@@ -1,0 +1,223 @@
+"""The /ops page in headless Chromium (Debian's ``chromium`` + ``chromium-driver``, selenium)
+against a real ``sluice run`` (prefix and database ``t-ops-page``).
+
+The story ops live through: an upstream service publishes ``file.received`` for an object it
+has not written yet; the real scan stage dead-letters it (``SourceMissing``). The page shows the
+dead letter with its error; a dry run names it and moves nothing; the object is then written
+(the fix) and the page's replay sends the message back to the scan stage, which now processes
+the file to ``available``. Screenshots are saved under the test's tmp path and their paths
+printed in the terminal output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
+
+from services.gateway.keys import create_key
+from shared import broker, db, devservices
+from shared.events import FileReceived
+from shared.settings import AmqpSettings, DatabaseSettings
+from shared.topology import Topology
+from tests.e2e.pipeline import Pipeline, queue_depths, start_pipeline
+
+pytestmark = pytest.mark.e2e
+
+NAME = "t-ops-page"
+CHROMIUM = "/usr/bin/chromium"
+WAIT_S = 30
+
+
+@pytest.fixture(scope="module")
+def pipeline(services: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    yield from start_pipeline(tmp_path_factory.mktemp("ops-page"), NAME)
+
+
+@pytest.fixture(scope="module")
+def ops_key(pipeline: Pipeline) -> str:
+    async def create() -> str:
+        pool = await db.create_pool(DatabaseSettings(url=pipeline.database_url))
+        try:
+            return await create_key(pool, "night-shift", "ops")
+        finally:
+            await pool.close()
+
+    return asyncio.run(create())
+
+
+@pytest.fixture
+def browser() -> Iterator[WebDriver]:
+    """Headless Chromium driven by the system chromedriver; nothing downloaded."""
+    driver_path = shutil.which("chromedriver")
+    if driver_path is None or not Path(CHROMIUM).exists():
+        pytest.fail("chromium and chromium-driver are required: run scripts/bootstrap.sh")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",  # root in CI containers
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1100",
+        "--force-device-scale-factor=1",
+    ):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    try:
+        driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
+    except WebDriverException as exc:
+        pytest.fail(f"headless chromium did not start: {exc.msg}")
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def publish(prefix: str, event: FileReceived) -> None:
+    """Publish ``event`` as an upstream service does (publisher confirm, mandatory)."""
+
+    async def main() -> None:
+        amqp = AmqpSettings(prefix=prefix)
+        connection = await broker.connect(amqp)
+        async with connection:
+            publisher = await broker.Publisher.create(connection, amqp, Topology.of(amqp))
+            await publisher.publish(event)
+
+    asyncio.run(main())
+
+
+def png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (30, 120, 200)).save(out, "PNG")
+    return out.getvalue()
+
+
+def report(capsys: pytest.CaptureFixture[str], line: str) -> None:
+    """A line in the terminal output, even without ``-s``."""
+    with capsys.disabled():
+        print(f"\n{line}")
+
+
+def text_of(driver: WebDriver, element_id: str) -> str:
+    text: str = driver.find_element(By.ID, element_id).text
+    return text
+
+
+def wait_text(driver: WebDriver, element_id: str, expected: str) -> None:
+    try:
+        WebDriverWait(driver, WAIT_S).until(lambda d: expected in text_of(d, element_id))
+    except Exception:
+        raise AssertionError(
+            f"#{element_id} never showed {expected!r}: {text_of(driver, element_id)!r}; "
+            f"error shown: {text_of(driver, 'error')!r}"
+        ) from None
+
+
+def dead_letter_row(driver: WebDriver, file_id: str) -> list[str]:
+    rows = driver.find_elements(By.CSS_SELECTOR, "#dead-letters tbody tr")
+    for row in rows:
+        cells = [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+        if file_id in cells:
+            return cells
+    return []
+
+
+def stage_cells(driver: WebDriver, stage: str) -> list[str]:
+    for row in driver.find_elements(By.CSS_SELECTOR, "#stages tbody tr"):
+        if row.find_element(By.TAG_NAME, "th").text == stage:
+            return [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+    return []
+
+
+def test_the_page_shows_a_dead_letter_dry_runs_and_replays_it(
+    pipeline: Pipeline,
+    ops_key: str,
+    browser: WebDriver,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data = png()
+    upstream = f"{pipeline.bucket}-upstream"
+    key = f"incoming/{uuid.uuid4()}.png"
+    event = FileReceived.new(
+        file_id=uuid.uuid4(),
+        owner="alice",
+        source=f"s3://{upstream}/{key}",
+        size_bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        content_type="image/png",
+        original_name="late.png",
+        kind="upstream",
+    )
+    file_id = str(event.file_id)
+    publish(pipeline.prefix, event)  # the object is not written yet
+    dlq = f"{pipeline.prefix}.scan.dlq"
+    deadline = time.monotonic() + WAIT_S
+    while queue_depths(pipeline)[dlq] != 1:
+        assert time.monotonic() < deadline, f"not dead-lettered; log: {pipeline.log_path}"
+        time.sleep(0.2)
+
+    browser.get(f"{pipeline.url}/ops")
+    assert browser.title == "Sluice ops"
+    browser.find_element(By.ID, "ops-key").send_keys(ops_key)
+    browser.find_element(By.CSS_SELECTOR, "#key-form button[type=submit]").click()
+    WebDriverWait(browser, WAIT_S).until(lambda d: dead_letter_row(d, file_id))
+
+    row = dead_letter_row(browser, file_id)
+    stage, _, owner, event_type, error_type, message = row[:6]
+    assert (stage, owner, event_type, error_type) == (
+        "scan",
+        "alice",
+        "file.received",
+        "SourceMissing",
+    )
+    assert message.startswith("source object is gone")
+    assert stage_cells(browser, "scan")[4] == "1"  # the dead letters column
+    assert text_of(browser, "error") == ""
+
+    browser.find_element(By.ID, "dry-run").click()
+    wait_text(browser, "result-title", "Dry run: 1 dead letter(s) would be replayed")
+    assert file_id in text_of(browser, "result-list")
+    assert "SourceMissing" in text_of(browser, "result-list")
+    assert queue_depths(pipeline)[dlq] == 1
+    dry_run_png = tmp_path / "ops-page-dry-run.png"
+    assert browser.save_screenshot(str(dry_run_png))
+    report(capsys, f"ops page screenshot (dry run): {dry_run_png}")
+
+    devservices.s3_client().put_object(Bucket=upstream, Key=key, Body=data)  # the fix
+    browser.find_element(By.ID, "replay").click()
+    WebDriverWait(browser, WAIT_S).until(expected_conditions.alert_is_present())
+    confirm = browser.switch_to.alert
+    assert "Replay up to 100 dead letter(s) in every stage?" in confirm.text
+    confirm.accept()
+    wait_text(browser, "result-title", "Replayed 1 dead letter(s)")
+
+    info: dict[str, Any] = pipeline.wait_final(file_id)
+    assert info["status"] == "available"
+    assert queue_depths(pipeline)[dlq] == 0
+    types = [entry["type"] for entry in info["history"]]
+    assert types.count("file.scanned") == 1 and types.count("file.stored") == 1, types
+    wait_text(browser, "dlq-caption", "0 dead letter(s)")
+    replayed_png = tmp_path / "ops-page-replayed.png"
+    assert browser.save_screenshot(str(replayed_png))
+    report(capsys, f"ops page screenshot (after replay): {replayed_png}")
+    severe = [
+        entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"
+    ]
+    assert severe == [], severe  # no script error, no blocked (external) fetch
