@@ -79,12 +79,31 @@ class Selection:
 
 @dataclass(frozen=True)
 class DeadLetterDetail:
-    """One dead letter with its headers, body and history (JSON-safe)."""
+    """One dead letter with its AMQP properties, headers, body and history (JSON-safe)."""
 
     letter: DeadLetter
+    properties: dict[str, Any]
     headers: dict[str, Any]
     body: Any
     history: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class LetterRef:
+    """A dead letter a replay or purge took (or, on a dry run, would take)."""
+
+    message_id: str | None
+    file_id: str | None
+    stage: str
+    event_type: str | None
+    error_type: str | None
+
+    @classmethod
+    def of(cls, letter: DeadLetter) -> LetterRef:
+        """The reference of ``letter``."""
+        return cls(
+            letter.message_id, letter.file_id, letter.stage, letter.event_type, letter.error_type
+        )
 
 
 @dataclass(frozen=True)
@@ -92,17 +111,23 @@ class ReplayResult:
     """What a replay did (or, dry run, would do): counts are messages."""
 
     dry_run: bool
-    matched: int
+    depth_at_start: int
+    examined: int
     replayed: int
     message_ids: tuple[str | None, ...]
+    letters: tuple[LetterRef, ...] = ()
 
 
 @dataclass(frozen=True)
 class PurgeResult:
     """What a purge removed."""
 
+    depth_at_start: int
+    examined: int
     purged: int
+    recorded: int
     message_ids: tuple[str | None, ...]
+    letters: tuple[LetterRef, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -208,13 +233,13 @@ async def show_dead_letter(
     for letter in await list_dead_letters(connection, topology):
         if letter.message_id == message_id:
             failure = {
-                "kind": "failure",
+                "event": "failed",
                 "stage": letter.stage,
                 "error_type": letter.error_type,
                 "error_message": letter.error_message,
                 "at": letter.last_failed_at.isoformat() if letter.last_failed_at else None,
             }
-            return DeadLetterDetail(letter=letter, headers={}, body=None, history=[failure])
+            return DeadLetterDetail(letter, {}, {}, None, [failure])
     return None
 
 
@@ -235,15 +260,21 @@ async def replay(
         NotSupported: a real replay of a selection narrower than whole stages, or with a rate.
         BrokerUnavailable: the broker failed; messages not yet moved stay dead-lettered.
     """
+    if not dry_run and (not selection.whole_stages or rate_per_s is not None):
+        raise NotSupported("replay here moves whole stages only, without a rate")
     if dry_run:
         letters = await list_dead_letters(connection, topology, selection)
         chosen = letters if limit is None else letters[:limit]
-        ids = tuple(letter.message_id for letter in chosen)
-        return ReplayResult(dry_run=True, matched=len(letters), replayed=0, message_ids=ids)
-    if not selection.whole_stages or rate_per_s is not None:
-        raise NotSupported("replay here moves whole stages only, without a rate")
+        return ReplayResult(
+            dry_run=True,
+            depth_at_start=len(letters),
+            examined=len(letters),
+            replayed=0,
+            message_ids=tuple(letter.message_id for letter in chosen),
+            letters=tuple(LetterRef.of(letter) for letter in chosen),
+        )
     moved: list[str | None] = []
-    matched = 0
+    depth = 0
     for stage in selection.stages:
         left = None if limit is None else limit - len(moved)
         if left == 0:
@@ -251,10 +282,14 @@ async def replay(
         result = await deadletters.replay(
             connection, topology, stage, limit=left, settings=settings, on_progress=on_progress
         )
-        matched += result.depth_at_start
+        depth += result.depth_at_start
         moved += result.message_ids
     return ReplayResult(
-        dry_run=False, matched=matched, replayed=len(moved), message_ids=tuple(moved)
+        dry_run=False,
+        depth_at_start=depth,
+        examined=len(moved),
+        replayed=len(moved),
+        message_ids=tuple(moved),
     )
 
 

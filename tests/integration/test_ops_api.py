@@ -394,6 +394,11 @@ async def test_dry_run_moves_nothing_then_replay_moves_a_stage(
     assert dry.status_code == 200, dry.text
     assert dry.json()["dry_run"] is True
     assert dry.json()["message_ids"] == scan_ids
+    assert [(d["stage"], d["error_type"]) for d in dry.json()["letters"]] == [
+        ("scan", "SourceMissing"),
+        ("scan", "SourceMissing"),
+        ("scan", "ChecksumMismatch"),
+    ]
     assert await depth(amqp, TOPOLOGY.dead_letter_queue("scan")) == 3
     assert await depth(amqp, TOPOLOGY.queue("scan")) == 0
 

@@ -164,26 +164,20 @@ function replayBody(dryRun) {
   return { ...filters(), limit, dry_run: dryRun };
 }
 
-function showResult(title, ids) {
+function showResult(title, letters) {
   $("result-title").textContent = title;
-  const byId = new Map(
-    [...$("dead-letters").tBodies[0].rows].map((row) => [row.dataset.messageId, row]),
-  );
-  const items = ids.map((id) => {
+  const items = letters.map((letter) => {
     const item = document.createElement("li");
-    const row = byId.get(id);
-    item.textContent = row
-      ? `${row.cells[0].textContent} · file ${row.cells[1].textContent} · ` +
-        `${row.cells[4].textContent} · message ${id}`
-      : `message ${id}`;
+    item.textContent = [
+      letter.stage,
+      `file ${letter.file_id || "–"}`,
+      letter.error_type || "no error type",
+      `message ${letter.message_id || "–"}`,
+    ].join(" · ");
     return item;
   });
   $("result-list").replaceChildren(...items);
   $("result").hidden = false;
-}
-
-function idsOf(result) {
-  return result.message_ids || [];
 }
 
 async function dryRun() {
@@ -191,8 +185,8 @@ async function dryRun() {
     method: "POST",
     body: replayBody(true),
   });
-  const ids = idsOf(result);
-  showResult(`Dry run: ${ids.length} dead letter(s) would be replayed; nothing moved.`, ids);
+  const letters = result.letters || [];
+  showResult(`Dry run: ${letters.length} dead letter(s) would be replayed; nothing moved.`, letters);
 }
 
 async function replay() {
@@ -202,8 +196,7 @@ async function replay() {
     return;
   }
   const result = await api("/ops/api/dead-letters/replay", { method: "POST", body });
-  const ids = idsOf(result);
-  showResult(`Replayed ${result.replayed} dead letter(s) to their stage queues.`, ids);
+  showResult(`Replayed ${result.replayed} dead letter(s) to their stage queues.`, result.letters || []);
   lastDeadLetterTotal = null;
   await loadStatus();
 }
