@@ -7,6 +7,7 @@ HTTP   code                         when
 400    ``name_too_long``            the file name is longer than 1024 characters
 400    ``malformed_multipart``      the body is not parseable multipart/form-data
 401    ``unauthorized``             missing, malformed, unknown or revoked API key
+403    ``forbidden``                a key of the other scope (upload on /ops, ops on /v1)
 404    ``not_found``                no such file for this owner (or not yet recorded)
 404    ``object_missing``           the database names an object S3 does not have (seed 004)
 409    ``not_stored``               the file has no stored object (yet, or rejected)
@@ -19,6 +20,9 @@ HTTP   code                         when
 503    ``storage_unavailable``      S3 unreachable
 503    ``not_ready``                ``/readyz``: a dependency failed (named in the message)
 =====  ===========================  ======================================================
+
+The ops API adds its own (``services/gateway/ops_api.py``): 400 ``confirm_required``, 501
+``not_supported``, 503 ``topology_missing``.
 """
 
 from __future__ import annotations
