@@ -26,6 +26,7 @@ from shared import broker
 from shared.deadletters import (
     HEADER_REPLAYED_AT,
     HEADER_REPLAYED_FROM_ERROR,
+    Selection,
     list_dead_letters,
     replay,
 )
@@ -51,6 +52,7 @@ AMQP = AmqpSettings(prefix=PREFIX)
 TOPOLOGY = Topology(prefix=PREFIX, delivery_limit=AMQP.delivery_limit)
 ROOT = Path(__file__).resolve().parents[2]
 FIRST_FAILED = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
+SCAN = Selection(stages=("scan",))
 
 
 @pytest.fixture
@@ -160,7 +162,7 @@ async def test_list_shows_every_field_and_leaves_the_queue_as_it_was(
     ids += [await dead_letter(publisher, received()) for _ in range(58)]  # > 32: hash order
     dlq = TOPOLOGY.dead_letter_queue("scan")
 
-    letters = await list_dead_letters(connection, TOPOLOGY, "scan")
+    letters = await list_dead_letters(connection, TOPOLOGY, SCAN)
 
     assert [letter.message_id for letter in letters] == ids
     head = letters[0]
@@ -180,7 +182,7 @@ async def test_list_shows_every_field_and_leaves_the_queue_as_it_was(
     assert (junk.error_type, junk.attempts, junk.body_bytes) == ("InvalidEvent", 3, 9)
     assert await depth(connection, dlq) == 60
 
-    again = await list_dead_letters(connection, TOPOLOGY, "scan")
+    again = await list_dead_letters(connection, TOPOLOGY, SCAN)
     assert [letter.message_id for letter in again] == ids
     # Every listing is a delivery to RabbitMQ: x-delivery-count goes up by one each time.
     assert {letter.delivery_count for letter in again} == {1}
@@ -206,7 +208,7 @@ async def test_list_describes_a_message_rabbitmq_dead_lettered(
         return await depth(connection, TOPOLOGY.dead_letter_queue("scan")) == 1
 
     await wait_for(arrived)
-    [letter] = await list_dead_letters(connection, TOPOLOGY, "scan")
+    [letter] = await list_dead_letters(connection, TOPOLOGY, SCAN)
     assert (letter.file_id, letter.error_type, letter.attempts) == (
         str(event.file_id),
         "delivery_limit",
@@ -220,28 +222,28 @@ async def test_list_of_an_unknown_prefix_is_a_config_error(
     connection: AbstractRobustConnection,
 ) -> None:
     with pytest.raises(ConfigError, match=r"no queue t_dlq_none\.scan\.dlq"):
-        await list_dead_letters(connection, Topology(prefix="t_dlq_none"), "scan")
+        await list_dead_letters(connection, Topology(prefix="t_dlq_none"), SCAN)
     with pytest.raises(ValueError, match="unknown stage"):
-        await list_dead_letters(connection, TOPOLOGY, "nope")
+        Selection(stages=("nope",))
 
 
 async def test_replay_with_a_limit_then_the_rest(connection: AbstractRobustConnection) -> None:
     ids = await fill(connection, 5)
-    await list_dead_letters(connection, TOPOLOGY, "scan")  # their x-delivery-count is now 1
-    progress: list[tuple[int, int]] = []
+    await list_dead_letters(connection, TOPOLOGY, SCAN)  # their x-delivery-count is now 1
+    progress: list[tuple[int, int, int]] = []
 
     result = await replay(
         connection,
         TOPOLOGY,
-        "scan",
+        SCAN,
         limit=2,
         settings=AMQP,
-        on_progress=lambda done, planned: progress.append((done, planned)),
+        on_progress=lambda examined, total, done: progress.append((examined, total, done)),
     )
 
-    assert (result.depth_at_start, result.planned, result.replayed) == (5, 2, 2)
+    assert (result.depth_at_start, result.examined, result.replayed) == (5, 2, 2)
     assert list(result.message_ids) == ids[:2]
-    assert progress == [(0, 2), (1, 2), (2, 2)]
+    assert progress == [(0, 5, 0), (1, 5, 1), (2, 5, 2)]
     assert await depth(connection, TOPOLOGY.dead_letter_queue("scan")) == 3
     moved = await drain(connection, TOPOLOGY.queue("scan"))
     assert [m.message_id for m in moved] == ids[:2]
@@ -258,11 +260,11 @@ async def test_replay_with_a_limit_then_the_rest(connection: AbstractRobustConne
         assert message.type == "file.received" and message.content_type == "application/json"
         assert json.loads(message.body)["event_id"] == message.message_id
 
-    rest = await replay(connection, TOPOLOGY, "scan", settings=AMQP)
+    rest = await replay(connection, TOPOLOGY, SCAN, settings=AMQP)
     assert (rest.depth_at_start, rest.replayed) == (3, 3)
     assert [m.message_id for m in await drain(connection, TOPOLOGY.queue("scan"))] == ids[2:]
     assert await depth(connection, TOPOLOGY.dead_letter_queue("scan")) == 0
-    empty = await replay(connection, TOPOLOGY, "scan", settings=AMQP)
+    empty = await replay(connection, TOPOLOGY, SCAN, settings=AMQP)
     assert (empty.depth_at_start, empty.replayed) == (0, 0)
 
 
@@ -280,7 +282,7 @@ async def test_messages_failing_again_are_not_replayed_in_a_loop(
     )
     await consumer.start()
     try:
-        result = await replay(connection, TOPOLOGY, "scan", settings=AMQP)
+        result = await replay(connection, TOPOLOGY, SCAN, settings=AMQP)
 
         async def all_back() -> bool:
             return (
@@ -293,7 +295,7 @@ async def test_messages_failing_again_are_not_replayed_in_a_loop(
         await consumer.stop()
     assert (result.depth_at_start, result.replayed) == (20, 20)
     assert list(result.message_ids) == ids
-    letters = await list_dead_letters(connection, TOPOLOGY, "scan")
+    letters = await list_dead_letters(connection, TOPOLOGY, SCAN)
     assert sorted(letter.message_id or "" for letter in letters) == sorted(ids)
     for letter in letters:
         assert letter.error_type == "PermanentError" and letter.attempts == 1
@@ -344,7 +346,7 @@ async def test_replay_killed_midway_loses_nothing(connection: AbstractRobustConn
         return stage + await depth(connection, TOPOLOGY.dead_letter_queue("scan")) >= total
 
     await wait_for(requeued)
-    left = await list_dead_letters(connection, TOPOLOGY, "scan")
+    left = await list_dead_letters(connection, TOPOLOGY, SCAN)
     moved = await drain(connection, TOPOLOGY.queue("scan"))
     everywhere = [letter.message_id for letter in left] + [m.message_id for m in moved]
     assert total <= len(everywhere) <= total + 1  # at worst the one in flight is in both
