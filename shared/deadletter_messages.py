@@ -269,7 +269,7 @@ def history(message: AbstractIncomingMessage, letter: DeadLetter) -> list[dict[s
                 "count": _int(death.get("count")),
             }
         )
-    if letter.error_type is not None or letter.error_message is not None:
+    if HEADER_ERROR_TYPE in headers:  # the run loop's failure (not one RabbitMQ reported)
         failure = _failure(letter)
         story.append({"event": "failed", "at": failure.get("last_failed_at"), **failure})
     return story
