@@ -117,8 +117,8 @@ def _wide() -> None:
 
 def _letters_table(letters: Sequence[DeadLetter], title: str) -> Table:
     table = Table(
-        Column("message id", overflow="fold"),
-        Column("file id", overflow="fold"),
+        Column("message id", min_width=36, overflow="fold"),
+        Column("file id", min_width=36, overflow="fold"),
         "owner",
         "stage",
         Column("event type", overflow="fold"),
@@ -201,8 +201,8 @@ def dlq_list(
         typer.echo(json.dumps([letter.as_json() for letter in letters], indent=2))
         return
     _wide()
-    queues = ", ".join(topology.dead_letter_queue(s) for s in selection.stages)
-    console.print(_letters_table(letters, f"{queues}: {len(letters)} message(s)"))
+    title = f"dead letters of {', '.join(selection.stages)}: {len(letters)} message(s)"
+    console.print(_letters_table(letters, title))
 
 
 @dlq_app.command("show")
@@ -219,7 +219,7 @@ def dlq_show(
     topology = topology_of(settings)
     found = _with_connection(settings, lambda c: show_dead_letter(c, topology, message_id))
     if found is None:
-        Console(stderr=True).print(f"no dead-letter queue holds a message with id {message_id}")
+        typer.echo(f"no dead-letter queue holds a message with id {message_id}", err=True)
         raise typer.Exit(1)
     if as_json:
         typer.echo(json.dumps(found.as_json(), indent=2))
@@ -331,7 +331,7 @@ def dlq_purge(
         letters = _with_connection(settings, lambda c: list_dead_letters(c, topology, selection))
         _wide()
         console.print(_letters_table(letters, f"would purge {len(letters)} dead letter(s)"))
-        Console(stderr=True).print("nothing purged: add --yes (and --reason) to remove these")
+        typer.echo("nothing purged: add --yes (and --reason) to remove these", err=True)
         raise typer.Exit(2)
     assert reason is not None
     progress, on_progress = _progress("purged")

@@ -51,9 +51,10 @@ from shared.deadletter_messages import (
     DeadLetterDetail,
 )
 from shared.deadletter_moves import LetterRef, Progress, PurgeResult, ReplayResult, purge, replay
-from shared.deadletter_queues import Selection, list_dead_letters, show_dead_letter
+from shared.deadletter_queues import EVERYTHING, Selection, list_dead_letters, show_dead_letter
 
 __all__ = [
+    "EVERYTHING",
     "HEADER_REPLAYED_AT",
     "HEADER_REPLAYED_FROM_ERROR",
     "HEADER_REPLAYS",
