@@ -9,7 +9,7 @@
     sluice run                         every worker and the gateway in one process (development)
     sluice keys create NAME [--ops]    print a new API key (stored hashed); --ops: /ops only
     sluice events schemas [--check]    write (or check) docs/events/*.schema.json
-    sluice dlq list|replay STAGE       dead letters: inspect, move back (services/cli_ops.py)
+    sluice dlq list|show|replay|purge  dead letters of every stage (services/cli_dlq.py)
     sluice health TARGET [--port N]    exit 0 when a process reports TARGET ready
     sluice spool clean [--older-than]  remove stale spool entries, never files in flight
     sluice reconcile [--fix] [--deep]  DB versions without objects, orphan objects
@@ -31,8 +31,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from services.cli_dlq import dlq_app
 from services.cli_fallback import fallback_app
-from services.cli_ops import WorkerName, dlq_app, health, spool_app
+from services.cli_ops import WorkerName, health, spool_app
 from services.cli_reconcile import reconcile
 from services.runtime import run_async, run_processes, settings_from_env, stop_on_signals
 from shared import db

@@ -286,6 +286,57 @@ def version_description(
     }
 
 
+class FileDeadLetterPurged(_Event):
+    """An operator removed one of the file's dead letters for good (``sluice dlq purge``).
+
+    A note for the file's history only: the commit stage records it and leaves the file's
+    status as it was. Published with a publisher confirm before the dead letter is acked away,
+    so a purge is never unrecorded. ``event_id`` is a UUIDv5 of the dead letter's event id and
+    the stage (:meth:`about`), so purging a duplicate of the same dead letter records it once.
+    """
+
+    routing_key: ClassVar[str] = "file.dead_letter_purged"
+    type: Literal["file.dead_letter_purged"] = "file.dead_letter_purged"
+    stage: str = Field(
+        min_length=1, max_length=64, description="Stage whose dead-letter queue held it."
+    )
+    dead_letter_event_id: uuid.UUID = Field(description="event_id of the purged message.")
+    dead_letter_event_type: str = Field(
+        max_length=255, description="Type of the purged event, e.g. `file.received`."
+    )
+    error_type: str | None = Field(
+        None, max_length=255, description="Why it was dead-lettered: the error's type."
+    )
+    error_message: str | None = Field(
+        None, max_length=2048, description="Why it was dead-lettered: the error's message."
+    )
+    reason: str = Field(
+        min_length=1, max_length=2048, description="The operator's reason for the purge."
+    )
+
+    @classmethod
+    def about(
+        cls,
+        dead: _Event,
+        *,
+        stage: str,
+        error_type: str | None,
+        error_message: str | None,
+        reason: str,
+    ) -> Self:
+        """The purge record of the dead-lettered event ``dead`` taken from ``stage``'s queue."""
+        return dead.follow(
+            cls,
+            event_id=uuid.uuid5(dead.event_id, f"{cls.routing_key}:{stage}"),
+            stage=stage,
+            dead_letter_event_id=dead.event_id,
+            dead_letter_event_type=dead.type,
+            error_type=error_type[:255] if error_type else None,
+            error_message=error_message[:2048] if error_message else None,
+            reason=reason[:2048],
+        )
+
+
 class FileCommitted(_Event):
     """PostgreSQL holds the file's final state; the spooled bytes may go."""
 
@@ -304,7 +355,8 @@ Event = Annotated[
     | FileCommitted
     | FileFallback
     | FileDeferred
-    | FileCorrupted,
+    | FileCorrupted
+    | FileDeadLetterPurged,
     Field(discriminator="type"),
 ]
 EVENT_TYPES: tuple[type[_Event], ...] = (
@@ -317,6 +369,7 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
     FileFallback,
     FileDeferred,
     FileCorrupted,
+    FileDeadLetterPurged,
 )
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 BaseEvent = _Event

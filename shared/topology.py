@@ -6,8 +6,9 @@
                            ── file.scanned ───────────────► sluice.store      ─┤ x-dead-letter-
                            ── file.stored ────────────────► sluice.thumbnail  ─┤ exchange:
                            ── file.{received,scanned,                          │ sluice.dlx
-                               rejected,stored,thumbnailed} ► sluice.commit   ─┘ (direct, key =
-                                                                                  stage name)
+                               rejected,stored,thumbnailed,                    │ (direct, key =
+                               fallback,deferred,corrupted,                    │  stage name)
+                               dead_letter_purged} ─────────► sluice.commit   ─┘
     sluice.<stage>.retry  (wait queue, per-message TTL) ──expired──► sluice.<stage> only
     sluice.dlx (direct) ── <stage> ──► sluice.<stage>.dlq
                └── store.fallback ──► sluice.fallback (the store stage's dead letters for an
@@ -46,6 +47,7 @@ STAGE_BINDINGS: dict[str, tuple[str, ...]] = {
         "file.fallback",
         "file.deferred",
         "file.corrupted",
+        "file.dead_letter_purged",
     ),
 }
 STAGES: tuple[str, ...] = tuple(STAGE_BINDINGS)

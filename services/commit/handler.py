@@ -11,7 +11,8 @@ For every ``file.*`` event, in ONE PostgreSQL transaction (:class:`FileRepositor
 
 ``file.fallback`` / ``file.deferred`` record where an S3 outage left the bytes (PostgreSQL, or
 the store dead-letter queue); ``file.corrupted`` (seed 004) marks a stored version whose object
-is gone, even an ``available`` one.
+is gone, even an ``available`` one. ``file.dead_letter_purged`` (an operator purged one of the
+file's dead letters) only joins the history: the file's status stays as it was.
 
 After the commit, a terminal event returns that ``file.committed`` (again for a duplicate: the
 first attempt may have committed and crashed before publishing; downstream dedupes by
@@ -31,6 +32,7 @@ from shared.events import (
     BaseEvent,
     FileCommitted,
     FileCorrupted,
+    FileDeadLetterPurged,
     FileDeferred,
     FileFallback,
     FileReceived,
@@ -177,6 +179,12 @@ def detail_for(event: BaseEvent) -> str:
         return f"object s3://{event.bucket}/{event.key} lost: {event.detail}"
     if isinstance(event, FileReceived):
         return f"received: {event.size_bytes} bytes, {event.content_type}"
+    if isinstance(event, FileDeadLetterPurged):
+        error = ": ".join(t for t in (event.error_type, event.error_message) if t) or "unknown"
+        return (
+            f"dead letter purged from the {event.stage} stage ({event.dead_letter_event_type}, "
+            f"{error}): {event.reason}"
+        )
     return event.type
 
 
@@ -201,10 +209,15 @@ def stage_fields(event: BaseEvent) -> StageFields:
 async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
     """Commit ``event`` to PostgreSQL; return ``[file.committed]`` for a terminal event.
 
+    A ``file.dead_letter_purged`` is only added to the file's history.
+
     Raises:
         InvalidEvent: ``event`` is not one the commit stage takes (dead-lettered).
         DatabaseUnavailable: PostgreSQL refused or lost the connection (retried).
     """
+    if isinstance(event, FileDeadLetterPurged):
+        await _record_only(event, deps)
+        return []
     incoming = status_for(event)
     detail = detail_for(event)
     committed: FileCommitted | None = None
@@ -227,6 +240,13 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
         return []
     await _clean_spool(event, deps.spool)
     return [committed]
+
+
+async def _record_only(event: BaseEvent, deps: Deps) -> None:
+    """Add ``event`` to the file's history without touching ``files`` or ``file_versions``."""
+    async with deps.repository.transaction(file_id=event.file_id, event_id=event.event_id) as tx:
+        if not await tx.record_event(event, detail_for(event)):
+            log.info("duplicate event; history unchanged")
 
 
 async def _recorded_commit(tx: FileTransaction, event: BaseEvent, status: str) -> FileCommitted:
