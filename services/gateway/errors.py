@@ -21,8 +21,8 @@ HTTP   code                         when
 503    ``not_ready``                ``/readyz``: a dependency failed (named in the message)
 =====  ===========================  ======================================================
 
-The ops API adds its own (``services/gateway/ops_api.py``): 400 ``confirm_required``, 501
-``not_supported``, 503 ``topology_missing``.
+The ops API adds its own (``services/gateway/ops_api.py``): 400 ``confirm_required`` and 503
+``topology_missing``.
 """
 
 from __future__ import annotations

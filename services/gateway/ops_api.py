@@ -16,10 +16,10 @@ POST   ``/ops/api/dead-letters/purge``        remove the matching ones; ``"confi
 =====  =====================================  ================================================
 
 Statuses: 401 no or unknown key, 403 an upload key, 400 a purge without ``confirm``, 404 no
-such dead letter, 422 bad filters or body, 501 an operation the dead-letter library here does
-not offer, 503 RabbitMQ unreachable (``Retry-After``). Dead-letter operations of one gateway
-process run one at a time: a listing holds a whole dead-letter queue unacknowledged while it
-reads it (AMQP 0-9-1 has no peek), so two at once would each see part of it.
+such dead letter, 422 bad filters or body, 503 RabbitMQ unreachable (``Retry-After``).
+Dead-letter operations of one gateway process run one at a time: a listing holds a whole
+dead-letter queue unacknowledged while it reads it (AMQP 0-9-1 has no peek), so two at once
+would each see part of it.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ import aiormq
 import structlog
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.encoders import jsonable_encoder
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from services.gateway import ops_backend
 from services.gateway.auth import Operator
@@ -142,9 +142,9 @@ class ReplayRequest(Filters):
 class PurgeRequest(Filters):
     """``POST /ops/api/dead-letters/purge``: filters, the reason recorded, and a confirmation."""
 
-    reason: str = Field(
-        min_length=1, max_length=500, description="Why: recorded in each file's history."
-    )
+    reason: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)
+    ] = Field(description="Why: recorded in each file's history.")
     confirm: bool = Field(False, description="Must be true: a purge cannot be undone.")
 
 
@@ -189,8 +189,6 @@ async def _call(deps: GatewayDeps, operation: Awaitable[T]) -> T:
         raise unavailable(BrokerUnavailable("not connected to RabbitMQ"))
     try:
         return await asyncio.wait_for(operation, OPERATION_TIMEOUT_S)
-    except ops_backend.NotSupported as exc:
-        raise ApiError(501, "not_supported", exc.message) from None
     except ConfigError as exc:
         raise ApiError(503, "topology_missing", exc.message) from None
     except (BrokerUnavailable, *_BROKER_ERRORS) as exc:

@@ -20,14 +20,13 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from aio_pika.abc import AbstractRobustConnection
 
 from services.gateway.app import create_app
 from services.gateway.keys import create_key, list_keys
 from services.gateway.ops_api import MAX_REPLAY_LIMIT
 from shared import broker, db
 from shared.errors import ChecksumMismatch, InvalidEvent, SourceMissing
-from shared.events import BaseEvent, FileReceived, utcnow
+from shared.events import BaseEvent, FileDeadLetterPurged, FileReceived, parse_event
 from shared.runner import Stage, StageConsumer
 from shared.settings import (
     AmqpSettings,
@@ -42,6 +41,8 @@ from shared.settings import (
 )
 from shared.topology import Topology
 from tests.databases import fresh_database
+from tests.integration.dlq_support import Broker
+from tests.integration.dlq_support import received as support_received
 from tests.integration.test_gateway import TcpProxy
 
 pytestmark = pytest.mark.integration
@@ -117,30 +118,20 @@ async def gateway(
 
 
 @pytest.fixture
-async def amqp(gateway: Ops) -> AsyncIterator[AbstractRobustConnection]:
-    """A connection, with every queue of the prefix emptied before the test."""
+async def amqp(gateway: Ops) -> AsyncIterator[Broker]:
+    """The test prefix on RabbitMQ, with every queue of it emptied before the test."""
     connection = await broker.connect(AMQP)
     channel = await connection.channel()
     for name in TOPOLOGY.all_queues():
         await (await channel.get_queue(name)).purge()
     await channel.close()
-    yield connection
+    yield Broker(AMQP, TOPOLOGY, connection)
     await connection.close()
 
 
 def received(name: str) -> FileReceived:
-    now = utcnow()
-    return FileReceived(
-        event_id=uuid.uuid4(),
-        occurred_at=now,
-        file_id=uuid.uuid4(),
-        owner="acme",
-        received_at=now,
-        source=f"spool://{uuid.uuid4()}.bin",
-        size_bytes=3,
-        sha256="0" * 64,
-        content_type="image/png",
-        original_name=name,
+    return support_received("acme").model_copy(
+        update={"original_name": name, "source": f"spool://{uuid.uuid4()}.bin"}
     )
 
 
@@ -155,26 +146,6 @@ async def commit_fails(event: BaseEvent) -> list[BaseEvent]:
     raise InvalidEvent("refused on purpose", event_id=str(event.event_id))
 
 
-async def depth(connection: AbstractRobustConnection, name: str) -> int:
-    channel = await connection.channel()
-    try:
-        queue = await channel.declare_queue(name, passive=True)
-        return int(queue.declaration_result.message_count or 0)
-    finally:
-        await channel.close()
-
-
-async def message_ids(connection: AbstractRobustConnection, name: str) -> list[str | None]:
-    """Ids of the messages in ``name``, taken and acked."""
-    channel = await connection.channel()
-    queue = await channel.declare_queue(name, passive=True)
-    ids = []
-    while (message := await queue.get(no_ack=True, fail=False)) is not None:
-        ids.append(message.message_id)
-    await channel.close()
-    return ids
-
-
 @dataclass
 class Failed:
     """The events dead-lettered by :func:`failed`: by name, and by the stage queue."""
@@ -183,7 +154,7 @@ class Failed:
 
 
 @pytest.fixture
-async def failed(amqp: AbstractRobustConnection) -> Failed:
+async def failed(amqp: Broker) -> Failed:
     """Three events, each dead-lettered in scan (two ``SourceMissing``, one
     ``ChecksumMismatch``) and in commit (``InvalidEvent``) by the real run loop."""
     events = {name: received(name) for name in ("a.png", "b.png", "c.bad")}
@@ -194,13 +165,13 @@ async def failed(amqp: AbstractRobustConnection) -> Failed:
     for consumer in consumers:
         await consumer.start()
     try:
-        publisher = await broker.Publisher.create(amqp, AMQP, TOPOLOGY)
+        publisher = await amqp.publisher()
         for event in events.values():
             await publisher.publish(event)
         deadline = asyncio.get_running_loop().time() + 15
         while (
-            await depth(amqp, TOPOLOGY.dead_letter_queue("scan")) < 3
-            or await depth(amqp, TOPOLOGY.dead_letter_queue("commit")) < 3
+            await amqp.depth(TOPOLOGY.dead_letter_queue("scan")) < 3
+            or await amqp.depth(TOPOLOGY.dead_letter_queue("commit")) < 3
         ):
             assert asyncio.get_running_loop().time() < deadline, "dead letters did not arrive"
             await asyncio.sleep(0.05)
@@ -288,7 +259,7 @@ async def test_status_counts_each_stages_dead_letters(gateway: Ops, failed: Fail
 
 
 async def test_list_filters_and_leaves_the_queues_as_they_were(
-    gateway: Ops, failed: Failed, amqp: AbstractRobustConnection
+    gateway: Ops, failed: Failed, amqp: Broker
 ) -> None:
     async def listed(**query: Any) -> list[dict[str, Any]]:
         response = await gateway.client.get(
@@ -330,8 +301,8 @@ async def test_list_filters_and_leaves_the_queues_as_they_were(
     ]
     assert await listed(older_than="1h") == []
     assert len(await listed(older_than="0")) == 6
-    assert await depth(amqp, TOPOLOGY.dead_letter_queue("scan")) == 3
-    assert await depth(amqp, TOPOLOGY.dead_letter_queue("commit")) == 3
+    assert await amqp.depth(TOPOLOGY.dead_letter_queue("scan")) == 3
+    assert await amqp.depth(TOPOLOGY.dead_letter_queue("commit")) == 3
 
 
 async def test_bad_filters_are_422(gateway: Ops) -> None:
@@ -376,62 +347,94 @@ async def test_show_one_dead_letter_or_404(gateway: Ops, failed: Failed) -> None
     detail = response.json()
     assert detail["letter"]["file_id"] == str(event.file_id)
     assert detail["letter"]["stage"] == "scan"  # the first queue that holds it
-    assert any(entry.get("error_type") == "SourceMissing" for entry in detail["history"])
+    assert detail["body"]["file_id"] == str(event.file_id)
+    assert detail["properties"]["type"] == "file.received"
+    assert detail["headers"]["x-sluice-error-type"] == "SourceMissing"
+    [failure] = detail["history"]
+    assert (failure["event"], failure["error_type"], failure["attempts"]) == (
+        "failed",
+        "SourceMissing",
+        1,
+    )
 
     missing = await gateway.client.get(f"/ops/api/dead-letters/{uuid.uuid4()}", headers=gateway.ops)
     assert missing.status_code == 404
     assert error_of(missing)[0] == "not_found"
 
 
-async def test_dry_run_moves_nothing_then_replay_moves_a_stage(
-    gateway: Ops, failed: Failed, amqp: AbstractRobustConnection
+async def test_dry_run_moves_nothing_then_replay_moves_only_the_match(
+    gateway: Ops, failed: Failed, amqp: Broker
 ) -> None:
-    scan_ids = [str(failed.events[name].event_id) for name in ("a.png", "b.png", "c.bad")]
+    a, b, bad = (str(failed.events[name].event_id) for name in ("a.png", "b.png", "c.bad"))
     dry = await gateway.client.post(
         "/ops/api/dead-letters/replay",
         json={"stage": "scan", "dry_run": True},
         headers=gateway.ops,
     )
     assert dry.status_code == 200, dry.text
-    assert dry.json()["dry_run"] is True
-    assert dry.json()["message_ids"] == scan_ids
+    assert dry.json()["dry_run"] is True and dry.json()["replayed"] == 0
+    assert dry.json()["message_ids"] == [a, b, bad]
     assert [(d["stage"], d["error_type"]) for d in dry.json()["letters"]] == [
         ("scan", "SourceMissing"),
         ("scan", "SourceMissing"),
         ("scan", "ChecksumMismatch"),
     ]
-    assert await depth(amqp, TOPOLOGY.dead_letter_queue("scan")) == 3
-    assert await depth(amqp, TOPOLOGY.queue("scan")) == 0
+    assert await amqp.depth(TOPOLOGY.dead_letter_queue("scan")) == 3
+    assert await amqp.depth(TOPOLOGY.queue("scan")) == 0
 
-    real = await gateway.client.post(
-        "/ops/api/dead-letters/replay", json={"stage": "scan"}, headers=gateway.ops
-    )
-
-    assert real.status_code == 200, real.text
-    assert real.json()["replayed"] == 3
-    assert await depth(amqp, TOPOLOGY.dead_letter_queue("scan")) == 0
-    assert await message_ids(amqp, TOPOLOGY.queue("scan")) == scan_ids
-    assert await depth(amqp, TOPOLOGY.dead_letter_queue("commit")) == 3  # untouched
-
-
-async def test_purge_needs_confirm_and_a_reason(
-    gateway: Ops, failed: Failed, amqp: AbstractRobustConnection
-) -> None:
-    unconfirmed = await gateway.client.post(
-        "/ops/api/dead-letters/purge",
-        json={"stage": "commit", "reason": "bad batch"},
+    one = await gateway.client.post(
+        "/ops/api/dead-letters/replay",
+        json={"stage": "scan", "error_type": "ChecksumMismatch"},
         headers=gateway.ops,
     )
+
+    assert one.status_code == 200, one.text
+    assert (one.json()["replayed"], one.json()["message_ids"]) == (1, [bad])
+    assert [m.message_id for m in await amqp.drain(TOPOLOGY.queue("scan"))] == [bad]
+    rest = await gateway.client.post(
+        "/ops/api/dead-letters/replay", json={"stage": ["scan"], "limit": 5}, headers=gateway.ops
+    )
+    assert rest.json()["replayed"] == 2
+    assert [m.message_id for m in await amqp.drain(TOPOLOGY.queue("scan"))] == [a, b]  # in order
+    assert await amqp.depth(TOPOLOGY.dead_letter_queue("scan")) == 0
+    assert await amqp.depth(TOPOLOGY.dead_letter_queue("commit")) == 3  # untouched
+
+
+async def test_purge_needs_confirm_and_a_reason_and_records_each_file(
+    gateway: Ops, failed: Failed, amqp: Broker
+) -> None:
+    async def purge(body: dict[str, Any]) -> httpx.Response:
+        return await gateway.client.post(
+            "/ops/api/dead-letters/purge", json=body, headers=gateway.ops
+        )
+
+    unconfirmed = await purge({"stage": "commit", "reason": "bad batch"})
     assert unconfirmed.status_code == 400
     assert error_of(unconfirmed)[0] == "confirm_required"
-    no_reason = await gateway.client.post(
-        "/ops/api/dead-letters/purge",
-        json={"stage": "commit", "confirm": True},
-        headers=gateway.ops,
+    for no_reason in ({"stage": "commit", "confirm": True}, {"reason": "  ", "confirm": True}):
+        response = await purge(no_reason)
+        assert response.status_code == 422
+        assert "reason" in error_of(response)[1]
+    assert await amqp.depth(TOPOLOGY.dead_letter_queue("commit")) == 3
+    await amqp.drain(TOPOLOGY.queue("commit"))  # the file.received events themselves
+
+    bad = failed.events["c.bad"]
+    done = await purge(
+        {"file_id": str(bad.file_id), "stage": "commit", "reason": "bad batch", "confirm": True}
     )
-    assert no_reason.status_code == 422
-    assert "reason" in error_of(no_reason)[1]
-    assert await depth(amqp, TOPOLOGY.dead_letter_queue("commit")) == 3
+
+    assert done.status_code == 200, done.text
+    assert (done.json()["purged"], done.json()["recorded"]) == (1, 1)
+    assert await amqp.depth(TOPOLOGY.dead_letter_queue("commit")) == 2
+    assert await amqp.depth(TOPOLOGY.dead_letter_queue("scan")) == 3
+    [record] = [parse_event(m.body) for m in await amqp.drain(TOPOLOGY.queue("commit"))]
+    assert isinstance(record, FileDeadLetterPurged)
+    assert (record.file_id, record.stage, record.dead_letter_event_id) == (
+        bad.file_id,
+        "commit",
+        bad.event_id,
+    )
+    assert (record.error_type, record.reason) == ("InvalidEvent", "bad batch (by night-shift)")
 
 
 # -- broker down -------------------------------------------------------------------------------
