@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -47,6 +49,7 @@ from tests.integration.test_gateway import TcpProxy
 
 pytestmark = pytest.mark.integration
 
+ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "t_ops_api"
 DATABASE = "sluice_test_ops_api"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -235,6 +238,24 @@ async def test_keys_keep_their_scope_and_only_a_hash(gateway: Ops) -> None:
     assert len(stored["key_hash"]) == 32 and key not in str(dict(stored))
     with pytest.raises(ValueError, match="unknown scope"):
         await create_key(gateway.pool, "x", "admin")  # type: ignore[arg-type]
+
+
+async def test_cli_creates_an_ops_key_that_only_opens_ops_routes(
+    gateway: Ops, database: DatabaseSettings
+) -> None:
+    env = {**os.environ, "SLUICE_DATABASE_URL": database.url, "SLUICE_LOG_LEVEL": "warning"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services", "keys", "create", "cli-night", "--ops",
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await process.communicate()
+    assert process.returncode == 0
+    headers = {"Authorization": f"Bearer {out.decode().strip()}"}
+
+    assert (await gateway.client.get("/ops/api/status", headers=headers)).status_code == 200
+    assert (await gateway.client.get("/v1/files", headers=headers)).status_code == 403
+    [info] = await list_keys(gateway.pool, "cli-night")
+    assert info.scope == "ops"
 
 
 # -- status and listing ------------------------------------------------------------------------
