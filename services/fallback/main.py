@@ -36,7 +36,9 @@ async def build(settings: Settings) -> Stage:
     pool = await create_pool(settings.database)
     repository = FallbackRepository(pool)
     stack.push_async_callback(repository.close)
-    storage = await stack.enter_async_context(S3ObjectStorage(settings.s3))
+    storage = await stack.enter_async_context(
+        S3ObjectStorage(settings.s3, stored_bytes_stage=FALLBACK)
+    )
     spool = LocalSpool(settings.spool.dir, settings.spool.chunk_bytes)
     deps = Deps(
         sources=SourceReader.for_settings(spool, storage, settings.s3),

@@ -17,6 +17,9 @@ import structlog
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from prometheus_fastapi_instrumentator import Instrumentator
+from prometheus_fastapi_instrumentator import metrics as http_metrics
 
 from services.gateway import errors, status, upload
 from services.gateway.access import AccessLog
@@ -33,6 +36,12 @@ log = structlog.get_logger("sluice.gateway")
 
 #: Longest a single readiness check may take, seconds.
 READY_CHECK_TIMEOUT_S = 3.0
+_UNTRACED_HANDLERS = ("/healthz", "/readyz", "/metrics")
+_UNTRACED_URLS = ",".join(path.lstrip("/") for path in _UNTRACED_HANDLERS)
+#: prometheus-fastapi-instrumentator's request metrics (``http_requests_total``,
+#: ``http_request_duration_seconds``, request and response sizes), created once per process
+#: (a second app in the same process shares them rather than registering them again).
+_HTTP_METRICS = http_metrics.default()
 
 
 class GatewayStartError(SluiceError):
@@ -127,6 +136,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.startup_error = None
     errors.install(app)
     app.add_middleware(AccessLog)
+    instrument(app)
     app.include_router(upload.router)
     app.include_router(status.router)
 
@@ -145,6 +155,25 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"status": "ready", "checks": checks})
 
     return app
+
+
+def instrument(app: FastAPI) -> None:
+    """Traces and Prometheus metrics for ``app``.
+
+    - a SERVER span per request (``opentelemetry-instrumentation-fastapi``; a client's own
+      ``traceparent`` is continued), the upload's being the root of the file's trace; no
+      spans for the probes and ``/metrics``, nor for each ASGI receive/send of a body;
+    - ``GET /metrics``: the Prometheus exposition of this process (the gateway's
+      ``sluice_uploads_*`` and ``http_*`` metrics, and the workers' when they share the
+      process), without a key: it names no file, owner or key, and Prometheus scrapes go
+      without credentials; keep it off the public edge (docs/observability.md).
+    """
+    FastAPIInstrumentor.instrument_app(
+        app, excluded_urls=_UNTRACED_URLS, exclude_spans=["receive", "send"]
+    )
+    Instrumentator(excluded_handlers=list(_UNTRACED_HANDLERS)).add(_HTTP_METRICS).instrument(
+        app
+    ).expose(app, endpoint="/metrics", include_in_schema=False)
 
 
 class _Server(uvicorn.Server):
