@@ -246,12 +246,20 @@ class StageConsumer:
         structlog.contextvars.bind_contextvars(
             stage=self.stage.name, message_id=message.message_id, attempt=attempt
         )
-        queue = self.topology.queue(self.stage.name)
-        span = tracing.consumer_span(queue, headers, message.message_id)
+        try:
+            decoded: BaseEvent | Exception = self._decode(message)
+        except Exception as exc:  # handled (dead-lettered, or retried) inside the span
+            decoded = exc
+        span = tracing.consumer_span(
+            self.topology.queue(self.stage.name),
+            headers,
+            message.message_id,
+            file_id=decoded.file_id if isinstance(decoded, BaseEvent) else None,
+        )
         span.set_attribute("sluice.attempt", attempt)
         with trace.use_span(span, end_on_exit=True):
             outcome, detail, error_type, event_type = await self._handle(
-                message, headers, attempt, span
+                message, decoded, headers, attempt, span
             )
             span.set_attribute("sluice.outcome", outcome)
             duration_s = time.perf_counter() - started
@@ -266,15 +274,18 @@ class StageConsumer:
     async def _handle(
         self,
         message: AbstractIncomingMessage,
+        decoded: BaseEvent | Exception,
         headers: dict[str, Any],
         attempt: int,
         span: trace.Span,
     ) -> tuple[str, str, str | None, str | None]:
-        """Decode, handle, publish, ack (or route the failure) inside the consumer ``span``;
-        ``(outcome, detail, error_type, event_type)``."""
+        """Handle, publish, ack (or route the failure, ``decoded`` being the decoding error)
+        inside the consumer ``span``; ``(outcome, detail, error_type, event_type)``."""
         outcome, detail, error_type, event_type = "acked", "", None, message.type
         try:
-            event = self._decode(message)
+            if isinstance(decoded, Exception):
+                raise decoded
+            event = decoded
             event_type = event.type
             structlog.contextvars.bind_contextvars(
                 file_id=str(event.file_id), event_id=str(event.event_id), event_type=event.type

@@ -10,7 +10,9 @@ The context travels in AMQP message headers as W3C Trace Context (``traceparent`
   retry copy and into the dead letter (so attempt 2 is a child of attempt 1, and a replayed
   dead letter a child of its last failed attempt: one trace id throughout);
 - a message without ``traceparent`` (an upstream service that does not trace) starts a trace
-  at the stage that receives it, which every later stage continues.
+  at the stage that receives it, which every later stage continues; its trace id is the
+  file id (``FileTraceIds``), so the commit stage, which takes the same ``file.received``,
+  joins the same trace.
 
 :func:`configure` sets the process's ``TracerProvider`` from the standard ``OTEL_*`` variables
 (:class:`~shared.settings.TracingSettings`). With no exporter and no OTLP endpoint set, spans
@@ -19,10 +21,12 @@ are still made (trace ids in logs, propagation) but exported nowhere.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from typing import Any
@@ -32,6 +36,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.semconv._incubating.attributes import messaging_attributes as messaging
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
@@ -53,6 +58,18 @@ _EXPORTER_LOGGERS = (
 
 _provider: TracerProvider | None = None
 _batch: BatchSpanProcessor | None = None
+_root_trace_id: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "root_trace_id", default=None
+)
+
+
+class FileTraceIds(RandomIdGenerator):
+    """Random ids (the SDK's), except the trace id of a root span started by
+    :func:`consumer_span` for an untraced message: the file id's 128 bits."""
+
+    def generate_trace_id(self) -> int:
+        chosen = _root_trace_id.get()
+        return chosen if chosen else super().generate_trace_id()
 
 
 class _OncePerInterval(logging.Filter):
@@ -101,7 +118,9 @@ def configure(settings: TracingSettings, default_service_name: str = "sluice") -
         return _provider
     name = settings.service_name or default_service_name
     provider = TracerProvider(
-        resource=Resource.create({SERVICE_NAME: name}), shutdown_on_exit=False
+        resource=Resource.create({SERVICE_NAME: name}),
+        id_generator=FileTraceIds(),
+        shutdown_on_exit=False,
     )
     choice = exporter_choice(settings)
     if choice == "otlp":
@@ -177,26 +196,42 @@ def current_ids() -> tuple[str, str] | None:
     return trace.format_trace_id(context.trace_id), trace.format_span_id(context.span_id)
 
 
-def consumer_span(queue: str, headers: Mapping[str, Any], message_id: str | None) -> Span:
+def consumer_span(
+    queue: str,
+    headers: Mapping[str, Any],
+    message_id: str | None,
+    *,
+    file_id: uuid.UUID | None = None,
+) -> Span:
     """A CONSUMER span ``<queue> process`` continuing the trace in ``headers``; start it with
     ``trace.use_span(span, end_on_exit=True)``.
+
+    Without a trace in ``headers`` the span starts one whose trace id is ``file_id``'s 128
+    bits (:class:`FileTraceIds`): every stage that receives the same untraced event (scan and
+    commit both take ``file.received``) then starts the same trace, one per file.
 
     Attributes follow the OpenTelemetry messaging semantic conventions (RabbitMQ):
     ``messaging.system``, ``messaging.destination.name`` (the queue), ``messaging.operation.*``
     and ``messaging.message.id``.
     """
-    return tracer.start_span(
-        f"{queue} process",
-        context=extract(headers),
-        kind=SpanKind.CONSUMER,
-        attributes={
-            messaging.MESSAGING_SYSTEM: "rabbitmq",
-            messaging.MESSAGING_DESTINATION_NAME: queue,
-            messaging.MESSAGING_OPERATION_TYPE: "process",
-            messaging.MESSAGING_OPERATION_NAME: "process",
-            messaging.MESSAGING_MESSAGE_ID: message_id or "",
-        },
-    )
+    parent = extract(headers)
+    untraced = not trace.get_current_span(parent).get_span_context().is_valid
+    token = _root_trace_id.set(file_id.int if untraced and file_id is not None else None)
+    try:
+        return tracer.start_span(
+            f"{queue} process",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes={
+                messaging.MESSAGING_SYSTEM: "rabbitmq",
+                messaging.MESSAGING_DESTINATION_NAME: queue,
+                messaging.MESSAGING_OPERATION_TYPE: "process",
+                messaging.MESSAGING_OPERATION_NAME: "process",
+                messaging.MESSAGING_MESSAGE_ID: message_id or "",
+            },
+        )
+    finally:
+        _root_trace_id.reset(token)
 
 
 @contextmanager
