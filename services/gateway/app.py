@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import structlog
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.trace import Span
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as http_metrics
 
@@ -27,6 +29,7 @@ from services.gateway.deps import GatewayDeps
 from services.gateway.policy import UploadPolicy
 from shared import broker, db
 from shared.errors import BrokerUnavailable, SluiceError
+from shared.logging import Redactor
 from shared.settings import Settings
 from shared.spool import LocalSpool
 from shared.storage import S3ObjectStorage
@@ -42,6 +45,7 @@ _UNTRACED_URLS = ",".join(path.lstrip("/") for path in _UNTRACED_HANDLERS)
 #: ``http_request_duration_seconds``, request and response sizes), created once per process
 #: (a second app in the same process shares them rather than registering them again).
 _HTTP_METRICS = http_metrics.default()
+_REDACTOR = Redactor()
 
 
 class GatewayStartError(SluiceError):
@@ -157,19 +161,32 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+def _redact_span(span: Span, _: dict[str, Any]) -> None:
+    """Mask secret shapes (an API key pasted into a URL, a presigned signature) in the request
+    span's attributes, as the logs do (:class:`shared.logging.Redactor`)."""
+    attributes = getattr(span, "attributes", None) or {}
+    for key, value in attributes.items():
+        if isinstance(value, str) and (masked := _REDACTOR.redact(value)) != value:
+            span.set_attribute(key, masked)
+
+
 def instrument(app: FastAPI) -> None:
     """Traces and Prometheus metrics for ``app``.
 
     - a SERVER span per request (``opentelemetry-instrumentation-fastapi``; a client's own
       ``traceparent`` is continued), the upload's being the root of the file's trace; no
-      spans for the probes and ``/metrics``, nor for each ASGI receive/send of a body;
+      spans for the probes and ``/metrics``, nor for each ASGI receive/send of a body; secret
+      shapes in its attributes masked;
     - ``GET /metrics``: the Prometheus exposition of this process (the gateway's
       ``sluice_uploads_*`` and ``http_*`` metrics, and the workers' when they share the
       process), without a key: it names no file, owner or key, and Prometheus scrapes go
       without credentials; keep it off the public edge (docs/observability.md).
     """
     FastAPIInstrumentor.instrument_app(
-        app, excluded_urls=_UNTRACED_URLS, exclude_spans=["receive", "send"]
+        app,
+        excluded_urls=_UNTRACED_URLS,
+        exclude_spans=["receive", "send"],
+        server_request_hook=_redact_span,
     )
     Instrumentator(excluded_handlers=list(_UNTRACED_HANDLERS)).add(_HTTP_METRICS).instrument(
         app

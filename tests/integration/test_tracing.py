@@ -32,6 +32,7 @@ from services.gateway.keys import create_key
 from shared import broker, runner, tracing
 from shared.errors import StorageUnavailable
 from shared.events import BaseEvent, FileReceived, utcnow
+from shared.logging import MASK
 from shared.settings import (
     AmqpSettings,
     ClamdSettings,
@@ -279,3 +280,22 @@ async def test_a_retry_continues_the_same_trace(pipeline: Pipeline) -> None:
     assert second.attributes is not None and second.attributes["sluice.attempt"] == 2
     assert second.attributes["sluice.outcome"] == "acked"
     assert second.parent is not None and second.parent.span_id == first.context.span_id
+
+
+async def test_an_api_key_pasted_into_a_url_is_masked_in_the_request_span(
+    pipeline: Pipeline,
+) -> None:
+    key = await create_key(pipeline.pool, "alice")
+    answer = await pipeline.client.get(
+        f"/v1/files/{key}", headers={"Authorization": f"Bearer {key}"}
+    )
+    assert answer.status_code in (404, 422)
+    servers = [
+        s
+        for s in pipeline.spans.get_finished_spans()
+        if s.kind is SpanKind.SERVER and "/v1/files/slk_" in str(s.attributes)
+    ]
+    assert servers, "no request span for the pasted key"
+    for span in servers:
+        assert key not in str(span.attributes), span.attributes
+        assert f"/v1/files/slk_{MASK}" in str(span.attributes)
