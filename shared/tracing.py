@@ -216,22 +216,46 @@ def consumer_span(
     """
     parent = extract(headers)
     untraced = not trace.get_current_span(parent).get_span_context().is_valid
-    token = _root_trace_id.set(file_id.int if untraced and file_id is not None else None)
+    return _start_span(
+        f"{queue} process",
+        parent,
+        SpanKind.CONSUMER,
+        {
+            messaging.MESSAGING_SYSTEM: "rabbitmq",
+            messaging.MESSAGING_DESTINATION_NAME: queue,
+            messaging.MESSAGING_OPERATION_TYPE: "process",
+            messaging.MESSAGING_OPERATION_NAME: "process",
+            messaging.MESSAGING_MESSAGE_ID: message_id or "",
+        },
+        root_trace_id=file_id.int if untraced and file_id is not None else None,
+    )
+
+
+def _start_span(
+    name: str,
+    parent: Context,
+    kind: SpanKind,
+    attributes: Mapping[str, str | int],
+    *,
+    root_trace_id: int | None,
+) -> Span:
+    token = _root_trace_id.set(root_trace_id)
     try:
-        return tracer.start_span(
-            f"{queue} process",
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            attributes={
-                messaging.MESSAGING_SYSTEM: "rabbitmq",
-                messaging.MESSAGING_DESTINATION_NAME: queue,
-                messaging.MESSAGING_OPERATION_TYPE: "process",
-                messaging.MESSAGING_OPERATION_NAME: "process",
-                messaging.MESSAGING_MESSAGE_ID: message_id or "",
-            },
-        )
+        return tracer.start_span(name, context=parent, kind=kind, attributes=attributes)
     finally:
         _root_trace_id.reset(token)
+
+
+@contextmanager
+def file_span(name: str, file_id: uuid.UUID) -> Iterator[Span]:
+    """A span starting a new trace for work on ``file_id`` that no message started (the
+    fallback migration), current inside the block; its trace id is the file id and its
+    attribute ``sluice.file_id``. An exception escaping it is recorded (status ERROR) and
+    re-raised."""
+    attributes = {"sluice.file_id": str(file_id)}
+    span = _start_span(name, Context(), SpanKind.INTERNAL, attributes, root_trace_id=file_id.int)
+    with trace.use_span(span, end_on_exit=True):
+        yield span
 
 
 @contextmanager

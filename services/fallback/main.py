@@ -12,7 +12,7 @@ import structlog
 from services.fallback import migrator
 from services.fallback.handler import Deps, handle
 from services.fallback.repository import FallbackRepository
-from shared import broker
+from shared import broker, tracing
 from shared.db import create_pool
 from shared.events import BaseEvent, FileScanned
 from shared.runner import Stage
@@ -64,7 +64,7 @@ async def build(settings: Settings) -> Stage:
             )
 
             async def publish(event: BaseEvent) -> None:
-                await publisher.publish(event)
+                await publisher.publish(event, headers=tracing.inject({}))
 
             await migrator.run_migrations(
                 migrator.Deps(
