@@ -8,8 +8,9 @@ import importlib
 import signal
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
+from urllib.parse import urlsplit
 
-from shared import runner
+from shared import metrics, runner, tracing
 from shared.health import serve_health
 from shared.logging import configure as configure_logging
 from shared.settings import Settings
@@ -25,8 +26,22 @@ def settings_from_env() -> Settings:
         ConfigError: a variable is malformed (named in the message).
     """
     settings = Settings.from_env()
-    configure_logging(settings.log)
+    configure_logging(settings.log, secrets=known_secrets(settings))
     return settings
+
+
+def known_secrets(settings: Settings) -> list[str]:
+    """The secrets in ``settings`` that logs must never show: the S3 secret key and the
+    passwords in the PostgreSQL and AMQP URLs."""
+    passwords = (urlsplit(url).password for url in (settings.database.url, settings.amqp.url))
+    return [settings.s3.secret_key, *(p for p in passwords if p)]
+
+
+def service_name(stages: list[str], gateway: bool) -> str:
+    """The default ``service.name`` of a process: ``sluice`` for several roles,
+    ``sluice-<worker>`` for one worker, ``sluice-gateway`` for the gateway alone."""
+    roles = [*stages, *(["gateway"] if gateway else [])]
+    return f"sluice-{roles[0]}" if len(roles) == 1 else "sluice"
 
 
 def run_async(main: Callable[[], Awaitable[T]]) -> T:
@@ -51,9 +66,20 @@ async def run_processes(
 ) -> None:
     """Run ``stages`` (consumers) and optionally the gateway until ``stop`` is set.
 
-    With ``SLUICE_WORKER_HEALTH_PORT`` set, the consumers' ``/healthz`` and ``/readyz`` are
-    served there (``shared.health``).
+    With ``SLUICE_WORKER_HEALTH_PORT`` set, the consumers' ``/healthz``, ``/readyz`` and
+    ``/metrics`` are served there (``shared.health``). Tracing is configured from ``OTEL_*``
+    (``shared.tracing``) and the consumers' messages are counted (``shared.metrics``); the
+    last spans are exported on the way out.
     """
+    tracing.configure(settings.tracing, service_name(stages, gateway))
+    metrics.observe_stages()
+    try:
+        await _run(settings, stages, gateway, stop)
+    finally:
+        tracing.shutdown()
+
+
+async def _run(settings: Settings, stages: list[str], gateway: bool, stop: asyncio.Event) -> None:
     built = [
         await importlib.import_module(f"services.{name}.main").build(settings) for name in stages
     ]

@@ -1,5 +1,10 @@
 """Prometheus metrics (prometheus-client, default registry), served at ``/metrics`` by every
-worker's health server (``shared.health``).
+worker's health server (``shared.health``) and by the gateway; docs/observability.md lists them.
+
+The message counters and the handling-time histogram are updated by :func:`record_handled`, a
+run-loop observer (:func:`shared.runner.observe`) that :func:`observe_stages` registers once per
+process. Their labels are bounded: stage names, the four outcomes, exception class names; never
+file ids or owners.
 
 The gauges below are set by the fallback worker's migration loop, once per probe interval, from
 PostgreSQL (issue 4 of the source documents' resilience promise; seed 004's "monitoring of
@@ -9,7 +14,9 @@ gauges).
 
 from __future__ import annotations
 
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge, Histogram
+
+from shared.runner import Handled, observe
 
 FALLBACK_VERSIONS = Gauge(
     "sluice_fallback_versions", "File versions kept Base64 in PostgreSQL while S3 was down."
@@ -27,3 +34,64 @@ FALLBACK_OLDEST_AGE = Gauge(
 CORRUPTED_VERSIONS = Gauge(
     "sluice_corrupted_versions", "File versions marked corrupted (object lost or damaged)."
 )
+
+#: Handling-time buckets, seconds: 5 ms to 60 s (clamd and S3 calls are tens of ms; a retry
+#: budget's backoff is not part of one handling).
+DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+MESSAGES_HANDLED = Counter(
+    "sluice_messages_handled_total",
+    "Messages a stage consumer handled, by outcome: acked, retry, dead-lettered, requeued.",
+    ["stage", "outcome"],
+)
+MESSAGES_FAILED = Counter(
+    "sluice_messages_failed_total",
+    "Messages whose handling failed (retried, dead-lettered or requeued), by exception type.",
+    ["stage", "error_type"],
+)
+HANDLING_DURATION = Histogram(
+    "sluice_handling_duration_seconds",
+    "Time from delivery to ack (or to the retry/dead-letter publish being confirmed).",
+    ["stage"],
+    buckets=DURATION_BUCKETS_S,
+)
+RETRIES = Counter(
+    "sluice_retries_total", "Messages sent to the stage's wait queue for a retry.", ["stage"]
+)
+DEAD_LETTERS = Counter(
+    "sluice_dead_letters_total",
+    "Messages dead-lettered by the stage (including the store's S3-outage hand-offs to the "
+    "fallback worker), by exception type.",
+    ["stage", "error_type"],
+)
+STORED_BYTES = Counter(
+    "sluice_stored_bytes_total",
+    "Bytes of originals written to S3 (store stage, fallback migration); skipped re-uploads "
+    "of an object already there are not counted.",
+    ["stage"],
+)
+UPLOADS = Counter(
+    "sluice_uploads_total",
+    "Gateway uploads by outcome: accepted, or the error code of the refusal.",
+    ["outcome"],
+)
+UPLOAD_BYTES = Counter("sluice_upload_bytes_total", "Bytes of uploads the gateway accepted.")
+
+
+def record_handled(handled: Handled) -> None:
+    """Count one handled message (a :func:`shared.runner.observe` observer)."""
+    MESSAGES_HANDLED.labels(handled.stage, handled.outcome).inc()
+    HANDLING_DURATION.labels(handled.stage).observe(handled.duration_s)
+    if handled.outcome == "acked":
+        return
+    error_type = handled.error_type or "unknown"
+    MESSAGES_FAILED.labels(handled.stage, error_type).inc()
+    if handled.outcome == "retry":
+        RETRIES.labels(handled.stage).inc()
+    elif handled.outcome == "dead-lettered":
+        DEAD_LETTERS.labels(handled.stage, error_type).inc()
+
+
+def observe_stages() -> None:
+    """Count every message this process's stage consumers handle (idempotent)."""
+    observe(record_handled)

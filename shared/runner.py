@@ -13,6 +13,10 @@ at-least-once delivery, so handlers are idempotent). Failures are routed by type
   delivery limit dead-letters it in the end.
 
 The handler never touches the channel: ``async def handle(event) -> Sequence[Event]``.
+
+Each message is handled in an OpenTelemetry CONSUMER span ``<queue> process`` that continues
+the trace in its ``traceparent`` header; events published, retries and dead letters carry this
+span's context on (``shared.tracing``), and log lines inside it carry its ``trace_id``.
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ from typing import Any
 import structlog
 import tenacity
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
+from opentelemetry import trace
 from pydantic import ValidationError
 
-from shared import broker
+from shared import broker, tracing
 from shared.errors import InvalidEvent, PermanentError, SluiceError
 from shared.events import BaseEvent, parse_event
 from shared.settings import AmqpSettings
@@ -44,7 +49,6 @@ HEADER_ERROR_MESSAGE = "x-sluice-error-message"
 HEADER_FIRST_FAILED_AT = "x-sluice-first-failed-at"
 HEADER_LAST_FAILED_AT = "x-sluice-last-failed-at"
 HEADER_STAGE = "x-sluice-stage"
-_PASSED_ON_HEADERS = ("traceparent", "tracestate")
 
 Handler = Callable[[BaseEvent], Awaitable[Sequence[BaseEvent]]]
 log = structlog.get_logger("sluice.runner")
@@ -242,40 +246,77 @@ class StageConsumer:
         structlog.contextvars.bind_contextvars(
             stage=self.stage.name, message_id=message.message_id, attempt=attempt
         )
-        if "traceparent" in headers:
-            structlog.contextvars.bind_contextvars(trace_id=str(headers["traceparent"])[3:35])
+        try:
+            decoded: BaseEvent | Exception = self._decode(message)
+        except Exception as exc:  # handled (dead-lettered, or retried) inside the span
+            decoded = exc
+        span = tracing.consumer_span(
+            self.topology.queue(self.stage.name),
+            headers,
+            message.message_id,
+            file_id=decoded.file_id if isinstance(decoded, BaseEvent) else None,
+        )
+        span.set_attribute("sluice.attempt", attempt)
+        with trace.use_span(span, end_on_exit=True):
+            outcome, detail, error_type, event_type = await self._handle(
+                message, decoded, headers, attempt, span
+            )
+            span.set_attribute("sluice.outcome", outcome)
+            duration_s = time.perf_counter() - started
+            log.info(
+                "message handled",
+                outcome=outcome,
+                detail=_short(detail, 300),
+                duration_ms=round(duration_s * 1000, 1),
+            )
+        _report(Handled(self.stage.name, outcome, duration_s, error_type, event_type))
+
+    async def _handle(
+        self,
+        message: AbstractIncomingMessage,
+        decoded: BaseEvent | Exception,
+        headers: dict[str, Any],
+        attempt: int,
+        span: trace.Span,
+    ) -> tuple[str, str, str | None, str | None]:
+        """Handle, publish, ack (or route the failure, ``decoded`` being the decoding error)
+        inside the consumer ``span``; ``(outcome, detail, error_type, event_type)``."""
         outcome, detail, error_type, event_type = "acked", "", None, message.type
         try:
-            event = self._decode(message)
+            if isinstance(decoded, Exception):
+                raise decoded
+            event = decoded
             event_type = event.type
             structlog.contextvars.bind_contextvars(
                 file_id=str(event.file_id), event_id=str(event.event_id), event_type=event.type
             )
+            span.set_attributes(
+                {
+                    "sluice.file_id": str(event.file_id),
+                    "sluice.event_id": str(event.event_id),
+                    "sluice.event_type": event.type,
+                }
+            )
             outgoing = await self.stage.handle(event)
-            await self._publish_all(outgoing, headers)
+            await self._publish_all(outgoing)
             await message.ack()
             detail = ",".join(out.type for out in outgoing)
         except PermanentError as exc:
+            tracing.record_failure(span, exc)
             outcome, detail, error_type = "dead-lettered", str(exc), type(exc).__name__
-            routed = await self._announce(message, exc, headers) and await self._fail(
+            routed = await self._announce(message, exc) and await self._fail(
                 message, headers, attempt, exc, retry=False
             )
             outcome = outcome if routed else "requeued"
         except Exception as exc:
+            tracing.record_failure(span, exc)
             retry = attempt < self.settings.max_attempts
             outcome = "retry" if retry else "dead-lettered"
             detail = repr(exc) if not isinstance(exc, SluiceError) else str(exc)
             error_type = type(exc).__name__
             if not await self._fail(message, headers, attempt, exc, retry=retry):
                 outcome = "requeued"
-        duration_s = time.perf_counter() - started
-        log.info(
-            "message handled",
-            outcome=outcome,
-            detail=_short(detail, 300),
-            duration_ms=round(duration_s * 1000, 1),
-        )
-        _report(Handled(self.stage.name, outcome, duration_s, error_type, event_type))
+        return outcome, detail, error_type, event_type
 
     def _decode(self, message: AbstractIncomingMessage) -> BaseEvent:
         try:
@@ -290,21 +331,26 @@ class StageConsumer:
             raise InvalidEvent(f"stage {self.stage.name} does not take {event.type} events")
         return event
 
-    async def _publish_all(self, events: Sequence[BaseEvent], headers: dict[str, Any]) -> None:
-        """Publish ``events`` (each confirmed), passing the trace headers on."""
+    async def _publish_all(self, events: Sequence[BaseEvent]) -> None:
+        """Publish ``events`` (each confirmed), each from a PRODUCER span whose context it
+        carries (``traceparent``), so the next stage continues this trace."""
         assert self._publisher is not None
-        passed_on = {k: headers[k] for k in _PASSED_ON_HEADERS if k in headers}
         for out in events:
-            await self._publisher.publish(out, headers=passed_on)
+            with tracing.producer_span(
+                self.topology.exchange, out.routing_key, str(out.event_id)
+            ) as span:
+                try:
+                    await self._publisher.publish(out, headers=tracing.inject({}))
+                except Exception as exc:
+                    tracing.record_failure(span, exc)
+                    raise
 
-    async def _announce(
-        self, message: AbstractIncomingMessage, exc: PermanentError, headers: dict[str, Any]
-    ) -> bool:
+    async def _announce(self, message: AbstractIncomingMessage, exc: PermanentError) -> bool:
         """Publish the events a permanent failure announces (``exc.announce``, e.g. the
         fallback worker's ``file.deferred``) before it is dead-lettered. False, with the message
         given back to the broker for a redelivery, if a publish was not confirmed."""
         try:
-            await self._publish_all(exc.announce, headers)
+            await self._publish_all(exc.announce)
         except Exception as publish_exc:
             await _requeue(message, "announcing a dead letter failed", publish_exc)
             return False
@@ -320,7 +366,10 @@ class StageConsumer:
         retry: bool,
     ) -> bool:
         """Send ``message`` to the wait queue (``retry``) or dead-letter it, then ack it.
-        False if that could not be confirmed (the message is given back to the broker)."""
+        False if that could not be confirmed (the message is given back to the broker).
+
+        The copy carries the current (failed) span's ``traceparent``: the next attempt, or the
+        replay of the dead letter, continues the same trace as a child of this attempt."""
         now = datetime.now(UTC).isoformat()
         failure_headers: dict[str, Any] = {
             **headers,
@@ -330,6 +379,7 @@ class StageConsumer:
             HEADER_FIRST_FAILED_AT: headers.get(HEADER_FIRST_FAILED_AT, now),
             HEADER_LAST_FAILED_AT: now,
         }
+        tracing.inject(failure_headers)
         assert self._publisher is not None
         try:
             if retry:

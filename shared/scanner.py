@@ -12,7 +12,8 @@ is decided here by :func:`parse_instream_answer` on the whole answer read up to 
   extra answer) and any transport failure (refused, reset, broken pipe, timeout) →
   :class:`~shared.errors.ScannerUnavailable`, retried, whose message carries clamd's answer.
 
-pyclamd's sockets block, so every exchange runs in a worker thread (``asyncio.to_thread``).
+pyclamd's sockets block, so every exchange runs in a worker thread (``asyncio.to_thread``),
+inside an OpenTelemetry CLIENT span ``clamd INSTREAM`` or ``clamd VERSION``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 
 import pyclamd
 
+from shared import tracing
 from shared.errors import ScannerUnavailable
 
 _CHUNK_BYTES = 64 * 1024
@@ -198,6 +200,9 @@ class ClamdScanner:
         self._version_at = 0.0
         self._version_lock = asyncio.Lock()
 
+    def _span_attributes(self, command: str) -> dict[str, str | int]:
+        return {"server.address": self.host, "server.port": self.port, "clamd.command": command}
+
     async def scan(self, data: bytes) -> ScanVerdict:
         """Stream ``data`` to clamd (``INSTREAM``) and return its verdict.
 
@@ -206,12 +211,18 @@ class ClamdScanner:
                 anything but a verdict (size limit, error, empty, garbled); the message quotes
                 the answer.
         """
-        try:
-            answer = await asyncio.to_thread(_exchange, self.host, self.port, self.timeout_s, data)
-            return parse_instream_answer(answer)
-        except ScannerUnavailable as exc:
-            exc.context.update(host=self.host, port=self.port, size_bytes=len(data))
-            raise
+        with tracing.client_span("clamd INSTREAM", self._span_attributes("INSTREAM")) as span:
+            span.set_attribute("sluice.size_bytes", len(data))
+            try:
+                answer = await asyncio.to_thread(
+                    _exchange, self.host, self.port, self.timeout_s, data
+                )
+                verdict = parse_instream_answer(answer)
+            except ScannerUnavailable as exc:
+                exc.context.update(host=self.host, port=self.port, size_bytes=len(data))
+                raise
+            span.set_attribute("sluice.clean", verdict.clean)
+            return verdict
 
     async def version(self) -> tuple[str, str]:
         """``(engine, signature database version/date)``, e.g. ``("ClamAV 1.0.9",
@@ -223,9 +234,10 @@ class ClamdScanner:
         async with self._version_lock:
             now = time.monotonic()
             if self._version is None or now - self._version_at >= self.version_ttl_s:
-                answer = await asyncio.to_thread(
-                    _exchange, self.host, self.port, self.timeout_s, None
-                )
-                self._version = parse_version_answer(answer)
+                with tracing.client_span("clamd VERSION", self._span_attributes("VERSION")):
+                    answer = await asyncio.to_thread(
+                        _exchange, self.host, self.port, self.timeout_s, None
+                    )
+                    self._version = parse_version_answer(answer)
                 self._version_at = now
             return self._version

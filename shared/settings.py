@@ -211,6 +211,28 @@ class LogSettings(BaseSettings):
     )
 
 
+class TracingSettings(BaseSettings):
+    """OpenTelemetry tracing, from the standard ``OTEL_*`` variables (OpenTelemetry SDK
+    environment variables specification); see docs/observability.md."""
+
+    model_config = SettingsConfigDict(env_prefix="OTEL_", frozen=True)
+
+    service_name: str | None = Field(
+        None, description="service.name of the spans; unset: sluice, sluice-<worker>, ..."
+    )
+    traces_exporter: str | None = Field(
+        None,
+        pattern=r"^(otlp|console|none)$",
+        description="otlp, console or none; unset: otlp if an OTLP endpoint is set, else none.",
+    )
+    exporter_otlp_endpoint: str | None = Field(
+        None, description="OTLP/HTTP collector base URL, e.g. http://collector:4318."
+    )
+    exporter_otlp_traces_endpoint: str | None = Field(
+        None, description="OTLP/HTTP traces URL (overrides the base URL for traces)."
+    )
+
+
 S = TypeVar("S", bound=BaseSettings)
 
 
@@ -249,6 +271,7 @@ class Settings:
         log: LogSettings,
         worker: WorkerSettings | None = None,
         fallback: FallbackSettings | None = None,
+        tracing: TracingSettings | None = None,
     ) -> None:
         self.amqp = amqp
         self.s3 = s3
@@ -260,6 +283,7 @@ class Settings:
         self.log = log
         self.worker = worker or WorkerSettings()
         self.fallback = fallback or FallbackSettings()
+        self.tracing = tracing or TracingSettings()
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -279,6 +303,7 @@ class Settings:
             log=load(LogSettings),
             worker=load(WorkerSettings),
             fallback=load(FallbackSettings),
+            tracing=load(TracingSettings),
         )
 
 
@@ -293,6 +318,7 @@ SETTINGS_GROUPS: tuple[type[BaseSettings], ...] = (
     FallbackSettings,
     WorkerSettings,
     LogSettings,
+    TracingSettings,
 )
 
 

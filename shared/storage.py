@@ -24,6 +24,7 @@ import aiobotocore.session
 import botocore.exceptions
 from aiobotocore.config import AioConfig
 
+from shared import tracing
 from shared.errors import (
     ChecksumMismatch,
     InvalidSource,
@@ -31,6 +32,7 @@ from shared.errors import (
     SourceMissing,
     StorageUnavailable,
 )
+from shared.metrics import STORED_BYTES
 from shared.settings import S3Settings
 
 T = TypeVar("T")
@@ -77,10 +79,16 @@ class ObjectInfo:
 
 
 class S3ObjectStorage:
-    """The object-storage port over one bucket; use ``async with`` to open and close it."""
+    """The object-storage port over one bucket; use ``async with`` to open and close it.
 
-    def __init__(self, settings: S3Settings) -> None:
+    Every S3 request runs in an OpenTelemetry CLIENT span ``S3.<Operation>``. With
+    ``stored_bytes_stage`` set, the bytes of originals written (:meth:`put_bytes`,
+    :meth:`put_multipart`) are counted in ``sluice_stored_bytes_total{stage=...}``.
+    """
+
+    def __init__(self, settings: S3Settings, *, stored_bytes_stage: str | None = None) -> None:
         self.settings = settings
+        self.stored_bytes_stage = stored_bytes_stage
         self.bucket = settings.bucket_name
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
@@ -111,8 +119,18 @@ class S3ObjectStorage:
     async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()
 
-    async def _call(self, operation: Callable[[], Awaitable[T]], **context: Any) -> T:
+    async def _call(self, name: str, operation: Callable[[], Awaitable[T]], **context: Any) -> T:
+        """Run the S3 ``operation`` (named ``name``, e.g. ``PutObject``) in a CLIENT span
+        ``S3.<name>``, translating library errors (module docstring)."""
         context.setdefault("bucket", self.bucket)
+        attributes = {"rpc.system": "aws-api", "rpc.service": "S3", "rpc.method": name}
+        attributes["aws.s3.bucket"] = str(context["bucket"])
+        if "key" in context:
+            attributes["aws.s3.key"] = str(context["key"])
+        with tracing.client_span(f"S3.{name}", attributes, expected=(SourceMissing,)):
+            return await self._translated(operation, context)
+
+    async def _translated(self, operation: Callable[[], Awaitable[T]], context: Any) -> T:
         try:
             return await operation()
         except botocore.exceptions.ClientError as exc:
@@ -138,12 +156,16 @@ class S3ObjectStorage:
         ) as exc:
             raise StorageUnavailable(f"S3 unreachable: {exc!r}", **context) from exc
 
+    def _count_stored(self, size_bytes: int) -> None:
+        if self.stored_bytes_stage is not None:
+            STORED_BYTES.labels(self.stored_bytes_stage).inc(size_bytes)
+
     async def ensure_bucket(self) -> None:
         """Create the bucket if it does not exist."""
         try:
-            await self._call(lambda: self._client.head_bucket(Bucket=self.bucket))
+            await self._call("HeadBucket", lambda: self._client.head_bucket(Bucket=self.bucket))
         except SourceMissing:
-            await self._call(lambda: self._client.create_bucket(Bucket=self.bucket))
+            await self._call("CreateBucket", lambda: self._client.create_bucket(Bucket=self.bucket))
 
     async def ping(self) -> None:
         """HeadBucket: S3 answers and the bucket exists (readiness probes).
@@ -153,7 +175,7 @@ class S3ObjectStorage:
             StorageUnavailable: S3 down, timed out, 5xx.
             PermanentError: S3 refused the request (credentials, 403).
         """
-        await self._call(lambda: self._client.head_bucket(Bucket=self.bucket))
+        await self._call("HeadBucket", lambda: self._client.head_bucket(Bucket=self.bucket))
 
     async def put_bytes(
         self,
@@ -173,6 +195,7 @@ class S3ObjectStorage:
             StorageUnavailable: S3 down, timed out, 5xx.
         """
         await self._call(
+            "PutObject",
             lambda: self._client.put_object(
                 Bucket=self.bucket,
                 Key=key,
@@ -183,6 +206,7 @@ class S3ObjectStorage:
             ),
             key=key,
         )
+        self._count_stored(len(data))
 
     async def put_multipart(
         self,
@@ -205,6 +229,7 @@ class S3ObjectStorage:
         """
         part_size = self.settings.part_size_bytes
         created = await self._call(
+            "CreateMultipartUpload",
             lambda: self._client.create_multipart_upload(
                 Bucket=self.bucket,
                 Key=key,
@@ -219,11 +244,13 @@ class S3ObjectStorage:
         whole = hashlib.sha256()
         parts: list[dict[str, Any]] = []
         buffer = bytearray()
+        total = 0
 
         async def send(body: bytes) -> None:
             number = len(parts) + 1
             checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
             answer = await self._call(
+                "UploadPart",
                 lambda: self._client.upload_part(
                     Bucket=self.bucket,
                     Key=key,
@@ -240,6 +267,7 @@ class S3ObjectStorage:
         try:
             async for chunk in chunks:
                 whole.update(chunk)
+                total += len(chunk)
                 buffer += chunk
                 while len(buffer) >= part_size:
                     await send(bytes(buffer[:part_size]))
@@ -254,6 +282,7 @@ class S3ObjectStorage:
                     actual=whole.hexdigest(),
                 )
             await self._call(
+                "CompleteMultipartUpload",
                 lambda: self._client.complete_multipart_upload(
                     Bucket=self.bucket,
                     Key=key,
@@ -262,6 +291,7 @@ class S3ObjectStorage:
                 ),
                 key=key,
             )
+            self._count_stored(total)
         except BaseException:
             with contextlib.suppress(Exception):
                 await self._client.abort_multipart_upload(
@@ -274,6 +304,7 @@ class S3ObjectStorage:
         target = bucket or self.bucket
         try:
             answer = await self._call(
+                "HeadObject",
                 lambda: self._client.head_object(Bucket=target, Key=key, ChecksumMode="ENABLED"),
                 bucket=target,
                 key=key,
@@ -304,7 +335,7 @@ class S3ObjectStorage:
                 data: bytes = await body.read()
             return data
 
-        return await self._call(fetch, bucket=target, key=key)
+        return await self._call("GetObject", fetch, bucket=target, key=key)
 
     @contextlib.asynccontextmanager
     async def open_stream(
@@ -317,7 +348,7 @@ class S3ObjectStorage:
             StorageUnavailable: S3 down.
         """
         answer = await self._call(
-            lambda: self._client.get_object(Bucket=self.bucket, Key=key), key=key
+            "GetObject", lambda: self._client.get_object(Bucket=self.bucket, Key=key), key=key
         )
         info = ObjectInfo(
             key=key,
@@ -338,7 +369,9 @@ class S3ObjectStorage:
 
     async def delete(self, key: str) -> None:
         """Delete the object (no error if it is already gone)."""
-        await self._call(lambda: self._client.delete_object(Bucket=self.bucket, Key=key), key=key)
+        await self._call(
+            "DeleteObject", lambda: self._client.delete_object(Bucket=self.bucket, Key=key), key=key
+        )
 
     async def presigned_get_url(
         self, key: str, ttl_s: int | None = None, *, download_name: str | None = None

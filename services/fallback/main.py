@@ -12,7 +12,7 @@ import structlog
 from services.fallback import migrator
 from services.fallback.handler import Deps, handle
 from services.fallback.repository import FallbackRepository
-from shared import broker
+from shared import broker, tracing
 from shared.db import create_pool
 from shared.events import BaseEvent, FileScanned
 from shared.runner import Stage
@@ -36,7 +36,9 @@ async def build(settings: Settings) -> Stage:
     pool = await create_pool(settings.database)
     repository = FallbackRepository(pool)
     stack.push_async_callback(repository.close)
-    storage = await stack.enter_async_context(S3ObjectStorage(settings.s3))
+    storage = await stack.enter_async_context(
+        S3ObjectStorage(settings.s3, stored_bytes_stage=FALLBACK)
+    )
     spool = LocalSpool(settings.spool.dir, settings.spool.chunk_bytes)
     deps = Deps(
         sources=SourceReader.for_settings(spool, storage, settings.s3),
@@ -62,7 +64,7 @@ async def build(settings: Settings) -> Stage:
             )
 
             async def publish(event: BaseEvent) -> None:
-                await publisher.publish(event)
+                await publisher.publish(event, headers=tracing.inject({}))
 
             await migrator.run_migrations(
                 migrator.Deps(

@@ -35,7 +35,7 @@ from pydantic import ValidationError
 
 from services.fallback.repository import FallbackRepository, FallbackRow, FallbackSummary
 from services.store import handler as store
-from shared import metrics
+from shared import metrics, tracing
 from shared.errors import ChecksumMismatch, PermanentError, RetryableError, StorageUnavailable
 from shared.events import EVENT_ADAPTER, BaseEvent, FileScanned, FileStored
 from shared.ports import ObjectStore
@@ -111,13 +111,20 @@ def _decode(row: FallbackRow) -> tuple[FileScanned, bytes]:
 
 
 async def migrate_row(row: FallbackRow, deps: Deps) -> FileStored:
-    """Put one row's bytes in S3, confirm them, publish ``file.stored`` (confirmed).
+    """Put one row's bytes in S3, confirm them, publish ``file.stored`` (confirmed), in a span
+    ``fallback migrate`` that starts a trace whose id is the file id (the row does not keep the
+    upload's trace); the rest of the file's stages continue it.
 
     Raises:
         StorageUnavailable: S3 went away (the row stays).
         ChecksumMismatch: the row's bytes are damaged, or S3 does not hold what was sent.
         BrokerUnavailable: the ``file.stored`` publish was not confirmed (the row stays).
     """
+    with tracing.file_span("fallback migrate", row.file_id):
+        return await _migrate(row, deps)
+
+
+async def _migrate(row: FallbackRow, deps: Deps) -> FileStored:
     event, data = await asyncio.to_thread(_decode, row)
     sources = RowSource(data)
     answer = await store.handle(

@@ -12,11 +12,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 import structlog
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.trace import Span
+from prometheus_fastapi_instrumentator import Instrumentator
+from prometheus_fastapi_instrumentator import metrics as http_metrics
 
 from services.gateway import errors, ops_api, ops_page, status, upload
 from services.gateway.access import AccessLog
@@ -24,6 +29,7 @@ from services.gateway.deps import GatewayDeps
 from services.gateway.policy import UploadPolicy
 from shared import broker, db
 from shared.errors import BrokerUnavailable, SluiceError
+from shared.logging import Redactor
 from shared.settings import Settings
 from shared.spool import LocalSpool
 from shared.storage import S3ObjectStorage
@@ -33,6 +39,13 @@ log = structlog.get_logger("sluice.gateway")
 
 #: Longest a single readiness check may take, seconds.
 READY_CHECK_TIMEOUT_S = 3.0
+_UNTRACED_HANDLERS = ("/healthz", "/readyz", "/metrics")
+_UNTRACED_URLS = ",".join(path.lstrip("/") for path in _UNTRACED_HANDLERS)
+#: prometheus-fastapi-instrumentator's request metrics (``http_requests_total``,
+#: ``http_request_duration_seconds``, request and response sizes), created once per process
+#: (a second app in the same process shares them rather than registering them again).
+_HTTP_METRICS = http_metrics.default()
+_REDACTOR = Redactor()
 
 
 class GatewayStartError(SluiceError):
@@ -127,6 +140,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.startup_error = None
     errors.install(app)
     app.add_middleware(AccessLog)
+    instrument(app)
     app.include_router(upload.router)
     app.include_router(status.router)
     app.include_router(ops_api.router)
@@ -147,6 +161,38 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"status": "ready", "checks": checks})
 
     return app
+
+
+def _redact_span(span: Span, _: dict[str, Any]) -> None:
+    """Mask secret shapes (an API key pasted into a URL, a presigned signature) in the request
+    span's attributes, as the logs do (:class:`shared.logging.Redactor`)."""
+    attributes = getattr(span, "attributes", None) or {}
+    for key, value in attributes.items():
+        if isinstance(value, str) and (masked := _REDACTOR.redact(value)) != value:
+            span.set_attribute(key, masked)
+
+
+def instrument(app: FastAPI) -> None:
+    """Traces and Prometheus metrics for ``app``.
+
+    - a SERVER span per request (``opentelemetry-instrumentation-fastapi``; a client's own
+      ``traceparent`` is continued), the upload's being the root of the file's trace; no
+      spans for the probes and ``/metrics``, nor for each ASGI receive/send of a body; secret
+      shapes in its attributes masked;
+    - ``GET /metrics``: the Prometheus exposition of this process (the gateway's
+      ``sluice_uploads_*`` and ``http_*`` metrics, and the workers' when they share the
+      process), without a key: it names no file, owner or key, and Prometheus scrapes go
+      without credentials; keep it off the public edge (docs/observability.md).
+    """
+    FastAPIInstrumentor.instrument_app(
+        app,
+        excluded_urls=_UNTRACED_URLS,
+        exclude_spans=["receive", "send"],
+        server_request_hook=_redact_span,
+    )
+    Instrumentator(excluded_handlers=list(_UNTRACED_HANDLERS)).add(_HTTP_METRICS).instrument(
+        app
+    ).expose(app, endpoint="/metrics", include_in_schema=False)
 
 
 class _Server(uvicorn.Server):

@@ -4,6 +4,9 @@ The answer is 202 only once RabbitMQ has confirmed the event (publisher confirm,
 if it does not (broker down, channel closed, unroutable, nack, timeout) the spooled bytes are
 removed and the answer is 503 with ``Retry-After``, so a client that retries never leaves an
 orphan behind and never gets a 202 for a file no stage will see.
+
+The event is published from a PRODUCER span (a child of the request's SERVER span) whose W3C
+``traceparent`` it carries: the file's trace starts here and every stage continues it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from services.gateway.deps import GatewayDeps, get_deps
 from services.gateway.errors import ApiError, unavailable
 from services.gateway.form import read_upload
 from services.gateway.schemas import ErrorBody, UploadAccepted
+from shared import metrics, tracing
 from shared.errors import BrokerUnavailable
 from shared.events import FileReceived
 from shared.spool import LocalSpool
@@ -79,7 +83,24 @@ async def upload_file(
     owner: Owner,
     deps: Annotated[GatewayDeps, Depends(get_deps)],
 ) -> UploadAccepted:
-    """Stream the multipart body to the spool, publish ``file.received``, answer 202."""
+    """Stream the multipart body to the spool, publish ``file.received``, answer 202.
+
+    Counted in ``sluice_uploads_total{outcome}`` (``accepted`` or the refusal's error code)
+    and, once accepted, ``sluice_upload_bytes_total``.
+    """
+    try:
+        accepted = await _accept(request, response, owner, deps)
+    except ApiError as exc:
+        metrics.UPLOADS.labels(exc.code).inc()
+        raise
+    metrics.UPLOADS.labels("accepted").inc()
+    metrics.UPLOAD_BYTES.inc(accepted.size_bytes)
+    return accepted
+
+
+async def _accept(
+    request: Request, response: Response, owner: str, deps: GatewayDeps
+) -> UploadAccepted:
     started = time.perf_counter()
     file_id = uuid.uuid4()
     structlog.contextvars.bind_contextvars(file_id=str(file_id))
@@ -113,7 +134,11 @@ async def upload_file(
         await deps.spool.delete(source)
         raise ApiError(422, "invalid_request", f"cannot describe the file: {exc}") from None
     try:
-        await deps.publisher.publish(event)
+        with tracing.producer_span(
+            deps.topology.exchange, event.routing_key, str(event.event_id)
+        ) as span:
+            span.set_attribute("sluice.file_id", str(file_id))
+            await deps.publisher.publish(event, headers=tracing.inject({}))
     except BrokerUnavailable as exc:
         # The broker may have taken the event although its confirm was lost: leave a
         # tombstone so the scan stage rejects the file as abandoned (shared/spool.py).

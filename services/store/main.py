@@ -23,7 +23,9 @@ async def build(settings: Settings) -> Stage:
     dead-letters to the fallback worker.
     """
     stack = contextlib.AsyncExitStack()
-    storage = await stack.enter_async_context(S3ObjectStorage(settings.s3))
+    storage = await stack.enter_async_context(
+        S3ObjectStorage(settings.s3, stored_bytes_stage="store")
+    )
     spool = LocalSpool(settings.spool.dir, settings.spool.chunk_bytes)
     deps = Deps(
         sources=SourceReader.for_settings(spool, storage, settings.s3),

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,8 +100,12 @@ class Pipeline:
         raise AssertionError(f"{file_id} not final after {timeout_s}s; log: {self.log_path}")
 
 
-def start_pipeline(tmp: Path, name: str) -> Iterator[Pipeline]:
-    """Start a fresh pipeline (fresh database, topology, bucket, spool); stop it with SIGTERM."""
+def start_pipeline(
+    tmp: Path, name: str, extra_env: Mapping[str, str] | None = None
+) -> Iterator[Pipeline]:
+    """Start a fresh pipeline (fresh database, topology, bucket, spool); stop it with SIGTERM.
+
+    ``extra_env`` is added to (or overrides) the processes' environment."""
     base_db = "postgresql://postgres@127.0.0.1:5432"
     database = f"sluice_{name}"
     with psycopg.connect(f"{base_db}/postgres", autocommit=True) as conn:
@@ -125,6 +129,7 @@ def start_pipeline(tmp: Path, name: str) -> Iterator[Pipeline]:
         "SLUICE_SPOOL_DIR": str(spool),
         "SLUICE_GATEWAY_PORT": str(port),
         "SLUICE_LOG_FORMAT": "json",
+        **(extra_env or {}),
     }
     command = [sys.executable, "-m", "services"]
     subprocess.run([*command, "migrate"], env=env, check=True, cwd=ROOT, capture_output=True)
