@@ -129,6 +129,11 @@ def wait_text(driver: WebDriver, element_id: str, expected: str) -> None:
         ) from None
 
 
+def use_key(driver: WebDriver, key: str) -> None:
+    driver.find_element(By.ID, "ops-key").send_keys(key)
+    driver.find_element(By.CSS_SELECTOR, "#key-form button[type=submit]").click()
+
+
 def dead_letter_row(driver: WebDriver, file_id: str) -> list[str]:
     rows = driver.find_elements(By.CSS_SELECTOR, "#dead-letters tbody tr")
     for row in rows:
@@ -175,8 +180,12 @@ def test_the_page_shows_a_dead_letter_dry_runs_and_replays_it(
 
     browser.get(f"{pipeline.url}/ops")
     assert browser.title == "Sluice ops"
-    browser.find_element(By.ID, "ops-key").send_keys(ops_key)
-    browser.find_element(By.CSS_SELECTOR, "#key-form button[type=submit]").click()
+    use_key(browser, pipeline.keys["alice"])  # an upload key: refused, and not kept
+    wait_text(browser, "error", "HTTP 403 forbidden: this is an upload key")
+    assert browser.execute_script("return sessionStorage.length") == 0
+    refused = [entry["message"] for entry in browser.get_log("browser")]  # read and cleared
+    assert any("/ops/api/status" in line and "403" in line for line in refused), refused
+    use_key(browser, ops_key)
     WebDriverWait(browser, WAIT_S).until(lambda d: dead_letter_row(d, file_id))
 
     row = dead_letter_row(browser, file_id)
@@ -191,6 +200,9 @@ def test_the_page_shows_a_dead_letter_dry_runs_and_replays_it(
     # The dead letters column (RabbitMQ's statistics lag up to 5 s; the page refreshes).
     WebDriverWait(browser, WAIT_S).until(lambda d: stage_cells(d, "scan")[4] == "1")
     assert text_of(browser, "error") == ""
+    browser.find_element(By.CSS_SELECTOR, "#dead-letters tbody tr button").click()
+    wait_text(browser, "detail-body", '"x-sluice-error-type": "SourceMissing"')
+    assert f'"file_id": "{file_id}"' in text_of(browser, "detail-body")
 
     browser.find_element(By.ID, "dry-run").click()
     wait_text(browser, "result-title", "Dry run: 1 dead letter(s) would be replayed")
