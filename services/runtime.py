@@ -13,6 +13,7 @@ from shared import runner
 from shared.health import serve_health
 from shared.logging import configure as configure_logging
 from shared.settings import Settings
+from shared.stagestats import StageStats
 from shared.topology import Topology
 
 T = TypeVar("T")
@@ -52,7 +53,7 @@ async def run_processes(
     """Run ``stages`` (consumers) and optionally the gateway until ``stop`` is set.
 
     With ``SLUICE_WORKER_HEALTH_PORT`` set, the consumers' ``/healthz`` and ``/readyz`` are
-    served there (``shared.health``).
+    served there, with ``/metrics`` and ``/stats`` (``shared.health``).
     """
     built = [
         await importlib.import_module(f"services.{name}.main").build(settings) for name in stages
@@ -60,8 +61,11 @@ async def run_processes(
     consumers: list[runner.StageConsumer] = []
     jobs = [runner.run_until_stopped(built, settings.amqp, topology_of(settings), stop, consumers)]
     if stages and settings.worker.health_port is not None:
+        runner.observe((stats := StageStats()).record)  # the last minute per stage: /stats
         jobs.append(
-            serve_health(settings.worker.health_port, consumers, stop, settings.worker.health_host)
+            serve_health(
+                settings.worker.health_port, consumers, stop, settings.worker.health_host, stats
+            )
         )
     if gateway:
         from services.gateway.app import serve
