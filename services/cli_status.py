@@ -14,7 +14,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from services.runtime import run_async, settings_from_env, topology_of
+from services.runtime import run_async, settings_from_env, stop_on_signals, topology_of
 from shared.settings import Settings
 from shared.status import PipelineStatus, collect_status, default_worker_urls
 from shared.topology import Topology
@@ -102,15 +102,18 @@ def status(
                 console.width = max(console.width, 160)
             console.print(render(result))
         return
-    try:
-        run_async(lambda: _watch(settings, topology, urls, interval))
-    except KeyboardInterrupt:
-        pass
+    run_async(lambda: _watch(settings, topology, urls, interval))
 
 
 async def _watch(settings: Settings, topology: Topology, urls: list[str], interval: float) -> None:
+    """Redraw every ``interval`` seconds until SIGINT (Ctrl-C) or SIGTERM; on a terminal the
+    table is replaced in place, otherwise (rich's rule) only the last one is written."""
+    stop = asyncio.Event()
+    stop_on_signals(stop)
     first = await collect_status(settings, topology, urls)
     with Live(render(first), console=console, auto_refresh=False) as live:
-        while True:
-            await asyncio.sleep(interval)
-            live.update(render(await collect_status(settings, topology, urls)), refresh=True)
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+            except TimeoutError:
+                live.update(render(await collect_status(settings, topology, urls)), refresh=True)

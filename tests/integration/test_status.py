@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -259,3 +260,34 @@ async def test_unreachable_sources_are_problems_not_failures(pipeline: Pipeline)
     }
     assert by_stage["scan"]["rate_in_per_s"] is None
     assert by_stage["scan"]["handled"] == GOOD + BAD + 2 * FLAKY
+
+
+async def test_watch_redraws_until_interrupted(pipeline: Pipeline) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services", "status", "--watch", "--interval", "1",
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "SLUICE_AMQP_PREFIX": PREFIX,
+            "SLUICE_LOG_LEVEL": "warning",
+            "SLUICE_STATUS_WORKER_URLS": json.dumps([pipeline.worker_url]),
+            "COLUMNS": "200",
+        },
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    await asyncio.sleep(3.0)
+    assert process.returncode is None, "--watch returned by itself"
+    process.send_signal(signal.SIGINT)
+    out, err = await asyncio.wait_for(process.communicate(), timeout=10)
+
+    assert process.returncode == 0, err.decode()
+    text = out.decode()
+    assert "Sluice pipeline at" in text
+    table = {
+        cells[1]: cells[2:]
+        for line in text.splitlines()
+        if len(cells := [cell.strip() for cell in line.split("│")]) > 10
+    }
+    assert [table[stage][0] for stage in QUEUE_SIDE] == [f"{PREFIX}.{s}" for s in QUEUE_SIDE]
+    # The handled column comes from /stats, which does not lag like the management API.
+    assert table["scan"][8] == str(GOOD + BAD + 2 * FLAKY), table["scan"]
