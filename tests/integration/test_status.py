@@ -1,4 +1,6 @@
-"""``sluice status --json`` against the real RabbitMQ and its management API (prefix ``t_status``).
+"""``sluice status --json`` against the real RabbitMQ and its management API (prefixes
+``t_status_<random>``: the management API keeps a deleted queue's rate samples for a while, so
+a queue re-created under the same name would inherit the previous test's rates).
 
 Stage consumers run in this process with their health server (``/stats``), on handlers whose
 outcome the test chooses: of 10 ``file.received`` events the scan stage acks 6, refuses 3 for
@@ -36,9 +38,6 @@ from tests.e2e.pipeline import free_port
 
 pytestmark = pytest.mark.integration
 
-PREFIX = "t_status"
-AMQP = AmqpSettings(prefix=PREFIX, retry_base_delay_s=0.05, retry_max_delay_s=0.1)
-TOPOLOGY = Topology(prefix=PREFIX, delivery_limit=AMQP.delivery_limit)
 ROOT = Path(__file__).resolve().parents[2]
 GOOD, BAD, FLAKY = 6, 3, 1
 STORED, HELD = 3, 1
@@ -47,8 +46,8 @@ SETTLE_TIMEOUT_S = 40.0
 
 @dataclass
 class Pipeline:
+    prefix: str
     worker_url: str
-    release: asyncio.Event
 
 
 def event(kind: type[FileReceived] | type[FileScanned], name: str) -> BaseEvent:
@@ -72,12 +71,14 @@ def event(kind: type[FileReceived] | type[FileScanned], name: str) -> BaseEvent:
 
 @pytest.fixture
 async def pipeline(services: Any) -> AsyncIterator[Pipeline]:
-    """The ``t_status`` topology with scan and store consumers and their ``/stats`` server,
-    fed the test's messages and waited for; all deleted again afterwards."""
-    connection = await broker.connect(AMQP)
+    """A fresh ``t_status_<random>`` topology with scan and store consumers and their
+    ``/stats`` server, fed the test's messages and waited for; all deleted again afterwards."""
+    prefix = f"t_status_{uuid.uuid4().hex[:8]}"
+    amqp = AmqpSettings(prefix=prefix, retry_base_delay_s=0.05, retry_max_delay_s=0.1)
+    topology = Topology(prefix=prefix, delivery_limit=amqp.delivery_limit)
+    connection = await broker.connect(amqp)
     channel = await connection.channel()
-    await TOPOLOGY.delete(channel)
-    await TOPOLOGY.declare(channel)
+    await topology.declare(channel)
     failed_once: set[str] = set()
     release = asyncio.Event()
 
@@ -98,15 +99,15 @@ async def pipeline(services: Any) -> AsyncIterator[Pipeline]:
     stats = StageStats()
     runner.observe(stats.record)
     consumers = [
-        StageConsumer(Stage("scan", frozenset({"file.received"}), scan), AMQP, TOPOLOGY),
-        StageConsumer(Stage("store", frozenset({"file.scanned"}), store), AMQP, TOPOLOGY),
+        StageConsumer(Stage("scan", frozenset({"file.received"}), scan), amqp, topology),
+        StageConsumer(Stage("store", frozenset({"file.scanned"}), store), amqp, topology),
     ]
     port, stop = free_port(), asyncio.Event()
     server = asyncio.create_task(serve_health(port, consumers, stop, stats=stats))
     for consumer in consumers:
         await consumer.start()
     try:
-        publisher = await broker.Publisher.create(connection, AMQP, TOPOLOGY)
+        publisher = await broker.Publisher.create(connection, amqp, topology)
         names = (
             [f"good-{i}" for i in range(GOOD)]
             + [f"bad-{i}" for i in range(BAD)]
@@ -123,14 +124,14 @@ async def pipeline(services: Any) -> AsyncIterator[Pipeline]:
             ),
             what="the consumers to handle every message",
         )
-        yield Pipeline(f"http://127.0.0.1:{port}", release)
+        yield Pipeline(prefix, f"http://127.0.0.1:{port}")
     finally:
         release.set()
         for consumer in consumers:
             await consumer.stop()
         stop.set()
         await server
-        await TOPOLOGY.delete(channel)
+        await topology.delete(channel)
         await connection.close()
 
 
@@ -148,12 +149,12 @@ async def wait_for(condition: Any, *, what: str, timeout_s: float = 20.0) -> Non
         await asyncio.sleep(0.05)
 
 
-async def sluice_status(**env: str) -> dict[str, Any]:
-    """``sluice status --json`` as a subprocess; its exit code must be 0."""
+async def sluice_status(prefix: str, **env: str) -> dict[str, Any]:
+    """``sluice status --json`` for ``prefix`` as a subprocess; its exit code must be 0."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services", "status", "--json",
         cwd=ROOT,
-        env={**os.environ, "SLUICE_AMQP_PREFIX": PREFIX, "SLUICE_LOG_LEVEL": "warning", **env},
+        env={**os.environ, "SLUICE_AMQP_PREFIX": prefix, "SLUICE_LOG_LEVEL": "warning", **env},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await process.communicate()
@@ -199,12 +200,12 @@ def rates(row: dict[str, Any]) -> tuple[float, float]:
     return round(row["rate_in_per_s"] * 60), round(row["rate_out_per_s"] * 60)
 
 
-async def settled_status(**env: str) -> dict[str, Any]:
+async def settled_status(prefix: str, **env: str) -> dict[str, Any]:
     """Poll ``sluice status --json`` until the queue numbers and rates are the expected ones
     (the management API's statistics lag by up to 5 s); the last answer either way."""
     deadline = asyncio.get_running_loop().time() + SETTLE_TIMEOUT_S
     while True:
-        body = await sluice_status(**env)
+        body = await sluice_status(prefix, **env)
         by_stage = rows(body)
         settled = all(queue_side(by_stage[s]) == want for s, want in QUEUE_SIDE.items())
         if settled and all(rates(by_stage[s]) == want for s, want in RATE_COUNTS.items()):
@@ -215,12 +216,14 @@ async def settled_status(**env: str) -> dict[str, Any]:
 
 
 async def test_status_shows_the_numbers_of_a_known_run(pipeline: Pipeline) -> None:
-    body = await settled_status(SLUICE_STATUS_WORKER_URLS=json.dumps([pipeline.worker_url]))
+    body = await settled_status(
+        pipeline.prefix, SLUICE_STATUS_WORKER_URLS=json.dumps([pipeline.worker_url])
+    )
     by_stage = rows(body)
 
     assert list(by_stage) == ["scan", "store", "thumbnail", "commit", "fallback"]
     assert {s: queue_side(by_stage[s]) for s in QUEUE_SIDE} == QUEUE_SIDE
-    assert by_stage["commit"]["queue"] == f"{PREFIX}.commit"
+    assert by_stage["commit"]["queue"] == f"{pipeline.prefix}.commit"
     scan, store = by_stage["scan"], by_stage["store"]
     counts = ("handled", "acked", "retried", "dead_lettered")
     assert [scan[k] for k in counts] == [GOOD + BAD + 2 * FLAKY, GOOD + FLAKY, FLAKY, BAD]
@@ -240,6 +243,7 @@ async def test_status_shows_the_numbers_of_a_known_run(pipeline: Pipeline) -> No
 async def test_unreachable_sources_are_problems_not_failures(pipeline: Pipeline) -> None:
     dead_port = free_port()
     body = await sluice_status(
+        pipeline.prefix,
         SLUICE_STATUS_MANAGEMENT_URL=f"http://127.0.0.1:{dead_port}",
         SLUICE_STATUS_WORKER_URLS=json.dumps(
             [pipeline.worker_url, f"http://127.0.0.1:{dead_port}"]
@@ -268,7 +272,7 @@ async def test_watch_redraws_until_interrupted(pipeline: Pipeline) -> None:
         cwd=ROOT,
         env={
             **os.environ,
-            "SLUICE_AMQP_PREFIX": PREFIX,
+            "SLUICE_AMQP_PREFIX": pipeline.prefix,
             "SLUICE_LOG_LEVEL": "warning",
             "SLUICE_STATUS_WORKER_URLS": json.dumps([pipeline.worker_url]),
             "COLUMNS": "200",
@@ -288,6 +292,6 @@ async def test_watch_redraws_until_interrupted(pipeline: Pipeline) -> None:
         for line in text.splitlines()
         if len(cells := [cell.strip() for cell in line.split("│")]) > 10
     }
-    assert [table[stage][0] for stage in QUEUE_SIDE] == [f"{PREFIX}.{s}" for s in QUEUE_SIDE]
+    assert [table[s][0] for s in QUEUE_SIDE] == [f"{pipeline.prefix}.{s}" for s in QUEUE_SIDE]
     # The handled column comes from /stats, which does not lag like the management API.
     assert table["scan"][8] == str(GOOD + BAD + 2 * FLAKY), table["scan"]
