@@ -260,20 +260,6 @@ def test_dockerfile_installs_the_project() -> None:
 
 # -- dashboards: RabbitMQ plugins, Prometheus, Grafana -----------------------------------------
 
-#: What the observability work exports besides shared/metrics.py's gauges (the names agreed for
-#: issue 5); every name a panel queries must be in here, in the registry, or RabbitMQ's.
-SLUICE_METRICS = {
-    "sluice_messages_handled_total": "counter",
-    "sluice_messages_failed_total": "counter",
-    "sluice_handling_duration_seconds": "histogram",
-    "sluice_retries_total": "counter",
-    "sluice_dead_letters_total": "counter",
-    "sluice_stored_bytes_total": "counter",
-    "sluice_uploads_total": "counter",
-    "sluice_upload_bytes_total": "counter",
-    "http_requests_total": "counter",
-    "http_request_duration_seconds": "histogram",
-}
 #: Queue metrics of rabbitmq_prometheus with per-object metrics on (label ``queue``), as served
 #: by RabbitMQ 3.10's /metrics/per-object and 3.13's /metrics with return_per_object_metrics.
 RABBITMQ_QUEUE_METRICS = {
@@ -355,14 +341,16 @@ def _dashboard_metrics(dashboard: dict[str, Any]) -> set[str]:
 
 
 def _exported_sluice_metrics() -> set[str]:
-    """Series names of every Sluice metric: the registry's (shared.metrics) and the agreed."""
+    """Series names of every metric Sluice exports: the workers' (shared.metrics) and the
+    gateway's (its uploads, and prometheus-fastapi-instrumentator's ``http_*``)."""
     import prometheus_client
 
-    import shared.metrics  # noqa: F401  (registers its metrics)
+    import services.gateway.app  # noqa: F401  (registers the gateway's metrics)
+    import shared.metrics  # noqa: F401  (registers the workers' metrics)
 
-    kinds = dict(SLUICE_METRICS)
+    kinds: dict[str, str] = {}
     for metric in prometheus_client.REGISTRY.collect():
-        if metric.name.startswith("sluice_"):
+        if metric.name.startswith(("sluice_", "http_")):
             suffix = "_total" if metric.type == "counter" else ""
             kinds[metric.name + suffix] = metric.type
     names = set()
