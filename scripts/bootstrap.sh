@@ -2,6 +2,7 @@
 # Install what Sluice needs on a fresh Debian 12 machine, idempotently:
 #   - clamd (clamav-daemon), libmagic1, and chromium + chromium-driver (the headless browser
 #     of tests/e2e/test_ops_page.py) with apt, when missing;
+#   - RabbitMQ's management and Prometheus plugins, when RabbitMQ is installed and they are off;
 #   - the project with its dev extras into ./.venv (Python >= 3.11).
 # RabbitMQ and PostgreSQL are expected on the machine; `sluice services up` starts them if they
 # are stopped, and starts SeaweedFS (from PyPI) and clamd itself.
@@ -51,6 +52,32 @@ command -v chromedriver >/dev/null || {
     echo "bootstrap: chromedriver missing after install" >&2
     exit 1
 }
+
+# -- RabbitMQ plugins ---------------------------------------------------------------------------
+# The management HTTP API and UI (port 15672; `sluice status` reads queue depths and rates there)
+# and the Prometheus endpoint (port 15692). Enabled online when the node runs, else recorded in
+# its enabled-plugins file for its next start. rabbitmq-plugins must run as the user that runs
+# the node (root here). `sluice services up` does the same for a node it finds running.
+rabbitmq_plugins=(rabbitmq_management rabbitmq_prometheus)
+plugins_cli=$(command -v rabbitmq-plugins || true)
+[[ -n $plugins_cli || ! -x /usr/sbin/rabbitmq-plugins ]] || plugins_cli=/usr/sbin/rabbitmq-plugins
+if [[ -n $plugins_cli ]]; then
+    sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    enabled=$($sudo "$plugins_cli" -q list --enabled --minimal 2>/dev/null || true)
+    off=()
+    for plugin in "${rabbitmq_plugins[@]}"; do
+        grep -qx "$plugin" <<<"$enabled" || off+=("$plugin")
+    done
+    if ((${#off[@]})); then
+        echo "bootstrap: enabling RabbitMQ plugins ${off[*]}"
+        mode=--offline
+        if $sudo "${plugins_cli%-plugins}-diagnostics" -q ping >/dev/null 2>&1; then
+            mode=--online
+        fi
+        $sudo "$plugins_cli" -q enable "$mode" "${rabbitmq_plugins[@]}" >/dev/null
+    fi
+fi
 
 # -- Python and the virtualenv ----------------------------------------------------------------
 find_python() {

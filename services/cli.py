@@ -14,6 +14,7 @@
     sluice spool clean [--older-than]  remove stale spool entries, never files in flight
     sluice reconcile [--fix] [--deep]  DB versions without objects, orphan objects
     sluice fallback status [--json]    what the S3-outage fallback holds, oldest first
+    sluice status [--watch] [--json]   per stage: depth, in flight, dead letters, rates, p50/p95
     sluice demo                        quickstart: run it all, upload samples/, print a table
 """
 
@@ -35,6 +36,7 @@ from services.cli_dlq import dlq_app
 from services.cli_fallback import fallback_app
 from services.cli_ops import WorkerName, health, spool_app
 from services.cli_reconcile import reconcile
+from services.cli_status import status
 from services.runtime import run_async, run_processes, settings_from_env, stop_on_signals
 from shared import db
 from shared.devservices import ServiceStatus
@@ -56,6 +58,7 @@ app.add_typer(spool_app, name="spool")
 app.add_typer(fallback_app, name="fallback")
 app.command()(reconcile)
 app.command()(health)
+app.command()(status)
 console = Console()
 T = TypeVar("T")
 

@@ -14,6 +14,7 @@ from shared import metrics, runner, tracing
 from shared.health import serve_health
 from shared.logging import configure as configure_logging
 from shared.settings import Settings
+from shared.stagestats import StageStats
 from shared.topology import Topology
 
 T = TypeVar("T")
@@ -66,10 +67,10 @@ async def run_processes(
 ) -> None:
     """Run ``stages`` (consumers) and optionally the gateway until ``stop`` is set.
 
-    With ``SLUICE_WORKER_HEALTH_PORT`` set, the consumers' ``/healthz``, ``/readyz`` and
-    ``/metrics`` are served there (``shared.health``). Tracing is configured from ``OTEL_*``
-    (``shared.tracing``) and the consumers' messages are counted (``shared.metrics``); the
-    last spans are exported on the way out.
+    With ``SLUICE_WORKER_HEALTH_PORT`` set, the consumers' ``/healthz``, ``/readyz``,
+    ``/metrics`` and ``/stats`` are served there (``shared.health``). Tracing is configured from
+    ``OTEL_*`` (``shared.tracing``) and the consumers' messages are counted (``shared.metrics``,
+    ``shared.stagestats``); the last spans are exported on the way out.
     """
     tracing.configure(settings.tracing, service_name(stages, gateway))
     metrics.observe_stages()
@@ -86,8 +87,11 @@ async def _run(settings: Settings, stages: list[str], gateway: bool, stop: async
     consumers: list[runner.StageConsumer] = []
     jobs = [runner.run_until_stopped(built, settings.amqp, topology_of(settings), stop, consumers)]
     if stages and settings.worker.health_port is not None:
+        runner.observe((stats := StageStats()).record)  # the last minute per stage: /stats
         jobs.append(
-            serve_health(settings.worker.health_port, consumers, stop, settings.worker.health_host)
+            serve_health(
+                settings.worker.health_port, consumers, stop, settings.worker.health_host, stats
+            )
         )
     if gateway:
         from services.gateway.app import serve

@@ -10,7 +10,11 @@ The gateway serves its own ``/healthz`` and ``/readyz``; a worker has no HTTP se
   consumer's connection is open and its consumer registered
   (:attr:`~shared.runner.StageConsumer.ready`), else 503
   ``{"error": {"code": "not_ready", "message": "not ready: scan"}, "status": "not_ready",
-  "stages": {"scan": "not_ready", ...}}`` (the gateway's error shape).
+  "stages": {"scan": "not_ready", ...}}`` (the gateway's error shape);
+- ``GET /stats`` → 200, what each stage of the process handled over the last minute
+  (:meth:`shared.stagestats.StageStats.snapshot`, with ``in_flight`` from each consumer's
+  :attr:`~shared.runner.StageConsumer.in_flight`), when the process keeps a
+  :class:`~shared.stagestats.StageStats`; ``sluice status`` reads it.
 
 A consumer that is reconnecting after a broker restart is not ready; it is again once aio-pika
 has reconnected and re-registered it.
@@ -27,6 +31,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from shared.runner import StageConsumer
+from shared.stagestats import StageStats
 
 log = structlog.get_logger("sluice.health")
 
@@ -49,9 +54,11 @@ def readiness(consumers: Sequence[StageConsumer]) -> tuple[int, dict[str, object
     return 200, {"status": "ready", "stages": stages}
 
 
-def create_app(consumers: Sequence[StageConsumer]) -> web.Application:
-    """The aiohttp application serving ``/healthz``, ``/readyz`` (for ``consumers``) and
-    ``/metrics``."""
+def create_app(
+    consumers: Sequence[StageConsumer], stats: StageStats | None = None
+) -> web.Application:
+    """The aiohttp application serving ``/healthz``, ``/readyz`` (for ``consumers``),
+    ``/metrics`` and, given ``stats``, ``/stats``."""
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -64,8 +71,18 @@ def create_app(consumers: Sequence[StageConsumer]) -> web.Application:
         body = prometheus_client.generate_latest()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    async def stage_stats(_: web.Request) -> web.Response:
+        assert stats is not None
+        in_flight: dict[str, int] = {}
+        for consumer in consumers:
+            name = consumer.stage.name
+            in_flight[name] = in_flight.get(name, 0) + consumer.in_flight
+        return web.json_response(stats.snapshot(in_flight))
+
     app = web.Application()
     app.router.add_get("/metrics", metrics)
+    if stats is not None:
+        app.router.add_get("/stats", stage_stats)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app
@@ -76,8 +93,10 @@ async def serve_health(
     consumers: Sequence[StageConsumer],
     stop: asyncio.Event,
     host: str = "127.0.0.1",
+    stats: StageStats | None = None,
 ) -> None:
-    """Serve ``/healthz`` and ``/readyz`` on ``host:port`` (TCP) until ``stop`` is set.
+    """Serve ``/healthz``, ``/readyz``, ``/metrics`` and (given ``stats``) ``/stats`` on
+    ``host:port`` (TCP) until ``stop`` is set.
 
     ``consumers`` is read on every request, so it may be a list the caller fills as consumers
     start.
@@ -85,7 +104,7 @@ async def serve_health(
     Raises:
         OSError: the address cannot be bound (port taken, bad host).
     """
-    runner = web.AppRunner(create_app(consumers), access_log=None, handle_signals=False)
+    runner = web.AppRunner(create_app(consumers, stats), access_log=None, handle_signals=False)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

@@ -198,6 +198,36 @@ class WorkerSettings(BaseSettings):
     health_host: str = Field("127.0.0.1", description="Listen address of the health server.")
 
 
+class StatusSettings(BaseSettings):
+    """Where ``sluice status`` (and the ops page) read the pipeline's numbers
+    (``SLUICE_STATUS_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICE_STATUS_", frozen=True)
+
+    management_url: str = Field(
+        "http://127.0.0.1:15672",
+        pattern=r"^https?://",
+        description="RabbitMQ management HTTP API (queue depths, rates); credentials come from "
+        "SLUICE_AMQP_URL.",
+    )
+    worker_urls: tuple[str, ...] = Field(
+        (),
+        description="Base URLs of the workers' health servers, whose /stats give handling "
+        "times (JSON list); empty: http://127.0.0.1:$SLUICE_WORKER_HEALTH_PORT if that is set.",
+    )
+    timeout_s: float = Field(
+        5.0, gt=0, le=120, description="Longest wait for each management or worker answer."
+    )
+
+    @field_validator("worker_urls")
+    @classmethod
+    def _http_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [url for url in value if not url.startswith(("http://", "https://"))]
+        if bad:
+            raise ValueError(f"not http(s) URLs: {', '.join(bad)}")
+        return tuple(url.rstrip("/") for url in value)
+
+
 class LogSettings(BaseSettings):
     """Log output (``SLUICE_LOG_*``)."""
 
@@ -272,6 +302,7 @@ class Settings:
         worker: WorkerSettings | None = None,
         fallback: FallbackSettings | None = None,
         tracing: TracingSettings | None = None,
+        status: StatusSettings | None = None,
     ) -> None:
         self.amqp = amqp
         self.s3 = s3
@@ -284,6 +315,7 @@ class Settings:
         self.worker = worker or WorkerSettings()
         self.fallback = fallback or FallbackSettings()
         self.tracing = tracing or TracingSettings()
+        self.status = status or StatusSettings()
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -304,6 +336,7 @@ class Settings:
             worker=load(WorkerSettings),
             fallback=load(FallbackSettings),
             tracing=load(TracingSettings),
+            status=load(StatusSettings),
         )
 
 
@@ -317,6 +350,7 @@ SETTINGS_GROUPS: tuple[type[BaseSettings], ...] = (
     ThumbnailSettings,
     FallbackSettings,
     WorkerSettings,
+    StatusSettings,
     LogSettings,
     TracingSettings,
 )

