@@ -36,7 +36,7 @@ from shared import broker, db, devservices
 from shared.events import FileReceived
 from shared.settings import AmqpSettings, DatabaseSettings
 from shared.topology import Topology
-from tests.e2e.pipeline import Pipeline, queue_depths, start_pipeline
+from tests.e2e.pipeline import Pipeline, free_port, queue_depths, start_pipeline
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +47,11 @@ WAIT_S = 30
 
 @pytest.fixture(scope="module")
 def pipeline(services: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    yield from start_pipeline(tmp_path_factory.mktemp("ops-page"), NAME)
+    """``sluice run`` with its workers' health server on, so the gateway (same process) reads
+    their ``/stats`` for the handled counts and handling times."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SLUICE_WORKER_HEALTH_PORT", str(free_port()))
+        yield from start_pipeline(tmp_path_factory.mktemp("ops-page"), NAME)
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +202,7 @@ def test_the_page_shows_a_dead_letter_dry_runs_and_replays_it(
     )
     assert message.startswith("source object is gone")
     # The dead letters column (RabbitMQ's statistics lag up to 5 s; the page refreshes).
-    WebDriverWait(browser, WAIT_S).until(lambda d: stage_cells(d, "scan")[4] == "1")
+    WebDriverWait(browser, WAIT_S).until(lambda d: stage_cells(d, "scan")[5] == "1")
     assert text_of(browser, "error") == ""
     browser.find_element(By.CSS_SELECTOR, "#dead-letters tbody tr button").click()
     wait_text(browser, "detail-body", '"x-sluice-error-type": "SourceMissing"')
@@ -227,6 +231,11 @@ def test_the_page_shows_a_dead_letter_dry_runs_and_replays_it(
     types = [entry["type"] for entry in info["history"]]
     assert types.count("file.scanned") == 1 and types.count("file.stored") == 1, types
     wait_text(browser, "dlq-caption", "0 dead letter(s)")
+    assert not browser.find_element(By.ID, "detail").is_displayed()  # no stale detail
+    # scan handled it twice within the minute: the failure, then the replay; both timed.
+    WebDriverWait(browser, WAIT_S).until(lambda d: stage_cells(d, "scan")[8] == "2")
+    p50_ms, p95_ms = (float(value) for value in stage_cells(browser, "scan")[9:11])
+    assert 0 < p50_ms <= p95_ms
     replayed_png = tmp_path / "ops-page-replayed.png"
     assert browser.save_screenshot(str(replayed_png))
     report(capsys, f"ops page screenshot (after replay): {replayed_png}")

@@ -6,6 +6,7 @@ const KEY = "sluice.opsKey";
 const STATUS_EVERY_MS = 5000;
 const $ = (id) => document.getElementById(id);
 let lastDeadLetterTotal = null;
+let shownMessageId = null;
 
 function key() {
   return sessionStorage.getItem(KEY);
@@ -59,8 +60,8 @@ function cell(row, value, numeric = false) {
   return td;
 }
 
-function fixed(value) {
-  return value === null || value === undefined ? null : Number(value).toFixed(1);
+function fixed(value, digits = 1) {
+  return value === null || value === undefined ? null : Number(value).toFixed(digits);
 }
 
 function utc(iso) {
@@ -82,21 +83,24 @@ async function loadStatus() {
     cell(row, stage.queue);
     cell(row, stage.ready, true);
     cell(row, stage.in_flight, true);
+    cell(row, stage.retrying, true);
     cell(row, stage.consumers, true);
     const dead = cell(row, stage.dead_letters, true);
     if (stage.dead_letters > 0) {
       dead.classList.add("alert");
     }
-    cell(row, fixed(stage.rate_in_per_s), true);
-    cell(row, fixed(stage.rate_out_per_s), true);
+    cell(row, fixed(stage.rate_in_per_s, 2), true);
+    cell(row, fixed(stage.rate_out_per_s, 2), true);
+    cell(row, stage.handled, true);
     cell(row, fixed(stage.p50_ms), true);
     cell(row, fixed(stage.p95_ms), true);
     return row;
   });
   replaceRows($("stages").tBodies[0], rows);
+  const windowS = status.window_s || 60;
   $("stages-caption").textContent = `Updated ${utc(status.collected_at)} UTC; refreshes every ${
     STATUS_EVERY_MS / 1000
-  } s. Rates and times over the last minute.`;
+  } s. Rates over the last minute; handled and p50/p95 over the last ${windowS} s.`;
   const problems = (status.problems || []).map((text) => {
     const item = document.createElement("li");
     item.textContent = text;
@@ -148,6 +152,10 @@ async function loadDeadLetters() {
     return row;
   });
   replaceRows($("dead-letters").tBodies[0], rows);
+  if (shownMessageId && !listing.dead_letters.some((l) => l.message_id === shownMessageId)) {
+    $("detail").hidden = true; // replayed or purged meanwhile: no longer a dead letter
+    shownMessageId = null;
+  }
   const which = Object.keys(filters()).length ? "matching the filters" : "in every stage";
   $("dlq-caption").textContent = `${listing.count} dead letter(s) ${which}.`;
 }
@@ -157,6 +165,7 @@ async function showDeadLetter(messageId) {
   $("detail-title").textContent = `Dead letter ${messageId}`;
   $("detail-body").textContent = JSON.stringify(detail, null, 2);
   $("detail").hidden = false;
+  shownMessageId = messageId;
 }
 
 function replayBody(dryRun) {
