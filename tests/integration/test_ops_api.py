@@ -60,15 +60,10 @@ TOPOLOGY = Topology.of(AMQP)
 def make_settings(spool_dir: Path, database: DatabaseSettings, amqp: AmqpSettings) -> Settings:
     return Settings(
         amqp=amqp,
-        s3=S3Settings(
-            endpoint="http://127.0.0.1:8333",
-            access_key="sluice",
-            secret_key="sluice-secret-key",
-            bucket_name="sluice-test",
-        ),
+        s3=S3Settings(bucket_name="sluice-test"),  # the local SeaweedFS (TEST_BUCKETS)
         database=database,
         spool=SpoolSettings(dir=spool_dir),
-        gateway=GatewaySettings(host="127.0.0.1", port=8080),
+        gateway=GatewaySettings(),
         clamd=ClamdSettings(),
         thumbnail=ThumbnailSettings(),
         log=LogSettings(format="json", level="warning"),
