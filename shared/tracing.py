@@ -247,13 +247,24 @@ def _start_span(
 
 
 @contextmanager
-def file_span(name: str, file_id: uuid.UUID) -> Iterator[Span]:
-    """A span starting a new trace for work on ``file_id`` that no message started (the
-    fallback migration), current inside the block; its trace id is the file id and its
-    attribute ``sluice.file_id``. An exception escaping it is recorded (status ERROR) and
-    re-raised."""
+def file_span(
+    name: str, file_id: uuid.UUID, carrier: Mapping[str, Any] | None = None
+) -> Iterator[Span]:
+    """A span for work on ``file_id`` that no message started (the fallback migration), current
+    inside the block, with the attribute ``sluice.file_id``. It continues the trace in
+    ``carrier`` (W3C ``traceparent``/``tracestate``, as :func:`inject` wrote them) when there is
+    one; otherwise it starts a trace whose id is the file id. An exception escaping it is
+    recorded (status ERROR) and re-raised."""
     attributes = {"sluice.file_id": str(file_id)}
-    span = _start_span(name, Context(), SpanKind.INTERNAL, attributes, root_trace_id=file_id.int)
+    parent = extract(carrier or {})
+    traced = trace.get_current_span(parent).get_span_context().is_valid
+    span = _start_span(
+        name,
+        parent if traced else Context(),
+        SpanKind.INTERNAL,
+        attributes,
+        root_trace_id=None if traced else file_id.int,
+    )
     with trace.use_span(span, end_on_exit=True):
         yield span
 

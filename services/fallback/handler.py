@@ -21,6 +21,7 @@ import base64
 from dataclasses import dataclass
 
 from services.fallback.repository import FallbackRepository
+from shared import tracing
 from shared.errors import FallbackRefused, InvalidEvent
 from shared.events import BaseEvent, FileDeferred, FileFallback, FileScanned
 from shared.ports import SourceReader
@@ -84,5 +85,5 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
         event.source, expected_sha256=event.sha256, expected_size=event.size_bytes
     )
     encoded = await asyncio.to_thread(lambda: base64.b64encode(data).decode("ascii"))
-    await deps.repository.keep(event, encoded, reason)
+    await deps.repository.keep(event, encoded, reason, tracing.inject({}))
     return [event.follow(FileFallback, reason=reason)]

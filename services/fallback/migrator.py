@@ -112,15 +112,16 @@ def _decode(row: FallbackRow) -> tuple[FileScanned, bytes]:
 
 async def migrate_row(row: FallbackRow, deps: Deps) -> FileStored:
     """Put one row's bytes in S3, confirm them, publish ``file.stored`` (confirmed), in a span
-    ``fallback migrate`` that starts a trace whose id is the file id (the row does not keep the
-    upload's trace); the rest of the file's stages continue it.
+    ``fallback migrate`` that continues the trace the row was kept in (its ``trace_context``;
+    for an older row without one, a trace whose id is the file id); the rest of the file's
+    stages continue it.
 
     Raises:
         StorageUnavailable: S3 went away (the row stays).
         ChecksumMismatch: the row's bytes are damaged, or S3 does not hold what was sent.
         BrokerUnavailable: the ``file.stored`` publish was not confirmed (the row stays).
     """
-    with tracing.file_span("fallback migrate", row.file_id):
+    with tracing.file_span("fallback migrate", row.file_id, row.trace_context):
         return await _migrate(row, deps)
 
 

@@ -10,9 +10,9 @@ with its connection. Connection failures become :class:`~shared.errors.DatabaseU
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -39,6 +39,9 @@ class FallbackRow:
     reason: str
     created_at: datetime
     migration_attempts: int
+    #: W3C trace context (``traceparent``, ``tracestate``) of the span that kept the row; empty
+    #: for rows kept before it was recorded.
+    trace_context: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -68,15 +71,15 @@ class FallbackEntry:
 
 _INSERT = """
 INSERT INTO fallback_blobs (file_id, version_number, owner, content_type, size_bytes, sha256,
-                            data_base64, event, reason)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                            data_base64, event, reason, trace_context)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 ON CONFLICT (file_id, version_number) DO NOTHING
 RETURNING file_id
 """
 
 _CLAIM = """
 SELECT file_id, version_number, owner, content_type, size_bytes, sha256, data_base64,
-       event, reason, created_at, migration_attempts
+       event, reason, created_at, migration_attempts, trace_context
 FROM fallback_blobs
 WHERE file_id = $1 AND version_number = $2
 FOR UPDATE SKIP LOCKED
@@ -93,8 +96,16 @@ class FallbackRepository:
         """Close the pool."""
         await self._pool.close()
 
-    async def keep(self, event: BaseEvent, data_base64: str, reason: str) -> bool:
+    async def keep(
+        self,
+        event: BaseEvent,
+        data_base64: str,
+        reason: str,
+        trace_context: Mapping[str, str] | None = None,
+    ) -> bool:
         """Insert the row of ``event``'s version; False if it was already there.
+        ``trace_context`` (W3C ``traceparent``/``tracestate``) lets the migration continue the
+        file's trace.
 
         Raises:
             DatabaseUnavailable: PostgreSQL refused or lost the connection.
@@ -111,6 +122,7 @@ class FallbackRepository:
                 data_base64,
                 event.model_dump(mode="json"),
                 reason,
+                dict(trace_context or {}),
             )
         except CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(

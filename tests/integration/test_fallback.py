@@ -19,10 +19,14 @@ from typing import Any
 
 import prometheus_client
 import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import format_trace_id
 
 from services.fallback import migrator
 from services.fallback.handler import Deps, handle
 from services.fallback.repository import FallbackRepository
+from shared import tracing
 from shared.db import create_pool
 from shared.errors import BrokerUnavailable, ChecksumMismatch, FallbackRefused
 from shared.events import BaseEvent, FileDeferred, FileFallback, FileScanned, FileStored
@@ -33,7 +37,7 @@ from shared.runner import (
     HEADER_STAGE,
     current_headers,
 )
-from shared.settings import DatabaseSettings
+from shared.settings import DatabaseSettings, TracingSettings
 from shared.sources import SourceReader
 from shared.spool import LocalSpool
 from shared.storage import S3ObjectStorage
@@ -192,6 +196,28 @@ async def test_migration_stores_verifies_publishes_then_deletes(
     body = raw_s3.get_object(Bucket=BUCKET, Key=stored.key)["Body"].read()
     assert hashlib.sha256(body).hexdigest() == event.sha256
     assert await rows(pool) == []
+
+
+async def test_migration_continues_the_trace_the_row_was_kept_in(
+    pool: Any, repository: Any, spool: LocalSpool, storage: S3ObjectStorage, store_failure: None
+) -> None:
+    tracing.configure(TracingSettings(traces_exporter="none"), "sluice-test")
+    spans = InMemorySpanExporter()
+    tracing.add_span_processor(SimpleSpanProcessor(spans))
+    with tracing.file_span("fallback consumer (test)", uuid.uuid4()) as kept_in:
+        event = await kept(spool, storage, repository)
+    [row] = await rows(pool)
+    trace_id = format_trace_id(kept_in.get_span_context().trace_id)
+    assert row["trace_context"]["traceparent"].split("-")[1] == trace_id
+
+    publish = Published()
+    await migrator.migrate_batch(migration(repository, storage, publish), 10)
+
+    [migrate] = [span for span in spans.get_finished_spans() if span.name == "fallback migrate"]
+    assert migrate.context is not None and migrate.parent is not None
+    assert format_trace_id(migrate.context.trace_id) == trace_id  # not the file id's trace
+    assert trace_id != event.file_id.hex
+    assert migrate.parent.span_id == kept_in.get_span_context().span_id
 
 
 async def test_lost_confirm_keeps_the_row_and_the_retry_publishes_the_same_event(

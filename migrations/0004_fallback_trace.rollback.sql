@@ -1,0 +1,1 @@
+ALTER TABLE fallback_blobs DROP COLUMN trace_context;
