@@ -30,7 +30,8 @@ from PIL import Image
 from services.gateway.app import create_app
 from services.gateway.keys import create_key
 from shared import broker, runner, tracing
-from shared.errors import StorageUnavailable
+from shared.deadletters import Selection, replay
+from shared.errors import SourceMissing, StorageUnavailable
 from shared.events import BaseEvent, FileReceived, utcnow
 from shared.logging import MASK
 from shared.settings import (
@@ -58,6 +59,7 @@ BUCKET = "sluice-t-obs-trace"
 STAGES = ("scan", "store", "thumbnail", "commit")
 FINAL = {"available", "rejected"}
 FAIL_ONCE = "fail-once-"
+DEAD_ONCE = "dead-once-"
 
 
 @dataclass
@@ -88,18 +90,28 @@ def make_settings(spool_dir: Path) -> Settings:
     )
 
 
-def failing_once(handle: runner.Handler) -> Callable[[BaseEvent], Awaitable[Sequence[BaseEvent]]]:
-    """``handle``, except that its first call for a file named ``FAIL_ONCE...`` fails with a
-    retryable error."""
+def failing_once(
+    handle: runner.Handler, prefix: str, error: Callable[[], Exception]
+) -> Callable[[BaseEvent], Awaitable[Sequence[BaseEvent]]]:
+    """``handle``, except that its first call for a file whose name starts with ``prefix``
+    raises ``error()``."""
     failed: set[str] = set()
 
     async def flaky(event: BaseEvent) -> Sequence[BaseEvent]:
-        if event.original_name.startswith(FAIL_ONCE) and str(event.file_id) not in failed:
+        if event.original_name.startswith(prefix) and str(event.file_id) not in failed:
             failed.add(str(event.file_id))
-            raise StorageUnavailable("injected: S3 timed out once")
+            raise error()
         return await handle(event)
 
     return flaky
+
+
+#: Per stage, how its handler fails once on purpose: the thumbnail stage with a retryable
+#: error (retried), the scan stage with a permanent one (dead-lettered, for a replay).
+INJECTED = {
+    "thumbnail": (FAIL_ONCE, lambda: StorageUnavailable("injected: S3 timed out once")),
+    "scan": (DEAD_ONCE, lambda: SourceMissing("injected: the source was not there yet")),
+}
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +135,9 @@ async def pipeline(
         await importlib.import_module(f"services.{name}.main").build(settings) for name in STAGES
     ]
     stages = [
-        dataclasses.replace(s, handle=failing_once(s.handle)) if s.name == "thumbnail" else s
+        dataclasses.replace(s, handle=failing_once(s.handle, *INJECTED[s.name]))
+        if s.name in INJECTED
+        else s
         for s in stages
     ]
     stop = asyncio.Event()
@@ -280,6 +294,34 @@ async def test_a_retry_continues_the_same_trace(pipeline: Pipeline) -> None:
     assert second.attributes is not None and second.attributes["sluice.attempt"] == 2
     assert second.attributes["sluice.outcome"] == "acked"
     assert second.parent is not None and second.parent.span_id == first.context.span_id
+
+
+async def test_a_dead_letter_replayed_continues_the_same_trace(pipeline: Pipeline) -> None:
+    file_id = await upload(pipeline, png(), name=f"{DEAD_ONCE}photo.png")
+    connection = await broker.connect(pipeline.settings.amqp)
+    topology = Topology.of(pipeline.settings.amqp)
+    selection = Selection(stages=("scan",), file_id=file_id)
+    try:
+
+        async def dead_lettered() -> bool:
+            found = await replay(
+                connection, topology, selection, settings=pipeline.settings.amqp, dry_run=True
+            )
+            return found.message_ids != ()
+
+        await wait_until(dead_lettered, f"{file_id} in the scan dead-letter queue")
+        result = await replay(connection, topology, selection, settings=pipeline.settings.amqp)
+        assert result.replayed == 1
+    finally:
+        await connection.close()
+
+    spans = await wait_committed(pipeline, file_id)
+    assert_one_trace_through_every_stage(spans)
+    dead, replayed = sorted(consumer_spans(spans, "scan"), key=lambda s: s.start_time or 0)
+    assert dead.attributes is not None and dead.attributes["sluice.outcome"] == "dead-lettered"
+    assert dead.status.status_code is StatusCode.ERROR
+    assert replayed.attributes is not None and replayed.attributes["sluice.outcome"] == "acked"
+    assert replayed.parent is not None and replayed.parent.span_id == dead.context.span_id
 
 
 async def test_an_api_key_pasted_into_a_url_is_masked_in_the_request_span(
