@@ -78,6 +78,14 @@ def browser() -> Iterator[WebDriver]:
         "--headless=new",
         "--no-sandbox",  # root in CI containers
         "--disable-dev-shm-usage",
+        "--disable-gpu",
+        # The machine's network is closed: no background fetches (updates, sync, QUIC probes)
+        # to be refused at every start.
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-quic",
+        "--no-first-run",
         "--window-size=1400,1100",
         "--force-device-scale-factor=1",
     ):
@@ -138,19 +146,31 @@ def use_key(driver: WebDriver, key: str) -> None:
     driver.find_element(By.CSS_SELECTOR, "#key-form button[type=submit]").click()
 
 
+#: The visible text of every row of a table, read in one script: the page redraws its tables
+#: every few seconds, so element-by-element reads could meet rows already replaced.
+_TABLE_ROWS = """
+return Array.from(document.querySelectorAll(arguments[0] + " tbody tr")).map(
+    (row) => Array.from(row.querySelectorAll("th, td")).map((cell) => cell.innerText.trim()));
+"""
+
+
+def table_rows(driver: WebDriver, table_id: str) -> list[list[str]]:
+    rows: list[list[str]] = driver.execute_script(_TABLE_ROWS, f"#{table_id}")
+    return rows
+
+
 def dead_letter_row(driver: WebDriver, file_id: str) -> list[str]:
-    rows = driver.find_elements(By.CSS_SELECTOR, "#dead-letters tbody tr")
-    for row in rows:
-        cells = [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+    for cells in table_rows(driver, "dead-letters"):
         if file_id in cells:
             return cells
     return []
 
 
 def stage_cells(driver: WebDriver, stage: str) -> list[str]:
-    for row in driver.find_elements(By.CSS_SELECTOR, "#stages tbody tr"):
-        if row.find_element(By.TAG_NAME, "th").text == stage:
-            return [cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+    """The ``td`` cells of ``stage``'s row (its ``th`` name left out)."""
+    for cells in table_rows(driver, "stages"):
+        if cells and cells[0] == stage:
+            return cells[1:]
     return []
 
 
