@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import httpx
 import psycopg
 
@@ -84,6 +85,16 @@ class Pipeline:
     def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.database_url) as conn:
             return list(conn.execute(query, params).fetchall())
+
+    async def publish_to_queue(self, stage: str, *messages: aio_pika.Message) -> None:
+        """Publish ``messages`` straight to ``stage``'s work queue (default exchange), as an
+        upstream service or a broken publisher would."""
+        connection = await aio_pika.connect(self.env["SLUICE_AMQP_URL"])
+        async with connection:
+            channel = await connection.channel()
+            queue = Topology(prefix=self.prefix).queue(stage)
+            for message in messages:
+                await channel.default_exchange.publish(message, routing_key=queue)
 
     def wait_final(
         self, file_id: str, owner: str = "alice", timeout_s: float = 120

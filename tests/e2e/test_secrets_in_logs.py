@@ -64,13 +64,8 @@ async def dead_letters(pipeline: Pipeline) -> None:
         content_type="image/png",
         original_name="gone.png",
     )
-    connection = await aio_pika.connect(pipeline.env["SLUICE_AMQP_URL"])
-    async with connection:
-        channel = await connection.channel()
-        queue = Topology(prefix=NAME).queue("scan")
-        garbage = aio_pika.Message(b"\x00 not json", message_id=str(uuid.uuid4()))
-        for message in (event_message(missing), garbage):
-            await channel.default_exchange.publish(message, routing_key=queue)
+    garbage = aio_pika.Message(b"\x00 not json", message_id=str(uuid.uuid4()))
+    await pipeline.publish_to_queue("scan", event_message(missing), garbage)
 
 
 def failed_start(pipeline: Pipeline, **env: str) -> str:

@@ -92,13 +92,8 @@ async def fail_at_scan(pipeline: Pipeline) -> None:
         content_type="image/png",
         original_name="mismatch.png",
     )
-    connection = await aio_pika.connect(pipeline.env["SLUICE_AMQP_URL"])
-    async with connection:
-        channel = await connection.channel()
-        queue = Topology(prefix=NAME).queue("scan")
-        garbage = aio_pika.Message(b"{not an event", message_id=str(uuid.uuid4()))
-        for message in (garbage, event_message(mismatch)):
-            await channel.default_exchange.publish(message, routing_key=queue)
+    garbage = aio_pika.Message(b"{not an event", message_id=str(uuid.uuid4()))
+    await pipeline.publish_to_queue("scan", garbage, event_message(mismatch))
 
 
 def wait_for(url: str, done: Any, timeout_s: float = 120) -> Samples:
