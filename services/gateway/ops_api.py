@@ -37,12 +37,13 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from services.gateway import ops_backend
 from services.gateway.auth import Operator
 from services.gateway.deps import GatewayDeps, get_deps
 from services.gateway.errors import ApiError, unavailable
 from services.gateway.schemas import ErrorBody
+from shared import deadletters
 from shared.errors import BrokerUnavailable, ConfigError
+from shared.status import collect_status, default_worker_urls
 from shared.topology import STAGES
 
 log = structlog.get_logger("sluice.gateway.ops")
@@ -113,10 +114,10 @@ class Filters(BaseModel):
             older_than_seconds(value)
         return value
 
-    def selection(self) -> ops_backend.Selection:
+    def selection(self) -> deadletters.Selection:
         """The :class:`Selection` these filters describe."""
         stages = [self.stage] if isinstance(self.stage, str) else self.stage
-        return ops_backend.Selection(
+        return deadletters.Selection(
             stages=tuple(stages) if stages else STAGES,
             error_type=self.error_type,
             older_than_s=older_than_seconds(self.older_than) if self.older_than else None,
@@ -201,8 +202,8 @@ async def get_status(operator: Operator, deps: Deps) -> dict[str, Any]:
     """``{"collected_at", "stages": [{"stage", "queue", "ready", "in_flight", "consumers",
     "dead_letters", "rate_in_per_s", "rate_out_per_s", "p50_ms", "p95_ms"}], "problems"}``:
     rates per second and times in milliseconds over the last minute, ``null`` when unknown."""
-    status = ops_backend.pipeline_status(deps.settings, deps.topology, deps.connection)
-    return await _call(deps, status)
+    status = collect_status(deps.settings, deps.topology, default_worker_urls(deps.settings))
+    return (await _call(deps, status)).as_json()
 
 
 @router.get(
@@ -213,7 +214,7 @@ async def get_status(operator: Operator, deps: Deps) -> dict[str, Any]:
 )
 async def get_dead_letters(operator: Operator, deps: Deps, filters: QueryFilters) -> dict[str, Any]:
     """``{"count": n, "dead_letters": [...]}``, stage by stage, head of each queue first."""
-    listing = ops_backend.list_dead_letters(deps.connection, deps.topology, filters.selection())
+    listing = deadletters.list_dead_letters(deps.connection, deps.topology, filters.selection())
     letters = await _call(deps, listing)
     return {"count": len(letters), "dead_letters": jsonable_encoder(letters)}
 
@@ -226,7 +227,7 @@ async def get_dead_letters(operator: Operator, deps: Deps, filters: QueryFilters
 )
 async def get_dead_letter(message_id: str, operator: Operator, deps: Deps) -> dict[str, Any]:
     """The whole dead letter whose message id (the event id) is ``message_id``."""
-    found = ops_backend.show_dead_letter(deps.connection, deps.topology, message_id)
+    found = deadletters.show_dead_letter(deps.connection, deps.topology, message_id)
     detail = await _call(deps, found)
     if detail is None:
         raise ApiError(404, "not_found", f"no dead-letter queue holds message {message_id}")
@@ -250,7 +251,7 @@ async def post_replay(body: ReplayRequest, operator: Operator, deps: Deps) -> di
             f"limit / rate_per_s is {body.limit / body.rate_per_s:.0f} s; one request may last "
             f"at most {MAX_REPLAY_DURATION_S:.0f} s: lower the limit or raise the rate",
         )
-    replay = ops_backend.replay(
+    replay = deadletters.replay(
         deps.connection,
         deps.topology,
         body.selection(),
@@ -280,7 +281,7 @@ async def post_purge(body: PurgeRequest, operator: Operator, deps: Deps) -> dict
             "confirm_required",
             'a purge cannot be undone: send "confirm": true (dry-run a replay to see the matches)',
         )
-    purge = ops_backend.purge(
+    purge = deadletters.purge(
         deps.connection,
         deps.topology,
         body.selection(),
