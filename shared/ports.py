@@ -1,12 +1,12 @@
 """The ports the stage handlers work through: ``typing.Protocol``s, one real implementation each.
 
 - :class:`SourceReader`: the verified bytes of an event's ``source``
-  (:class:`shared.sources.SourceReader`);
+  (:class:`shared.adapters.sources.SourceReader`);
 - :class:`Scanner`: an antivirus verdict on bytes, and the engine's version
-  (:class:`shared.scanner.ClamdScanner`);
-- :class:`Spool`: removing a spooled file (:class:`shared.spool.LocalSpool`);
+  (:class:`shared.adapters.scanner.ClamdScanner`);
+- :class:`Spool`: removing a spooled file (:class:`shared.adapters.spool.LocalSpool`);
 - :class:`ObjectStore`: head and put of one object in the bucket
-  (:class:`shared.storage.S3ObjectStorage`).
+  (:class:`shared.adapters.storage.S3ObjectStorage`).
 
 Unit tests of handlers use small fakes of these; everything that crosses a process boundary is
 tested against the real implementation.
@@ -18,8 +18,8 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from shared.scanner import ScanVerdict
-from shared.storage import ObjectInfo
+from shared.adapters.scanner import ScanVerdict
+from shared.adapters.storage import ObjectInfo
 
 __all__ = ["ObjectInfo", "ObjectStore", "ScanVerdict", "Scanner", "SourceReader", "Spool"]
 

@@ -16,7 +16,7 @@ The handler never touches the channel: ``async def handle(event) -> Sequence[Eve
 
 Each message is handled in an OpenTelemetry CONSUMER span ``<queue> process`` that continues
 the trace in its ``traceparent`` header; events published, retries and dead letters carry this
-span's context on (``shared.tracing``), and log lines inside it carry its ``trace_id``.
+span's context on (``shared.telemetry.tracing``), and log lines inside it carry its ``trace_id``.
 """
 
 from __future__ import annotations
@@ -37,10 +37,11 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustC
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from shared import broker, tracing
+from shared.adapters import broker
 from shared.errors import InvalidEvent, PermanentError, SluiceError
 from shared.events import BaseEvent, parse_event
 from shared.settings import AmqpSettings
+from shared.telemetry import tracing
 from shared.topology import Topology
 
 HEADER_ATTEMPTS = "x-sluice-attempts"

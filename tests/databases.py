@@ -7,7 +7,7 @@ import asyncio
 import psycopg
 from psycopg import sql
 
-from shared import db
+from shared.adapters import db
 from shared.settings import DatabaseSettings
 
 SERVER = "postgresql://postgres@127.0.0.1:5432"

@@ -27,6 +27,7 @@ from typing import Final
 import structlog
 
 from services.commit.repository import FileLock, FileRepository, FileTransaction, StageFields
+from shared.adapters.spool import SCHEME
 from shared.errors import InvalidEvent, InvalidSource
 from shared.events import (
     BaseEvent,
@@ -42,7 +43,6 @@ from shared.events import (
     FileThumbnailed,
 )
 from shared.ports import Spool
-from shared.spool import SCHEME
 
 log = structlog.get_logger("sluice.commit")
 

@@ -6,10 +6,10 @@ import functools
 
 from services.commit.handler import Deps, handle
 from services.commit.repository import FileRepository
-from shared.db import create_pool
+from shared.adapters.db import create_pool
+from shared.adapters.spool import LocalSpool
 from shared.runner import Stage
 from shared.settings import Settings
-from shared.spool import LocalSpool
 from shared.topology import STAGE_BINDINGS
 
 NAME = "commit"

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from shared.db import CONNECTION_ERRORS
+from shared.adapters.db import CONNECTION_ERRORS
 from shared.errors import DatabaseUnavailable
 from shared.events import BaseEvent
 
@@ -188,7 +188,7 @@ class FileTransaction:
 
 
 class FileRepository:
-    """File state in PostgreSQL, over an asyncpg pool (:func:`shared.db.create_pool`)."""
+    """File state in PostgreSQL, over an asyncpg pool (:func:`shared.adapters.db.create_pool`)."""
 
     def __init__(self, pool: Any) -> None:
         self._pool = pool

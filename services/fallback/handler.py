@@ -21,7 +21,6 @@ import base64
 from dataclasses import dataclass
 
 from services.fallback.repository import FallbackRepository
-from shared import tracing
 from shared.errors import FallbackRefused, InvalidEvent
 from shared.events import BaseEvent, FileDeferred, FileFallback, FileScanned
 from shared.ports import SourceReader
@@ -32,6 +31,7 @@ from shared.runner import (
     HEADER_STAGE,
     current_headers,
 )
+from shared.telemetry import tracing
 
 
 @dataclass(frozen=True)

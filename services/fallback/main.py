@@ -12,14 +12,15 @@ import structlog
 from services.fallback import migrator
 from services.fallback.handler import Deps, handle
 from services.fallback.repository import FallbackRepository
-from shared import broker, tracing
-from shared.db import create_pool
+from shared.adapters import broker
+from shared.adapters.db import create_pool
+from shared.adapters.sources import SourceReader
+from shared.adapters.spool import LocalSpool
+from shared.adapters.storage import S3ObjectStorage
 from shared.events import BaseEvent, FileScanned
 from shared.runner import Stage
 from shared.settings import Settings
-from shared.sources import SourceReader
-from shared.spool import LocalSpool
-from shared.storage import S3ObjectStorage
+from shared.telemetry import tracing
 from shared.topology import FALLBACK, FALLBACK_DEAD_LETTERS, Topology
 
 log = structlog.get_logger("sluice.fallback")

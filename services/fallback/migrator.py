@@ -35,10 +35,10 @@ from pydantic import ValidationError
 
 from services.fallback.repository import FallbackRepository, FallbackRow, FallbackSummary
 from services.store import handler as store
-from shared import metrics, tracing
 from shared.errors import ChecksumMismatch, PermanentError, RetryableError, StorageUnavailable
 from shared.events import EVENT_ADAPTER, BaseEvent, FileScanned, FileStored
 from shared.ports import ObjectStore
+from shared.telemetry import metrics, tracing
 
 log = structlog.get_logger("sluice.fallback")
 
@@ -184,7 +184,8 @@ async def migrate_batch(deps: Deps, limit: int) -> MigrationReport:
 
 
 async def publish_gauges(repository: FallbackRepository) -> FallbackSummary:
-    """Set the fallback and corrupted gauges (``shared.metrics``) from PostgreSQL; the summary.
+    """Set the fallback and corrupted gauges (``shared.telemetry.metrics``) from PostgreSQL;
+    return the summary.
 
     Raises:
         DatabaseUnavailable: PostgreSQL unreachable.

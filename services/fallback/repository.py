@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from shared.db import CONNECTION_ERRORS
+from shared.adapters.db import CONNECTION_ERRORS
 from shared.errors import DatabaseUnavailable
 from shared.events import BaseEvent
 

@@ -1,10 +1,10 @@
 """The gateway's FastAPI app: wiring, health and readiness, and running it with uvicorn.
 
-The lifespan opens, in order, the PostgreSQL pool, a robust RabbitMQ connection with a
-confirm-mode :class:`~shared.broker.Publisher` (declaring the topology), the S3 client and the
-spool; they are closed in reverse order at shutdown. PostgreSQL and RabbitMQ must be reachable
-at start (the process stops otherwise); S3 is only needed to read files back, so an unreachable
-S3 shows in ``/readyz`` instead.
+The lifespan opens, in order, the PostgreSQL pool, a robust RabbitMQ connection with a confirm-mode
+:class:`~shared.adapters.broker.Publisher` (declaring the topology), the S3 client and the spool;
+they are closed in reverse order at shutdown. PostgreSQL and RabbitMQ must be reachable at start
+(the process stops otherwise); S3 is only needed to read files back, so an unreachable S3 shows in
+``/readyz`` instead.
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from services.gateway import errors, ops_api, ops_page, status, upload
 from services.gateway.access import AccessLog
 from services.gateway.deps import GatewayDeps
 from services.gateway.policy import UploadPolicy
-from shared import broker, db
+from shared.adapters import broker, db
+from shared.adapters.spool import LocalSpool
+from shared.adapters.storage import S3ObjectStorage
 from shared.errors import BrokerUnavailable, SluiceError
-from shared.logging import Redactor
 from shared.settings import Settings
-from shared.spool import LocalSpool
-from shared.storage import S3ObjectStorage
+from shared.telemetry.logging import Redactor
 from shared.topology import Topology
 
 log = structlog.get_logger("sluice.gateway")
@@ -165,7 +165,7 @@ def create_app(settings: Settings) -> FastAPI:
 
 def _redact_span(span: Span, _: dict[str, Any]) -> None:
     """Mask secret shapes (an API key pasted into a URL, a presigned signature) in the request
-    span's attributes, as the logs do (:class:`shared.logging.Redactor`)."""
+    span's attributes, as the logs do (:class:`shared.telemetry.logging.Redactor`)."""
     attributes = getattr(span, "attributes", None) or {}
     for key, value in attributes.items():
         if isinstance(value, str) and (masked := _REDACTOR.redact(value)) != value:

@@ -9,10 +9,10 @@ from aio_pika.abc import AbstractRobustConnection
 from fastapi import Request
 
 from services.gateway.policy import UploadPolicy
-from shared.broker import Publisher
+from shared.adapters.broker import Publisher
+from shared.adapters.spool import LocalSpool
+from shared.adapters.storage import S3ObjectStorage
 from shared.settings import Settings
-from shared.spool import LocalSpool
-from shared.storage import S3ObjectStorage
 from shared.topology import Topology
 
 

@@ -19,11 +19,11 @@ import structlog
 from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
 
-from shared.broker import Publisher
+from shared.adapters.broker import Publisher
+from shared.adapters.storage import S3ObjectStorage
 from shared.errors import BrokerUnavailable
 from shared.events import FileCorrupted, version_description
 from shared.naming import sanitise_name
-from shared.storage import S3ObjectStorage
 
 log = structlog.get_logger("sluice.gateway")
 

@@ -1,8 +1,9 @@
 """Streaming multipart/form-data into the spool, with the upload policy checked on the way.
 
 The body is read chunk by chunk (``Request.stream()``) and fed to python-multipart's streaming
-``MultipartParser``; the ``file`` part goes straight to a :class:`~shared.spool.SpoolWriter`
-(which hashes it with SHA-256 as it writes), so memory stays flat whatever the file size.
+``MultipartParser``; the ``file`` part goes straight to a
+:class:`~shared.adapters.spool.SpoolWriter` (which hashes it with SHA-256 as it writes), so
+memory stays flat whatever the file size.
 
 The first :data:`~services.gateway.policy.HEAD_BYTES` of the file are held back until libmagic
 has sniffed them and the policy has accepted the type, so a refused type never touches the
@@ -24,7 +25,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from services.gateway.errors import ApiError
 from services.gateway.fields import MAX_KIND_CHARS, long_kind, parse_kind, parse_metadata
 from services.gateway.policy import HEAD_BYTES, UploadPolicy, clean_name, sniff
-from shared.spool import LocalSpool, SpoolWriter
+from shared.adapters.spool import LocalSpool, SpoolWriter
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks

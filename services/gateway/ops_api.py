@@ -41,9 +41,9 @@ from services.gateway.auth import Operator
 from services.gateway.deps import GatewayDeps, get_deps
 from services.gateway.errors import ApiError, unavailable
 from services.gateway.schemas import ErrorBody
-from shared import deadletters
 from shared.errors import BrokerUnavailable, ConfigError
-from shared.status import collect_status, default_worker_urls
+from shared.ops import deadletters
+from shared.ops.pipeline import collect_status, default_worker_urls
 from shared.topology import STAGES
 
 log = structlog.get_logger("sluice.gateway.ops")

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import asyncpg
 
-from shared.db import CONNECTION_ERRORS
+from shared.adapters.db import CONNECTION_ERRORS
 from shared.errors import DatabaseUnavailable
 
 T = TypeVar("T")

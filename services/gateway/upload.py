@@ -25,10 +25,10 @@ from services.gateway.deps import GatewayDeps, get_deps
 from services.gateway.errors import ApiError, unavailable
 from services.gateway.form import read_upload
 from services.gateway.schemas import ErrorBody, UploadAccepted
-from shared import metrics, tracing
+from shared.adapters.spool import LocalSpool
 from shared.errors import BrokerUnavailable
 from shared.events import FileReceived
-from shared.spool import LocalSpool
+from shared.telemetry import metrics, tracing
 
 log = structlog.get_logger("sluice.gateway")
 router = APIRouter()
@@ -141,7 +141,7 @@ async def _accept(
             await deps.publisher.publish(event, headers=tracing.inject({}))
     except BrokerUnavailable as exc:
         # The broker may have taken the event although its confirm was lost: leave a
-        # tombstone so the scan stage rejects the file as abandoned (shared/spool.py).
+        # tombstone so the scan stage rejects the file as abandoned (shared/adapters/spool.py).
         await deps.spool.abandon(source)
         log.warning("gateway.publish_failed", error=str(exc), event_id=str(event.event_id))
         raise unavailable(exc) from exc

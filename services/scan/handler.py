@@ -30,10 +30,10 @@ from dataclasses import dataclass
 
 import structlog
 
+from shared.adapters.spool import SCHEME as SPOOL_SCHEME
 from shared.errors import SourceMissing
 from shared.events import BaseEvent, FileRejected, FileScanned
 from shared.ports import FileStates, Scanner, SourceReader, Spool
-from shared.spool import SCHEME as SPOOL_SCHEME
 
 PAST_SCANNING = frozenset({"scanned", "stored", "available", "rejected"})
 log = structlog.get_logger("sluice.scan")

@@ -6,14 +6,14 @@ import contextlib
 import functools
 
 from services.scan.handler import Deps, handle
-from shared.db import FileStateReader, create_pool
+from shared.adapters.db import FileStateReader, create_pool
+from shared.adapters.scanner import ClamdScanner
+from shared.adapters.sources import SourceReader
+from shared.adapters.spool import LocalSpool
+from shared.adapters.storage import S3ObjectStorage
 from shared.events import FileReceived
 from shared.runner import Stage
-from shared.scanner import ClamdScanner
 from shared.settings import Settings
-from shared.sources import SourceReader
-from shared.spool import LocalSpool
-from shared.storage import S3ObjectStorage
 
 
 async def build(settings: Settings) -> Stage:

@@ -8,7 +8,7 @@ Before uploading, a HEAD tells whether the object is already there with the even
 SHA-256, and then the upload is skipped, which also lets a redelivery succeed after the spool
 was cleaned. S3 keeps the whole SHA-256 of a single PUT as ``ChecksumSHA256``; for a multipart
 object that is a checksum of the part checksums, so the whole SHA-256 is taken from the
-``sha256`` metadata :meth:`~shared.storage.S3ObjectStorage.put_multipart` writes.
+``sha256`` metadata :meth:`~shared.adapters.storage.S3ObjectStorage.put_multipart` writes.
 
 Files below ``multipart_threshold_bytes`` are read whole (checked against size and SHA-256) and
 sent in one PUT; bigger ones are streamed as a multipart upload that is aborted unless the
@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shared.adapters.storage import b64_sha256
 from shared.events import BaseEvent, FileStored
 from shared.naming import object_key
 from shared.ports import ObjectInfo, ObjectStore, SourceReader
-from shared.storage import b64_sha256
 
 
 @dataclass(frozen=True)

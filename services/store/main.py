@@ -6,13 +6,13 @@ import contextlib
 import functools
 
 from services.store.handler import Deps, handle
+from shared.adapters.sources import SourceReader
+from shared.adapters.spool import LocalSpool
+from shared.adapters.storage import S3ObjectStorage
 from shared.errors import StorageUnavailable
 from shared.events import FileScanned
 from shared.runner import Stage
 from shared.settings import Settings
-from shared.sources import SourceReader
-from shared.spool import LocalSpool
-from shared.storage import S3ObjectStorage
 from shared.topology import FALLBACK_ROUTE
 
 

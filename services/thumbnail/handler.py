@@ -17,11 +17,11 @@ import hashlib
 from dataclasses import dataclass
 
 from services.thumbnail.render import ThumbnailError, is_thumbnailable, render_thumbnails
+from shared.adapters.storage import S3ObjectStorage
 from shared.errors import ChecksumMismatch, InvalidEvent
 from shared.events import BaseEvent, FileStored, FileThumbnailed, Thumbnail
 from shared.naming import thumbnail_key
 from shared.settings import ThumbnailSettings
-from shared.storage import S3ObjectStorage
 
 
 @dataclass(frozen=True)

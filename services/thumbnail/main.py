@@ -6,9 +6,9 @@ import asyncio
 import functools
 
 from services.thumbnail.handler import Deps, handle
+from shared.adapters.storage import S3ObjectStorage
 from shared.runner import Stage
 from shared.settings import Settings
-from shared.storage import S3ObjectStorage
 
 
 async def build(settings: Settings) -> Stage:

@@ -32,7 +32,8 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from services.gateway.keys import create_key
-from shared import broker, db, devservices
+from shared import devservices
+from shared.adapters import broker, db
 from shared.events import FileReceived
 from shared.settings import AmqpSettings, DatabaseSettings
 from shared.topology import Topology

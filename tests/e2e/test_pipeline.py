@@ -22,7 +22,7 @@ import pytest
 from PIL import Image, ImageChops, ImageOps, ImageStat
 
 from shared import devservices
-from shared.broker import event_message
+from shared.adapters.broker import event_message
 from shared.events import FileReceived
 from shared.topology import Topology
 from tests.e2e.pipeline import ROOT, Pipeline, queue_depths, start_pipeline

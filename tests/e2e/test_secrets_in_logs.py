@@ -25,7 +25,7 @@ import aio_pika
 import pytest
 
 from shared import devservices
-from shared.broker import event_message
+from shared.adapters.broker import event_message
 from shared.events import FileReceived, utcnow
 from shared.topology import Topology
 from tests.e2e.pipeline import ROOT, Pipeline, queue_depths, start_pipeline

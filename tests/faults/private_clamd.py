@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shared.scanner import ClamdScanner
+from shared.adapters.scanner import ClamdScanner
 from tests.e2e.pipeline import ROOT, free_port
 
 

@@ -20,9 +20,9 @@ import aio_pika
 import pytest
 from PIL import Image
 
-from shared import broker
-from shared.deadletters import DeadLetter, list_dead_letters, show_dead_letter
+from shared.adapters import broker
 from shared.events import FileReceived, FileScanned, FileStored
+from shared.ops.deadletters import DeadLetter, list_dead_letters, show_dead_letter
 from shared.settings import AmqpSettings
 from shared.topology import Topology
 from tests.faults.cluster import WORKERS, Cluster

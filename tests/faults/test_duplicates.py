@@ -18,7 +18,7 @@ import aio_pika
 import pytest
 
 from shared import devservices
-from shared.broker import event_message
+from shared.adapters.broker import event_message
 from shared.events import FileReceived, parse_event
 from tests.faults.checks import verify, wait_drained
 from tests.faults.cluster import Cluster

@@ -16,7 +16,7 @@ from pathlib import Path
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from shared import broker
+from shared.adapters import broker
 from shared.events import BaseEvent, FileReceived, utcnow
 from shared.runner import (
     HEADER_ATTEMPTS,

@@ -20,8 +20,9 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from services.commit.handler import Deps, handle
 from services.commit.main import build
 from services.commit.repository import FileRepository
-from shared import broker
-from shared.db import create_pool
+from shared.adapters import broker
+from shared.adapters.db import create_pool
+from shared.adapters.spool import LocalSpool
 from shared.errors import DatabaseUnavailable
 from shared.events import (
     BaseEvent,
@@ -48,7 +49,6 @@ from shared.settings import (
     SpoolSettings,
     ThumbnailSettings,
 )
-from shared.spool import LocalSpool
 from shared.topology import Topology
 from tests.databases import fresh_database
 

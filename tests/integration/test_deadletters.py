@@ -17,7 +17,9 @@ from typing import Any
 
 import pytest
 
-from shared.deadletters import (
+from shared.errors import ConfigError, PermanentError
+from shared.events import BaseEvent
+from shared.ops.deadletters import (
     HEADER_REPLAY_COUNT,
     HEADER_REPLAYED_AT,
     HEADER_REPLAYED_FROM_ERROR,
@@ -26,8 +28,6 @@ from shared.deadletters import (
     replay,
     show_dead_letter,
 )
-from shared.errors import ConfigError, PermanentError
-from shared.events import BaseEvent
 from shared.runner import (
     HEADER_ATTEMPTS,
     HEADER_ERROR_MESSAGE,

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from shared.deadletters import (
+from shared.events import FileDeadLetterPurged, parse_event
+from shared.ops.deadletters import (
     EVERYTHING,
     Selection,
     list_dead_letters,
@@ -21,7 +22,6 @@ from shared.deadletters import (
     replay,
     show_dead_letter,
 )
-from shared.events import FileDeadLetterPurged, parse_event
 from tests.integration.dlq_support import (
     TRACEPARENT,
     Broker,

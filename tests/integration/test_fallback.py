@@ -26,8 +26,10 @@ from opentelemetry.trace import format_trace_id
 from services.fallback import migrator
 from services.fallback.handler import Deps, handle
 from services.fallback.repository import FallbackRepository
-from shared import tracing
-from shared.db import create_pool
+from shared.adapters.db import create_pool
+from shared.adapters.sources import SourceReader
+from shared.adapters.spool import LocalSpool
+from shared.adapters.storage import S3ObjectStorage
 from shared.errors import BrokerUnavailable, ChecksumMismatch, FallbackRefused
 from shared.events import BaseEvent, FileDeferred, FileFallback, FileScanned, FileStored
 from shared.runner import (
@@ -38,9 +40,7 @@ from shared.runner import (
     current_headers,
 )
 from shared.settings import DatabaseSettings, TracingSettings
-from shared.sources import SourceReader
-from shared.spool import LocalSpool
-from shared.storage import S3ObjectStorage
+from shared.telemetry import tracing
 from tests.databases import fresh_database
 from tests.e2e.pipeline import ROOT, free_port
 from tests.integration.test_store import raw_s3, s3_settings, s3_up, scanned, spooled

@@ -34,7 +34,9 @@ from PIL import Image
 
 from services.gateway.app import GatewayStartError, create_app, serve
 from services.gateway.keys import create_key, list_keys, revoke_key
-from shared import db, devservices
+from shared import devservices
+from shared.adapters import db
+from shared.adapters.storage import S3ObjectStorage
 from shared.events import FileCorrupted, FileReceived, parse_event
 from shared.settings import (
     AmqpSettings,
@@ -47,7 +49,6 @@ from shared.settings import (
     SpoolSettings,
     ThumbnailSettings,
 )
-from shared.storage import S3ObjectStorage
 from shared.topology import Topology
 from tests.e2e.pipeline import free_port
 

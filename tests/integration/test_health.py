@@ -22,11 +22,11 @@ import httpx
 import pytest
 from aio_pika.abc import AbstractChannel
 
-from shared import broker
+from shared.adapters import broker
 from shared.events import BaseEvent, FileReceived, utcnow
-from shared.health import serve_health
 from shared.runner import Stage, StageConsumer
 from shared.settings import AmqpSettings
+from shared.telemetry.health import serve_health
 from shared.topology import Topology
 from tests.e2e.pipeline import free_port
 

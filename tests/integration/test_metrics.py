@@ -22,9 +22,9 @@ import pytest
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.broker import event_message
+from shared.adapters.broker import event_message
+from shared.adapters.spool import LocalSpool
 from shared.events import FileReceived, utcnow
-from shared.spool import LocalSpool
 from shared.topology import Topology
 from tests.e2e.pipeline import Pipeline, free_port, queue_depths, start_pipeline
 

@@ -26,7 +26,7 @@ import pytest
 from services.gateway.app import create_app
 from services.gateway.keys import create_key, list_keys
 from services.gateway.ops_api import MAX_REPLAY_LIMIT
-from shared import broker, db
+from shared.adapters import broker, db
 from shared.errors import ChecksumMismatch, InvalidEvent, SourceMissing
 from shared.events import BaseEvent, FileDeadLetterPurged, FileReceived, parse_event
 from shared.runner import Stage, StageConsumer

@@ -35,14 +35,15 @@ import pytest
 from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 from psycopg.types.json import Jsonb
 
-from shared import broker, db, devservices
+from shared import devservices
+from shared.adapters import broker, db
+from shared.adapters.storage import S3ObjectStorage
 from shared.errors import BrokerUnavailable
 from shared.events import FileCorrupted, parse_event
 from shared.naming import object_key, thumbnail_key
-from shared.reconcile import ListingOrder, ReconcileOptions, reconcile
-from shared.reconcile_fix import mark_corrupted
+from shared.ops.reconcile.fix import mark_corrupted
+from shared.ops.reconcile.scan import ListingOrder, ReconcileOptions, reconcile
 from shared.settings import AmqpSettings, DatabaseSettings, S3Settings
-from shared.storage import S3ObjectStorage
 from shared.topology import Topology
 from tests.databases import fresh_database
 
@@ -56,7 +57,7 @@ PREFIX = "t_reconcile"
 TOPOLOGY = Topology(prefix=PREFIX)
 # The command as the `sluice` app registers it, alone in a Typer app.
 APP = (
-    "import typer; from services.cli_reconcile import reconcile; "
+    "import typer; from services.cli.reconcile import reconcile; "
     "app = typer.Typer(); app.command()(reconcile); app()"
 )
 

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.scanner import ClamdScanner
 from shared.devservices import eicar_bytes
 from shared.errors import ScannerUnavailable
-from shared.scanner import ClamdScanner
 from shared.settings import ClamdSettings
 from tests.e2e.pipeline import free_port
 

@@ -26,13 +26,14 @@ from typing import Any
 
 import pytest
 
-from shared import broker, runner
+from shared import runner
+from shared.adapters import broker
 from shared.errors import PermanentError
 from shared.events import BaseEvent, FileReceived, FileScanned, utcnow
-from shared.health import serve_health
 from shared.runner import Stage, StageConsumer
 from shared.settings import AmqpSettings
-from shared.stagestats import StageStats
+from shared.telemetry.health import serve_health
+from shared.telemetry.stagestats import StageStats
 from shared.topology import Topology
 from tests.e2e.pipeline import free_port
 

@@ -23,12 +23,12 @@ import pytest
 
 from services.store.handler import Deps, handle
 from shared import devservices
+from shared.adapters.sources import SourceReader
+from shared.adapters.spool import LocalSpool
+from shared.adapters.storage import S3ObjectStorage, b64_sha256
 from shared.errors import ChecksumMismatch, InvalidSource, SourceMissing, StorageUnavailable
 from shared.events import FileReceived, FileScanned, FileStored
 from shared.settings import S3Settings
-from shared.sources import SourceReader
-from shared.spool import LocalSpool
-from shared.storage import S3ObjectStorage, b64_sha256
 from tests.e2e.pipeline import free_port
 
 pytestmark = pytest.mark.integration

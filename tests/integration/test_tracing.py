@@ -29,11 +29,13 @@ from PIL import Image
 
 from services.gateway.app import create_app
 from services.gateway.keys import create_key
-from shared import broker, runner, tracing
-from shared.deadletters import Selection, replay
+from shared import runner
+from shared.adapters import broker
+from shared.adapters.spool import LocalSpool
+from shared.adapters.storage import S3ObjectStorage
 from shared.errors import SourceMissing, StorageUnavailable
 from shared.events import BaseEvent, FileReceived, utcnow
-from shared.logging import MASK
+from shared.ops.deadletters import Selection, replay
 from shared.settings import (
     AmqpSettings,
     ClamdSettings,
@@ -46,8 +48,8 @@ from shared.settings import (
     ThumbnailSettings,
     TracingSettings,
 )
-from shared.spool import LocalSpool
-from shared.storage import S3ObjectStorage
+from shared.telemetry import tracing
+from shared.telemetry.logging import MASK
 from shared.topology import Topology
 from tests.databases import fresh_database
 

@@ -341,12 +341,12 @@ def _dashboard_metrics(dashboard: dict[str, Any]) -> set[str]:
 
 
 def _exported_sluice_metrics() -> set[str]:
-    """Series names of every metric Sluice exports: the workers' (shared.metrics) and the
+    """Series names of every metric Sluice exports: the workers' (shared.telemetry.metrics) and the
     gateway's (its uploads, and prometheus-fastapi-instrumentator's ``http_*``)."""
     import prometheus_client
 
     import services.gateway.app  # noqa: F401  (registers the gateway's metrics)
-    import shared.metrics  # noqa: F401  (registers the workers' metrics)
+    import shared.telemetry.metrics  # noqa: F401  (registers the workers' metrics)
 
     kinds: dict[str, str] = {}
     for metric in prometheus_client.REGISTRY.collect():
@@ -400,7 +400,7 @@ def test_every_metric_a_panel_queries_is_exported(dashboard: dict[str, Any]) -> 
     queried = _dashboard_metrics(dashboard)
     known = _exported_sluice_metrics() | RABBITMQ_QUEUE_METRICS
     assert queried - known == set()
-    # shared/metrics.py's gauges are on the dashboard too.
+    # shared/telemetry/metrics.py's gauges are on the dashboard too.
     assert {"sluice_fallback_versions", "sluice_corrupted_versions"} <= queried
 
 

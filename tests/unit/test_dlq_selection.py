@@ -1,4 +1,4 @@
-"""Which dead letters a selection takes (``shared.deadletters.Selection``): pure logic."""
+"""Which dead letters a selection takes (``shared.ops.deadletters.Selection``): pure logic."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.deadletters import DeadLetter, Selection
+from shared.ops.deadletters import DeadLetter, Selection
 
 NOW = datetime(2030, 1, 2, 12, 0, tzinfo=UTC)
 LETTER = DeadLetter(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from opentelemetry.sdk.trace import TracerProvider
 
-from shared.logging import MASK, Redactor, add_trace_context
+from shared.telemetry.logging import MASK, Redactor, add_trace_context
 
 PRESIGNED = (
     "http://127.0.0.1:8333/sluice/alice/f.png?X-Amz-Algorithm=AWS4-HMAC-SHA256"

@@ -23,8 +23,8 @@ from services.gateway.policy import (
     normalise_media_type,
     sniff,
 )
+from shared.adapters.spool import LocalSpool
 from shared.settings import GatewaySettings
-from shared.spool import LocalSpool
 
 MiB = 1024 * 1024
 POLICY = UploadPolicy.from_settings(GatewaySettings())

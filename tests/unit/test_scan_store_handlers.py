@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from services.scan import handler as scan
 from services.store import handler as store
+from shared.adapters.scanner import ScanVerdict, parse_instream_answer, parse_version_answer
+from shared.adapters.storage import ObjectInfo, b64_sha256
 from shared.errors import ChecksumMismatch, ScannerUnavailable, SourceMissing
 from shared.events import FileReceived, FileRejected, FileScanned, FileStored
-from shared.scanner import ScanVerdict, parse_instream_answer, parse_version_answer
-from shared.storage import ObjectInfo, b64_sha256
 
 MiB = 1024 * 1024
 CLEAN = b"\xff\xd8\xff\xe0 a harmless jpeg-ish payload"

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.runner import Handled
-from shared.stagestats import MAX_SAMPLES, StageStats, percentile, summarise
+from shared.telemetry.stagestats import MAX_SAMPLES, StageStats, percentile, summarise
 
 
 class Clock:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from shared.errors import ConfigError
+from shared.ops.pipeline import _amqp_parts, default_worker_urls
 from shared.settings import AmqpSettings, Settings, StatusSettings, WorkerSettings, load
-from shared.status import _amqp_parts, default_worker_urls
 
 
 def settings(**groups: object) -> Settings:

@@ -8,8 +8,8 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanContext
 
-from shared import tracing
 from shared.settings import TracingSettings
+from shared.telemetry import tracing
 
 
 def test_exporter_is_none_unless_asked_for_or_an_endpoint_is_set() -> None:

@@ -28,8 +28,8 @@ from typing import Any
 
 import pyclamd
 
-from shared import tracing
 from shared.errors import ScannerUnavailable
+from shared.telemetry import tracing
 
 _CHUNK_BYTES = 64 * 1024
 _MAX_ANSWER_BYTES = 64 * 1024

@@ -24,7 +24,6 @@ import aiobotocore.session
 import botocore.exceptions
 from aiobotocore.config import AioConfig
 
-from shared import tracing
 from shared.errors import (
     ChecksumMismatch,
     InvalidSource,
@@ -32,8 +31,9 @@ from shared.errors import (
     SourceMissing,
     StorageUnavailable,
 )
-from shared.metrics import STORED_BYTES
 from shared.settings import S3Settings
+from shared.telemetry import tracing
+from shared.telemetry.metrics import STORED_BYTES
 
 T = TypeVar("T")
 _MISSING = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}

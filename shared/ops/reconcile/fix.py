@@ -3,7 +3,7 @@
 corrupted").
 
 Only the commit stage writes file state (the brief), so a fix is a published ``file.corrupted``,
-never a write to the tables. The findings come from :func:`shared.reconcile.reconcile`.
+never a write to the tables. The findings come from :func:`shared.ops.reconcile.scan.reconcile`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Any
 
 import pydantic
 
-from shared.db import CONNECTION_ERRORS
+from shared.adapters.db import CONNECTION_ERRORS
 from shared.errors import BrokerUnavailable, DatabaseUnavailable
 from shared.events import FileCorrupted, version_description
-from shared.reconcile import STORED, ContentMismatch, MissingObject, ReconcileReport
+from shared.ops.reconcile.scan import STORED, ContentMismatch, MissingObject, ReconcileReport
 
 _DESCRIBE = """
 SELECT f.owner, f.received_at, f.original_name, f.content_type, f.kind, f.metadata,
@@ -75,9 +75,9 @@ async def mark_corrupted(report: ReconcileReport, pool: Any, publish: Publish) -
 
     Writes nothing itself: the commit stage records the event (version and file status
     ``corrupted``, the detail as ``status_reason``). Each version is re-read first (one query on
-    ``pool``, asyncpg with jsonb decoded, :func:`shared.db.create_pool`) and skipped unless it is
-    still stored (``stored``, ``available``) under the reported bucket and key. The event id is
-    derived from the file, version and key (:meth:`FileCorrupted.about`), so marking twice, or
+    ``pool``, asyncpg with jsonb decoded, :func:`shared.adapters.db.create_pool`) and skipped unless
+    it is still stored (``stored``, ``available``) under the reported bucket and key. The event id
+    is derived from the file, version and key (:meth:`FileCorrupted.about`), so marking twice, or
     after the gateway found the same loss, records it once. ``publish`` returns once the broker
     confirmed; the first :class:`BrokerUnavailable` it raises stops the run
     (:attr:`FixResult.error`, the rest counted in :attr:`FixResult.left`).

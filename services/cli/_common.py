@@ -5,19 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import re
 import signal
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-from shared import metrics, runner, tracing
-from shared.health import serve_health
-from shared.logging import configure as configure_logging
+import typer
+from rich.console import Console
+
+from shared import runner
 from shared.settings import Settings
-from shared.stagestats import StageStats
+from shared.telemetry import metrics, tracing
+from shared.telemetry.health import serve_health
+from shared.telemetry.logging import configure as configure_logging
+from shared.telemetry.stagestats import StageStats
 from shared.topology import Topology
 
 T = TypeVar("T")
+
+#: The console every command prints to.
+console = Console()
 
 
 def settings_from_env() -> Settings:
@@ -57,6 +65,24 @@ def stop_on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
+def serve(stages: list[str], gateway: bool) -> None:
+    """Run ``stages`` and, with ``gateway``, the HTTP gateway in this process until SIGTERM or
+    SIGINT (in-flight messages finish first): the body of ``sluice worker``, ``gateway`` and
+    ``run``.
+
+    Raises:
+        ConfigError: a variable is malformed (named in the message).
+    """
+    settings = settings_from_env()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        await run_processes(settings, stages, gateway=gateway, stop=stop)
+
+    run_async(main)
+
+
 def topology_of(settings: Settings) -> Topology:
     """The broker topology under the configured prefix and delivery limit."""
     return Topology.of(settings.amqp)
@@ -68,9 +94,10 @@ async def run_processes(
     """Run ``stages`` (consumers) and optionally the gateway until ``stop`` is set.
 
     With ``SLUICE_WORKER_HEALTH_PORT`` set, the consumers' ``/healthz``, ``/readyz``,
-    ``/metrics`` and ``/stats`` are served there (``shared.health``). Tracing is configured from
-    ``OTEL_*`` (``shared.tracing``) and the consumers' messages are counted (``shared.metrics``,
-    ``shared.stagestats``); the last spans are exported on the way out.
+    ``/metrics`` and ``/stats`` are served there (``shared.telemetry.health``). Tracing is
+    configured from ``OTEL_*`` (``shared.telemetry.tracing``) and the consumers' messages are
+    counted (``shared.telemetry.metrics``, ``shared.telemetry.stagestats``); the last spans are
+    exported on the way out.
     """
     tracing.configure(settings.tracing, service_name(stages, gateway))
     metrics.observe_stages()
@@ -102,3 +129,19 @@ async def _run(settings: Settings, stages: list[str], gateway: bool, stop: async
     for result in results:
         if isinstance(result, BaseException):
             raise result
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """``30s``, ``15m``, ``24h``, ``7d`` → seconds.
+
+    Raises:
+        typer.BadParameter: anything else.
+    """
+    match = _DURATION.match(text)
+    if match is None:
+        raise typer.BadParameter(f"{text!r} is not a duration like 30s, 15m, 24h or 7d")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]

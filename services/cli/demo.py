@@ -11,18 +11,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import os
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from shared import db, devservices
-from shared.settings import Settings
+from services.cli._common import console, run_async, settings_from_env
+from shared import devservices
+from shared.adapters import db
+from shared.settings import LogSettings, Settings
+from shared.telemetry.logging import configure as configure_logging
 from shared.topology import WORKERS
 
 FINAL = {"available", "rejected"}
@@ -65,8 +70,8 @@ async def _wait_http(client: httpx.AsyncClient, timeout_s: float) -> None:
 
 async def run_demo(settings: Settings, samples: Path, timeout_s: float, console: Console) -> bool:
     """Run the quickstart; ``True`` when every sample ended as expected."""
+    from services.cli._common import run_processes
     from services.gateway.keys import create_key
-    from services.runtime import run_processes
 
     files = sample_files(samples)
     if not files:
@@ -209,3 +214,18 @@ async def _upload_and_follow(
             )
         )
     return rows
+
+
+def demo(
+    samples: Annotated[Path, typer.Option(help="Files to upload.")] = Path("samples"),
+    timeout_s: Annotated[float, typer.Option(help="Longest wait for all files.")] = 180.0,
+) -> None:
+    """The quickstart: services up, migrate, run everything, upload SAMPLES, print a table."""
+    settings = settings_from_env()
+    if "SLUICE_LOG_LEVEL" not in os.environ:  # the table tells the story; logs only on trouble
+        configure_logging(LogSettings(format=settings.log.format, level="warning"))
+    if not console.is_terminal:
+        console.width = max(console.width, 200)
+    ok = run_async(lambda: run_demo(settings, samples, timeout_s, console))
+    if not ok:
+        raise typer.Exit(1)

@@ -1,5 +1,6 @@
 """Prometheus metrics (prometheus-client, default registry), served at ``/metrics`` by every
-worker's health server (``shared.health``) and by the gateway; docs/observability.md lists them.
+worker's health server (``shared.telemetry.health``) and by the gateway;
+docs/observability.md lists them.
 
 The message counters and the handling-time histogram are updated by :func:`record_handled`, a
 run-loop observer (:func:`shared.runner.observe`) that :func:`observe_stages` registers once per

@@ -61,15 +61,15 @@ from typing import Any, Generic, Literal, TypeVar
 
 import botocore.exceptions
 
-from shared.db import CONNECTION_ERRORS
+from shared.adapters.db import CONNECTION_ERRORS
+from shared.adapters.storage import ObjectInfo, S3ObjectStorage
 from shared.errors import (
     DatabaseUnavailable,
     PermanentError,
     SourceMissing,
     StorageUnavailable,
 )
-from shared.spoolclean import FINAL
-from shared.storage import ObjectInfo, S3ObjectStorage
+from shared.ops.spoolclean import FINAL
 
 T = TypeVar("T")
 STORED = frozenset({"stored", "available"})  # statuses whose object must be in the bucket

@@ -27,10 +27,9 @@ from rich.json import JSON
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
-from services.cli_ops import parse_duration
-from services.runtime import run_async, settings_from_env, topology_of
-from shared import broker
-from shared.deadletters import (
+from services.cli._common import parse_duration, run_async, settings_from_env, topology_of
+from shared.adapters import broker
+from shared.ops.deadletters import (
     DeadLetter,
     DeadLetterDetail,
     LetterRef,

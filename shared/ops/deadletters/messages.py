@@ -2,7 +2,7 @@
 a replay or a purge makes of it.
 
 The run loop (``shared.runner``) dead-letters a message with ``x-sluice-*`` headers giving the
-stage, the error and the attempts. A replay (``shared.deadletters.replay``) drops those, resets
+stage, the error and the attempts. A replay (``shared.ops.deadletters.replay``) drops those, resets
 ``x-sluice-attempts`` and appends the failure it came from to ``x-sluice-replays`` (an AMQP
 array of tables, the last :data:`REPLAYS_KEPT`), so a message that fails again carries its whole
 story: every failure, every replay, and RabbitMQ's own ``x-death`` when the broker dead-lettered
@@ -23,7 +23,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 from pydantic import ValidationError
 
-from shared import broker
+from shared.adapters import broker
 from shared.events import FileDeadLetterPurged, parse_event
 from shared.runner import (
     HEADER_ATTEMPTS,

@@ -49,7 +49,7 @@ import aiormq
 import httpx
 
 from shared.settings import Settings
-from shared.stagestats import summarise
+from shared.telemetry.stagestats import summarise
 from shared.topology import FALLBACK, WORKERS, Topology
 
 #: Seconds of message-rate history asked of the management API, and its sampling step.

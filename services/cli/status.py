@@ -1,6 +1,6 @@
 """``sluice status [--watch] [--interval S] [--json] [--worker URL ...]``: per stage, queue depth,
 in flight, consumers, retrying, dead letters, rates in and out and p50/p95 handling time over
-the last minute (``shared.status`` says where each number comes from)."""
+the last minute (``shared.ops.pipeline`` says where each number comes from)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from services.runtime import run_async, settings_from_env, stop_on_signals, topology_of
+from services.cli._common import run_async, settings_from_env, stop_on_signals, topology_of
+from shared.ops.pipeline import PipelineStatus, collect_status, default_worker_urls
 from shared.settings import Settings
-from shared.status import PipelineStatus, collect_status, default_worker_urls
 from shared.topology import Topology
 
 console = Console()

@@ -29,7 +29,7 @@ import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from shared.settings import LogSettings
-from shared.tracing import current_ids
+from shared.telemetry.tracing import current_ids
 
 _LEVELS = {
     "debug": logging.DEBUG,

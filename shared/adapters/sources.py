@@ -2,7 +2,7 @@
 
 Events carry a source reference, a size and a SHA-256, never the bytes (the brief). Two schemes:
 
-- ``spool://<name>``: a file the gateway spooled (:class:`~shared.spool.LocalSpool`);
+- ``spool://<name>``: a file the gateway spooled (:class:`~shared.adapters.spool.LocalSpool`);
 - ``s3://<bucket>/<key>``: an object an upstream service wrote. Only buckets in
   ``allowed_buckets`` (by default Sluice's own) may be read, so an event cannot make Sluice
   copy an object from a bucket it was never meant to take files from.
@@ -19,11 +19,11 @@ import hashlib
 from collections.abc import AsyncIterator, Collection
 from typing import Self
 
+from shared.adapters.spool import SCHEME as SPOOL_SCHEME
+from shared.adapters.spool import LocalSpool
+from shared.adapters.storage import S3ObjectStorage, parse_s3_uri
 from shared.errors import ChecksumMismatch, InvalidSource, SourceMissing
 from shared.settings import S3Settings
-from shared.spool import SCHEME as SPOOL_SCHEME
-from shared.spool import LocalSpool
-from shared.storage import S3ObjectStorage, parse_s3_uri
 
 S3_SCHEME = "s3://"
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024

@@ -1,5 +1,5 @@
 """Moving dead letters out of their queues: :func:`replay` (back to the stage) and
-:func:`purge` (for good, recorded in the file's history). How and why: ``shared.deadletters``.
+:func:`purge` (for good, recorded in the file's history). How and why: ``shared.ops.deadletters``.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
-from shared import broker
-from shared.deadletter_messages import DeadLetter, describe, purge_record, replayed_message
-from shared.deadletter_queues import EVERYTHING, Selection, every_letter, holding
+from shared.adapters import broker
 from shared.errors import BrokerUnavailable
+from shared.ops.deadletters.messages import DeadLetter, describe, purge_record, replayed_message
+from shared.ops.deadletters.queues import EVERYTHING, Selection, every_letter, holding
 from shared.settings import AmqpSettings
 from shared.topology import STAGES, Topology
 
@@ -196,7 +196,7 @@ async def replay(
     """Move the selected dead letters back to their stage's work queue, head first.
 
     Each goes to ``<prefix>.<stage>`` through the default exchange, attempts reset and marked
-    as replayed (``shared.deadletter_messages.replayed_message``), and is acked from the
+    as replayed (``shared.ops.deadletters.messages.replayed_message``), and is acked from the
     dead-letter queue only after the publisher confirm. Messages that do not match stay in
     their queue in their order. At most ``limit`` messages are replayed, at most
     ``rate_per_s`` a second; a queue is looked at no further than the depth it had at the

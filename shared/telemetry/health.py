@@ -5,16 +5,16 @@ The gateway serves its own ``/healthz`` and ``/readyz``; a worker has no HTTP se
 
 - ``GET /healthz`` → 200 ``{"status": "ok"}`` while the process runs;
 - ``GET /metrics`` → the Prometheus text exposition of the process's metrics
-  (``shared.metrics``, prometheus-client's default registry);
+  (``shared.telemetry.metrics``, prometheus-client's default registry);
 - ``GET /readyz`` → 200 ``{"status": "ready", "stages": {"scan": "ready", ...}}`` when every
   consumer's connection is open and its consumer registered
   (:attr:`~shared.runner.StageConsumer.ready`), else 503
   ``{"error": {"code": "not_ready", "message": "not ready: scan"}, "status": "not_ready",
   "stages": {"scan": "not_ready", ...}}`` (the gateway's error shape);
 - ``GET /stats`` → 200, what each stage of the process handled over the last minute
-  (:meth:`shared.stagestats.StageStats.snapshot`, with ``in_flight`` from each consumer's
+  (:meth:`shared.telemetry.stagestats.StageStats.snapshot`, with ``in_flight`` from each consumer's
   :attr:`~shared.runner.StageConsumer.in_flight`), when the process keeps a
-  :class:`~shared.stagestats.StageStats`; ``sluice status`` reads it.
+  :class:`~shared.telemetry.stagestats.StageStats`; ``sluice status`` reads it.
 
 A consumer that is reconnecting after a broker restart is not ready; it is again once aio-pika
 has reconnected and re-registered it.
@@ -31,7 +31,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from shared.runner import StageConsumer
-from shared.stagestats import StageStats
+from shared.telemetry.stagestats import StageStats
 
 log = structlog.get_logger("sluice.health")
 

@@ -11,7 +11,7 @@ original is missing or differs ``corrupted`` by publishing ``file.corrupted`` (s
 commit stage records it, the event id is deterministic). Exit status: 0 nothing found, 1
 something found or deleted, 2 an error (a bad option, S3, PostgreSQL or, with ``--fix``,
 RabbitMQ unreachable; a ``--fix`` whose publish was not confirmed, after the report). What is
-checked and how: ``shared/reconcile.py`` and ``docs/reconciliation.md``.
+checked and how: ``shared/ops/reconcile/scan.py`` and ``docs/reconciliation.md``.
 """
 
 from __future__ import annotations
@@ -28,14 +28,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Column, Table
 
-from services.cli_ops import parse_duration
-from services.runtime import run_async, settings_from_env, topology_of
-from shared.broker import Publisher, connect
-from shared.db import create_pool
-from shared.reconcile import Findings, ListingOrder, ReconcileOptions, ReconcileReport
-from shared.reconcile import reconcile as reconcile_storage
-from shared.reconcile_fix import FixResult, mark_corrupted
-from shared.storage import S3ObjectStorage
+from services.cli._common import parse_duration, run_async, settings_from_env, topology_of
+from shared.adapters.broker import Publisher, connect
+from shared.adapters.db import create_pool
+from shared.adapters.storage import S3ObjectStorage
+from shared.ops.reconcile.fix import FixResult, mark_corrupted
+from shared.ops.reconcile.scan import Findings, ListingOrder, ReconcileOptions, ReconcileReport
+from shared.ops.reconcile.scan import reconcile as reconcile_storage
 
 EXIT_FOUND = 1
 EXIT_ERROR = 2
@@ -192,7 +191,7 @@ def _plain(value: Any) -> Any:
 def report_json(report: ReconcileReport, fixed: FixResult | None = None) -> dict[str, Any]:
     """The report as one JSON document: ``bucket``, ``started_at``, ``finished_at`` (ISO 8601,
     UTC), ``options`` (durations in seconds), ``counts`` (each kind's total and the run's
-    counters, ``shared.reconcile.COUNTERS``), ``truncated`` (entries left out past
+    counters, ``shared.ops.reconcile.scan.COUNTERS``), ``truncated`` (entries left out past
     ``--max-findings``), one list per kind: ``missing_objects``, ``missing_thumbnails``,
     ``orphans``, ``checksum_mismatches``, ``deleted``, and ``fixed`` (``null`` unless
     ``--fix``: ``total``, ``marked``, ``skipped``, ``failed``, ``left`` counts, ``error`` and

@@ -4,7 +4,7 @@ The commit stage removes a file's spooled bytes once its final state is recorded
 operation the spool holds only files in flight. What can stay behind:
 
 - ``<name>.partial``: an upload the gateway never finished (it died mid-request);
-- ``<name>.abandoned``: the tombstone of an upload answered with 503 (``shared/spool.py``),
+- ``<name>.abandoned``: the tombstone of an upload answered with 503 (``shared/adapters/spool.py``),
   needed only while the event that might have escaped could still arrive;
 - ``<name>``: bytes whose ``file.received`` was never published (the gateway died between
   spooling and publishing), or a file already final whose removal failed.

@@ -4,7 +4,7 @@
 consuming them; :func:`replay` moves dead letters back to their stage queue after a fix;
 :func:`purge` removes them for good, recording each in its file's history. All of them take a
 :class:`Selection` (stages, error type, age, file id). What a message says is read by
-``shared.deadletter_messages``.
+``shared.ops.deadletters.messages``.
 
 **Reading without consuming.** AMQP 0-9-1 has no peek: a dead-letter queue is *held*: every
 message taken with ``basic.get`` (no auto-ack), then each one given back with
@@ -42,7 +42,7 @@ messages than the queue held when it started, so a message that fails again at o
 back is not replayed in a loop.
 """
 
-from shared.deadletter_messages import (
+from shared.ops.deadletters.messages import (
     HEADER_REPLAY_COUNT,
     HEADER_REPLAYED_AT,
     HEADER_REPLAYED_FROM_ERROR,
@@ -50,8 +50,15 @@ from shared.deadletter_messages import (
     DeadLetter,
     DeadLetterDetail,
 )
-from shared.deadletter_moves import LetterRef, Progress, PurgeResult, ReplayResult, purge, replay
-from shared.deadletter_queues import EVERYTHING, Selection, list_dead_letters, show_dead_letter
+from shared.ops.deadletters.moves import (
+    LetterRef,
+    Progress,
+    PurgeResult,
+    ReplayResult,
+    purge,
+    replay,
+)
+from shared.ops.deadletters.queues import EVERYTHING, Selection, list_dead_letters, show_dead_letter
 
 __all__ = [
     "EVERYTHING",

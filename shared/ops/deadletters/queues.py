@@ -1,6 +1,6 @@
 """Reading the stages' dead-letter queues without consuming them: :class:`Selection`,
 :func:`list_dead_letters`, :func:`show_dead_letter`, and the holding of a queue that
-``shared.deadletter_moves`` builds on. How and why: ``shared.deadletters``.
+``shared.ops.deadletters.moves`` builds on. How and why: ``shared.ops.deadletters``.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from shared import broker
-from shared.deadletter_messages import DeadLetter, DeadLetterDetail, describe, detail
+from shared.adapters import broker
 from shared.errors import BrokerUnavailable, ConfigError
+from shared.ops.deadletters.messages import DeadLetter, DeadLetterDetail, describe, detail
 from shared.settings import AmqpSettings
 from shared.topology import STAGES, Topology
 

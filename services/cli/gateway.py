@@ -1,0 +1,10 @@
+"""``sluice gateway``: the HTTP gateway in its own process."""
+
+from __future__ import annotations
+
+from services.cli._common import serve
+
+
+def gateway() -> None:
+    """Run the HTTP gateway until SIGTERM/SIGINT."""
+    serve([], gateway=True)

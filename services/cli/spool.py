@@ -1,0 +1,61 @@
+"""``sluice spool clean [--older-than D] [--dry-run]``: remove stale spool entries, never files
+in flight."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from services.cli._common import console, parse_duration, run_async, settings_from_env
+
+spool_app = typer.Typer(no_args_is_help=True, help="The spool directory.")
+
+
+@spool_app.command("clean")
+def spool_clean(
+    older_than: Annotated[
+        str, typer.Option(help="Only entries older than this (30s, 15m, 24h, 7d).")
+    ] = "24h",
+    dry_run: Annotated[bool, typer.Option(help="Show what would go; remove nothing.")] = False,
+) -> None:
+    """Remove stale spool entries: unfinished uploads, 503 tombstones, bytes of final or never
+    recorded files. Bytes of files in flight or waiting in a dead-letter queue always stay."""
+    from shared.adapters.db import FileStateReader, create_pool
+    from shared.ops.spoolclean import CleanReport, clean_spool
+
+    settings = settings_from_env()
+    threshold_s = parse_duration(older_than)
+
+    async def main() -> CleanReport:
+        pool = await create_pool(settings.database)
+        try:
+            return await clean_spool(
+                settings.spool.dir,
+                FileStateReader(pool),
+                older_than_s=threshold_s,
+                dry_run=dry_run,
+            )
+        finally:
+            await pool.close()
+
+    report = run_async(main)
+    table = Table(
+        "entry", "kind", "age", "size", "status", title="would remove" if dry_run else "removed"
+    )
+    for entry in report.removed:
+        table.add_row(
+            entry.name,
+            entry.kind,
+            f"{entry.age_s / 3600:.1f} h",
+            str(entry.size_bytes),
+            entry.status or "",
+        )
+    if report.removed:
+        console.print(table)
+    unknown = [e.name for e in report.kept if e.kind == "unknown"]
+    console.print(
+        f"{'would remove' if dry_run else 'removed'} {len(report.removed)}, kept {len(report.kept)}"
+        + (f" (not Sluice's: {', '.join(unknown[:5])})" if unknown else "")
+    )
