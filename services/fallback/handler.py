@@ -24,13 +24,8 @@ from services.fallback.repository import FallbackRepository
 from shared.errors import FallbackRefused, InvalidEvent
 from shared.events import BaseEvent, FileDeferred, FileFallback, FileScanned
 from shared.ports import SourceReader
-from shared.runner import (
-    HEADER_ATTEMPTS,
-    HEADER_ERROR_MESSAGE,
-    HEADER_ERROR_TYPE,
-    HEADER_STAGE,
-    current_headers,
-)
+from shared.retry import HEADER_ATTEMPTS, HEADER_ERROR_MESSAGE, HEADER_ERROR_TYPE, HEADER_STAGE
+from shared.runner import current_headers
 from shared.telemetry import tracing
 
 

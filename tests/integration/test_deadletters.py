@@ -28,14 +28,13 @@ from shared.ops.deadletters import (
     replay,
     show_dead_letter,
 )
-from shared.runner import (
+from shared.retry import (
     HEADER_ATTEMPTS,
     HEADER_ERROR_MESSAGE,
     HEADER_ERROR_TYPE,
     HEADER_FIRST_FAILED_AT,
-    Stage,
-    StageConsumer,
 )
+from shared.runner import Stage, StageConsumer
 from shared.topology import Topology
 from tests.integration.dlq_support import (
     FIRST_FAILED,

@@ -32,13 +32,8 @@ from shared.adapters.spool import LocalSpool
 from shared.adapters.storage import S3ObjectStorage
 from shared.errors import BrokerUnavailable, ChecksumMismatch, FallbackRefused
 from shared.events import BaseEvent, FileDeferred, FileFallback, FileScanned, FileStored
-from shared.runner import (
-    HEADER_ATTEMPTS,
-    HEADER_ERROR_MESSAGE,
-    HEADER_ERROR_TYPE,
-    HEADER_STAGE,
-    current_headers,
-)
+from shared.retry import HEADER_ATTEMPTS, HEADER_ERROR_MESSAGE, HEADER_ERROR_TYPE, HEADER_STAGE
+from shared.runner import current_headers
 from shared.settings import DatabaseSettings, TracingSettings
 from shared.telemetry import tracing
 from tests.databases import fresh_database

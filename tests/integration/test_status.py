@@ -26,12 +26,12 @@ from typing import Any
 
 import pytest
 
-from shared import runner
 from shared.adapters import broker
 from shared.errors import PermanentError
 from shared.events import BaseEvent, FileReceived, FileScanned, utcnow
 from shared.runner import Stage, StageConsumer
 from shared.settings import AmqpSettings
+from shared.telemetry import observers
 from shared.telemetry.health import serve_health
 from shared.telemetry.stagestats import StageStats
 from shared.topology import Topology
@@ -98,7 +98,7 @@ async def pipeline(services: Any) -> AsyncIterator[Pipeline]:
         return []
 
     stats = StageStats()
-    runner.observe(stats.record)
+    observers.observe(stats.record)
     consumers = [
         StageConsumer(Stage("scan", frozenset({"file.received"}), scan), amqp, topology),
         StageConsumer(Stage("store", frozenset({"file.scanned"}), store), amqp, topology),
