@@ -12,7 +12,9 @@ at-least-once delivery, so handlers are idempotent). Failures are routed by type
 - a consumer that dies mid-message (crash loop) → RabbitMQ redelivers, and the quorum queue's
   delivery limit dead-letters it in the end.
 
-The handler never touches the channel: ``async def handle(event) -> Sequence[Event]``.
+The handler never touches the channel: ``async def handle(event) -> Sequence[Event]``. It may
+instead return a :class:`Refusal`: its events are published, then the message is dead-lettered.
+A handler that needs the message's failure history is given it (``Stage.handle_with_history``).
 
 Each message is handled in an OpenTelemetry CONSUMER span ``<queue> process`` that continues
 the trace in its ``traceparent`` header; events published, retries and dead letters carry this
@@ -24,16 +26,15 @@ Its outcome is then reported to the process's observers (``shared.telemetry.obse
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 import structlog
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 from pydantic import ValidationError
 
 from shared import retry
@@ -45,33 +46,68 @@ from shared.telemetry import tracing
 from shared.telemetry.observers import Handled, report
 from shared.topology import Topology
 
-Handler = Callable[[BaseEvent], Awaitable[Sequence[BaseEvent]]]
 log = structlog.get_logger("sluice.runner")
 
 
-#: The headers of the message being handled, for a handler that needs the failure history
-#: (the fallback worker records why the store stage gave up). Set per message by the run loop.
-current_headers: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
-    "current_headers", default=MappingProxyType({})
-)
+@dataclass(frozen=True)
+class Refusal:
+    """A handler's answer that it will not take the message, rather than events to publish.
+
+    The run loop publishes ``events`` (confirmed; e.g. the fallback worker's ``file.deferred``,
+    so the file's status says why it waits), then dead-letters the message with routing key
+    ``route`` and, as for a :class:`~shared.errors.PermanentError`, ``reason`` and ``detail`` in
+    its ``x-sluice-error-type`` and ``x-sluice-error-message`` headers (``shared.retry``). A
+    decision, not an error (faststream's ``RejectMessage``): the handler returns it.
+    """
+
+    reason: str
+    detail: str
+    route: str
+    events: tuple[BaseEvent, ...] = ()
+
+
+#: What a handler returns: the events to publish, or a :class:`Refusal`.
+Reply = Sequence[BaseEvent] | Refusal
+#: ``async def handle(event) -> Reply``.
+Handler = Callable[[BaseEvent], Awaitable[Reply]]
+#: ``async def handle(event, history) -> Reply``: also given the message's failure history.
+HistoryHandler = Callable[[BaseEvent, retry.FailureHistory], Awaitable[Reply]]
 
 
 @dataclass(frozen=True)
 class Stage:
     """A consumer: its name (queue ``<prefix>.<name>``), the event types it takes, its handler.
 
+    The handler is ``handle``, or, for a stage that needs to know how the message failed before
+    (the fallback worker takes the store stage's dead letters), ``handle_with_history``, given
+    the :class:`~shared.retry.FailureHistory` the message's headers record; exactly one is set.
     ``dead_letter_route`` picks the dead-letter exchange's routing key for a failure that is
     not retried (default: the stage name, i.e. ``<prefix>.<name>.dlq``); the store stage sends
     an exhausted S3 outage to the fallback worker's queue that way. ``background``, if set, runs
     beside the consumer until the stop event is set (the fallback's migration loop).
+
+    Raises:
+        TypeError: neither or both handlers are set.
     """
 
     name: str
     accepts: frozenset[str]
-    handle: Handler
+    handle: Handler | None = None
     close: Callable[[], Awaitable[None]] | None = None
     dead_letter_route: Callable[[BaseException], str] | None = None
     background: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None = None
+    handle_with_history: HistoryHandler | None = None
+
+    def __post_init__(self) -> None:
+        if (self.handle is None) == (self.handle_with_history is None):
+            raise TypeError(f"stage {self.name}: set one of handle and handle_with_history")
+
+    async def reply(self, event: BaseEvent, headers: Mapping[str, Any]) -> Reply:
+        """The handler's reply to ``event``, delivered with ``headers``."""
+        if self.handle_with_history is not None:
+            return await self.handle_with_history(event, retry.FailureHistory.from_headers(headers))
+        assert self.handle is not None
+        return await self.handle(event)
 
     def dead_letter_key(self, exc: BaseException) -> str:
         """The dead-letter routing key for ``exc``."""
@@ -169,7 +205,6 @@ class StageConsumer:
         structlog.contextvars.clear_contextvars()
         headers: dict[str, Any] = dict(message.headers or {})
         attempt = retry.attempt_of(headers, self.stage.name)
-        current_headers.set(headers)
         structlog.contextvars.bind_contextvars(
             stage=self.stage.name, message_id=message.message_id, attempt=attempt
         )
@@ -206,9 +241,10 @@ class StageConsumer:
         attempt: int,
         span: trace.Span,
     ) -> tuple[str, str, str | None, str | None]:
-        """Handle, publish, ack (or route the failure, ``decoded`` being the decoding error)
-        inside the consumer ``span``; ``(outcome, detail, error_type, event_type)``."""
-        outcome, detail, error_type, event_type = "acked", "", None, message.type
+        """Handle, publish, ack (or route the failure, ``decoded`` being the decoding error, or
+        the handler's refusal) inside the consumer ``span``;
+        ``(outcome, detail, error_type, event_type)``."""
+        event_type = message.type
         try:
             if isinstance(decoded, Exception):
                 raise decoded
@@ -224,26 +260,34 @@ class StageConsumer:
                     "sluice.event_type": event.type,
                 }
             )
-            outgoing = await self.stage.handle(event)
-            await self._publish_all(outgoing)
-            await message.ack()
-            detail = ",".join(out.type for out in outgoing)
+            reply = await self.stage.reply(event, headers)
+            if not isinstance(reply, Refusal):
+                await self._publish_all(reply)
+                await message.ack()
+                return "acked", ",".join(out.type for out in reply), None, event_type
         except PermanentError as exc:
             tracing.record_failure(span, exc)
-            outcome, detail, error_type = "dead-lettered", str(exc), type(exc).__name__
-            routed = await self._announce(message, exc) and await self._fail(
-                message, headers, attempt, exc, again=False
+            routed = await self._fail(
+                message, headers, attempt, exc, route=self.stage.dead_letter_key(exc)
             )
-            outcome = outcome if routed else "requeued"
+            outcome = "dead-lettered" if routed else "requeued"
+            return outcome, str(exc), type(exc).__name__, event_type
         except Exception as exc:
             tracing.record_failure(span, exc)
             again = attempt < self.settings.max_attempts
+            route = None if again else self.stage.dead_letter_key(exc)
             outcome = "retry" if again else "dead-lettered"
-            detail = repr(exc) if not isinstance(exc, SluiceError) else str(exc)
-            error_type = type(exc).__name__
-            if not await self._fail(message, headers, attempt, exc, again=again):
+            if not await self._fail(message, headers, attempt, exc, route=route):
                 outcome = "requeued"
-        return outcome, detail, error_type, event_type
+            detail = repr(exc) if not isinstance(exc, SluiceError) else str(exc)
+            return outcome, detail, type(exc).__name__, event_type
+        # Refused: nothing failed, yet the message is not handled (the span says so). Its
+        # events first, then the dead letter.
+        span.set_status(Status(StatusCode.ERROR, f"{reply.reason}: {reply.detail}"[:500]))
+        routed = await self._announce(message, reply.events) and await self._fail(
+            message, headers, attempt, reply, route=reply.route
+        )
+        return ("dead-lettered" if routed else "requeued"), reply.detail, reply.reason, event_type
 
     def _decode(self, message: AbstractIncomingMessage) -> BaseEvent:
         try:
@@ -272,12 +316,14 @@ class StageConsumer:
                     tracing.record_failure(span, exc)
                     raise
 
-    async def _announce(self, message: AbstractIncomingMessage, exc: PermanentError) -> bool:
-        """Publish the events a permanent failure announces (``exc.announce``, e.g. the
-        fallback worker's ``file.deferred``) before it is dead-lettered. False, with the message
-        given back to the broker for a redelivery, if a publish was not confirmed."""
+    async def _announce(
+        self, message: AbstractIncomingMessage, events: Sequence[BaseEvent]
+    ) -> bool:
+        """Publish the events of a refusal (e.g. the fallback worker's ``file.deferred``) before
+        the message is dead-lettered. False, with the message given back to the broker for a
+        redelivery, if a publish was not confirmed."""
         try:
-            await self._publish_all(exc.announce)
+            await self._publish_all(events)
         except Exception as publish_exc:
             await _requeue(message, "announcing a dead letter failed", publish_exc)
             return False
@@ -288,26 +334,32 @@ class StageConsumer:
         message: AbstractIncomingMessage,
         headers: dict[str, Any],
         attempt: int,
-        exc: BaseException,
+        failure: BaseException | Refusal,
         *,
-        again: bool,
+        route: str | None,
     ) -> bool:
-        """Send ``message`` to the wait queue (``again``) or dead-letter it, then ack it.
-        False if that could not be confirmed (the message is given back to the broker).
+        """Send ``message`` to the wait queue (``route`` None) or dead-letter it with routing key
+        ``route``, with the headers of ``failure`` (an exception, or a refusal's reason and
+        detail), then ack it. False if that could not be confirmed (the message is given back
+        to the broker).
 
         The copy carries the current (failed) span's ``traceparent``: the next attempt, or the
         replay of the dead letter, continues the same trace as a child of this attempt."""
+        if isinstance(failure, Refusal):
+            error_type, error_message = failure.reason, failure.detail
+        else:
+            error_type, error_message = type(failure).__name__, str(failure) or repr(failure)
         failure_headers = retry.failure_headers(
             headers,
             stage=self.stage.name,
-            error_type=type(exc).__name__,
-            error_message=str(exc) or repr(exc),
-            attempts=attempt + 1 if again else attempt,
+            error_type=error_type,
+            error_message=error_message,
+            attempts=attempt + 1 if route is None else attempt,
         )
         tracing.inject(failure_headers)
         assert self._publisher is not None
         try:
-            if again:
+            if route is None:
                 delay_s = retry.backoff_delay_s(
                     attempt, self.settings.retry_base_delay_s, self.settings.retry_max_delay_s
                 )
@@ -318,7 +370,7 @@ class StageConsumer:
             else:
                 await self._publisher.publish_to_exchange(
                     self.topology.dead_letter_exchange,
-                    self.stage.dead_letter_key(exc),
+                    route,
                     broker.republished(message, failure_headers),
                 )
             await message.ack()
