@@ -13,8 +13,9 @@ at-least-once delivery, so handlers are idempotent). Failures are routed by type
   delivery limit dead-letters it in the end.
 
 The handler never touches the channel: ``async def handle(event) -> Sequence[Event]``. It may
-instead return a :class:`Refusal`: its events are published, then the message is dead-lettered.
-A handler that needs the message's failure history is given it (``Stage.handle_with_history``).
+instead return a :class:`~shared.stage.Refusal`: its events are published, then the message is
+dead-lettered. What a stage gives the loop (its handler, its dead-letter routes, what to close)
+is a :class:`~shared.stage.Stage`.
 
 Each message is handled in an OpenTelemetry CONSUMER span ``<queue> process`` that continues
 the trace in its ``traceparent`` header; events published, retries and dead letters carry this
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,76 +43,12 @@ from shared.adapters import broker
 from shared.errors import InvalidEvent, PermanentError, SluiceError
 from shared.events import BaseEvent, parse_event
 from shared.settings import AmqpSettings
+from shared.stage import Refusal, Stage
 from shared.telemetry import tracing
 from shared.telemetry.observers import Handled, report
 from shared.topology import Topology
 
 log = structlog.get_logger("sluice.runner")
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """A handler's answer that it will not take the message, rather than events to publish.
-
-    The run loop publishes ``events`` (confirmed; e.g. the fallback worker's ``file.deferred``,
-    so the file's status says why it waits), then dead-letters the message with routing key
-    ``route`` and, as for a :class:`~shared.errors.PermanentError`, ``reason`` and ``detail`` in
-    its ``x-sluice-error-type`` and ``x-sluice-error-message`` headers (``shared.retry``). A
-    decision, not an error (faststream's ``RejectMessage``): the handler returns it.
-    """
-
-    reason: str
-    detail: str
-    route: str
-    events: tuple[BaseEvent, ...] = ()
-
-
-#: What a handler returns: the events to publish, or a :class:`Refusal`.
-Reply = Sequence[BaseEvent] | Refusal
-#: ``async def handle(event) -> Reply``.
-Handler = Callable[[BaseEvent], Awaitable[Reply]]
-#: ``async def handle(event, history) -> Reply``: also given the message's failure history.
-HistoryHandler = Callable[[BaseEvent, retry.FailureHistory], Awaitable[Reply]]
-
-
-@dataclass(frozen=True)
-class Stage:
-    """A consumer: its name (queue ``<prefix>.<name>``), the event types it takes, its handler.
-
-    The handler is ``handle``, or, for a stage that needs to know how the message failed before
-    (the fallback worker takes the store stage's dead letters), ``handle_with_history``, given
-    the :class:`~shared.retry.FailureHistory` the message's headers record; exactly one is set.
-    ``dead_letter_route`` picks the dead-letter exchange's routing key for a failure that is
-    not retried (default: the stage name, i.e. ``<prefix>.<name>.dlq``); the store stage sends
-    an exhausted S3 outage to the fallback worker's queue that way. ``background``, if set, runs
-    beside the consumer until the stop event is set (the fallback's migration loop).
-
-    Raises:
-        TypeError: neither or both handlers are set.
-    """
-
-    name: str
-    accepts: frozenset[str]
-    handle: Handler | None = None
-    close: Callable[[], Awaitable[None]] | None = None
-    dead_letter_route: Callable[[BaseException], str] | None = None
-    background: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None = None
-    handle_with_history: HistoryHandler | None = None
-
-    def __post_init__(self) -> None:
-        if (self.handle is None) == (self.handle_with_history is None):
-            raise TypeError(f"stage {self.name}: set one of handle and handle_with_history")
-
-    async def reply(self, event: BaseEvent, headers: Mapping[str, Any]) -> Reply:
-        """The handler's reply to ``event``, delivered with ``headers``."""
-        if self.handle_with_history is not None:
-            return await self.handle_with_history(event, retry.FailureHistory.from_headers(headers))
-        assert self.handle is not None
-        return await self.handle(event)
-
-    def dead_letter_key(self, exc: BaseException) -> str:
-        """The dead-letter routing key for ``exc``."""
-        return self.dead_letter_route(exc) if self.dead_letter_route else self.name
 
 
 @dataclass

@@ -8,8 +8,8 @@ from services.commit.handler import Deps, handle
 from services.commit.repository import FileRepository
 from shared.adapters.db import create_pool
 from shared.adapters.spool import LocalSpool
-from shared.runner import Stage
 from shared.settings import Settings
+from shared.stage import Stage
 from shared.topology import STAGE_BINDINGS
 
 NAME = "commit"

@@ -9,7 +9,7 @@ thumbnails wait: they are made from ``file.stored``, which :mod:`services.fallba
 emits once the bytes are in S3.
 
 A file above ``SLUICE_FALLBACK_MAX_BYTES`` (default 10 MiB) is not kept: the handler returns a
-:class:`~shared.runner.Refusal` carrying ``file.deferred`` and the route to the store stage's
+:class:`~shared.stage.Refusal` carrying ``file.deferred`` and the route to the store stage's
 dead-letter queue, where the message waits for ``sluice dlq replay`` once S3 is back. Seed 000:
 "S3 indisponible → stockage temporaire Base64 → migration automatique".
 
@@ -28,7 +28,7 @@ from shared.errors import InvalidEvent
 from shared.events import BaseEvent, FileDeferred, FileFallback, FileScanned
 from shared.ports import SourceReader
 from shared.retry import FailureHistory
-from shared.runner import Refusal
+from shared.stage import Refusal
 from shared.telemetry import tracing
 from shared.topology import FALLBACK_DEAD_LETTERS, FALLBACK_FEED
 

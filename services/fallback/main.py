@@ -18,8 +18,8 @@ from shared.adapters.sources import SourceReader
 from shared.adapters.spool import LocalSpool
 from shared.adapters.storage import S3ObjectStorage
 from shared.events import BaseEvent, FileScanned
-from shared.runner import Stage
 from shared.settings import Settings
+from shared.stage import Stage
 from shared.telemetry import tracing
 from shared.topology import FALLBACK, FALLBACK_DEAD_LETTERS, Topology
 

@@ -12,8 +12,8 @@ from shared.adapters.sources import SourceReader
 from shared.adapters.spool import LocalSpool
 from shared.adapters.storage import S3ObjectStorage
 from shared.events import FileReceived
-from shared.runner import Stage
 from shared.settings import Settings
+from shared.stage import Stage
 
 
 async def build(settings: Settings) -> Stage:

@@ -11,8 +11,8 @@ from shared.adapters.spool import LocalSpool
 from shared.adapters.storage import S3ObjectStorage
 from shared.errors import StorageUnavailable
 from shared.events import FileScanned
-from shared.runner import Stage
 from shared.settings import Settings
+from shared.stage import Stage
 from shared.topology import FALLBACK_ROUTE
 
 

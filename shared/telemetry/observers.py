@@ -24,7 +24,7 @@ class Handled:
     ``outcome`` is ``acked`` (handled, events published), ``retry`` (sent to the wait queue),
     ``dead-lettered`` or ``requeued`` (given back to the broker: routing the failure failed).
     ``error_type`` is the exception's class name (or the reason of a handler's refusal,
-    ``shared.runner.Refusal``), None when acked. ``duration_s`` is the handling time in seconds.
+    ``shared.stage.Refusal``), None when acked. ``duration_s`` is the handling time in seconds.
     """
 
     stage: str

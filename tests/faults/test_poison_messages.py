@@ -404,7 +404,8 @@ CRASHING_CONSUMER = textwrap.dedent(
     import asyncio, os, signal, sys
 
     from shared.events import FileThumbnailed
-    from shared.runner import Stage, StageConsumer
+    from shared.runner import StageConsumer
+    from shared.stage import Stage
     from shared.settings import AmqpSettings
     from shared.topology import Topology
 

@@ -34,7 +34,8 @@ from shared.retry import (
     HEADER_ERROR_TYPE,
     HEADER_FIRST_FAILED_AT,
 )
-from shared.runner import Stage, StageConsumer
+from shared.runner import StageConsumer
+from shared.stage import Stage
 from shared.topology import Topology
 from tests.integration.dlq_support import (
     FIRST_FAILED,

@@ -50,7 +50,7 @@ from shared.retry import (
     FailureHistory,
     failure_headers,
 )
-from shared.runner import Refusal, StageConsumer
+from shared.runner import StageConsumer
 from shared.settings import (
     ClamdSettings,
     DatabaseSettings,
@@ -62,6 +62,7 @@ from shared.settings import (
     ThumbnailSettings,
     TracingSettings,
 )
+from shared.stage import Refusal
 from shared.telemetry import tracing
 from shared.topology import FALLBACK_ROUTE
 from tests.databases import fresh_database

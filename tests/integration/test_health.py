@@ -24,8 +24,9 @@ from aio_pika.abc import AbstractChannel
 
 from shared.adapters import broker
 from shared.events import BaseEvent, FileReceived, utcnow
-from shared.runner import Stage, StageConsumer
+from shared.runner import StageConsumer
 from shared.settings import AmqpSettings
+from shared.stage import Stage
 from shared.telemetry.health import serve_health
 from shared.topology import Topology
 from tests.e2e.pipeline import free_port

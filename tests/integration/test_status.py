@@ -29,8 +29,9 @@ import pytest
 from shared.adapters import broker
 from shared.errors import PermanentError
 from shared.events import BaseEvent, FileReceived, FileScanned, utcnow
-from shared.runner import Stage, StageConsumer
+from shared.runner import StageConsumer
 from shared.settings import AmqpSettings
+from shared.stage import Stage
 from shared.telemetry import observers
 from shared.telemetry.health import serve_health
 from shared.telemetry.stagestats import StageStats

@@ -13,7 +13,7 @@ from typing import Any
 from services.fallback.handler import Deps, failure_reason, handle
 from shared.events import BaseEvent, FileDeferred, FileFallback, FileReceived, FileScanned
 from shared.retry import FailureHistory
-from shared.runner import Refusal
+from shared.stage import Refusal
 
 DATA = b"the bytes the store stage could not put in S3"
 STORE_GAVE_UP = FailureHistory(
