@@ -46,14 +46,21 @@ from shared.settings import AmqpSettings
 from shared.stage import Refusal, Stage
 from shared.telemetry import tracing
 from shared.telemetry.observers import Handled, report
-from shared.topology import Topology
+from shared.topology import Topology, accepted_event_types
 
 log = structlog.get_logger("sluice.runner")
 
 
 @dataclass
 class StageConsumer:
-    """Consumes one stage queue on its own robust connection until :meth:`stop`."""
+    """Consumes one stage queue on its own robust connection until :meth:`stop`.
+
+    The stage takes the event types its queue is bound to
+    (:func:`~shared.topology.accepted_event_types`); any other is dead-lettered as invalid.
+
+    Raises:
+        KeyError: a stage name the topology does not know.
+    """
 
     stage: Stage
     settings: AmqpSettings
@@ -63,6 +70,10 @@ class StageConsumer:
     _consumer_tag: str | None = None
     _publisher: broker.Publisher | None = None
     _in_flight: set[asyncio.Task[None]] = field(default_factory=set)
+    _accepts: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._accepts = accepted_event_types(self.stage.name)
 
     @property
     def in_flight(self) -> int:
@@ -235,7 +246,7 @@ class StageConsumer:
                 for err in exc.errors()[:5]
             )
             raise InvalidEvent(f"invalid event: {problems}") from None
-        if event.type not in self.stage.accepts:
+        if event.type not in self._accepts:
             raise InvalidEvent(f"stage {self.stage.name} does not take {event.type} events")
         return event
 

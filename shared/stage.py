@@ -45,7 +45,8 @@ HistoryHandler = Callable[[BaseEvent, retry.FailureHistory], Awaitable[Reply]]
 
 @dataclass(frozen=True)
 class Stage:
-    """A consumer: its name (queue ``<prefix>.<name>``), the event types it takes, its handler.
+    """A consumer: its name (queue ``<prefix>.<name>``, whose bindings say which event types it
+    takes: :func:`shared.topology.accepted_event_types`) and its handler.
 
     The handler is ``handle``, or, for a stage that needs to know how the message failed before
     (the fallback worker takes the store stage's dead letters), ``handle_with_history``, given
@@ -60,7 +61,6 @@ class Stage:
     """
 
     name: str
-    accepts: frozenset[str]
     handle: Handler | None = None
     close: Callable[[], Awaitable[None]] | None = None
     dead_letter_route: Callable[[BaseException], str] | None = None

@@ -65,6 +65,17 @@ FALLBACK_ROUTE = f"{FALLBACK_FEED}.{FALLBACK}"
 FALLBACK_DEAD_LETTERS = "store"
 
 
+def accepted_event_types(worker: str) -> frozenset[str]:
+    """The event types ``worker`` takes, i.e. those its queue receives: the routing keys a stage
+    queue is bound to (:data:`STAGE_BINDINGS`); for the fallback, those of the stage whose dead
+    letters feed it (:data:`FALLBACK_FEED`). The run loop dead-letters any other as invalid.
+
+    Raises:
+        KeyError: ``worker`` is not one of :data:`WORKERS`.
+    """
+    return frozenset(STAGE_BINDINGS[FALLBACK_FEED if worker == FALLBACK else worker])
+
+
 @dataclass(frozen=True)
 class Topology:
     """Names of the broker objects under one prefix (``SLUICE_AMQP_PREFIX``, default `sluice`)."""

@@ -17,7 +17,7 @@ from shared.adapters.db import create_pool
 from shared.adapters.sources import SourceReader
 from shared.adapters.spool import LocalSpool
 from shared.adapters.storage import S3ObjectStorage
-from shared.events import BaseEvent, FileScanned
+from shared.events import BaseEvent
 from shared.settings import Settings
 from shared.stage import Stage
 from shared.telemetry import tracing
@@ -84,7 +84,6 @@ async def build(settings: Settings) -> Stage:
 
     return Stage(
         name=FALLBACK,
-        accepts=frozenset({FileScanned.routing_key}),
         handle_with_history=functools.partial(handle, deps=deps),
         close=stack.aclose,
         background=migrate,

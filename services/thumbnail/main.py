@@ -25,7 +25,6 @@ async def build(settings: Settings) -> Stage:
 
     return Stage(
         name="thumbnail",
-        accepts=frozenset({"file.stored"}),
         handle=functools.partial(handle, deps=deps),
         close=close,
     )

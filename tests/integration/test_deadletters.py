@@ -195,9 +195,7 @@ async def test_messages_failing_again_are_not_replayed_in_a_loop_and_keep_their_
     async def still_broken(event: BaseEvent) -> list[BaseEvent]:
         raise PermanentError("still broken", file_id=str(event.file_id))
 
-    consumer = StageConsumer(
-        Stage("scan", frozenset({"file.received"}), still_broken), b.amqp, b.topology
-    )
+    consumer = StageConsumer(Stage("scan", still_broken), b.amqp, b.topology)
     await consumer.start()
     try:
         result = await replay(b.connection, b.topology, SCAN, settings=b.amqp)

@@ -143,7 +143,7 @@ async def test_readiness_follows_the_consumer_through_a_reconnect(
         handled.append(event.event_id)
         return []
 
-    consumer = StageConsumer(Stage("scan", frozenset({"file.received"}), record), AMQP, TOPOLOGY)
+    consumer = StageConsumer(Stage("scan", record), AMQP, TOPOLOGY)
     port = free_port()
     stop = asyncio.Event()
     server = asyncio.create_task(serve_health(port, [consumer], stop))

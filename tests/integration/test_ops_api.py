@@ -158,8 +158,8 @@ async def failed(amqp: Broker) -> Failed:
     ``ChecksumMismatch``) and in commit (``InvalidEvent``) by the real run loop."""
     events = {name: received(name) for name in ("a.png", "b.png", "c.bad")}
     consumers = [
-        StageConsumer(Stage("scan", frozenset({"file.received"}), scan_fails), AMQP, TOPOLOGY),
-        StageConsumer(Stage("commit", frozenset({"file.received"}), commit_fails), AMQP, TOPOLOGY),
+        StageConsumer(Stage("scan", scan_fails), AMQP, TOPOLOGY),
+        StageConsumer(Stage("commit", commit_fails), AMQP, TOPOLOGY),
     ]
     for consumer in consumers:
         await consumer.start()

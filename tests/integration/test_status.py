@@ -101,8 +101,8 @@ async def pipeline(services: Any) -> AsyncIterator[Pipeline]:
     stats = StageStats()
     observers.observe(stats.record)
     consumers = [
-        StageConsumer(Stage("scan", frozenset({"file.received"}), scan), amqp, topology),
-        StageConsumer(Stage("store", frozenset({"file.scanned"}), store), amqp, topology),
+        StageConsumer(Stage("scan", scan), amqp, topology),
+        StageConsumer(Stage("store", store), amqp, topology),
     ]
     port, stop = free_port(), asyncio.Event()
     server = asyncio.create_task(serve_health(port, consumers, stop, stats=stats))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -18,7 +19,7 @@ from shared.retry import (
     failure_headers,
     retry_budget_s,
 )
-from shared.topology import STAGES, Topology
+from shared.topology import STAGE_BINDINGS, STAGES, WORKERS, Topology, accepted_event_types
 
 
 @given(st.integers(min_value=1, max_value=40), st.floats(0.01, 10), st.floats(0.01, 600))
@@ -55,6 +56,18 @@ def test_every_stage_has_quorum_queue_with_dead_lettering() -> None:
     assert len(set(topology.all_queues())) == 3 * len(STAGES) + 2
     fallback = topology.stage_queue_arguments("fallback")
     assert fallback["x-dead-letter-routing-key"] == "store"  # its failures: the store DLQ
+
+
+def test_each_worker_takes_the_event_types_its_queue_receives() -> None:
+    for stage in STAGES:
+        assert accepted_event_types(stage) == set(STAGE_BINDINGS[stage])
+    assert accepted_event_types("scan") == {"file.received"}
+    # The fallback's queue takes the store stage's dead letters: file.scanned events.
+    assert accepted_event_types("fallback") == {"file.scanned"}
+    assert "file.committed" not in accepted_event_types("commit")
+    assert set(WORKERS) == {*STAGES, "fallback"}
+    with pytest.raises(KeyError):
+        accepted_event_types("gateway")
 
 
 def test_attempts_count_per_stage() -> None:
