@@ -23,10 +23,9 @@ import asyncio
 import base64
 from dataclasses import dataclass
 
-from services.fallback.repository import FallbackRepository
 from shared.errors import InvalidEvent
 from shared.events import BaseEvent, FileDeferred, FileFallback, FileScanned
-from shared.ports import SourceReader
+from shared.ports import FallbackStore, SourceReader
 from shared.retry import FailureHistory
 from shared.stage import Refusal
 from shared.telemetry import tracing
@@ -41,7 +40,7 @@ class Deps:
     """What the consumer works through; ``max_bytes`` from ``FallbackSettings``."""
 
     sources: SourceReader
-    repository: FallbackRepository
+    repository: FallbackStore
     max_bytes: int
 
 
