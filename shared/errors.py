@@ -94,12 +94,3 @@ class InvalidSource(PermanentError):
 
 class ChecksumMismatch(PermanentError):
     """The bytes read do not hash to the SHA-256 the event carries."""
-
-
-class FallbackRefused(PermanentError):
-    """The fallback worker will not keep this file in PostgreSQL (too large); it goes to the
-    store stage's dead-letter queue for a replay once S3 is back."""
-
-    def __init__(self, message: str, announce: Sequence[Any] = (), **context: Any) -> None:
-        super().__init__(message, **context)
-        self.announce = tuple(announce)

@@ -5,8 +5,16 @@
 - :class:`Scanner`: an antivirus verdict on bytes, and the engine's version
   (:class:`shared.adapters.scanner.ClamdScanner`);
 - :class:`Spool`: removing a spooled file (:class:`shared.adapters.spool.LocalSpool`);
-- :class:`ObjectStore`: head and put of one object in the bucket
-  (:class:`shared.adapters.storage.S3ObjectStorage`).
+- :class:`ObjectStore`: head, get and put of one object in the bucket
+  (:class:`shared.adapters.storage.S3ObjectStorage`);
+- :class:`FileStateWriter`: the commit stage's transactions on file state, with their
+  :class:`FileStateTransaction` (:class:`services.commit.repository.FileRepository`);
+- :class:`FallbackStore`: files kept Base64 while S3 is down, and their migration back
+  (:class:`services.fallback.repository.FallbackRepository`);
+- :class:`PublishEvent`: publish one event, confirmed (``shared.adapters.broker.Publisher``).
+
+The values these ports take and give (:class:`StageFields`, :class:`FileLock`,
+:class:`FallbackRow`, :class:`FallbackSummary`) are defined here with them.
 
 Unit tests of handlers use small fakes of these; everything that crosses a process boundary is
 tested against the real implementation.
@@ -15,13 +23,33 @@ tested against the real implementation.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from typing import Protocol
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
 
 from shared.adapters.scanner import ScanVerdict
 from shared.adapters.storage import ObjectInfo
+from shared.events import BaseEvent
 
-__all__ = ["ObjectInfo", "ObjectStore", "ScanVerdict", "Scanner", "SourceReader", "Spool"]
+__all__ = [
+    "ClaimedFallbackRow",
+    "FallbackRow",
+    "FallbackStore",
+    "FallbackSummary",
+    "FileLock",
+    "FileStateTransaction",
+    "FileStateWriter",
+    "ObjectInfo",
+    "ObjectStore",
+    "PublishEvent",
+    "ScanVerdict",
+    "Scanner",
+    "SourceReader",
+    "Spool",
+    "StageFields",
+]
 
 
 class SourceReader(Protocol):
@@ -94,11 +122,19 @@ class Spool(Protocol):
 
 
 class ObjectStore(Protocol):
-    """The part of S3 object storage the store stage uses (one bucket)."""
+    """The part of S3 object storage the stages use (one bucket)."""
 
     @property
     def bucket(self) -> str:
         """The bucket objects are written to."""
+        ...
+
+    async def get_bytes(self, key: str, *, bucket: str | None = None) -> bytes:
+        """The whole object.
+
+        Raises:
+            SourceMissing: no such object. StorageUnavailable: S3 down.
+        """
         ...
 
     async def head(self, key: str, *, bucket: str | None = None) -> ObjectInfo | None:
@@ -139,3 +175,165 @@ class ObjectStore(Protocol):
             ChecksumMismatch: the stream or a part does not match. StorageUnavailable: S3 down.
         """
         ...
+
+
+@dataclass(frozen=True)
+class StageFields:
+    """The ``file_versions`` columns a stage's event sets; ``None`` leaves the column as it is.
+
+    ``thumbnails`` is a list of ``{size_px, key, width, height, size_bytes}`` objects.
+    """
+
+    bucket: str | None = None
+    object_key: str | None = None
+    scanner: str | None = None
+    signature_version: str | None = None
+    thumbnails: list[dict[str, Any]] | None = None
+    thumbnail_error: str | None = None
+    rejection_reason: str | None = None
+    signature: str | None = None
+
+
+@dataclass(frozen=True)
+class FileLock:
+    """What a locked file looks like before the event is applied.
+
+    ``version_status`` is ``None`` when the event's version has no row yet.
+    """
+
+    current_version: int
+    version_status: str | None
+
+
+class FileStateTransaction(Protocol):
+    """The writes of one event to a file's state, in one transaction."""
+
+    async def record_event(self, event: BaseEvent, detail: str) -> bool:
+        """Add ``event`` to the file's history; ``False`` if its ``event_id`` is already there."""
+        ...
+
+    async def event_payload(self, event_id: uuid.UUID) -> dict[str, Any] | None:
+        """The recorded JSON of event ``event_id``, or ``None`` if it was never recorded."""
+        ...
+
+    async def lock_file(self, event: BaseEvent, initial_status: str) -> FileLock:
+        """Create the file's row if missing (status ``initial_status``), then lock it until the
+        transaction ends."""
+        ...
+
+    async def upsert_version(self, event: BaseEvent, status: str, fields: StageFields) -> None:
+        """Write the row of the event's version: ``status`` and each non-``None`` field."""
+        ...
+
+    async def update_file(self, event: BaseEvent, status: str, status_reason: str | None) -> None:
+        """Make the event's version the file's current one, with ``status`` and its reason."""
+        ...
+
+
+class FileStateWriter(Protocol):
+    """File state in PostgreSQL, written by the commit stage only."""
+
+    def transaction(
+        self, *, file_id: uuid.UUID, event_id: uuid.UUID
+    ) -> AbstractAsyncContextManager[FileStateTransaction]:
+        """One transaction: committed when the block ends normally, rolled back when it raises.
+
+        Raises:
+            DatabaseUnavailable: PostgreSQL refused or lost the connection (retryable).
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class FallbackRow:
+    """One version kept in PostgreSQL. ``event`` is the ``file.scanned`` (as a JSON object) to
+    store from once S3 is back."""
+
+    file_id: uuid.UUID
+    version_number: int
+    owner: str
+    content_type: str
+    size_bytes: int
+    sha256: str
+    data_base64: str
+    event: dict[str, Any]
+    reason: str
+    created_at: datetime
+    migration_attempts: int
+    #: W3C trace context (``traceparent``, ``tracestate``) of the span that kept the row; empty
+    #: for rows kept before it was recorded.
+    trace_context: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FallbackSummary:
+    """What sits in the fallback: ``versions`` rows, ``bytes`` of originals (decoded size),
+    ``stored_bytes`` the table takes on disk, the ``oldest`` row's time."""
+
+    versions: int
+    bytes: int
+    stored_bytes: int
+    oldest: datetime | None
+
+
+class ClaimedFallbackRow(Protocol):
+    """A fallback row locked for its migration (:meth:`FallbackStore.claim`)."""
+
+    @property
+    def row(self) -> FallbackRow:
+        """The locked row."""
+        ...
+
+    async def delete(self) -> None:
+        """Delete the row when the claim commits: its migration is done."""
+        ...
+
+
+class FallbackStore(Protocol):
+    """Files kept Base64 in PostgreSQL while S3 is down, one row per version.
+
+    Every method raises ``DatabaseUnavailable`` when PostgreSQL refuses or loses the connection.
+    """
+
+    async def keep(
+        self,
+        event: BaseEvent,
+        data_base64: str,
+        reason: str,
+        trace_context: Mapping[str, str] | None = None,
+    ) -> bool:
+        """Keep the row of ``event``'s version; False if it was already there."""
+        ...
+
+    async def oldest(self, limit: int) -> list[tuple[uuid.UUID, int]]:
+        """``(file_id, version_number)`` of up to ``limit`` rows to migrate, oldest first."""
+        ...
+
+    def claim(
+        self, file_id: uuid.UUID, version_number: int
+    ) -> AbstractAsyncContextManager[ClaimedFallbackRow | None]:
+        """Lock one row for its migration, or ``None`` if it is gone or another worker holds
+        it; the claim commits when the block ends normally, and rolls back when it raises."""
+        ...
+
+    async def record_failure(self, file_id: uuid.UUID, version_number: int, error: str) -> None:
+        """Count a failed migration of a row and keep its error."""
+        ...
+
+    async def summary(self) -> FallbackSummary:
+        """Counts and sizes of what sits in the fallback."""
+        ...
+
+    async def corrupted_count(self) -> int:
+        """File versions marked ``corrupted``."""
+        ...
+
+
+class PublishEvent(Protocol):
+    """Publishes one event and returns once the broker confirmed it.
+
+    Raises:
+        BrokerUnavailable: the publish was not confirmed.
+    """
+
+    def __call__(self, event: BaseEvent) -> Awaitable[None]: ...

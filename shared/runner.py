@@ -8,150 +8,59 @@ at-least-once delivery, so handlers are idempotent). Failures are routed by type
   dead-letter queue at once, with ``x-sluice-error-*`` headers giving the reason;
 - anything else → the stage's wait queue with a jittered exponential backoff as per-message TTL,
   counted in our own ``x-sluice-attempts`` header (RabbitMQ owns ``x-death``), and after
-  ``max_attempts`` → the dead-letter queue;
+  ``max_attempts`` → the dead-letter queue (the policy and its headers: ``shared.retry``);
 - a consumer that dies mid-message (crash loop) → RabbitMQ redelivers, and the quorum queue's
   delivery limit dead-letters it in the end.
 
-The handler never touches the channel: ``async def handle(event) -> Sequence[Event]``.
+The handler never touches the channel: ``async def handle(event) -> Sequence[Event]``. It may
+instead return a :class:`~shared.stage.Refusal`: its events are published, then the message is
+dead-lettered. What a stage gives the loop (its handler, its dead-letter routes, what to close)
+is a :class:`~shared.stage.Stage`.
 
 Each message is handled in an OpenTelemetry CONSUMER span ``<queue> process`` that continues
 the trace in its ``traceparent`` header; events published, retries and dead letters carry this
 span's context on (``shared.telemetry.tracing``), and log lines inside it carry its ``trace_id``.
+Its outcome is then reported to the process's observers (``shared.telemetry.observers``: metrics,
+``/stats``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import random
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from types import MappingProxyType
 from typing import Any
 
 import structlog
-import tenacity
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
 from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
 from pydantic import ValidationError
 
+from shared import retry
 from shared.adapters import broker
 from shared.errors import InvalidEvent, PermanentError, SluiceError
 from shared.events import BaseEvent, parse_event
 from shared.settings import AmqpSettings
+from shared.stage import Refusal, Stage
 from shared.telemetry import tracing
-from shared.topology import Topology
+from shared.telemetry.observers import Handled, report
+from shared.topology import Topology, accepted_event_types
 
-HEADER_ATTEMPTS = "x-sluice-attempts"
-HEADER_ERROR_TYPE = "x-sluice-error-type"
-HEADER_ERROR_MESSAGE = "x-sluice-error-message"
-HEADER_FIRST_FAILED_AT = "x-sluice-first-failed-at"
-HEADER_LAST_FAILED_AT = "x-sluice-last-failed-at"
-HEADER_STAGE = "x-sluice-stage"
-
-Handler = Callable[[BaseEvent], Awaitable[Sequence[BaseEvent]]]
 log = structlog.get_logger("sluice.runner")
-
-
-@dataclass(frozen=True)
-class Handled:
-    """One message's outcome, as the run loop reports it to observers (metrics, status).
-
-    ``outcome`` is ``acked`` (handled, events published), ``retry`` (sent to the wait queue),
-    ``dead-lettered`` or ``requeued`` (given back to the broker: routing the failure failed).
-    ``error_type`` is the exception's class name, None when acked.
-    """
-
-    stage: str
-    outcome: str
-    duration_s: float
-    error_type: str | None
-    event_type: str | None
-
-
-Observer = Callable[[Handled], None]
-_observers: list[Observer] = []
-
-
-def observe(observer: Observer) -> None:
-    """Call ``observer`` after every message any stage consumer of this process handles.
-
-    Observers run on the event loop and must be quick and never raise (an exception is
-    logged and ignored). Registering the same observer twice calls it once.
-    """
-    if observer not in _observers:
-        _observers.append(observer)
-
-
-def _report(handled: Handled) -> None:
-    for observer in _observers:
-        try:
-            observer(handled)
-        except Exception as exc:
-            log.error("observer failed", observer=repr(observer), error=repr(exc))
-
-
-#: The headers of the message being handled, for a handler that needs the failure history
-#: (the fallback worker records why the store stage gave up). Set per message by the run loop.
-current_headers: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
-    "current_headers", default=MappingProxyType({})
-)
-
-
-@dataclass(frozen=True)
-class Stage:
-    """A consumer: its name (queue ``<prefix>.<name>``), the event types it takes, its handler.
-
-    ``dead_letter_route`` picks the dead-letter exchange's routing key for a failure that is
-    not retried (default: the stage name, i.e. ``<prefix>.<name>.dlq``); the store stage sends
-    an exhausted S3 outage to the fallback worker's queue that way. ``background``, if set, runs
-    beside the consumer until the stop event is set (the fallback's migration loop).
-    """
-
-    name: str
-    accepts: frozenset[str]
-    handle: Handler
-    close: Callable[[], Awaitable[None]] | None = None
-    dead_letter_route: Callable[[BaseException], str] | None = None
-    background: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None = None
-
-    def dead_letter_key(self, exc: BaseException) -> str:
-        """The dead-letter routing key for ``exc``."""
-        return self.dead_letter_route(exc) if self.dead_letter_route else self.name
-
-
-def backoff_delay_s(attempt: int, base_s: float, max_s: float) -> float:
-    """Equal-jitter exponential backoff before retry ``attempt`` (1 = first retry), seconds.
-
-    With ``c = min(max_s, base_s * 2 ** (attempt - 1))`` (tenacity's ``wait_exponential``), the
-    delay is uniform in ``[c / 2, c]`` ("equal jitter", AWS Architecture Blog, "Exponential
-    Backoff And Jitter"). The floor matters: it makes the retry budget, the least time a
-    message keeps being retried before it is dead-lettered, predictable
-    (``sum(c_n / 2)``), so an outage shorter than the budget dead-letters nothing; full jitter
-    could spend every attempt within the first second of an outage.
-    """
-    state = tenacity.RetryCallState(tenacity.Retrying(), None, (), {})
-    state.attempt_number = attempt
-    ceiling = float(tenacity.wait_exponential(multiplier=base_s, max=max_s)(state))
-    return random.uniform(ceiling / 2, ceiling)
-
-
-def retry_budget_s(max_attempts: int, base_s: float, max_s: float) -> float:
-    """The least total backoff, seconds, a message waits before ``max_attempts`` are spent."""
-    return float(
-        sum(min(max_s, base_s * 2.0 ** (attempt - 1)) / 2 for attempt in range(1, max_attempts))
-    )
-
-
-def _short(text: str, limit: int = 1000) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass
 class StageConsumer:
-    """Consumes one stage queue on its own robust connection until :meth:`stop`."""
+    """Consumes one stage queue on its own robust connection until :meth:`stop`.
+
+    The stage takes the event types its queue is bound to
+    (:func:`~shared.topology.accepted_event_types`); any other is dead-lettered as invalid.
+
+    Raises:
+        KeyError: a stage name the topology does not know.
+    """
 
     stage: Stage
     settings: AmqpSettings
@@ -161,6 +70,10 @@ class StageConsumer:
     _consumer_tag: str | None = None
     _publisher: broker.Publisher | None = None
     _in_flight: set[asyncio.Task[None]] = field(default_factory=set)
+    _accepts: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._accepts = accepted_event_types(self.stage.name)
 
     @property
     def in_flight(self) -> int:
@@ -239,11 +152,7 @@ class StageConsumer:
         started = time.perf_counter()
         structlog.contextvars.clear_contextvars()
         headers: dict[str, Any] = dict(message.headers or {})
-        # Attempts count per stage: a dead letter routed on to another stage (the store's
-        # S3-outage dead letters to the fallback worker) starts that stage at attempt 1.
-        same_stage = headers.get(HEADER_STAGE, self.stage.name) == self.stage.name
-        attempt = int(headers.get(HEADER_ATTEMPTS, 1) or 1) if same_stage else 1
-        current_headers.set(headers)
+        attempt = retry.attempt_of(headers, self.stage.name)
         structlog.contextvars.bind_contextvars(
             stage=self.stage.name, message_id=message.message_id, attempt=attempt
         )
@@ -267,10 +176,10 @@ class StageConsumer:
             log.info(
                 "message handled",
                 outcome=outcome,
-                detail=_short(detail, 300),
+                detail=retry.shorten(detail, 300),
                 duration_ms=round(duration_s * 1000, 1),
             )
-        _report(Handled(self.stage.name, outcome, duration_s, error_type, event_type))
+        report(Handled(self.stage.name, outcome, duration_s, error_type, event_type))
 
     async def _handle(
         self,
@@ -280,9 +189,10 @@ class StageConsumer:
         attempt: int,
         span: trace.Span,
     ) -> tuple[str, str, str | None, str | None]:
-        """Handle, publish, ack (or route the failure, ``decoded`` being the decoding error)
-        inside the consumer ``span``; ``(outcome, detail, error_type, event_type)``."""
-        outcome, detail, error_type, event_type = "acked", "", None, message.type
+        """Handle, publish, ack (or route the failure, ``decoded`` being the decoding error, or
+        the handler's refusal) inside the consumer ``span``;
+        ``(outcome, detail, error_type, event_type)``."""
+        event_type = message.type
         try:
             if isinstance(decoded, Exception):
                 raise decoded
@@ -298,26 +208,34 @@ class StageConsumer:
                     "sluice.event_type": event.type,
                 }
             )
-            outgoing = await self.stage.handle(event)
-            await self._publish_all(outgoing)
-            await message.ack()
-            detail = ",".join(out.type for out in outgoing)
+            reply = await self.stage.reply(event, headers)
+            if not isinstance(reply, Refusal):
+                await self._publish_all(reply)
+                await message.ack()
+                return "acked", ",".join(out.type for out in reply), None, event_type
         except PermanentError as exc:
             tracing.record_failure(span, exc)
-            outcome, detail, error_type = "dead-lettered", str(exc), type(exc).__name__
-            routed = await self._announce(message, exc) and await self._fail(
-                message, headers, attempt, exc, retry=False
+            routed = await self._fail(
+                message, headers, attempt, exc, route=self.stage.dead_letter_key(exc)
             )
-            outcome = outcome if routed else "requeued"
+            outcome = "dead-lettered" if routed else "requeued"
+            return outcome, str(exc), type(exc).__name__, event_type
         except Exception as exc:
             tracing.record_failure(span, exc)
-            retry = attempt < self.settings.max_attempts
-            outcome = "retry" if retry else "dead-lettered"
-            detail = repr(exc) if not isinstance(exc, SluiceError) else str(exc)
-            error_type = type(exc).__name__
-            if not await self._fail(message, headers, attempt, exc, retry=retry):
+            again = attempt < self.settings.max_attempts
+            route = None if again else self.stage.dead_letter_key(exc)
+            outcome = "retry" if again else "dead-lettered"
+            if not await self._fail(message, headers, attempt, exc, route=route):
                 outcome = "requeued"
-        return outcome, detail, error_type, event_type
+            detail = repr(exc) if not isinstance(exc, SluiceError) else str(exc)
+            return outcome, detail, type(exc).__name__, event_type
+        # Refused: nothing failed, yet the message is not handled (the span says so). Its
+        # events first, then the dead letter.
+        span.set_status(Status(StatusCode.ERROR, f"{reply.reason}: {reply.detail}"[:500]))
+        routed = await self._announce(message, reply.events) and await self._fail(
+            message, headers, attempt, reply, route=reply.route
+        )
+        return ("dead-lettered" if routed else "requeued"), reply.detail, reply.reason, event_type
 
     def _decode(self, message: AbstractIncomingMessage) -> BaseEvent:
         try:
@@ -328,7 +246,7 @@ class StageConsumer:
                 for err in exc.errors()[:5]
             )
             raise InvalidEvent(f"invalid event: {problems}") from None
-        if event.type not in self.stage.accepts:
+        if event.type not in self._accepts:
             raise InvalidEvent(f"stage {self.stage.name} does not take {event.type} events")
         return event
 
@@ -346,12 +264,14 @@ class StageConsumer:
                     tracing.record_failure(span, exc)
                     raise
 
-    async def _announce(self, message: AbstractIncomingMessage, exc: PermanentError) -> bool:
-        """Publish the events a permanent failure announces (``exc.announce``, e.g. the
-        fallback worker's ``file.deferred``) before it is dead-lettered. False, with the message
-        given back to the broker for a redelivery, if a publish was not confirmed."""
+    async def _announce(
+        self, message: AbstractIncomingMessage, events: Sequence[BaseEvent]
+    ) -> bool:
+        """Publish the events of a refusal (e.g. the fallback worker's ``file.deferred``) before
+        the message is dead-lettered. False, with the message given back to the broker for a
+        redelivery, if a publish was not confirmed."""
         try:
-            await self._publish_all(exc.announce)
+            await self._publish_all(events)
         except Exception as publish_exc:
             await _requeue(message, "announcing a dead letter failed", publish_exc)
             return False
@@ -362,41 +282,43 @@ class StageConsumer:
         message: AbstractIncomingMessage,
         headers: dict[str, Any],
         attempt: int,
-        exc: BaseException,
+        failure: BaseException | Refusal,
         *,
-        retry: bool,
+        route: str | None,
     ) -> bool:
-        """Send ``message`` to the wait queue (``retry``) or dead-letter it, then ack it.
-        False if that could not be confirmed (the message is given back to the broker).
+        """Send ``message`` to the wait queue (``route`` None) or dead-letter it with routing key
+        ``route``, with the headers of ``failure`` (an exception, or a refusal's reason and
+        detail), then ack it. False if that could not be confirmed (the message is given back
+        to the broker).
 
         The copy carries the current (failed) span's ``traceparent``: the next attempt, or the
         replay of the dead letter, continues the same trace as a child of this attempt."""
-        now = datetime.now(UTC).isoformat()
-        failure_headers: dict[str, Any] = {
-            **headers,
-            HEADER_STAGE: self.stage.name,
-            HEADER_ERROR_TYPE: type(exc).__name__,
-            HEADER_ERROR_MESSAGE: _short(str(exc) or repr(exc)),
-            HEADER_FIRST_FAILED_AT: headers.get(HEADER_FIRST_FAILED_AT, now),
-            HEADER_LAST_FAILED_AT: now,
-        }
+        if isinstance(failure, Refusal):
+            error_type, error_message = failure.reason, failure.detail
+        else:
+            error_type, error_message = type(failure).__name__, str(failure) or repr(failure)
+        failure_headers = retry.failure_headers(
+            headers,
+            stage=self.stage.name,
+            error_type=error_type,
+            error_message=error_message,
+            attempts=attempt + 1 if route is None else attempt,
+        )
         tracing.inject(failure_headers)
         assert self._publisher is not None
         try:
-            if retry:
-                delay_s = backoff_delay_s(
+            if route is None:
+                delay_s = retry.backoff_delay_s(
                     attempt, self.settings.retry_base_delay_s, self.settings.retry_max_delay_s
                 )
-                failure_headers[HEADER_ATTEMPTS] = attempt + 1
                 await self._publisher.publish_to_queue(
                     self.topology.retry_queue(self.stage.name),
                     broker.republished(message, failure_headers, expiration_s=max(delay_s, 0.001)),
                 )
             else:
-                failure_headers[HEADER_ATTEMPTS] = attempt
                 await self._publisher.publish_to_exchange(
                     self.topology.dead_letter_exchange,
-                    self.stage.dead_letter_key(exc),
+                    route,
                     broker.republished(message, failure_headers),
                 )
             await message.ack()

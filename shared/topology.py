@@ -55,11 +55,25 @@ STAGES: tuple[str, ...] = tuple(STAGE_BINDINGS)
 FALLBACK = "fallback"
 #: Every worker a deployment runs: the pipeline stages and the fallback.
 WORKERS: tuple[str, ...] = (*STAGES, FALLBACK)
+#: The stage whose dead letters feed the fallback worker: those it gave up on because S3 is
+#: unavailable.
+FALLBACK_FEED = "store"
 #: The dead-letter routing key of a store message given up on because S3 is unavailable.
-FALLBACK_ROUTE = "store.fallback"
+FALLBACK_ROUTE = f"{FALLBACK_FEED}.{FALLBACK}"
 #: Where the fallback worker's own failures go: the store stage's dead-letter queue, from
 #: which a replay sends them back to the store stage once S3 is back.
 FALLBACK_DEAD_LETTERS = "store"
+
+
+def accepted_event_types(worker: str) -> frozenset[str]:
+    """The event types ``worker`` takes, i.e. those its queue receives: the routing keys a stage
+    queue is bound to (:data:`STAGE_BINDINGS`); for the fallback, those of the stage whose dead
+    letters feed it (:data:`FALLBACK_FEED`). The run loop dead-letters any other as invalid.
+
+    Raises:
+        KeyError: ``worker`` is not one of :data:`WORKERS`.
+    """
+    return frozenset(STAGE_BINDINGS[FALLBACK_FEED if worker == FALLBACK else worker])
 
 
 @dataclass(frozen=True)

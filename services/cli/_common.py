@@ -16,7 +16,7 @@ from rich.console import Console
 
 from shared import runner
 from shared.settings import Settings
-from shared.telemetry import metrics, tracing
+from shared.telemetry import metrics, observers, tracing
 from shared.telemetry.health import serve_health
 from shared.telemetry.logging import configure as configure_logging
 from shared.telemetry.stagestats import StageStats
@@ -114,7 +114,7 @@ async def _run(settings: Settings, stages: list[str], gateway: bool, stop: async
     consumers: list[runner.StageConsumer] = []
     jobs = [runner.run_until_stopped(built, settings.amqp, topology_of(settings), stop, consumers)]
     if stages and settings.worker.health_port is not None:
-        runner.observe((stats := StageStats()).record)  # the last minute per stage: /stats
+        observers.observe((stats := StageStats()).record)  # the last minute per stage: /stats
         jobs.append(
             serve_health(
                 settings.worker.health_port, consumers, stop, settings.worker.health_host, stats

@@ -12,8 +12,9 @@ from rich.console import Console
 from rich.table import Table
 
 from services.cli._common import run_async, settings_from_env
-from services.fallback.repository import FallbackEntry, FallbackRepository, FallbackSummary
+from services.fallback.repository import FallbackEntry, FallbackRepository
 from shared.adapters.db import create_pool
+from shared.ports import FallbackSummary
 
 fallback_app = typer.Typer(no_args_is_help=True, help="The Base64 fallback for S3 outages.")
 console = Console()

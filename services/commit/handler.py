@@ -26,7 +26,6 @@ from typing import Final
 
 import structlog
 
-from services.commit.repository import FileLock, FileRepository, FileTransaction, StageFields
 from shared.adapters.spool import SCHEME
 from shared.errors import InvalidEvent, InvalidSource
 from shared.events import (
@@ -42,7 +41,7 @@ from shared.events import (
     FileStored,
     FileThumbnailed,
 )
-from shared.ports import Spool
+from shared.ports import FileLock, FileStateTransaction, FileStateWriter, Spool, StageFields
 
 log = structlog.get_logger("sluice.commit")
 
@@ -82,7 +81,7 @@ EVENT_STATUS: Final[dict[str, str]] = {
 class Deps:
     """What the handler works through: file state in PostgreSQL, and the spool to clean."""
 
-    repository: FileRepository
+    repository: FileStateWriter
     spool: Spool
 
 
@@ -249,7 +248,9 @@ async def _record_only(event: BaseEvent, deps: Deps) -> None:
             log.info("duplicate event; history unchanged")
 
 
-async def _recorded_commit(tx: FileTransaction, event: BaseEvent, status: str) -> FileCommitted:
+async def _recorded_commit(
+    tx: FileStateTransaction, event: BaseEvent, status: str
+) -> FileCommitted:
     """The ``file.committed`` recorded with ``event`` the first time, field for field."""
     fresh = event.follow(FileCommitted, status=status)
     payload = await tx.event_payload(fresh.event_id)

@@ -8,9 +8,8 @@ from services.commit.handler import Deps, handle
 from services.commit.repository import FileRepository
 from shared.adapters.db import create_pool
 from shared.adapters.spool import LocalSpool
-from shared.runner import Stage
 from shared.settings import Settings
-from shared.topology import STAGE_BINDINGS
+from shared.stage import Stage
 
 NAME = "commit"
 
@@ -18,8 +17,8 @@ NAME = "commit"
 async def build(settings: Settings) -> Stage:
     """Open the commit stage's resources and return it, ready for :class:`StageConsumer`.
 
-    The stage takes every event type its queue is bound to (:data:`STAGE_BINDINGS`); ``close``
-    closes the pool.
+    The stage takes every event type its queue is bound to
+    (:func:`shared.topology.accepted_event_types`); ``close`` closes the pool.
 
     Raises:
         DatabaseUnavailable: PostgreSQL cannot be reached.
@@ -31,7 +30,6 @@ async def build(settings: Settings) -> Stage:
     )
     return Stage(
         name=NAME,
-        accepts=frozenset(STAGE_BINDINGS[NAME]),
         handle=functools.partial(handle, deps=deps),
         close=repository.close,
     )

@@ -11,41 +11,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from shared.adapters.db import CONNECTION_ERRORS
 from shared.errors import DatabaseUnavailable
 from shared.events import BaseEvent
-
-
-@dataclass(frozen=True)
-class StageFields:
-    """The ``file_versions`` columns a stage's event sets; ``None`` leaves the column as it is.
-
-    ``thumbnails`` is a list of ``{size_px, key, width, height, size_bytes}`` objects.
-    """
-
-    bucket: str | None = None
-    object_key: str | None = None
-    scanner: str | None = None
-    signature_version: str | None = None
-    thumbnails: list[dict[str, Any]] | None = None
-    thumbnail_error: str | None = None
-    rejection_reason: str | None = None
-    signature: str | None = None
-
-
-@dataclass(frozen=True)
-class FileLock:
-    """What a locked file looks like before the event is applied.
-
-    ``version_status`` is ``None`` when the event's version has no row yet.
-    """
-
-    current_version: int
-    version_status: str | None
-
+from shared.ports import FileLock, StageFields
 
 _INSERT_EVENT = """
 INSERT INTO file_events (event_id, file_id, version_number, event_type, causation_id,
@@ -97,7 +68,8 @@ WHERE file_id = $1
 
 
 class FileTransaction:
-    """The writes of one event, inside one PostgreSQL transaction."""
+    """The writes of one event, inside one PostgreSQL transaction (the
+    :class:`~shared.ports.FileStateTransaction` port)."""
 
     def __init__(self, connection: Any) -> None:
         self._connection = connection
@@ -188,7 +160,8 @@ class FileTransaction:
 
 
 class FileRepository:
-    """File state in PostgreSQL, over an asyncpg pool (:func:`shared.adapters.db.create_pool`)."""
+    """File state in PostgreSQL, over an asyncpg pool (:func:`shared.adapters.db.create_pool`):
+    the :class:`~shared.ports.FileStateWriter` port."""
 
     def __init__(self, pool: Any) -> None:
         self._pool = pool

@@ -17,9 +17,9 @@ from shared.adapters.db import create_pool
 from shared.adapters.sources import SourceReader
 from shared.adapters.spool import LocalSpool
 from shared.adapters.storage import S3ObjectStorage
-from shared.events import BaseEvent, FileScanned
-from shared.runner import Stage
+from shared.events import BaseEvent
 from shared.settings import Settings
+from shared.stage import Stage
 from shared.telemetry import tracing
 from shared.topology import FALLBACK, FALLBACK_DEAD_LETTERS, Topology
 
@@ -84,11 +84,10 @@ async def build(settings: Settings) -> Stage:
 
     return Stage(
         name=FALLBACK,
-        accepts=frozenset({FileScanned.routing_key}),
-        handle=functools.partial(handle, deps=deps),
+        handle_with_history=functools.partial(handle, deps=deps),
         close=stack.aclose,
         background=migrate,
-        # Whatever the fallback cannot keep goes to the store dead-letter queue, from which a
-        # replay sends it back to the store stage once S3 is back.
+        # Whatever fails in the fallback goes to the store dead-letter queue, from which a
+        # replay sends it back to the store stage once S3 is back (as a refused file does).
         dead_letter_route=lambda _: FALLBACK_DEAD_LETTERS,
     )

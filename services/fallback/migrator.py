@@ -33,16 +33,13 @@ from datetime import UTC, datetime
 import structlog
 from pydantic import ValidationError
 
-from services.fallback.repository import FallbackRepository, FallbackRow, FallbackSummary
 from services.store import handler as store
 from shared.errors import ChecksumMismatch, PermanentError, RetryableError, StorageUnavailable
-from shared.events import EVENT_ADAPTER, BaseEvent, FileScanned, FileStored
-from shared.ports import ObjectStore
+from shared.events import EVENT_ADAPTER, FileScanned, FileStored
+from shared.ports import FallbackRow, FallbackStore, FallbackSummary, ObjectStore, PublishEvent
 from shared.telemetry import metrics, tracing
 
 log = structlog.get_logger("sluice.fallback")
-
-Publish = Callable[[BaseEvent], Awaitable[None]]
 
 
 class RowSource:
@@ -82,9 +79,9 @@ class MigrationReport:
 class Deps:
     """What the migration works through; ``publish`` must return only once confirmed."""
 
-    repository: FallbackRepository
+    repository: FallbackStore
     storage: ObjectStore
-    publish: Publish
+    publish: PublishEvent
     multipart_threshold_bytes: int
 
 
@@ -183,7 +180,7 @@ async def migrate_batch(deps: Deps, limit: int) -> MigrationReport:
     return report
 
 
-async def publish_gauges(repository: FallbackRepository) -> FallbackSummary:
+async def publish_gauges(repository: FallbackStore) -> FallbackSummary:
     """Set the fallback and corrupted gauges (``shared.telemetry.metrics``) from PostgreSQL;
     return the summary.
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -21,38 +21,7 @@ import asyncpg
 from shared.adapters.db import CONNECTION_ERRORS
 from shared.errors import DatabaseUnavailable
 from shared.events import BaseEvent
-
-
-@dataclass(frozen=True)
-class FallbackRow:
-    """One version kept in PostgreSQL. ``event`` is the ``file.scanned`` (as a JSON object) to
-    store from once S3 is back."""
-
-    file_id: uuid.UUID
-    version_number: int
-    owner: str
-    content_type: str
-    size_bytes: int
-    sha256: str
-    data_base64: str
-    event: dict[str, Any]
-    reason: str
-    created_at: datetime
-    migration_attempts: int
-    #: W3C trace context (``traceparent``, ``tracestate``) of the span that kept the row; empty
-    #: for rows kept before it was recorded.
-    trace_context: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class FallbackSummary:
-    """What sits in the fallback: ``versions`` rows, ``bytes`` of originals (decoded size),
-    ``stored_bytes`` the table takes on disk (``pg_total_relation_size``), the oldest row."""
-
-    versions: int
-    bytes: int
-    stored_bytes: int
-    oldest: datetime | None
+from shared.ports import FallbackRow, FallbackSummary
 
 
 @dataclass(frozen=True)
@@ -87,7 +56,8 @@ FOR UPDATE SKIP LOCKED
 
 
 class FallbackRepository:
-    """``fallback_blobs`` over an asyncpg pool (closed by :meth:`close`)."""
+    """``fallback_blobs`` over an asyncpg pool (closed by :meth:`close`): the
+    :class:`~shared.ports.FallbackStore` port, and ``sluice fallback status``'s listing."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool

@@ -11,9 +11,8 @@ from shared.adapters.scanner import ClamdScanner
 from shared.adapters.sources import SourceReader
 from shared.adapters.spool import LocalSpool
 from shared.adapters.storage import S3ObjectStorage
-from shared.events import FileReceived
-from shared.runner import Stage
 from shared.settings import Settings
+from shared.stage import Stage
 
 
 async def build(settings: Settings) -> Stage:
@@ -36,7 +35,6 @@ async def build(settings: Settings) -> Stage:
     )
     return Stage(
         name="scan",
-        accepts=frozenset({FileReceived.routing_key}),
         handle=functools.partial(handle, deps=deps),
         close=stack.aclose,
     )

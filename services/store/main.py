@@ -10,9 +10,8 @@ from shared.adapters.sources import SourceReader
 from shared.adapters.spool import LocalSpool
 from shared.adapters.storage import S3ObjectStorage
 from shared.errors import StorageUnavailable
-from shared.events import FileScanned
-from shared.runner import Stage
 from shared.settings import Settings
+from shared.stage import Stage
 from shared.topology import FALLBACK_ROUTE
 
 
@@ -34,7 +33,6 @@ async def build(settings: Settings) -> Stage:
     )
     return Stage(
         name="store",
-        accepts=frozenset({FileScanned.routing_key}),
         handle=functools.partial(handle, deps=deps),
         close=stack.aclose,
         dead_letter_route=dead_letter_route,

@@ -17,10 +17,10 @@ import hashlib
 from dataclasses import dataclass
 
 from services.thumbnail.render import ThumbnailError, is_thumbnailable, render_thumbnails
-from shared.adapters.storage import S3ObjectStorage
 from shared.errors import ChecksumMismatch, InvalidEvent
 from shared.events import BaseEvent, FileStored, FileThumbnailed, Thumbnail
 from shared.naming import thumbnail_key
+from shared.ports import ObjectStore
 from shared.settings import ThumbnailSettings
 
 
@@ -28,7 +28,7 @@ from shared.settings import ThumbnailSettings
 class Deps:
     """What the thumbnail stage works through."""
 
-    storage: S3ObjectStorage
+    storage: ObjectStore
     settings: ThumbnailSettings
     #: At most ``settings.max_concurrent_renders`` decodes at once, whatever the prefetch.
     renders: asyncio.Semaphore

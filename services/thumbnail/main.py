@@ -7,8 +7,8 @@ import functools
 
 from services.thumbnail.handler import Deps, handle
 from shared.adapters.storage import S3ObjectStorage
-from shared.runner import Stage
 from shared.settings import Settings
+from shared.stage import Stage
 
 
 async def build(settings: Settings) -> Stage:
@@ -25,7 +25,6 @@ async def build(settings: Settings) -> Stage:
 
     return Stage(
         name="thumbnail",
-        accepts=frozenset({"file.stored"}),
         handle=functools.partial(handle, deps=deps),
         close=close,
     )

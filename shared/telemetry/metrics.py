@@ -3,9 +3,9 @@ worker's health server (``shared.telemetry.health``) and by the gateway;
 docs/observability.md lists them.
 
 The message counters and the handling-time histogram are updated by :func:`record_handled`, a
-run-loop observer (:func:`shared.runner.observe`) that :func:`observe_stages` registers once per
-process. Their labels are bounded: stage names, the four outcomes, exception class names; never
-file ids or owners.
+run-loop observer (:func:`shared.telemetry.observers.observe`) that :func:`observe_stages`
+registers once per process. Their labels are bounded: stage names, the four outcomes, exception
+class names; never file ids or owners.
 
 The gauges below are set by the fallback worker's migration loop, once per probe interval, from
 PostgreSQL (issue 4 of the source documents' resilience promise; seed 004's "monitoring of
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from shared.runner import Handled, observe
+from shared.telemetry.observers import Handled, observe
 
 FALLBACK_VERSIONS = Gauge(
     "sluice_fallback_versions", "File versions kept Base64 in PostgreSQL while S3 was down."
@@ -80,7 +80,7 @@ UPLOAD_BYTES = Counter("sluice_upload_bytes_total", "Bytes of uploads the gatewa
 
 
 def record_handled(handled: Handled) -> None:
-    """Count one handled message (a :func:`shared.runner.observe` observer)."""
+    """Count one handled message (a :func:`shared.telemetry.observers.observe` observer)."""
     MESSAGES_HANDLED.labels(handled.stage, handled.outcome).inc()
     HANDLING_DURATION.labels(handled.stage).observe(handled.duration_s)
     if handled.outcome == "acked":

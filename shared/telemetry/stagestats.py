@@ -1,5 +1,5 @@
 """What each stage of this process handled over the last minute: a rolling window fed by the run
-loop's observer (:func:`shared.runner.observe`), served as a worker's ``GET /stats``.
+loop's observer (:func:`shared.telemetry.observers.observe`), served as a worker's ``GET /stats``.
 
 Counts are exact over the window: one bucket of counts per second, so memory is bounded by the
 window's length, not by the message rate. Handling times are kept as raw samples (the most
@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from shared.runner import Handled
+from shared.telemetry.observers import Handled
 
 #: Handling-time samples kept per stage (about 16 KiB each); counts are never capped.
 MAX_SAMPLES = 2048
@@ -95,10 +95,10 @@ class _StageWindow:
 class StageStats:
     """Rolling per-stage counts and handling times of this process (one per worker process).
 
-    Register :meth:`record` with :func:`shared.runner.observe`; read with :meth:`snapshot`.
-    ``window_s`` is the window's length in whole seconds (counts are bucketed per second, so
-    the window is ``window_s`` seconds give or take the current second). ``clock`` returns
-    seconds (``time.monotonic``), for tests.
+    Register :meth:`record` with :func:`shared.telemetry.observers.observe`; read with
+    :meth:`snapshot`. ``window_s`` is the window's length in whole seconds (counts are bucketed
+    per second, so the window is ``window_s`` seconds give or take the current second).
+    ``clock`` returns seconds (``time.monotonic``), for tests.
     """
 
     def __init__(

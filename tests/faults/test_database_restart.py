@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.runner import retry_budget_s
+from shared.retry import retry_budget_s
 from tests.faults.checks import verify, wait_drained
 from tests.faults.cluster import Cluster
 from tests.faults.private_services import PrivatePostgres, private_postgres

@@ -404,7 +404,8 @@ CRASHING_CONSUMER = textwrap.dedent(
     import asyncio, os, signal, sys
 
     from shared.events import FileThumbnailed
-    from shared.runner import Stage, StageConsumer
+    from shared.runner import StageConsumer
+    from shared.stage import Stage
     from shared.settings import AmqpSettings
     from shared.topology import Topology
 
@@ -417,7 +418,7 @@ CRASHING_CONSUMER = textwrap.dedent(
         prefix, limit = sys.argv[1], int(sys.argv[2])
         settings = AmqpSettings(url=sys.argv[3], prefix=prefix, delivery_limit=limit)
         topology = Topology(prefix=prefix, delivery_limit=limit)
-        stage = Stage(name="thumbnail", accepts=frozenset({"file.stored"}), handle=handle)
+        stage = Stage(name="thumbnail", handle=handle)
         consumer = StageConsumer(stage, settings, topology)
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

@@ -18,7 +18,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 
 from shared.adapters import broker
 from shared.events import BaseEvent, FileReceived, utcnow
-from shared.runner import (
+from shared.retry import (
     HEADER_ATTEMPTS,
     HEADER_ERROR_MESSAGE,
     HEADER_ERROR_TYPE,

@@ -37,7 +37,8 @@ from shared.events import (
     Thumbnail,
     parse_event,
 )
-from shared.runner import HEADER_ERROR_TYPE, StageConsumer
+from shared.retry import HEADER_ERROR_TYPE
+from shared.runner import StageConsumer
 from shared.settings import (
     AmqpSettings,
     ClamdSettings,

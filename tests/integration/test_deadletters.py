@@ -28,14 +28,14 @@ from shared.ops.deadletters import (
     replay,
     show_dead_letter,
 )
-from shared.runner import (
+from shared.retry import (
     HEADER_ATTEMPTS,
     HEADER_ERROR_MESSAGE,
     HEADER_ERROR_TYPE,
     HEADER_FIRST_FAILED_AT,
-    Stage,
-    StageConsumer,
 )
+from shared.runner import StageConsumer
+from shared.stage import Stage
 from shared.topology import Topology
 from tests.integration.dlq_support import (
     FIRST_FAILED,
@@ -195,9 +195,7 @@ async def test_messages_failing_again_are_not_replayed_in_a_loop_and_keep_their_
     async def still_broken(event: BaseEvent) -> list[BaseEvent]:
         raise PermanentError("still broken", file_id=str(event.file_id))
 
-    consumer = StageConsumer(
-        Stage("scan", frozenset({"file.received"}), still_broken), b.amqp, b.topology
-    )
+    consumer = StageConsumer(Stage("scan", still_broken), b.amqp, b.topology)
     await consumer.start()
     try:
         result = await replay(b.connection, b.topology, SCAN, settings=b.amqp)

@@ -25,24 +25,49 @@ from opentelemetry.trace import format_trace_id
 
 from services.fallback import migrator
 from services.fallback.handler import Deps, handle
+from services.fallback.main import build
 from services.fallback.repository import FallbackRepository
+from shared.adapters import broker
 from shared.adapters.db import create_pool
 from shared.adapters.sources import SourceReader
 from shared.adapters.spool import LocalSpool
 from shared.adapters.storage import S3ObjectStorage
-from shared.errors import BrokerUnavailable, ChecksumMismatch, FallbackRefused
-from shared.events import BaseEvent, FileDeferred, FileFallback, FileScanned, FileStored
-from shared.runner import (
+from shared.errors import BrokerUnavailable, ChecksumMismatch
+from shared.events import (
+    BaseEvent,
+    FileDeferred,
+    FileFallback,
+    FileScanned,
+    FileStored,
+    parse_event,
+)
+from shared.retry import (
     HEADER_ATTEMPTS,
     HEADER_ERROR_MESSAGE,
     HEADER_ERROR_TYPE,
+    HEADER_FIRST_FAILED_AT,
     HEADER_STAGE,
-    current_headers,
+    FailureHistory,
+    failure_headers,
 )
-from shared.settings import DatabaseSettings, TracingSettings
+from shared.runner import StageConsumer
+from shared.settings import (
+    ClamdSettings,
+    DatabaseSettings,
+    FallbackSettings,
+    GatewaySettings,
+    LogSettings,
+    Settings,
+    SpoolSettings,
+    ThumbnailSettings,
+    TracingSettings,
+)
+from shared.stage import Refusal
 from shared.telemetry import tracing
+from shared.topology import FALLBACK_ROUTE
 from tests.databases import fresh_database
 from tests.e2e.pipeline import ROOT, free_port
+from tests.integration.dlq_support import fresh_broker, wait_for
 from tests.integration.test_store import raw_s3, s3_settings, s3_up, scanned, spooled
 
 pytestmark = pytest.mark.integration
@@ -51,6 +76,7 @@ __all__ = ["raw_s3", "s3_up"]  # fixtures used here
 DATABASE = DatabaseSettings(url="postgresql://postgres@127.0.0.1:5432/sluice_test_fallback")
 BUCKET = "sluice-test-fallback"
 PHOTO = (ROOT / "samples" / "photo-rotated.jpg").read_bytes()
+NEVER_FAILED = FailureHistory()
 
 
 @pytest.fixture(scope="module")
@@ -81,18 +107,14 @@ def spool(tmp_path: Path) -> LocalSpool:
 
 
 @pytest.fixture
-def store_failure() -> Any:
-    """The headers of a store dead letter, as the run loop would hand them to the handler."""
-    token = current_headers.set(
-        {
-            HEADER_STAGE: "store",
-            HEADER_ATTEMPTS: 3,
-            HEADER_ERROR_TYPE: "StorageUnavailable",
-            HEADER_ERROR_MESSAGE: "S3 unavailable: connection refused",
-        }
+def store_failure() -> FailureHistory:
+    """The failure history of a store dead letter, as the run loop hands it to the handler."""
+    return FailureHistory(
+        stage="store",
+        attempts=3,
+        error_type="StorageUnavailable",
+        error_message="S3 unavailable: connection refused",
     )
-    yield
-    current_headers.reset(token)
 
 
 def deps_for(spool: LocalSpool, storage: S3ObjectStorage, repository: Any, cap: int) -> Deps:
@@ -125,10 +147,14 @@ def migration(repository: Any, storage: S3ObjectStorage, publish: Published) -> 
 
 
 async def kept(
-    spool: LocalSpool, storage: S3ObjectStorage, repository: Any, data: bytes = PHOTO
+    spool: LocalSpool,
+    storage: S3ObjectStorage,
+    repository: Any,
+    data: bytes = PHOTO,
+    history: FailureHistory = NEVER_FAILED,
 ) -> FileScanned:
     event = scanned(data, await spooled(spool, data))
-    await handle(event, deps_for(spool, storage, repository, 10 * 1024 * 1024))
+    await handle(event, history, deps_for(spool, storage, repository, 10 * 1024 * 1024))
     return event
 
 
@@ -137,13 +163,17 @@ async def rows(pool: Any) -> list[Any]:
 
 
 async def test_dead_letter_is_kept_base64_and_announced(
-    pool: Any, repository: Any, spool: LocalSpool, storage: S3ObjectStorage, store_failure: None
+    pool: Any,
+    repository: Any,
+    spool: LocalSpool,
+    storage: S3ObjectStorage,
+    store_failure: FailureHistory,
 ) -> None:
     event = scanned(PHOTO, await spooled(spool, PHOTO))
     deps = deps_for(spool, storage, repository, 10 * 1024 * 1024)
 
-    [out] = await handle(event, deps)
-    [again] = await handle(event, deps)  # a redelivery
+    [out] = await handle(event, store_failure, deps)
+    [again] = await handle(event, store_failure, deps)  # a redelivery
 
     assert isinstance(out, FileFallback) and again.event_id == out.event_id
     assert out.causation_id == event.event_id
@@ -157,13 +187,19 @@ async def test_dead_letter_is_kept_base64_and_announced(
 
 
 async def test_over_the_cap_is_deferred_and_kept_nowhere(
-    pool: Any, repository: Any, spool: LocalSpool, storage: S3ObjectStorage, store_failure: None
+    pool: Any,
+    repository: Any,
+    spool: LocalSpool,
+    storage: S3ObjectStorage,
+    store_failure: FailureHistory,
 ) -> None:
     event = scanned(PHOTO, await spooled(spool, PHOTO))
-    with pytest.raises(FallbackRefused) as refused:
-        await handle(event, deps_for(spool, storage, repository, len(PHOTO) - 1))
+    refused = await handle(
+        event, store_failure, deps_for(spool, storage, repository, len(PHOTO) - 1)
+    )
 
-    [deferred] = refused.value.announce
+    assert isinstance(refused, Refusal)
+    [deferred] = refused.events
     assert isinstance(deferred, FileDeferred) and deferred.causation_id == event.event_id
     assert f"{len(PHOTO)} bytes is over the fallback's {len(PHOTO) - 1}-byte cap" in (
         deferred.reason
@@ -172,12 +208,87 @@ async def test_over_the_cap_is_deferred_and_kept_nowhere(
 
 
 async def test_source_that_is_not_the_file_is_refused(
-    pool: Any, repository: Any, spool: LocalSpool, storage: S3ObjectStorage, store_failure: None
+    pool: Any,
+    repository: Any,
+    spool: LocalSpool,
+    storage: S3ObjectStorage,
+    store_failure: FailureHistory,
 ) -> None:
     event = scanned(PHOTO, await spooled(spool, PHOTO[:-1] + b"\x00"))
     with pytest.raises(ChecksumMismatch):
-        await handle(event, deps_for(spool, storage, repository, 10 * 1024 * 1024))
+        await handle(event, store_failure, deps_for(spool, storage, repository, 10 * 1024 * 1024))
     assert await rows(pool) == []
+
+
+async def test_through_the_run_loop_kept_or_deferred_to_the_store_dead_letter_queue(
+    pool: Any, repository: Any, spool: LocalSpool, storage: S3ObjectStorage, tmp_path: Path
+) -> None:
+    small = b"a small file"
+    async with fresh_broker("t_fallback_loop") as b:
+        settings = Settings(
+            amqp=b.amqp,
+            s3=storage.settings,
+            database=DATABASE,
+            spool=SpoolSettings(dir=tmp_path / "spool"),
+            clamd=ClamdSettings(),
+            gateway=GatewaySettings(),
+            thumbnail=ThumbnailSettings(),
+            log=LogSettings(),
+            fallback=FallbackSettings(max_bytes=len(PHOTO) - 1),
+        )
+        consumer = StageConsumer(await build(settings), b.amqp, b.topology)
+        publisher = await b.publisher()
+        await consumer.start()
+        try:
+            kept_event = scanned(small, await spooled(spool, small))
+            too_big = scanned(PHOTO, await spooled(spool, PHOTO))
+            store_gave_up = failure_headers(
+                {},
+                stage="store",
+                error_type="StorageUnavailable",
+                error_message="S3 unavailable: connection refused",
+                attempts=3,
+            )
+            for event in (kept_event, too_big):  # as the store stage's run loop hands them on
+                message = broker.event_message(event, store_gave_up)
+                await publisher.publish_to_exchange(
+                    b.topology.dead_letter_exchange, FALLBACK_ROUTE, message
+                )
+
+            async def both_answered() -> bool:
+                return await b.depth(b.topology.queue("commit")) == 2
+
+            await wait_for(both_answered)
+            answers = {
+                type(event): event
+                for event in (
+                    parse_event(message.body)
+                    for message in await b.drain(b.topology.queue("commit"))
+                )
+            }
+            [dead] = await b.drain(b.topology.dead_letter_queue("store"))
+        finally:
+            await consumer.stop()
+
+    fallback, deferred = answers[FileFallback], answers[FileDeferred]
+    assert fallback.causation_id == kept_event.event_id
+    assert (
+        fallback.reason == "StorageUnavailable after 3 attempts: S3 unavailable: connection refused"
+    )
+    [row] = await rows(pool)
+    assert row["file_id"] == kept_event.file_id
+
+    assert deferred.causation_id == too_big.event_id
+    assert f"{len(PHOTO)} bytes is over the fallback's {len(PHOTO) - 1}-byte cap" in deferred.reason
+    assert parse_event(dead.body) == too_big
+    headers = dead.headers or {}
+    assert (headers[HEADER_STAGE], headers[HEADER_ERROR_TYPE], headers[HEADER_ATTEMPTS]) == (
+        "fallback",
+        "FallbackRefused",
+        1,
+    )
+    assert headers[HEADER_ERROR_MESSAGE].endswith(f"(file_id={too_big.file_id})")
+    assert headers[HEADER_FIRST_FAILED_AT] == store_gave_up[HEADER_FIRST_FAILED_AT]
 
 
 async def test_migration_stores_verifies_publishes_then_deletes(
@@ -199,13 +310,17 @@ async def test_migration_stores_verifies_publishes_then_deletes(
 
 
 async def test_migration_continues_the_trace_the_row_was_kept_in(
-    pool: Any, repository: Any, spool: LocalSpool, storage: S3ObjectStorage, store_failure: None
+    pool: Any,
+    repository: Any,
+    spool: LocalSpool,
+    storage: S3ObjectStorage,
+    store_failure: FailureHistory,
 ) -> None:
     tracing.configure(TracingSettings(traces_exporter="none"), "sluice-test")
     spans = InMemorySpanExporter()
     tracing.add_span_processor(SimpleSpanProcessor(spans))
     with tracing.file_span("fallback consumer (test)", uuid.uuid4()) as kept_in:
-        event = await kept(spool, storage, repository)
+        event = await kept(spool, storage, repository, history=store_failure)
     [row] = await rows(pool)
     trace_id = format_trace_id(kept_in.get_span_context().trace_id)
     assert row["trace_context"]["traceparent"].split("-")[1] == trace_id
@@ -296,10 +411,14 @@ async def test_s3_down_stops_the_batch_and_keeps_every_row(
 
 
 async def test_fallback_status_command_lists_oldest_first(
-    pool: Any, repository: Any, spool: LocalSpool, storage: S3ObjectStorage, store_failure: None
+    pool: Any,
+    repository: Any,
+    spool: LocalSpool,
+    storage: S3ObjectStorage,
+    store_failure: FailureHistory,
 ) -> None:
-    first = await kept(spool, storage, repository)
-    second = await kept(spool, storage, repository, PHOTO + b"x")
+    first = await kept(spool, storage, repository, history=store_failure)
+    second = await kept(spool, storage, repository, PHOTO + b"x", history=store_failure)
     done = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "services", "fallback", "status", "--json"],

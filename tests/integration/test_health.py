@@ -24,8 +24,9 @@ from aio_pika.abc import AbstractChannel
 
 from shared.adapters import broker
 from shared.events import BaseEvent, FileReceived, utcnow
-from shared.runner import Stage, StageConsumer
+from shared.runner import StageConsumer
 from shared.settings import AmqpSettings
+from shared.stage import Stage
 from shared.telemetry.health import serve_health
 from shared.topology import Topology
 from tests.e2e.pipeline import free_port
@@ -142,7 +143,7 @@ async def test_readiness_follows_the_consumer_through_a_reconnect(
         handled.append(event.event_id)
         return []
 
-    consumer = StageConsumer(Stage("scan", frozenset({"file.received"}), record), AMQP, TOPOLOGY)
+    consumer = StageConsumer(Stage("scan", record), AMQP, TOPOLOGY)
     port = free_port()
     stop = asyncio.Event()
     server = asyncio.create_task(serve_health(port, [consumer], stop))

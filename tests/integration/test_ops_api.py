@@ -29,7 +29,7 @@ from services.gateway.ops_api import MAX_REPLAY_LIMIT
 from shared.adapters import broker, db
 from shared.errors import ChecksumMismatch, InvalidEvent, SourceMissing
 from shared.events import BaseEvent, FileDeadLetterPurged, FileReceived, parse_event
-from shared.runner import Stage, StageConsumer
+from shared.runner import StageConsumer
 from shared.settings import (
     AmqpSettings,
     ClamdSettings,
@@ -41,6 +41,7 @@ from shared.settings import (
     SpoolSettings,
     ThumbnailSettings,
 )
+from shared.stage import Stage
 from shared.topology import Topology
 from tests.databases import fresh_database
 from tests.integration.dlq_support import Broker
@@ -157,8 +158,8 @@ async def failed(amqp: Broker) -> Failed:
     ``ChecksumMismatch``) and in commit (``InvalidEvent``) by the real run loop."""
     events = {name: received(name) for name in ("a.png", "b.png", "c.bad")}
     consumers = [
-        StageConsumer(Stage("scan", frozenset({"file.received"}), scan_fails), AMQP, TOPOLOGY),
-        StageConsumer(Stage("commit", frozenset({"file.received"}), commit_fails), AMQP, TOPOLOGY),
+        StageConsumer(Stage("scan", scan_fails), AMQP, TOPOLOGY),
+        StageConsumer(Stage("commit", commit_fails), AMQP, TOPOLOGY),
     ]
     for consumer in consumers:
         await consumer.start()

@@ -26,12 +26,13 @@ from typing import Any
 
 import pytest
 
-from shared import runner
 from shared.adapters import broker
 from shared.errors import PermanentError
 from shared.events import BaseEvent, FileReceived, FileScanned, utcnow
-from shared.runner import Stage, StageConsumer
+from shared.runner import StageConsumer
 from shared.settings import AmqpSettings
+from shared.stage import Stage
+from shared.telemetry import observers
 from shared.telemetry.health import serve_health
 from shared.telemetry.stagestats import StageStats
 from shared.topology import Topology
@@ -98,10 +99,10 @@ async def pipeline(services: Any) -> AsyncIterator[Pipeline]:
         return []
 
     stats = StageStats()
-    runner.observe(stats.record)
+    observers.observe(stats.record)
     consumers = [
-        StageConsumer(Stage("scan", frozenset({"file.received"}), scan), amqp, topology),
-        StageConsumer(Stage("store", frozenset({"file.scanned"}), store), amqp, topology),
+        StageConsumer(Stage("scan", scan), amqp, topology),
+        StageConsumer(Stage("store", store), amqp, topology),
     ]
     port, stop = free_port(), asyncio.Event()
     server = asyncio.create_task(serve_health(port, consumers, stop, stats=stats))

@@ -48,6 +48,7 @@ from shared.settings import (
     ThumbnailSettings,
     TracingSettings,
 )
+from shared.stage import Handler
 from shared.telemetry import tracing
 from shared.telemetry.logging import MASK
 from shared.topology import Topology
@@ -93,7 +94,7 @@ def make_settings(spool_dir: Path) -> Settings:
 
 
 def failing_once(
-    handle: runner.Handler, prefix: str, error: Callable[[], Exception]
+    handle: Handler, prefix: str, error: Callable[[], Exception]
 ) -> Callable[[BaseEvent], Awaitable[Sequence[BaseEvent]]]:
     """``handle``, except that its first call for a file whose name starts with ``prefix``
     raises ``error()``."""

@@ -19,7 +19,6 @@ from services.commit.handler import (
     status_for,
     transition,
 )
-from services.commit.repository import FileLock, StageFields
 from shared.errors import InvalidEvent
 from shared.events import (
     FileCommitted,
@@ -30,6 +29,7 @@ from shared.events import (
     FileThumbnailed,
     Thumbnail,
 )
+from shared.ports import FileLock, StageFields
 
 STATUSES = sorted(STATUS_RANK)
 

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.runner import backoff_delay_s, retry_budget_s
-from shared.topology import STAGES, Topology
+from shared.retry import (
+    HEADER_ATTEMPTS,
+    HEADER_ERROR_MESSAGE,
+    HEADER_ERROR_TYPE,
+    HEADER_FIRST_FAILED_AT,
+    HEADER_LAST_FAILED_AT,
+    HEADER_STAGE,
+    FailureHistory,
+    attempt_of,
+    backoff_delay_s,
+    failure_headers,
+    retry_budget_s,
+)
+from shared.topology import STAGE_BINDINGS, STAGES, WORKERS, Topology, accepted_event_types
 
 
 @given(st.integers(min_value=1, max_value=40), st.floats(0.01, 10), st.floats(0.01, 600))
@@ -43,3 +56,45 @@ def test_every_stage_has_quorum_queue_with_dead_lettering() -> None:
     assert len(set(topology.all_queues())) == 3 * len(STAGES) + 2
     fallback = topology.stage_queue_arguments("fallback")
     assert fallback["x-dead-letter-routing-key"] == "store"  # its failures: the store DLQ
+
+
+def test_each_worker_takes_the_event_types_its_queue_receives() -> None:
+    for stage in STAGES:
+        assert accepted_event_types(stage) == set(STAGE_BINDINGS[stage])
+    assert accepted_event_types("scan") == {"file.received"}
+    # The fallback's queue takes the store stage's dead letters: file.scanned events.
+    assert accepted_event_types("fallback") == {"file.scanned"}
+    assert "file.committed" not in accepted_event_types("commit")
+    assert set(WORKERS) == {*STAGES, "fallback"}
+    with pytest.raises(KeyError):
+        accepted_event_types("gateway")
+
+
+def test_attempts_count_per_stage() -> None:
+    assert attempt_of({}, "store") == 1
+    assert attempt_of({HEADER_STAGE: "store", HEADER_ATTEMPTS: 3}, "store") == 3
+    # A store dead letter handed on to the fallback worker starts the fallback at attempt 1.
+    assert attempt_of({HEADER_STAGE: "store", HEADER_ATTEMPTS: 3}, "fallback") == 1
+
+
+def test_failure_headers_keep_the_first_failure_and_cut_long_messages() -> None:
+    first = failure_headers(
+        {"traceparent": "t"}, stage="scan", error_type="E", error_message="x" * 5000, attempts=2
+    )
+    assert first["traceparent"] == "t"
+    assert (first[HEADER_STAGE], first[HEADER_ERROR_TYPE], first[HEADER_ATTEMPTS]) == (
+        "scan",
+        "E",
+        2,
+    )
+    assert len(first[HEADER_ERROR_MESSAGE]) == 1000 and first[HEADER_ERROR_MESSAGE].endswith("…")
+    again = failure_headers(first, stage="scan", error_type="E", error_message="y", attempts=3)
+    assert again[HEADER_FIRST_FAILED_AT] == first[HEADER_FIRST_FAILED_AT]
+    assert again[HEADER_LAST_FAILED_AT] >= first[HEADER_LAST_FAILED_AT]
+
+
+def test_failure_history_reads_back_what_the_headers_record() -> None:
+    headers = failure_headers({}, stage="store", error_type="E", error_message="m", attempts=3)
+    assert FailureHistory.from_headers(headers) == FailureHistory("store", "E", "m", 3)
+    assert FailureHistory.from_headers({HEADER_ERROR_TYPE: b"E"}).error_type == "E"
+    assert FailureHistory.from_headers({}) == FailureHistory()

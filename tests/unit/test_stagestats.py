@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.runner import Handled
+from shared.telemetry.observers import Handled
 from shared.telemetry.stagestats import MAX_SAMPLES, StageStats, percentile, summarise
 
 

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from shared.adapters import broker
 from shared.events import FileDeadLetterPurged, parse_event
-from shared.runner import (
+from shared.retry import (
     HEADER_ATTEMPTS,
     HEADER_ERROR_MESSAGE,
     HEADER_ERROR_TYPE,
@@ -59,7 +59,7 @@ class DeadLetter:
     """One dead-lettered message, as the run loop (or RabbitMQ) left it.
 
     Fields come from the ``x-sluice-*`` headers the run loop writes when it dead-letters
-    (``shared.runner``). A message RabbitMQ dead-lettered itself (the stage queue's delivery
+    (``shared.retry``). A message RabbitMQ dead-lettered itself (the stage queue's delivery
     limit, after consumers crashed on it) is described by its latest ``x-death`` entry instead:
     ``error_type`` is RabbitMQ's reason (``delivery_limit``) and ``attempts`` is ``None``.
     ``stage`` is the dead-letter queue's stage (where a replay sends it); ``failed_stage`` the

@@ -1,0 +1,83 @@
+"""What a stage gives the run loop (``shared.runner``): a :class:`Stage`, and the contract of its
+handler.
+
+A handler is a function of an event (``async def handle(event) -> Reply``): it does the stage's
+work through the ports it is given and returns the events to publish, or a :class:`Refusal`. It
+never touches the channel. Each stage's ``services/<name>/main.py`` builds its :class:`Stage`,
+binding the handler to its ``Deps``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from shared import retry
+from shared.events import BaseEvent
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A handler's answer that it will not take the message, rather than events to publish.
+
+    The run loop publishes ``events`` (confirmed; e.g. the fallback worker's ``file.deferred``,
+    so the file's status says why it waits), then dead-letters the message with routing key
+    ``route`` and, as for a :class:`~shared.errors.PermanentError`, ``reason`` and ``detail`` in
+    its ``x-sluice-error-type`` and ``x-sluice-error-message`` headers (``shared.retry``). A
+    decision, not an error (faststream's ``RejectMessage``): the handler returns it.
+    """
+
+    reason: str
+    detail: str
+    route: str
+    events: tuple[BaseEvent, ...] = ()
+
+
+#: What a handler returns: the events to publish, or a :class:`Refusal`.
+Reply = Sequence[BaseEvent] | Refusal
+#: ``async def handle(event) -> Reply``.
+Handler = Callable[[BaseEvent], Awaitable[Reply]]
+#: ``async def handle(event, history) -> Reply``: also given the message's failure history.
+HistoryHandler = Callable[[BaseEvent, retry.FailureHistory], Awaitable[Reply]]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A consumer: its name (queue ``<prefix>.<name>``, whose bindings say which event types it
+    takes: :func:`shared.topology.accepted_event_types`) and its handler.
+
+    The handler is ``handle``, or, for a stage that needs to know how the message failed before
+    (the fallback worker takes the store stage's dead letters), ``handle_with_history``, given
+    the :class:`~shared.retry.FailureHistory` the message's headers record; exactly one is set.
+    ``dead_letter_route`` picks the dead-letter exchange's routing key for a failure that is
+    not retried (default: the stage name, i.e. ``<prefix>.<name>.dlq``); the store stage sends
+    an exhausted S3 outage to the fallback worker's queue that way. ``background``, if set, runs
+    beside the consumer until the stop event is set (the fallback's migration loop).
+
+    Raises:
+        TypeError: neither or both handlers are set.
+    """
+
+    name: str
+    handle: Handler | None = None
+    close: Callable[[], Awaitable[None]] | None = None
+    dead_letter_route: Callable[[BaseException], str] | None = None
+    background: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None = None
+    handle_with_history: HistoryHandler | None = None
+
+    def __post_init__(self) -> None:
+        if (self.handle is None) == (self.handle_with_history is None):
+            raise TypeError(f"stage {self.name}: set one of handle and handle_with_history")
+
+    async def reply(self, event: BaseEvent, headers: Mapping[str, Any]) -> Reply:
+        """The handler's reply to ``event``, delivered with ``headers``."""
+        if self.handle_with_history is not None:
+            return await self.handle_with_history(event, retry.FailureHistory.from_headers(headers))
+        assert self.handle is not None
+        return await self.handle(event)
+
+    def dead_letter_key(self, exc: BaseException) -> str:
+        """The dead-letter routing key for ``exc``."""
+        return self.dead_letter_route(exc) if self.dead_letter_route else self.name
