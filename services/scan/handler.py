@@ -34,8 +34,11 @@ from shared.adapters.spool import SCHEME as SPOOL_SCHEME
 from shared.errors import SourceMissing
 from shared.events import BaseEvent, FileRejected, FileScanned
 from shared.ports import FileStates, Scanner, SourceReader, Spool
+from shared.status import FileStatus
 
-PAST_SCANNING = frozenset({"scanned", "stored", "available", "rejected"})
+PAST_SCANNING = frozenset(
+    {FileStatus.SCANNED, FileStatus.STORED, FileStatus.AVAILABLE, FileStatus.REJECTED}
+)
 log = structlog.get_logger("sluice.scan")
 
 

@@ -3,8 +3,8 @@
 Reported (:class:`ReconcileReport`):
 
 - **missing objects**: a version whose status says its bytes are stored (``stored``,
-  ``available``) and whose ``object_key`` is not in the bucket; **missing thumbnails**: the
-  same for a key listed in the version's ``thumbnails``;
+  ``available``: :data:`~shared.status.IN_BUCKET`) and whose ``object_key`` is not in the
+  bucket; **missing thumbnails**: the same for a key listed in the version's ``thumbnails``;
 - **orphans**: objects that no version names, neither as ``object_key`` nor as a thumbnail
   key, older than the grace period (the store uploads before the commit stage records the key,
   so a young unnamed object may be a store in flight: never reported, never touched);
@@ -69,10 +69,9 @@ from shared.errors import (
     SourceMissing,
     StorageUnavailable,
 )
-from shared.ops.spoolclean import FINAL
+from shared.status import FINAL, IN_BUCKET, FileStatus
 
 T = TypeVar("T")
-STORED = frozenset({"stored", "available"})  # statuses whose object must be in the bucket
 _ORPHAN_BATCH = 500
 _PROGRESS_EVERY = 250
 #: ``{owner}/{file_id}-…``: the file id in an original's or a thumbnail's key (shared.naming).
@@ -339,11 +338,11 @@ class _Run:
     def expect(self, row: Any) -> None:
         """Count an expected key as the merge consumes it."""
         self.counts["keys_expected"] += 1
-        if row["size_px"] is None and row["status"] == "corrupted":
+        if row["size_px"] is None and row["status"] == FileStatus.CORRUPTED:
             self.counts["already_corrupted"] += 1
 
     async def matched(self, row: Any, info: ObjectInfo) -> None:
-        if row["size_px"] is not None or row["status"] not in STORED:
+        if row["size_px"] is not None or row["status"] not in IN_BUCKET:
             return
         self.counts["originals_checked"] += 1
         if info.size_bytes != row["size_bytes"]:
@@ -372,7 +371,7 @@ class _Run:
 
     async def unlisted(self, row: Any) -> None:
         """An expected key the listing passed: missing, unless a HEAD finds it after all."""
-        if row["status"] not in STORED:
+        if row["status"] not in IN_BUCKET:
             return  # not expected in the bucket (e.g. already marked corrupted)
         info = await self.storage.head(row["key"])
         if info is not None:
@@ -393,7 +392,7 @@ class _Run:
         except CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(f"cannot read a version: {exc!r}", key=row["key"]) from exc
         thumbnail = row["size_px"] is not None
-        if fresh is None or fresh["status"] not in STORED:
+        if fresh is None or fresh["status"] not in IN_BUCKET:
             return  # deleted, or its status changed, while the run went on
         if not (fresh["thumbnail"] if thumbnail else fresh["original"]):
             return
