@@ -75,6 +75,11 @@ FINAL: Final = frozenset({FileStatus.AVAILABLE, FileStatus.REJECTED})
 #: Statuses that never change again.
 TERMINAL: Final = frozenset({FileStatus.REJECTED, FileStatus.CORRUPTED})
 
+#: Every status after ``received``: the scan stage's verdict is recorded (only a clean scan
+#: leads to ``fallback``, ``deferred``, ``stored`` and on; ``rejected`` is a verdict). A
+#: ``file.received`` redelivered for such a version has nothing left to do.
+PAST_SCANNING: Final = frozenset(FileStatus) - {FileStatus.RECEIVED}
+
 #: Statuses whose original (and thumbnails) must be in the bucket: what ``sluice reconcile``
 #: checks, and what ``--fix`` may mark ``corrupted``.
 IN_BUCKET: Final = frozenset({FileStatus.STORED, FileStatus.AVAILABLE})
