@@ -30,7 +30,7 @@ from services.gateway.policy import UploadPolicy
 from shared.adapters import broker, db
 from shared.adapters.spool import LocalSpool
 from shared.adapters.storage import S3ObjectStorage
-from shared.errors import BrokerUnavailable, SluiceError
+from shared.errors import BrokerUnavailable, GatewayStartError
 from shared.settings import Settings
 from shared.telemetry.logging import Redactor
 from shared.topology import Topology
@@ -46,10 +46,6 @@ _UNTRACED_URLS = ",".join(path.lstrip("/") for path in _UNTRACED_HANDLERS)
 #: (a second app in the same process shares them rather than registering them again).
 _HTTP_METRICS = http_metrics.default()
 _REDACTOR = Redactor()
-
-
-class GatewayStartError(SluiceError):
-    """The gateway could not start: a dependency at start, or the listen address."""
 
 
 async def open_deps(settings: Settings, stack: contextlib.AsyncExitStack) -> GatewayDeps:

@@ -16,9 +16,9 @@ import asyncio
 import hashlib
 from dataclasses import dataclass
 
-from services.thumbnail.render import ThumbnailError, is_thumbnailable, render_thumbnails
+from services.thumbnail.render import is_thumbnailable, render_thumbnails
 from shared.adapters.storage import S3ObjectStorage
-from shared.errors import ChecksumMismatch, InvalidEvent
+from shared.errors import ChecksumMismatch, InvalidEvent, ThumbnailError
 from shared.events import BaseEvent, FileStored, FileThumbnailed, Thumbnail
 from shared.naming import thumbnail_key
 from shared.settings import ThumbnailSettings
