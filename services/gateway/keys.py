@@ -116,7 +116,7 @@ async def create_key(pool: asyncpg.Pool, owner: str, scope: Scope = "upload") ->
     return key
 
 
-async def authenticate(pool: asyncpg.Pool, key: str) -> Principal | None:
+async def lookup_principal(pool: asyncpg.Pool, key: str) -> Principal | None:
     """The owner and scope of an active key, or ``None`` (malformed, unknown or revoked).
 
     Raises:
