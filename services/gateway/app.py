@@ -23,7 +23,7 @@ from opentelemetry.trace import Span
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as http_metrics
 
-from services.gateway import errors, ops_api, ops_page, status, upload
+from services.gateway import errors, files, ops_api, ops_page, upload
 from services.gateway.access import AccessLog
 from services.gateway.deps import GatewayDeps
 from services.gateway.policy import UploadPolicy
@@ -138,7 +138,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(AccessLog)
     instrument(app)
     app.include_router(upload.router)
-    app.include_router(status.router)
+    app.include_router(files.router)
     app.include_router(ops_api.router)
     app.include_router(ops_page.router)
 
