@@ -18,7 +18,7 @@ import pydantic
 from shared.adapters.db import CONNECTION_ERRORS
 from shared.errors import BrokerUnavailable, DatabaseUnavailable
 from shared.events import FileCorrupted, version_description
-from shared.ops.reconcile.scan import ContentMismatch, MissingObject, ReconcileReport
+from shared.ops.reconcile.report import ContentMismatch, MissingObject, ReconcileReport
 from shared.status import IN_BUCKET
 
 _DESCRIBE = """
