@@ -9,6 +9,10 @@ dead-lettered once the attempts are exhausted.
 
     SluiceError
     ├── ConfigError                  bad setting at start (names the variable)
+    ├── ServiceStartError            a development service missing, not starting, or not healthy
+    ├── GatewayStartError            the gateway could not start: a dependency, or its address
+    ├── InvalidOwner                 an owner name outside the event contract's pattern
+    ├── UnknownKey                   no single active API key matches
     ├── RetryableError               try again later: the fault is outside the message
     │   ├── BrokerUnavailable        RabbitMQ refused, closed, or did not confirm a publish
     │   ├── StorageUnavailable       S3 connection refused, timeout, 5xx
@@ -18,12 +22,15 @@ dead-lettered once the attempts are exhausted.
         ├── InvalidEvent             not JSON, wrong schema version, missing or bad fields
         ├── SourceMissing            the source reference points at nothing
         ├── ChecksumMismatch         bytes do not hash to the SHA-256 the event carries
-        └── InvalidSource            a source reference that is not allowed (bad scheme, traversal)
+        ├── InvalidSource            a source reference that is not allowed (bad scheme, traversal)
+        └── ThumbnailError           bytes that cannot be made into a thumbnail (corrupt, bomb)
+
+``ServiceStartError`` is also a ``RuntimeError``, ``InvalidOwner`` a ``ValueError`` and
+``UnknownKey`` a ``LookupError``, so callers that catch the built-in kind keep working.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 
@@ -50,6 +57,27 @@ class ConfigError(SluiceError):
     """A setting is missing or out of bounds; raised at start, naming the variable."""
 
 
+class ServiceStartError(SluiceError, RuntimeError):
+    """A development service (``shared.devservices``) is missing, would not start, or did not
+    become healthy in time.
+
+    The message names the service, its address, the last health-check failure and the log to
+    read; ``context`` carries ``service``, ``address`` and ``log``.
+    """
+
+
+class GatewayStartError(SluiceError):
+    """The gateway could not start: a dependency at start, or the listen address."""
+
+
+class InvalidOwner(SluiceError, ValueError):
+    """The owner name does not match ``^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`` (the event contract)."""
+
+
+class UnknownKey(SluiceError, LookupError):
+    """No active API key matches, or a prefix matches more than one."""
+
+
 class RetryableError(SluiceError):
     """The work may succeed later: the fault is in a dependency, not in the message."""
 
@@ -73,11 +101,9 @@ class DatabaseUnavailable(RetryableError):
 class PermanentError(SluiceError):
     """The message can never succeed as it is; it goes to its dead-letter queue at once.
 
-    ``announce`` lists events (``shared.events`` models) the run loop publishes, confirmed,
-    before dead-lettering, so a file's status can say why it waits there.
+    A handler that declines a message on purpose (the fallback worker's file over its cap) does
+    not raise: it returns a :class:`shared.stage.Refusal`, since control flow is not an error.
     """
-
-    announce: Sequence[Any] = ()
 
 
 class InvalidEvent(PermanentError):
@@ -94,3 +120,13 @@ class InvalidSource(PermanentError):
 
 class ChecksumMismatch(PermanentError):
     """The bytes read do not hash to the SHA-256 the event carries."""
+
+
+class ThumbnailError(PermanentError):
+    """The bytes cannot be made into a thumbnail; retrying will not help.
+
+    The thumbnail stage catches it and emits ``file.thumbnailed`` without thumbnails (the file
+    ends ``available``), the message as its ``thumbnail_error``: e.g. ``"decompression bomb:
+    120000000 pixels > limit 50000000"``, ``"truncated image: ..."``, ``"cannot identify image:
+    ..."``, ``"corrupt image: ..."``; ``context`` holds ``content_type``.
+    """

@@ -28,6 +28,8 @@ from pydantic import (
     field_validator,
 )
 
+from shared.status import FileStatus
+
 SCHEMA_VERSION = 1
 
 Sha256Hex = Annotated[
@@ -343,7 +345,9 @@ class FileCommitted(_Event):
     routing_key: ClassVar[str] = "file.committed"
     must_route: ClassVar[bool] = False
     type: Literal["file.committed"] = "file.committed"
-    status: Literal["available", "rejected"] = Field(description="Final status of the file.")
+    status: Literal[FileStatus.AVAILABLE, FileStatus.REJECTED] = Field(
+        description="Final status of the file."
+    )  # shared.status.FINAL
 
 
 Event = Annotated[

@@ -1,7 +1,7 @@
 """The ports the stage handlers work through: ``typing.Protocol``s, one real implementation each.
 
 - :class:`SourceReader`: the verified bytes of an event's ``source``
-  (:class:`shared.adapters.sources.SourceReader`);
+  (:class:`shared.adapters.sources.SpoolOrS3SourceReader`);
 - :class:`Scanner`: an antivirus verdict on bytes, and the engine's version
   (:class:`shared.adapters.scanner.ClamdScanner`);
 - :class:`Spool`: removing a spooled file (:class:`shared.adapters.spool.LocalSpool`);

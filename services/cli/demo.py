@@ -27,16 +27,18 @@ from services.cli._common import console, run_async, settings_from_env
 from shared import devservices
 from shared.adapters import db
 from shared.settings import LogSettings, Settings
+from shared.status import FINAL, FileStatus
 from shared.telemetry.logging import configure as configure_logging
 from shared.topology import WORKERS
 
-FINAL = {"available", "rejected"}
 STAGE_EVENTS = ("file.scanned", "file.stored", "file.thumbnailed", "file.committed")
 
 
-def expected_status(path: Path) -> str:
+def expected_status(path: Path) -> FileStatus:
     """What the pipeline must make of a sample: EICAR files are rejected, the rest available."""
-    return "rejected" if path.name.lower().startswith("eicar") else "available"
+    if path.name.lower().startswith("eicar"):
+        return FileStatus.REJECTED
+    return FileStatus.AVAILABLE
 
 
 def sample_files(directory: Path) -> list[Path]:
@@ -190,7 +192,7 @@ async def _upload_and_follow(
             )
             continue
         checksum = "—"
-        if info["status"] == "available":
+        if info["status"] == FileStatus.AVAILABLE:
             content = await client.get(f"/v1/files/{ids[path]}/content")
             local = hashlib.sha256(path.read_bytes()).hexdigest()
             checksum = (

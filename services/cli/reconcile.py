@@ -11,7 +11,8 @@ original is missing or differs ``corrupted`` by publishing ``file.corrupted`` (s
 commit stage records it, the event id is deterministic). Exit status: 0 nothing found, 1
 something found or deleted, 2 an error (a bad option, S3, PostgreSQL or, with ``--fix``,
 RabbitMQ unreachable; a ``--fix`` whose publish was not confirmed, after the report). What is
-checked and how: ``shared/ops/reconcile/scan.py`` and ``docs/reconciliation.md``.
+checked and how: ``shared/ops/reconcile/`` (``report.py``, ``scan.py``, ``fix.py``) and
+``docs/reconciliation.md``.
 """
 
 from __future__ import annotations
@@ -32,9 +33,15 @@ from services.cli._common import parse_duration, run_async, settings_from_env, t
 from shared.adapters.broker import Publisher, connect
 from shared.adapters.db import create_pool
 from shared.adapters.storage import S3ObjectStorage
-from shared.ops.reconcile.fix import FixResult, mark_corrupted
-from shared.ops.reconcile.scan import Findings, ListingOrder, ReconcileOptions, ReconcileReport
-from shared.ops.reconcile.scan import reconcile as reconcile_storage
+from shared.ops.reconcile import (
+    Findings,
+    FixResult,
+    ListingOrder,
+    ReconcileOptions,
+    ReconcileReport,
+    mark_corrupted,
+)
+from shared.ops.reconcile import reconcile as reconcile_storage
 
 EXIT_FOUND = 1
 EXIT_ERROR = 2
@@ -191,7 +198,7 @@ def _plain(value: Any) -> Any:
 def report_json(report: ReconcileReport, fixed: FixResult | None = None) -> dict[str, Any]:
     """The report as one JSON document: ``bucket``, ``started_at``, ``finished_at`` (ISO 8601,
     UTC), ``options`` (durations in seconds), ``counts`` (each kind's total and the run's
-    counters, ``shared.ops.reconcile.scan.COUNTERS``), ``truncated`` (entries left out past
+    counters, ``shared.ops.reconcile.report.COUNTERS``), ``truncated`` (entries left out past
     ``--max-findings``), one list per kind: ``missing_objects``, ``missing_thumbnails``,
     ``orphans``, ``checksum_mismatches``, ``deleted``, and ``fixed`` (``null`` unless
     ``--fix``: ``total``, ``marked``, ``skipped``, ``failed``, ``left`` counts, ``error`` and

@@ -42,38 +42,20 @@ from shared.events import (
     FileThumbnailed,
 )
 from shared.ports import FileLock, FileStateTransaction, FileStateWriter, Spool, StageFields
+from shared.status import FINAL, RANK, REASONED, TERMINAL, FileStatus
 
 log = structlog.get_logger("sluice.commit")
 
-#: Status → rank. Higher ranks win. ``fallback`` (bytes Base64 in PostgreSQL) and ``deferred``
-#: (waiting in the store dead-letter queue) sit between ``scanned`` and ``stored``: S3 has not
-#: got the file yet. ``corrupted`` (the stored object is lost, seed 004) outranks ``available``.
-STATUS_RANK: Final[dict[str, int]] = {
-    "received": 1,
-    "scanned": 2,
-    "deferred": 3,
-    "fallback": 3,
-    "stored": 4,
-    "available": 5,
-    "rejected": 5,
-    "corrupted": 6,
-}
-#: Statuses that never move again.
-TERMINAL: Final = frozenset({"rejected", "corrupted"})
-#: Statuses that end the pipeline's work on a file and are answered with ``file.committed``.
-COMMITTING: Final = frozenset({"available", "rejected"})
-#: Statuses whose event detail becomes the file's ``status_reason``.
-REASONED: Final = frozenset({"rejected", "deferred", "fallback", "corrupted"})
 #: Event type → the status it stands for.
-EVENT_STATUS: Final[dict[str, str]] = {
-    "file.received": "received",
-    "file.scanned": "scanned",
-    "file.stored": "stored",
-    "file.thumbnailed": "available",
-    "file.rejected": "rejected",
-    "file.fallback": "fallback",
-    "file.deferred": "deferred",
-    "file.corrupted": "corrupted",
+EVENT_STATUS: Final[dict[str, FileStatus]] = {
+    "file.received": FileStatus.RECEIVED,
+    "file.scanned": FileStatus.SCANNED,
+    "file.stored": FileStatus.STORED,
+    "file.thumbnailed": FileStatus.AVAILABLE,
+    "file.rejected": FileStatus.REJECTED,
+    "file.fallback": FileStatus.FALLBACK,
+    "file.deferred": FileStatus.DEFERRED,
+    "file.corrupted": FileStatus.CORRUPTED,
 }
 
 
@@ -93,42 +75,53 @@ class Transition:
     version, or it changes nothing); ``status_reason`` goes with ``file_status``.
     """
 
-    version_status: str
-    file_status: str | None
+    version_status: FileStatus
+    file_status: FileStatus | None
     status_reason: str | None
 
 
-def advance_status(current: str | None, incoming: str) -> str:
+def advance_status(current: str | None, incoming: str) -> FileStatus:
     """The status after ``incoming`` arrives at a version whose status is ``current``.
 
-    Forward only: the higher rank wins, a terminal status (:data:`TERMINAL`) never moves,
-    ``available`` moves only to ``corrupted``, ``None`` (no row yet) takes ``incoming``. E.g.
+    Forward only (``docs/architecture.md`` § Statuses): the higher rank
+    (:data:`~shared.status.RANK`) wins, a terminal status (:data:`~shared.status.TERMINAL`)
+    never moves, ``available`` moves only to ``corrupted``, ``None`` (no row yet) takes
+    ``incoming``. ``current`` is the text PostgreSQL holds; the answer is a
+    :class:`~shared.status.FileStatus`. E.g.
     ``advance_status("stored", "scanned") == "stored"``,
     ``advance_status("available", "rejected") == "available"``,
     ``advance_status("available", "corrupted") == "corrupted"``.
 
     Raises:
-        ValueError: a status that is not in :data:`STATUS_RANK`.
+        ValueError: a status that is not a :class:`~shared.status.FileStatus`.
     """
-    for status in (current, incoming):
-        if status is not None and status not in STATUS_RANK:
-            raise ValueError(f"unknown status {status!r}")
-    if current is None:
-        return incoming
-    if current in TERMINAL:
-        return current
-    if current == "available":
-        return "corrupted" if incoming == "corrupted" else current
-    return incoming if STATUS_RANK[incoming] > STATUS_RANK[current] else current
+    old = None if current is None else _parse(current)
+    new = _parse(incoming)
+    if old is None:
+        return new
+    if old in TERMINAL:
+        return old
+    if old is FileStatus.AVAILABLE:
+        return new if new is FileStatus.CORRUPTED else old
+    return new if RANK[new] > RANK[old] else old
 
 
-def transition(lock: FileLock, version_number: int, incoming: str, detail: str) -> Transition:
+def _parse(status: str) -> FileStatus:
+    try:
+        return FileStatus(status)
+    except ValueError:
+        raise ValueError(f"unknown status {status!r}") from None
+
+
+def transition(
+    lock: FileLock, version_number: int, incoming: FileStatus, detail: str
+) -> Transition:
     """Apply a status-``incoming`` event about ``version_number`` to a file locked as ``lock``.
 
     The version's status advances (:func:`advance_status`). The file follows its current version:
     it changes when the event's version is the current one or newer and the version's status
-    changed; a file whose status is in :data:`REASONED` gets ``detail`` as its reason, any other
-    status none.
+    changed; a file whose status is in :data:`~shared.status.REASONED` gets ``detail`` as its
+    reason, any other status none.
     """
     version_status = advance_status(lock.version_status, incoming)
     if version_number < lock.current_version or version_status == lock.version_status:
@@ -137,7 +130,7 @@ def transition(lock: FileLock, version_number: int, incoming: str, detail: str) 
     return Transition(version_status, version_status, reason)
 
 
-def status_for(event: BaseEvent) -> str:
+def status_for(event: BaseEvent) -> FileStatus:
     """The status ``event`` stands for (:data:`EVENT_STATUS`).
 
     Raises:
@@ -227,13 +220,13 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
             await tx.upsert_version(event, change.version_status, stage_fields(event))
             if change.file_status is not None:
                 await tx.update_file(event, change.file_status, change.status_reason)
-            if incoming in COMMITTING:
+            if incoming in FINAL:
                 # advance_status keeps a terminal incoming status or an earlier final one.
                 committed = event.follow(FileCommitted, status=change.version_status)
                 await tx.record_event(committed, detail_for(committed))
         else:
             log.info("duplicate event; state unchanged")
-            if incoming in COMMITTING:
+            if incoming in FINAL:
                 committed = await _recorded_commit(tx, event, incoming)
     if committed is None:
         return []
@@ -249,7 +242,7 @@ async def _record_only(event: BaseEvent, deps: Deps) -> None:
 
 
 async def _recorded_commit(
-    tx: FileStateTransaction, event: BaseEvent, status: str
+    tx: FileStateTransaction, event: BaseEvent, status: FileStatus
 ) -> FileCommitted:
     """The ``file.committed`` recorded with ``event`` the first time, field for field."""
     fresh = event.follow(FileCommitted, status=status)

@@ -14,7 +14,7 @@ from services.fallback.handler import Deps, handle
 from services.fallback.repository import FallbackRepository
 from shared.adapters import broker
 from shared.adapters.db import create_pool
-from shared.adapters.sources import SourceReader
+from shared.adapters.sources import SpoolOrS3SourceReader
 from shared.adapters.spool import LocalSpool
 from shared.adapters.storage import S3ObjectStorage
 from shared.events import BaseEvent
@@ -42,7 +42,7 @@ async def build(settings: Settings) -> Stage:
     )
     spool = LocalSpool(settings.spool.dir, settings.spool.chunk_bytes)
     deps = Deps(
-        sources=SourceReader.for_settings(spool, storage, settings.s3),
+        sources=SpoolOrS3SourceReader.for_settings(spool, storage, settings.s3),
         repository=repository,
         max_bytes=settings.fallback.max_bytes,
     )

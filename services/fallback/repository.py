@@ -22,6 +22,7 @@ from shared.adapters.db import CONNECTION_ERRORS
 from shared.errors import DatabaseUnavailable
 from shared.events import BaseEvent
 from shared.ports import FallbackRow, FallbackSummary
+from shared.status import FileStatus
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,7 @@ class FallbackRepository:
         """Versions marked ``corrupted`` (a metric; read from the commit stage's table)."""
         try:
             count = await self._pool.fetchval(
-                "SELECT count(*) FROM file_versions WHERE status = 'corrupted'"
+                "SELECT count(*) FROM file_versions WHERE status = $1", FileStatus.CORRUPTED
             )
         except CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(f"PostgreSQL unavailable: {exc!r}") from exc

@@ -23,14 +23,14 @@ from opentelemetry.trace import Span
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as http_metrics
 
-from services.gateway import errors, ops_api, ops_page, status, upload
+from services.gateway import errors, files, ops_api, ops_page, upload
 from services.gateway.access import AccessLog
 from services.gateway.deps import GatewayDeps
 from services.gateway.policy import UploadPolicy
 from shared.adapters import broker, db
 from shared.adapters.spool import LocalSpool
 from shared.adapters.storage import S3ObjectStorage
-from shared.errors import BrokerUnavailable, SluiceError
+from shared.errors import BrokerUnavailable, GatewayStartError
 from shared.settings import Settings
 from shared.telemetry.logging import Redactor
 from shared.topology import Topology
@@ -46,10 +46,6 @@ _UNTRACED_URLS = ",".join(path.lstrip("/") for path in _UNTRACED_HANDLERS)
 #: (a second app in the same process shares them rather than registering them again).
 _HTTP_METRICS = http_metrics.default()
 _REDACTOR = Redactor()
-
-
-class GatewayStartError(SluiceError):
-    """The gateway could not start: a dependency at start, or the listen address."""
 
 
 async def open_deps(settings: Settings, stack: contextlib.AsyncExitStack) -> GatewayDeps:
@@ -142,7 +138,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(AccessLog)
     instrument(app)
     app.include_router(upload.router)
-    app.include_router(status.router)
+    app.include_router(files.router)
     app.include_router(ops_api.router)
     app.include_router(ops_page.router)
 

@@ -26,7 +26,7 @@ def _unauthorized(message: str, error: str | None = "invalid_token") -> ApiError
     return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": challenge})
 
 
-async def authenticate(request: Request, deps: GatewayDeps, scope: keys.Scope) -> str:
+async def authenticate_request(request: Request, deps: GatewayDeps, scope: keys.Scope) -> str:
     """The owner of the request's API key, which must have ``scope``.
 
     Raises:
@@ -43,7 +43,7 @@ async def authenticate(request: Request, deps: GatewayDeps, scope: keys.Scope) -
         raise _unauthorized("malformed Authorization header: expected `Bearer <key>`")
     if not keys.is_well_formed(key):
         raise _unauthorized("malformed API key")
-    principal = await keys.authenticate(deps.pool, key)
+    principal = await keys.lookup_principal(deps.pool, key)
     if principal is None:
         raise _unauthorized("unknown or revoked API key")
     if principal.scope != scope:
@@ -64,20 +64,20 @@ async def require_owner(request: Request, deps: Annotated[GatewayDeps, Depends(g
     """The owner of the request's ``upload`` key (a FastAPI dependency of the ``/v1`` routes).
 
     Raises:
-        ApiError: 401 (no valid key) or 403 (an ops key); see :func:`authenticate`.
+        ApiError: 401 (no valid key) or 403 (an ops key); see :func:`authenticate_request`.
         DatabaseUnavailable: PostgreSQL unreachable (answered 503).
     """
-    return await authenticate(request, deps, "upload")
+    return await authenticate_request(request, deps, "upload")
 
 
 async def require_ops(request: Request, deps: Annotated[GatewayDeps, Depends(get_deps)]) -> str:
     """The owner of the request's ``ops`` key (a FastAPI dependency of the ``/ops`` routes).
 
     Raises:
-        ApiError: 401 (no valid key) or 403 (an upload key); see :func:`authenticate`.
+        ApiError: 401 (no valid key) or 403 (an upload key); see :func:`authenticate_request`.
         DatabaseUnavailable: PostgreSQL unreachable (answered 503).
     """
-    return await authenticate(request, deps, "ops")
+    return await authenticate_request(request, deps, "ops")
 
 
 Owner = Annotated[str, Depends(require_owner)]

@@ -24,7 +24,7 @@ import asyncpg
 from pydantic import TypeAdapter, ValidationError
 
 from services.gateway.repo import db_call
-from shared.errors import SluiceError
+from shared.errors import InvalidOwner, UnknownKey
 from shared.events import Owner
 
 KEY_PREFIX = "slk_"
@@ -36,14 +36,6 @@ _OWNER: TypeAdapter[str] = TypeAdapter(Owner)
 Scope = Literal["upload", "ops"]
 #: Every scope a key can have (the ``api_keys.scope`` check constraint).
 SCOPES: tuple[Scope, ...] = get_args(Scope)
-
-
-class InvalidOwner(SluiceError, ValueError):
-    """The owner name does not match ``^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`` (the event contract)."""
-
-
-class UnknownKey(SluiceError, LookupError):
-    """No active key matches, or a prefix matches more than one."""
 
 
 @dataclass(frozen=True)
@@ -124,7 +116,7 @@ async def create_key(pool: asyncpg.Pool, owner: str, scope: Scope = "upload") ->
     return key
 
 
-async def authenticate(pool: asyncpg.Pool, key: str) -> Principal | None:
+async def lookup_principal(pool: asyncpg.Pool, key: str) -> Principal | None:
     """The owner and scope of an active key, or ``None`` (malformed, unknown or revoked).
 
     Raises:

@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from shared.status import FileStatus
+
 
 class _Body(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -30,7 +32,7 @@ class UploadAccepted(_Body):
     """202: the bytes are spooled and ``file.received`` is confirmed by RabbitMQ."""
 
     file_id: uuid.UUID
-    status: Literal["received"] = "received"
+    status: Literal[FileStatus.RECEIVED] = FileStatus.RECEIVED
     status_url: str = Field(description="Where to follow the file: `/v1/files/<file_id>`.")
     sha256: str = Field(description="SHA-256 of the bytes received, lowercase hex.")
     size_bytes: int = Field(description="Size of the file, bytes.")
@@ -73,9 +75,7 @@ class FileSummary(_Body):
     """A file as listed by ``GET /v1/files``."""
 
     file_id: uuid.UUID
-    status: str = Field(
-        description="received, scanned, fallback, deferred, stored, available, rejected, corrupted."
-    )
+    status: str = Field(description=", ".join(FileStatus) + ".")
     original_name: str
     content_type: str
     kind: str | None
@@ -85,7 +85,7 @@ class FileSummary(_Body):
     status_url: str
 
 
-class FileStatus(FileSummary):
+class FileDetail(FileSummary):
     """Everything known about one file (``GET /v1/files/{file_id}``)."""
 
     status_reason: str | None = Field(description="Why the status is what it is, if said.")

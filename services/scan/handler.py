@@ -17,10 +17,11 @@ Outcomes:
   replay, not a verdict on the file;
 - source gone: spooled bytes are only removed once the file's final state is recorded (or by
   the gateway when it answered 503). So when the version's recorded status shows it is past
-  scanning, this is a late redelivery (an ack lost to a crash) and there is nothing left to do;
-  when the gateway left an ``.abandoned`` tombstone (it answered 503, yet the broker had taken
-  the event), the file is rejected as abandoned; otherwise :class:`~shared.errors.SourceMissing`
-  is dead-lettered;
+  scanning (:data:`~shared.status.PAST_SCANNING`: any status but ``received``, ``fallback``,
+  ``deferred`` and ``corrupted`` included), this is a late redelivery (an ack lost to a crash)
+  and there is nothing left to do; when the gateway left an ``.abandoned`` tombstone (it
+  answered 503, yet the broker had taken the event), the file is rejected as abandoned;
+  otherwise :class:`~shared.errors.SourceMissing` is dead-lettered;
 - clamd unreachable or without a verdict → :class:`~shared.errors.ScannerUnavailable`, retried.
 """
 
@@ -34,8 +35,8 @@ from shared.adapters.spool import SCHEME as SPOOL_SCHEME
 from shared.errors import SourceMissing
 from shared.events import BaseEvent, FileRejected, FileScanned
 from shared.ports import FileStates, Scanner, SourceReader, Spool
+from shared.status import PAST_SCANNING
 
-PAST_SCANNING = frozenset({"scanned", "stored", "available", "rejected"})
 log = structlog.get_logger("sluice.scan")
 
 

@@ -8,7 +8,7 @@ import functools
 from services.scan.handler import Deps, handle
 from shared.adapters.db import FileStateReader, create_pool
 from shared.adapters.scanner import ClamdScanner
-from shared.adapters.sources import SourceReader
+from shared.adapters.sources import SpoolOrS3SourceReader
 from shared.adapters.spool import LocalSpool
 from shared.adapters.storage import S3ObjectStorage
 from shared.settings import Settings
@@ -28,7 +28,7 @@ async def build(settings: Settings) -> Stage:
     pool = await create_pool(settings.database)
     stack.push_async_callback(pool.close)
     deps = Deps(
-        sources=SourceReader.for_settings(spool, storage, settings.s3),
+        sources=SpoolOrS3SourceReader.for_settings(spool, storage, settings.s3),
         scanner=ClamdScanner(settings.clamd.host, settings.clamd.port, settings.clamd.timeout_s),
         states=FileStateReader(pool),
         spool=spool,

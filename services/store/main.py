@@ -6,7 +6,7 @@ import contextlib
 import functools
 
 from services.store.handler import Deps, handle
-from shared.adapters.sources import SourceReader
+from shared.adapters.sources import SpoolOrS3SourceReader
 from shared.adapters.spool import LocalSpool
 from shared.adapters.storage import S3ObjectStorage
 from shared.errors import StorageUnavailable
@@ -27,7 +27,7 @@ async def build(settings: Settings) -> Stage:
     )
     spool = LocalSpool(settings.spool.dir, settings.spool.chunk_bytes)
     deps = Deps(
-        sources=SourceReader.for_settings(spool, storage, settings.s3),
+        sources=SpoolOrS3SourceReader.for_settings(spool, storage, settings.s3),
         storage=storage,
         multipart_threshold_bytes=settings.s3.multipart_threshold_bytes,
     )

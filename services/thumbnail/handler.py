@@ -16,8 +16,8 @@ import asyncio
 import hashlib
 from dataclasses import dataclass
 
-from services.thumbnail.render import ThumbnailError, is_thumbnailable, render_thumbnails
-from shared.errors import ChecksumMismatch, InvalidEvent
+from services.thumbnail.render import is_thumbnailable, render_thumbnails
+from shared.errors import ChecksumMismatch, InvalidEvent, ThumbnailError
 from shared.events import BaseEvent, FileStored, FileThumbnailed, Thumbnail
 from shared.naming import thumbnail_key
 from shared.ports import ObjectStore

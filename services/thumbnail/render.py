@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import pillow_heif
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from shared.errors import PermanentError
+from shared.errors import ThumbnailError
 
-__all__ = ["Thumbnail", "ThumbnailError", "is_thumbnailable", "render_thumbnails"]
+__all__ = ["Thumbnail", "is_thumbnailable", "render_thumbnails"]
 
 pillow_heif.register_heif_opener()
 
@@ -74,15 +74,6 @@ class Thumbnail:
     width: int
     height: int
     data: bytes
-
-
-class ThumbnailError(PermanentError):
-    """The bytes cannot be made into a thumbnail; retrying will not help.
-
-    The message is the reason for ops, e.g. ``"decompression bomb: 120000000 pixels > limit
-    50000000"``, ``"truncated image: ..."``, ``"cannot identify image: ..."``,
-    ``"corrupt image: ..."``; ``context`` holds ``content_type``.
-    """
 
 
 def is_thumbnailable(content_type: str) -> bool:

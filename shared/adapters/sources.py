@@ -7,9 +7,9 @@ Events carry a source reference, a size and a SHA-256, never the bytes (the brie
   ``allowed_buckets`` (by default Sluice's own) may be read, so an event cannot make Sluice
   copy an object from a bucket it was never meant to take files from.
 
-:meth:`SourceReader.read` returns the whole file in memory: files are at most 10 MB by policy
-(seed 000), and ``max_bytes`` refuses anything bigger before it is read. Large files that are
-only passed on (a multipart upload) use :meth:`SourceReader.iter_chunks`.
+:meth:`SpoolOrS3SourceReader.read` returns the whole file in memory: files are at most 10 MB
+by policy (seed 000), and ``max_bytes`` refuses anything bigger before it is read. Large files
+that are only passed on (a multipart upload) use :meth:`SpoolOrS3SourceReader.iter_chunks`.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ S3_SCHEME = "s3://"
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 
 
-class SourceReader:
-    """The source-reader port over the spool and S3.
+class SpoolOrS3SourceReader:
+    """The :class:`~shared.ports.SourceReader` port over the spool and S3.
 
     Args:
         spool: where ``spool://`` references live.

@@ -44,13 +44,17 @@ The package, one idea a module (this one holds :func:`up`, :func:`down` and :fun
 ============  ==============================================================================
 module        what it holds
 ============  ==============================================================================
-config        :class:`DevServicesConfig`, :class:`ServiceStatus`, :class:`ServiceStartError`
+config        :class:`DevServicesConfig`, :class:`ServiceStatus`
 lifecycle     the generic check / start / wait of one service
 processes     the state_dir lock, daemons with pid files, stopping them, ports, start logs
 system        RabbitMQ and PostgreSQL (shared with the machine)
 seaweedfs     the S3 gateway, its buckets, :func:`s3_client`
 clamd         clamd, its config and test signatures, :func:`eicar_bytes`
 ============  ==============================================================================
+
+What they raise when a service cannot be had, :class:`~shared.errors.ServiceStartError`, lives
+in the error tree (``shared/errors.py``); it is part of this package's interface too, as
+``devservices.ServiceStartError``.
 """
 
 from __future__ import annotations
@@ -62,7 +66,7 @@ from dataclasses import replace
 import structlog
 
 from shared.devservices.clamd import _check_clamd, _clamd_pid_path, _start_clamd, eicar_bytes
-from shared.devservices.config import DevServicesConfig, ServiceStartError, ServiceStatus
+from shared.devservices.config import DevServicesConfig, ServiceStatus
 from shared.devservices.lifecycle import Progress, _ensure, _Service
 from shared.devservices.processes import (
     _LOCAL_HOSTS,
@@ -86,6 +90,7 @@ from shared.devservices.system import (
     _start_postgresql,
     _start_rabbitmq,
 )
+from shared.errors import ServiceStartError
 
 __all__ = [
     "DevServicesConfig",

@@ -8,8 +8,9 @@ import subprocess
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
-from shared.devservices.config import DevServicesConfig, ServiceStartError
+from shared.devservices.config import DevServicesConfig
 from shared.devservices.processes import _port_open, _spawn, _which
+from shared.errors import ServiceStartError
 
 _TEST_SIGNATURES = "sluice-test.ndb"
 

@@ -1,6 +1,6 @@
 """Where the development services listen and where their files go (:class:`DevServicesConfig`),
-what a check of one reports (:class:`ServiceStatus`), and the error raised when one cannot be
-had (:class:`ServiceStartError`)."""
+and what a check of one reports (:class:`ServiceStatus`). The error raised when one cannot be
+had is :class:`shared.errors.ServiceStartError`."""
 
 from __future__ import annotations
 
@@ -10,15 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from shared.errors import ConfigError, SluiceError
-
-
-class ServiceStartError(SluiceError, RuntimeError):
-    """A development service is missing, would not start, or did not become healthy in time.
-
-    The message names the service, its address, the last health-check failure and the log to
-    read; ``context`` carries ``service``, ``address`` and ``log``.
-    """
+from shared.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 import structlog
 
-from shared.devservices.config import ServiceStartError, ServiceStatus
+from shared.devservices.config import ServiceStatus
 from shared.devservices.processes import _POLL_S, _lost_bind_race, _port_open, _tail
+from shared.errors import ServiceStartError
 
 log = structlog.get_logger(__name__)
 

@@ -22,7 +22,8 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from shared.devservices.config import DevServicesConfig, ServiceStartError
+from shared.devservices.config import DevServicesConfig
+from shared.errors import ServiceStartError
 
 log = structlog.get_logger(__name__)
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import structlog
 
-from shared.devservices.config import DevServicesConfig, ServiceStartError
+from shared.devservices.config import DevServicesConfig
 from shared.devservices.processes import _port_open, _spawn
+from shared.errors import ServiceStartError
 
 log = structlog.get_logger(__name__)
 

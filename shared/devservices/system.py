@@ -7,7 +7,7 @@ from pathlib import Path
 
 import structlog
 
-from shared.devservices.config import DevServicesConfig, ServiceStartError
+from shared.devservices.config import DevServicesConfig
 from shared.devservices.processes import (
     _LOCAL_HOSTS,
     _host_port,
@@ -18,6 +18,7 @@ from shared.devservices.processes import (
     _run_start_command,
     _which,
 )
+from shared.errors import ServiceStartError
 
 log = structlog.get_logger(__name__)
 

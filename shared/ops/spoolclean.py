@@ -11,8 +11,8 @@ operation the spool holds only files in flight. What can stay behind:
 
 :func:`clean_spool` removes such entries once they are older than a threshold, and never the
 bytes of a file that is in flight or waiting in a dead-letter queue (its version's recorded
-status is anything but ``available`` or ``rejected``: ``received``, ``scanned``, ``stored``,
-``fallback``, ``deferred``, ``corrupted``): those are still needed for a replay or a repair.
+status is not :data:`~shared.status.FINAL`: anything but ``available`` or ``rejected``): those
+are still needed for a replay or a repair.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Literal
 
 from shared.ports import FileStates
+from shared.status import FINAL
 
-FINAL = frozenset({"available", "rejected"})
 EntryKind = Literal["file", "partial", "abandoned", "unknown"]
 
 

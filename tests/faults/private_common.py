@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import IO
 
-from shared.devservices.config import ServiceStartError
 from shared.devservices.processes import _alive, _which
+from shared.errors import ServiceStartError
 
 _PORT_LOCKS = Path(tempfile.gettempdir()) / "sluice-private-ports"
 _POLL_S = 0.2

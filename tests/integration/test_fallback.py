@@ -29,7 +29,7 @@ from services.fallback.main import build
 from services.fallback.repository import FallbackRepository
 from shared.adapters import broker
 from shared.adapters.db import create_pool
-from shared.adapters.sources import SourceReader
+from shared.adapters.sources import SpoolOrS3SourceReader
 from shared.adapters.spool import LocalSpool
 from shared.adapters.storage import S3ObjectStorage
 from shared.errors import BrokerUnavailable, ChecksumMismatch
@@ -118,7 +118,7 @@ def store_failure() -> FailureHistory:
 
 
 def deps_for(spool: LocalSpool, storage: S3ObjectStorage, repository: Any, cap: int) -> Deps:
-    return Deps(sources=SourceReader(spool, storage), repository=repository, max_bytes=cap)
+    return Deps(sources=SpoolOrS3SourceReader(spool, storage), repository=repository, max_bytes=cap)
 
 
 class Published:

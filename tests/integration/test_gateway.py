@@ -32,11 +32,12 @@ from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 from fastapi import FastAPI
 from PIL import Image
 
-from services.gateway.app import GatewayStartError, create_app, serve
+from services.gateway.app import create_app, serve
 from services.gateway.keys import create_key, list_keys, revoke_key
 from shared import devservices
 from shared.adapters import db
 from shared.adapters.storage import S3ObjectStorage
+from shared.errors import GatewayStartError
 from shared.events import FileCorrupted, FileReceived, parse_event
 from shared.settings import (
     AmqpSettings,

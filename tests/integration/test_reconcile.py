@@ -41,8 +41,7 @@ from shared.adapters.storage import S3ObjectStorage
 from shared.errors import BrokerUnavailable
 from shared.events import FileCorrupted, parse_event
 from shared.naming import object_key, thumbnail_key
-from shared.ops.reconcile.fix import mark_corrupted
-from shared.ops.reconcile.scan import ListingOrder, ReconcileOptions, reconcile
+from shared.ops.reconcile import ListingOrder, ReconcileOptions, mark_corrupted, reconcile
 from shared.settings import AmqpSettings, DatabaseSettings, S3Settings
 from shared.topology import Topology
 from tests.databases import fresh_database

@@ -23,7 +23,7 @@ import pytest
 
 from services.store.handler import Deps, handle
 from shared import devservices
-from shared.adapters.sources import SourceReader
+from shared.adapters.sources import SpoolOrS3SourceReader
 from shared.adapters.spool import LocalSpool
 from shared.adapters.storage import S3ObjectStorage, b64_sha256
 from shared.errors import ChecksumMismatch, InvalidSource, SourceMissing, StorageUnavailable
@@ -115,7 +115,7 @@ def scanned(data: bytes, source: str, **overrides: Any) -> FileScanned:
 
 async def store_once(event: FileScanned, spool: LocalSpool, storage: S3ObjectStorage) -> FileStored:
     deps = Deps(
-        sources=SourceReader(spool, storage),
+        sources=SpoolOrS3SourceReader(spool, storage),
         storage=storage,
         multipart_threshold_bytes=storage.settings.multipart_threshold_bytes,
     )
@@ -283,7 +283,7 @@ def test_seaweedfs_refuses_a_part_with_a_wrong_sha256(raw_s3: Any) -> None:
 
 
 async def test_reader_checks_size_and_sha256(spool: LocalSpool, storage: S3ObjectStorage) -> None:
-    reader = SourceReader(spool, storage)
+    reader = SpoolOrS3SourceReader(spool, storage)
     data = b"spooled bytes"
     source = await spooled(spool, data)
     sha = hashlib.sha256(data).hexdigest()
@@ -299,7 +299,7 @@ async def test_reader_checks_size_and_sha256(spool: LocalSpool, storage: S3Objec
 async def test_reader_refuses_missing_unknown_and_foreign_sources(
     spool: LocalSpool, storage: S3ObjectStorage
 ) -> None:
-    reader = SourceReader(spool, storage, max_bytes=MiB)
+    reader = SpoolOrS3SourceReader(spool, storage, max_bytes=MiB)
     sha = "0" * 64
     with pytest.raises(SourceMissing):
         await reader.read("spool://never-written", expected_sha256=sha, expected_size=1)
@@ -319,7 +319,7 @@ async def test_reader_refuses_missing_unknown_and_foreign_sources(
 async def test_reader_streams_spool_and_s3_sources(
     spool: LocalSpool, storage: S3ObjectStorage
 ) -> None:
-    reader = SourceReader(spool, storage)
+    reader = SpoolOrS3SourceReader(spool, storage)
     data = os.urandom(700 * 1024)
     source = await spooled(spool, data)
     chunks = [chunk async for chunk in reader.iter_chunks(source)]

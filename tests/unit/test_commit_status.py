@@ -11,8 +11,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.commit.handler import (
-    STATUS_RANK,
-    TERMINAL,
     advance_status,
     detail_for,
     stage_fields,
@@ -30,8 +28,9 @@ from shared.events import (
     Thumbnail,
 )
 from shared.ports import FileLock, StageFields
+from shared.status import RANK, TERMINAL
 
-STATUSES = sorted(STATUS_RANK)
+STATUSES = sorted(RANK)
 
 
 def _received() -> FileReceived:
@@ -90,7 +89,7 @@ def test_status_never_goes_back(arrivals: list[str]) -> None:
     for incoming in arrivals:
         new = advance_status(current, incoming)
         if current is not None:
-            assert STATUS_RANK[new] >= STATUS_RANK[current]
+            assert RANK[new] >= RANK[current]
             if current in TERMINAL:
                 assert new == current
             if current == "available":

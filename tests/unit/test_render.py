@@ -14,13 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageChops, ImageCms, ImageOps, ImageStat
 
-from services.thumbnail.render import (
-    Thumbnail,
-    ThumbnailError,
-    is_thumbnailable,
-    render_thumbnails,
-)
-from shared.errors import PermanentError
+from services.thumbnail.render import Thumbnail, is_thumbnailable, render_thumbnails
+from shared.errors import PermanentError, ThumbnailError
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 

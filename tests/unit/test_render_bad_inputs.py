@@ -13,7 +13,8 @@ import time
 import pytest
 from PIL import Image
 
-from services.thumbnail.render import ThumbnailError, render_thumbnails
+from services.thumbnail.render import render_thumbnails
+from shared.errors import ThumbnailError
 from tests.faults.corpus import (
     THUMBNAILS,
     BadImage,

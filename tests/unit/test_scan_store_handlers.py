@@ -163,7 +163,10 @@ async def test_infected_spooled_file_is_rejected_and_left_for_commit_to_remove()
     assert files == {"spool://f1": data, "spool://other": CLEAN}
 
 
-@pytest.mark.parametrize("status", ["scanned", "stored", "available", "rejected"])
+@pytest.mark.parametrize(
+    "status",
+    ["scanned", "fallback", "deferred", "stored", "available", "rejected", "corrupted"],
+)
 async def test_late_redelivery_after_cleanup_is_acknowledged_with_nothing_to_do(
     status: str,
 ) -> None:

@@ -18,7 +18,8 @@ import pydantic
 from shared.adapters.db import CONNECTION_ERRORS
 from shared.errors import BrokerUnavailable, DatabaseUnavailable
 from shared.events import FileCorrupted, version_description
-from shared.ops.reconcile.scan import STORED, ContentMismatch, MissingObject, ReconcileReport
+from shared.ops.reconcile.report import ContentMismatch, MissingObject, ReconcileReport
+from shared.status import IN_BUCKET
 
 _DESCRIBE = """
 SELECT f.owner, f.received_at, f.original_name, f.content_type, f.kind, f.metadata,
@@ -76,11 +77,12 @@ async def mark_corrupted(report: ReconcileReport, pool: Any, publish: Publish) -
     Writes nothing itself: the commit stage records the event (version and file status
     ``corrupted``, the detail as ``status_reason``). Each version is re-read first (one query on
     ``pool``, asyncpg with jsonb decoded, :func:`shared.adapters.db.create_pool`) and skipped unless
-    it is still stored (``stored``, ``available``) under the reported bucket and key. The event id
-    is derived from the file, version and key (:meth:`FileCorrupted.about`), so marking twice, or
-    after the gateway found the same loss, records it once. ``publish`` returns once the broker
-    confirmed; the first :class:`BrokerUnavailable` it raises stops the run
-    (:attr:`FixResult.error`, the rest counted in :attr:`FixResult.left`).
+    it is still stored (``stored``, ``available``: :data:`~shared.status.IN_BUCKET`) under the
+    reported bucket and key. The event id is derived from the file, version and key
+    (:meth:`FileCorrupted.about`), so marking twice, or after the gateway found the same loss,
+    records it once. ``publish`` returns once the broker confirmed; the first
+    :class:`BrokerUnavailable` it raises stops the run (:attr:`FixResult.error`, the rest counted
+    in :attr:`FixResult.left`).
 
     Raises:
         DatabaseUnavailable: PostgreSQL failed while re-reading a version.
@@ -135,7 +137,7 @@ def _changed_since(row: Any, key: str, bucket: str) -> str | None:
     """Why the version ``row`` is no longer to be marked, or ``None`` if it still is."""
     if row is None:
         return "version deleted since the check"
-    if row["status"] not in STORED:
+    if row["status"] not in IN_BUCKET:
         return f"status is {row['status']} now"
     if row["object_key"] != key or (row["bucket"] or bucket) != bucket:
         return "object key changed since the check"

@@ -30,8 +30,8 @@ from services.gateway.errors import ApiError
 from services.gateway.repo import fetch_fallback_bytes, fetch_file, fetch_history, fetch_page
 from services.gateway.schemas import (
     ErrorBody,
+    FileDetail,
     FileList,
-    FileStatus,
     FileSummary,
     FileUrls,
     StageEvent,
@@ -40,6 +40,7 @@ from services.gateway.schemas import (
 from shared.errors import SourceMissing
 from shared.events import utcnow
 from shared.naming import object_key
+from shared.status import FileStatus
 
 log = structlog.get_logger("sluice.gateway")
 router = APIRouter()
@@ -103,11 +104,11 @@ async def list_files(
 
 @router.get(
     "/v1/files/{file_id}",
-    response_model=FileStatus,
+    response_model=FileDetail,
     responses=_ERRORS,
     summary="Status, stage history and presigned URLs of a file",
 )
-async def get_file(file_id: uuid.UUID, owner: Owner, deps: Deps) -> FileStatus:
+async def get_file(file_id: uuid.UUID, owner: Owner, deps: Deps) -> FileDetail:
     """Everything about one of the caller's files; presigned URLs once it is stored."""
     structlog.contextvars.bind_contextvars(file_id=str(file_id))
     row = await fetch_file(deps.pool, file_id, owner)
@@ -118,7 +119,7 @@ async def get_file(file_id: uuid.UUID, owner: Owner, deps: Deps) -> FileStatus:
     stored = (
         row["object_key"] is not None
         and row["bucket"] == storage.bucket
-        and row["status"] != "corrupted"
+        and row["status"] != FileStatus.CORRUPTED
     )
     if row["object_key"] is not None and row["bucket"] != storage.bucket:
         log.warning("gateway.foreign_bucket", bucket=row["bucket"], key=row["object_key"])
@@ -150,7 +151,7 @@ async def get_file(file_id: uuid.UUID, owner: Owner, deps: Deps) -> FileStatus:
                 url=url,
             )
         )
-    return FileStatus(
+    return FileDetail(
         **_summary(row),
         status_reason=row["status_reason"],
         metadata=row["metadata"] or {},
@@ -192,14 +193,14 @@ async def get_content(file_id: uuid.UUID, owner: Owner, deps: Deps) -> Any:
         data = await fetch_fallback_bytes(deps.pool, file_id, row["current_version"])
         if data is not None:
             return fallback_original(row, data)
-    if row["status"] == "corrupted":
-        reason = row["status_reason"] or "corrupted"
+    if row["status"] == FileStatus.CORRUPTED:
+        reason = row["status_reason"] or FileStatus.CORRUPTED
         raise ApiError(404, "object_missing", f"the stored object is lost or damaged: {reason}")
     if row["object_key"] is None:
-        if row["status"] == "rejected":
-            reason = row["status_reason"] or "rejected"
+        if row["status"] == FileStatus.REJECTED:
+            reason = row["status_reason"] or FileStatus.REJECTED
             raise ApiError(409, "not_stored", f"the file was rejected: {reason}")
-        if row["status"] == "fallback" and row["size_bytes"] is not None:
+        if row["status"] == FileStatus.FALLBACK and row["size_bytes"] is not None:
             # Migrated back to S3 a moment ago; the commit stage has not recorded it yet.
             key = object_key(owner, file_id, row["received_at"], row["original_name"])
             try:

@@ -1,0 +1,91 @@
+"""The status of a file version, and the sets of statuses the pipeline decides by.
+
+Only the commit stage writes a status (``files.status``, ``file_versions.status``); every other
+reader (the gateway, the scan stage, ``sluice spool clean``, ``sluice reconcile``) compares what
+it reads with the sets below, so a status is named once::
+
+    received ─► scanned ─┬───────────────────────┴─► stored ─► available
+                         └─► fallback, deferred ─┘   S3 down (PostgreSQL, store DLQ)
+    any status before available ─► rejected          infected, invalid, abandoned
+    stored, available ─► corrupted                   the object is lost (seed 004)
+
+The ordering rules (``docs/architecture.md`` § Statuses): a status only moves forward
+(:data:`RANK`, higher wins), so events that arrive out of order after a retry never move a file
+back; ``rejected`` and ``corrupted`` never change (:data:`TERMINAL`); ``available`` changes only
+to ``corrupted`` (seed 004: a stored object found missing or damaged). The commit stage applies
+them (``services/commit/handler.py``, ``advance_status``).
+
+A :class:`FileStatus` is a ``str``: it compares equal to the text PostgreSQL returns, so
+``row["status"] in FINAL`` needs no conversion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Final
+
+
+class FileStatus(StrEnum):
+    """Where a file version is in the pipeline (column ``status`` of ``files`` and
+    ``file_versions``), in rank order."""
+
+    RECEIVED = "received"
+    """Spooled (or announced by an upstream service); ``file.received`` recorded."""
+    SCANNED = "scanned"
+    """clamd found it clean (``file.scanned``)."""
+    FALLBACK = "fallback"
+    """S3 was down: the bytes are kept Base64 in PostgreSQL until migrated (``file.fallback``)."""
+    DEFERRED = "deferred"
+    """S3 was down and the file is over the fallback cap: it waits in the store dead-letter
+    queue for a replay (``file.deferred``)."""
+    STORED = "stored"
+    """The original is in the bucket, its SHA-256 checked by S3 (``file.stored``)."""
+    AVAILABLE = "available"
+    """Stored, thumbnails made or not needed (``file.thumbnailed``): the pipeline is done."""
+    REJECTED = "rejected"
+    """Infected, invalid or abandoned (``file.rejected``): never stored."""
+    CORRUPTED = "corrupted"
+    """The stored object was found missing or damaged, by a read or by ``sluice reconcile
+    --fix`` (``file.corrupted``, seed 004)."""
+
+
+#: Status → rank: a status only moves to a higher rank. ``fallback`` and ``deferred`` sit
+#: between ``scanned`` and ``stored`` (S3 has not got the bytes yet); ``available`` and
+#: ``rejected`` share a rank, so the first of them to arrive stays; ``corrupted`` outranks
+#: ``available``.
+RANK: Final[Mapping[FileStatus, int]] = {
+    FileStatus.RECEIVED: 1,
+    FileStatus.SCANNED: 2,
+    FileStatus.FALLBACK: 3,
+    FileStatus.DEFERRED: 3,
+    FileStatus.STORED: 4,
+    FileStatus.AVAILABLE: 5,
+    FileStatus.REJECTED: 5,
+    FileStatus.CORRUPTED: 6,
+}
+
+#: The pipeline's outcomes: its work on the version is over. The commit stage answers them with
+#: ``file.committed`` and removes the spooled bytes; ``sluice spool clean`` and ``sluice
+#: reconcile --delete-orphans-older-than`` may remove what such a file left behind. Any other
+#: status is in flight, or waiting in a dead-letter queue or the fallback: its bytes are
+#: still needed.
+FINAL: Final = frozenset({FileStatus.AVAILABLE, FileStatus.REJECTED})
+
+#: Statuses that never change again.
+TERMINAL: Final = frozenset({FileStatus.REJECTED, FileStatus.CORRUPTED})
+
+#: Every status after ``received``: the scan stage's verdict is recorded (only a clean scan
+#: leads to ``fallback``, ``deferred``, ``stored`` and on; ``rejected`` is a verdict). A
+#: ``file.received`` redelivered for such a version has nothing left to do.
+PAST_SCANNING: Final = frozenset(FileStatus) - {FileStatus.RECEIVED}
+
+#: Statuses whose original (and thumbnails) must be in the bucket: what ``sluice reconcile``
+#: checks, and what ``--fix`` may mark ``corrupted``.
+IN_BUCKET: Final = frozenset({FileStatus.STORED, FileStatus.AVAILABLE})
+
+#: Statuses whose event detail is the file's ``status_reason`` (why it was rejected, why it
+#: waits, what was lost).
+REASONED: Final = frozenset(
+    {FileStatus.REJECTED, FileStatus.FALLBACK, FileStatus.DEFERRED, FileStatus.CORRUPTED}
+)
