@@ -23,6 +23,7 @@ dead-lettered once the attempts are exhausted.
         ├── SourceMissing            the source reference points at nothing
         ├── ChecksumMismatch         bytes do not hash to the SHA-256 the event carries
         ├── InvalidSource            a source reference that is not allowed (bad scheme, traversal)
+        ├── InvalidData              a value PostgreSQL refuses (bad encoding, NUL, out of range)
         └── ThumbnailError           bytes that cannot be made into a thumbnail (corrupt, bomb)
 
 ``ServiceStartError`` is also a ``RuntimeError``, ``InvalidOwner`` a ``ValueError`` and
@@ -112,6 +113,11 @@ class InvalidEvent(PermanentError):
 
 class SourceMissing(PermanentError):
     """The event's source reference points at nothing (spool file or object is gone)."""
+
+
+class InvalidData(PermanentError):
+    """PostgreSQL refuses a value the message carries (invalid encoding, NUL, out of range):
+    every retry would fail the same way (``shared.adapters.db.DATA_ERRORS``)."""
 
 
 class InvalidSource(PermanentError):

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from shared.status import FileStatus
+from shared.text import StorableText, has_unstorable, safe_text
 
 SCHEMA_VERSION = 1
 
@@ -77,7 +78,7 @@ class _Event(BaseModel):
     content_type: str = Field(
         min_length=3, max_length=255, description="Media type sniffed from the bytes."
     )
-    original_name: str = Field(
+    original_name: StorableText = Field(
         min_length=1,
         max_length=1024,
         pattern=r"^[^\x00]+$",
@@ -94,16 +95,24 @@ class _Event(BaseModel):
         description="Caller's JSON object, kept with the file (no NUL in keys or strings).",
     )
 
+    @field_validator("kind")
+    @classmethod
+    def _storable_kind(cls, value: str | None) -> str | None:
+        if value is not None and has_unstorable(value):
+            raise ValueError("must not contain NUL (U+0000) or a lone surrogate")
+        return value
+
     @field_validator("metadata")
     @classmethod
     def _no_nul(cls, value: dict[str, JsonValue]) -> dict[str, JsonValue]:
-        # PostgreSQL text and jsonb cannot hold U+0000: refuse it here, where it is a clear
-        # validation error, rather than as a database error in the commit stage.
+        # PostgreSQL text and jsonb cannot hold U+0000, nor UTF-8 a lone surrogate: refuse
+        # them here, where it is a clear validation error, rather than as a database error in
+        # the commit stage.
         pending: list[JsonValue] = [value]
         while pending:
             item = pending.pop()
-            if isinstance(item, str) and "\x00" in item:
-                raise ValueError("metadata must not contain NUL (U+0000)")
+            if isinstance(item, str) and has_unstorable(item):
+                raise ValueError("metadata must not contain NUL (U+0000) or a lone surrogate")
             if isinstance(item, dict):
                 pending.extend(item.keys())
                 pending.extend(item.values())
@@ -164,8 +173,10 @@ class FileScanned(_Event):
 
     routing_key: ClassVar[str] = "file.scanned"
     type: Literal["file.scanned"] = "file.scanned"
-    scanner: str = Field(max_length=255, description="Engine and version, e.g. `ClamAV 1.0.9`.")
-    signature_version: str = Field(
+    scanner: Annotated[str, safe_text(255)] = Field(
+        max_length=255, description="Engine and version, e.g. `ClamAV 1.0.9`."
+    )
+    signature_version: Annotated[str, safe_text(255)] = Field(
         max_length=255, description="Signature database version and date as clamd reports it."
     )
 
@@ -178,8 +189,10 @@ class FileRejected(_Event):
     reason: Literal["infected", "invalid", "abandoned"] = Field(
         description="Why: infected; invalid bytes; abandoned (the gateway answered 503)."
     )
-    detail: str = Field(max_length=2048, description="Human-readable explanation.")
-    signature: str | None = Field(
+    detail: Annotated[str, safe_text(2048)] = Field(
+        max_length=2048, description="Human-readable explanation."
+    )
+    signature: Annotated[str, safe_text(255)] | None = Field(
         None, max_length=255, description="Malware signature name, when infected."
     )
 
@@ -215,7 +228,7 @@ class FileThumbnailed(_Event):
     thumbnails: tuple[Thumbnail, ...] = Field(
         (), description="Thumbnails made; empty for non-images or when none could be made."
     )
-    thumbnail_error: str | None = Field(
+    thumbnail_error: Annotated[str, safe_text(2048)] | None = Field(
         None, max_length=2048, description="Why an image got no thumbnails (corrupt, bomb...)."
     )
 
@@ -227,7 +240,9 @@ class FileFallback(_Event):
 
     routing_key: ClassVar[str] = "file.fallback"
     type: Literal["file.fallback"] = "file.fallback"
-    reason: str = Field(max_length=2048, description="Why S3 could not take the file.")
+    reason: Annotated[str, safe_text(2048)] = Field(
+        max_length=2048, description="Why S3 could not take the file."
+    )
 
 
 class FileDeferred(_Event):
@@ -236,7 +251,9 @@ class FileDeferred(_Event):
 
     routing_key: ClassVar[str] = "file.deferred"
     type: Literal["file.deferred"] = "file.deferred"
-    reason: str = Field(max_length=2048, description="Why the file waits for a replay.")
+    reason: Annotated[str, safe_text(2048)] = Field(
+        max_length=2048, description="Why the file waits for a replay."
+    )
 
 
 class FileCorrupted(_Event):
@@ -247,7 +264,9 @@ class FileCorrupted(_Event):
     type: Literal["file.corrupted"] = "file.corrupted"
     bucket: str = Field(description="Bucket that should hold the original.")
     key: str = Field(description="Object key that is missing or wrong.")
-    detail: str = Field(max_length=2048, description="What was found, and by whom.")
+    detail: Annotated[str, safe_text(2048)] = Field(
+        max_length=2048, description="What was found, and by whom."
+    )
 
     @classmethod
     def about(cls, described: dict[str, Any], *, bucket: str, key: str, detail: str) -> Self:
@@ -306,13 +325,13 @@ class FileDeadLetterPurged(_Event):
     dead_letter_event_type: str = Field(
         max_length=255, description="Type of the purged event, e.g. `file.received`."
     )
-    error_type: str | None = Field(
+    error_type: Annotated[str, safe_text(255)] | None = Field(
         None, max_length=255, description="Why it was dead-lettered: the error's type."
     )
-    error_message: str | None = Field(
+    error_message: Annotated[str, safe_text(2048)] | None = Field(
         None, max_length=2048, description="Why it was dead-lettered: the error's message."
     )
-    reason: str = Field(
+    reason: Annotated[str, safe_text(2048)] = Field(
         min_length=1, max_length=2048, description="The operator's reason for the purge."
     )
 

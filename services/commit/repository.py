@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from shared.adapters.db import CONNECTION_ERRORS
-from shared.errors import DatabaseUnavailable
+from shared.adapters.db import CONNECTION_ERRORS, DATA_ERRORS
+from shared.errors import DatabaseUnavailable, InvalidData
 from shared.events import BaseEvent
 from shared.ports import FileLock, StageFields
 
@@ -176,6 +176,8 @@ class FileRepository:
         Raises:
             DatabaseUnavailable: PostgreSQL refused or lost the connection (see
                 :data:`CONNECTION_ERRORS`); ``context`` has ``file_id`` and ``event_id``.
+            InvalidData: PostgreSQL refused a value (see :data:`DATA_ERRORS`): permanent, so
+                the message is dead-lettered at once instead of retried.
         """
         try:
             async with self._pool.acquire() as connection, connection.transaction():
@@ -183,6 +185,10 @@ class FileRepository:
         except CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(
                 f"PostgreSQL unavailable: {exc!r}", file_id=str(file_id), event_id=str(event_id)
+            ) from exc
+        except DATA_ERRORS as exc:
+            raise InvalidData(
+                f"PostgreSQL refused a value: {exc!r}", file_id=str(file_id), event_id=str(event_id)
             ) from exc
 
     async def close(self) -> None:

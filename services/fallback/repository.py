@@ -18,11 +18,12 @@ from typing import Any
 
 import asyncpg
 
-from shared.adapters.db import CONNECTION_ERRORS
-from shared.errors import DatabaseUnavailable
+from shared.adapters.db import CONNECTION_ERRORS, DATA_ERRORS
+from shared.errors import DatabaseUnavailable, InvalidData
 from shared.events import BaseEvent
 from shared.ports import FallbackRow, FallbackSummary
 from shared.status import FileStatus
+from shared.text import make_safe
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class FallbackRepository:
 
         Raises:
             DatabaseUnavailable: PostgreSQL refused or lost the connection.
+            InvalidData: PostgreSQL refused a value of the row (permanent).
         """
         try:
             inserted = await self._pool.fetchval(
@@ -98,6 +100,10 @@ class FallbackRepository:
         except CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(
                 f"PostgreSQL unavailable: {exc!r}", file_id=str(event.file_id)
+            ) from exc
+        except DATA_ERRORS as exc:
+            raise InvalidData(
+                f"PostgreSQL refused a value: {exc!r}", file_id=str(event.file_id)
             ) from exc
         return inserted is not None
 
@@ -147,7 +153,7 @@ class FallbackRepository:
                 " last_error = $3 WHERE file_id = $1 AND version_number = $2",
                 file_id,
                 version_number,
-                error[:2000],
+                make_safe(error, 2000),
             )
         except CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(f"PostgreSQL unavailable: {exc!r}") from exc

@@ -49,7 +49,8 @@ def parse_metadata(raw: bytes | None) -> dict[str, JsonValue]:
 
     Raises:
         ApiError: 422 ``invalid_request`` for invalid JSON (NaN and Infinity included), a
-            value that is not an object, or a NUL character anywhere in it.
+            value that is not an object, or a NUL character or a lone surrogate (which UTF-8
+            cannot encode) anywhere in it.
     """
     if raw is None or not raw.strip():
         return {}
@@ -59,6 +60,13 @@ def parse_metadata(raw: bytes | None) -> dict[str, JsonValue]:
         raise ApiError(422, "invalid_request", f"`metadata` is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise ApiError(422, "invalid_request", "`metadata` must be a JSON object")
-    if "\\u0000" in json.dumps(value):
+    text = json.dumps(value, ensure_ascii=False)  # control characters stay escaped
+    if "\\u0000" in text:
         raise ApiError(422, "invalid_request", "`metadata` must not contain NUL (\\u0000)")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(
+            422, "invalid_request", "`metadata` must not contain a lone surrogate (\\ud800-\\udfff)"
+        ) from None
     return value

@@ -38,6 +38,14 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+#: What "PostgreSQL refuses this value" looks like: SQLSTATE class 22 (``DataError``: invalid
+#: text encoding, NUL in text (``CharacterNotInRepertoireError``), numeric out of range, bad
+#: datetime) and a text asyncpg cannot encode to UTF-8 (a lone surrogate). The same value fails
+#: the same way on every retry, so callers turn these into :class:`~shared.errors.InvalidData`,
+#: a permanent error.
+DATA_ERRORS: tuple[type[BaseException], ...] = (asyncpg.exceptions.DataError, UnicodeEncodeError)
+
+
 async def _init_connection(connection: asyncpg.Connection) -> None:
     for kind in ("json", "jsonb"):
         await connection.set_type_codec(
