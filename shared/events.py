@@ -358,6 +358,62 @@ class FileDeadLetterPurged(_Event):
         )
 
 
+class FileDeadLettered(_Event):
+    """A stage gave up on one of the file's messages: it sits in ``<stage>.dlq`` until an
+    operator replays or purges it. Published by the run loop (``shared.runner``), confirmed,
+    before the dead letter is acked away, so no file waits in a dead-letter queue unseen: the
+    commit stage marks the file as needing attention (``files.attention``) until an event of
+    its progress newer than the failure arrives (the replay worked). The status does not move.
+
+    ``event_id`` is a UUIDv5 of the dead-lettered event's id, the stage and ``failed_at``, so a
+    message dead-lettered again after a replay is recorded again.
+    """
+
+    routing_key: ClassVar[str] = "file.dead_lettered"
+    type: Literal["file.dead_lettered"] = "file.dead_lettered"
+    stage: str = Field(
+        min_length=1, max_length=64, description="Stage whose dead-letter queue holds it."
+    )
+    dead_letter_event_id: uuid.UUID = Field(description="event_id of the dead-lettered message.")
+    dead_letter_event_type: str = Field(
+        max_length=255, description="Type of the dead-lettered event, e.g. `file.thumbnailed`."
+    )
+    error_type: Annotated[str, safe_text(255)] = Field(
+        max_length=255, description="The error's type, e.g. `InvalidData`."
+    )
+    error_message: Annotated[str, safe_text(2048)] = Field(
+        max_length=2048, description="The error's message."
+    )
+    attempts: int = Field(ge=1, description="Attempts made before it was dead-lettered.")
+    failed_at: AwareDatetime = Field(description="When the last attempt failed, UTC.")
+
+    @classmethod
+    def about(
+        cls,
+        dead: _Event,
+        *,
+        stage: str,
+        error_type: str,
+        error_message: str,
+        attempts: int,
+        failed_at: datetime,
+    ) -> Self:
+        """The notice that ``dead`` was dead-lettered by ``stage`` after ``attempts``."""
+        return dead.follow(
+            cls,
+            event_id=uuid.uuid5(
+                dead.event_id, f"{cls.routing_key}:{stage}:{failed_at.isoformat()}"
+            ),
+            stage=stage,
+            dead_letter_event_id=dead.event_id,
+            dead_letter_event_type=dead.type,
+            error_type=error_type,
+            error_message=error_message or error_type,
+            attempts=max(attempts, 1),
+            failed_at=failed_at,
+        )
+
+
 class FileCommitted(_Event):
     """PostgreSQL holds the file's final state; the spooled bytes may go."""
 
@@ -379,7 +435,8 @@ Event = Annotated[
     | FileFallback
     | FileDeferred
     | FileCorrupted
-    | FileDeadLetterPurged,
+    | FileDeadLetterPurged
+    | FileDeadLettered,
     Field(discriminator="type"),
 ]
 EVENT_TYPES: tuple[type[_Event], ...] = (
@@ -393,6 +450,7 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
     FileDeferred,
     FileCorrupted,
     FileDeadLetterPurged,
+    FileDeadLettered,
 )
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 BaseEvent = _Event

@@ -225,6 +225,15 @@ class FileStateTransaction(Protocol):
         """Write the row of the event's version: ``status`` and each non-``None`` field."""
         ...
 
+    async def set_attention(self, file_id: uuid.UUID, attention: dict[str, Any]) -> None:
+        """Mark the file as needing a person (``files.attention``; ``failed_at`` inside)."""
+        ...
+
+    async def clear_attention(self, event: BaseEvent) -> bool:
+        """Clear the attention of ``event``'s file if ``event`` shows it moves again (made
+        after the failure, or the dead-lettered event itself); whether it was cleared."""
+        ...
+
     async def update_file(self, event: BaseEvent, status: str, status_reason: str | None) -> None:
         """Make the event's version the file's current one, with ``status`` and its reason."""
         ...

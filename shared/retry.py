@@ -33,6 +33,9 @@ from typing import Any
 
 import tenacity
 
+from shared.events import BaseEvent, FileDeadLettered, FileDeadLetterPurged
+from shared.topology import is_dead_letter_route
+
 HEADER_ATTEMPTS = "x-sluice-attempts"
 HEADER_ERROR_TYPE = "x-sluice-error-type"
 HEADER_ERROR_MESSAGE = "x-sluice-error-message"
@@ -137,3 +140,27 @@ def _text(value: Any) -> str | None:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value)
+
+
+def dead_letter_notice(
+    event: BaseEvent | None, route: str, headers: Mapping[str, Any]
+) -> FileDeadLettered | None:
+    """The ``file.dead_lettered`` announcing that ``event`` is dead-lettered with routing key
+    ``route`` and the failure ``headers`` (:func:`failure_headers`), or None: for a route to
+    the fallback worker (not a dead-letter queue: :func:`shared.topology.is_dead_letter_route`),
+    a message that is no event, and the notices and purge records themselves (a notice that
+    cannot be recorded must not announce itself forever)."""
+    if (
+        event is None
+        or not is_dead_letter_route(route)
+        or isinstance(event, FileDeadLettered | FileDeadLetterPurged)
+    ):
+        return None
+    return FileDeadLettered.about(
+        event,
+        stage=str(headers[HEADER_STAGE]),
+        error_type=str(headers[HEADER_ERROR_TYPE]),
+        error_message=str(headers[HEADER_ERROR_MESSAGE]),
+        attempts=int(headers[HEADER_ATTEMPTS]),
+        failed_at=datetime.fromisoformat(str(headers[HEADER_LAST_FAILED_AT])),
+    )

@@ -5,7 +5,8 @@ events the handler returns with publisher confirms, and only then acknowledges (
 at-least-once delivery, so handlers are idempotent). Failures are routed by type:
 
 - :class:`~shared.errors.PermanentError` (and a message that is not a valid event) → the stage's
-  dead-letter queue at once, with ``x-sluice-error-*`` headers giving the reason;
+  dead-letter queue at once, with ``x-sluice-error-*`` headers giving the reason, announced
+  by a confirmed ``file.dead_lettered`` about the file, which the commit stage records;
 - anything else → the stage's wait queue with a jittered exponential backoff as per-message TTL,
   counted in our own ``x-sluice-attempts`` header (RabbitMQ owns ``x-death``), and after
   ``max_attempts`` → the dead-letter queue (the policy and its headers: ``shared.retry``);
@@ -216,7 +217,12 @@ class StageConsumer:
         except PermanentError as exc:
             tracing.record_failure(span, exc)
             routed = await self._fail(
-                message, headers, attempt, exc, route=self.stage.dead_letter_key(exc)
+                message,
+                headers,
+                attempt,
+                exc,
+                route=self.stage.dead_letter_key(exc),
+                event=decoded if isinstance(decoded, BaseEvent) else None,
             )
             outcome = "dead-lettered" if routed else "requeued"
             return outcome, str(exc), type(exc).__name__, event_type
@@ -225,7 +231,8 @@ class StageConsumer:
             again = attempt < self.settings.max_attempts
             route = None if again else self.stage.dead_letter_key(exc)
             outcome = "retry" if again else "dead-lettered"
-            if not await self._fail(message, headers, attempt, exc, route=route):
+            about = decoded if isinstance(decoded, BaseEvent) else None
+            if not await self._fail(message, headers, attempt, exc, route=route, event=about):
                 outcome = "requeued"
             detail = repr(exc) if not isinstance(exc, SluiceError) else str(exc)
             return outcome, detail, type(exc).__name__, event_type
@@ -285,11 +292,16 @@ class StageConsumer:
         failure: BaseException | Refusal,
         *,
         route: str | None,
+        event: BaseEvent | None = None,
     ) -> bool:
         """Send ``message`` to the wait queue (``route`` None) or dead-letter it with routing key
         ``route``, with the headers of ``failure`` (an exception, or a refusal's reason and
         detail), then ack it. False if that could not be confirmed (the message is given back
         to the broker).
+
+        A message about a file (``event``) that lands in a dead-letter queue for an exception is
+        announced first: its ``file.dead_lettered`` (:func:`shared.retry.dead_letter_notice`)
+        is published, confirmed, so the file shows it needs attention (no file waits unseen).
 
         The copy carries the current (failed) span's ``traceparent``: the next attempt, or the
         replay of the dead letter, continues the same trace as a child of this attempt."""
@@ -316,6 +328,9 @@ class StageConsumer:
                     broker.republished(message, failure_headers, expiration_s=max(delay_s, 0.001)),
                 )
             else:
+                notice = retry.dead_letter_notice(event, route, failure_headers)
+                if notice is not None:
+                    await self._publish_all([notice])
                 await self._publisher.publish_to_exchange(
                     self.topology.dead_letter_exchange,
                     route,

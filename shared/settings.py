@@ -218,6 +218,13 @@ class StatusSettings(BaseSettings):
     timeout_s: float = Field(
         5.0, gt=0, le=120, description="Longest wait for each management or worker answer."
     )
+    stuck_after_s: float = Field(
+        900.0,
+        ge=1,
+        le=30 * 86400,
+        description="A file not final this many seconds after it was received is stuck "
+        "(`sluice doctor`'s default, the sluice_files_stuck gauge).",
+    )
 
     @field_validator("worker_urls")
     @classmethod

@@ -89,3 +89,7 @@ IN_BUCKET: Final = frozenset({FileStatus.STORED, FileStatus.AVAILABLE})
 REASONED: Final = frozenset(
     {FileStatus.REJECTED, FileStatus.FALLBACK, FileStatus.DEFERRED, FileStatus.CORRUPTED}
 )
+
+#: Statuses a file moves on from by itself (neither final nor terminal): one that keeps such a
+#: status long after it was received is stuck (``sluice doctor``, ``sluice_files_stuck``).
+MOVING: Final = frozenset(FileStatus) - FINAL - TERMINAL

@@ -48,6 +48,7 @@ STAGE_BINDINGS: dict[str, tuple[str, ...]] = {
         "file.deferred",
         "file.corrupted",
         "file.dead_letter_purged",
+        "file.dead_lettered",
     ),
 }
 STAGES: tuple[str, ...] = tuple(STAGE_BINDINGS)
@@ -63,6 +64,13 @@ FALLBACK_ROUTE = f"{FALLBACK_FEED}.{FALLBACK}"
 #: Where the fallback worker's own failures go: the store stage's dead-letter queue, from
 #: which a replay sends them back to the store stage once S3 is back.
 FALLBACK_DEAD_LETTERS = "store"
+
+
+def is_dead_letter_route(route: str) -> bool:
+    """Whether a message dead-lettered with routing key ``route`` lands in a dead-letter queue
+    (``<stage>.dlq``, waiting for a person), rather than in the fallback worker's queue
+    (:data:`FALLBACK_ROUTE`)."""
+    return route in STAGES
 
 
 def accepted_event_types(worker: str) -> frozenset[str]:

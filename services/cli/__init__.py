@@ -15,6 +15,7 @@
     sluice reconcile [--fix] [--deep]  DB versions without objects, orphan objects
     sluice fallback status [--json]    what the S3-outage fallback holds, oldest first
     sluice status [--watch] [--json]   per stage: depth, in flight, dead letters, rates, p50/p95
+    sluice doctor [--older-than D]     stuck files: in a dead-letter queue, or not final by now
     sluice demo                        quickstart: run it all, upload samples/, print a table
 
 Each group lives in ``services/cli/<group>.py``; what several share (settings from the
@@ -31,6 +32,7 @@ from rich.console import Console
 
 from services.cli.demo import demo
 from services.cli.dlq import dlq_app
+from services.cli.doctor import doctor
 from services.cli.events import events_app
 from services.cli.fallback import fallback_app
 from services.cli.gateway import gateway
@@ -55,7 +57,7 @@ for name, group in (
     ("fallback", fallback_app),
 ):
     app.add_typer(group, name=name)
-for command in (migrate, worker, gateway, run, reconcile, health, status, demo):
+for command in (migrate, worker, gateway, run, reconcile, health, status, doctor, demo):
     app.command()(command)
 
 

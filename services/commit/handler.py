@@ -9,10 +9,13 @@ For every ``file.*`` event, in ONE PostgreSQL transaction (:class:`FileRepositor
 3. a final event (``file.thumbnailed`` → ``available``, ``file.rejected`` → ``rejected``)
    also records its ``file.committed`` answer, whose ``event_id`` is deterministic.
 
-``file.fallback`` / ``file.deferred`` record where an S3 outage left the bytes (PostgreSQL, or
-the store dead-letter queue); ``file.corrupted`` (seed 004) marks a stored version whose object
-is gone, even an ``available`` one. ``file.dead_letter_purged`` (an operator purged one of the
-file's dead letters) only joins the history: the file's status stays as it was.
+``file.dead_lettered`` (a stage dead-lettered one of the file's messages) marks the file as needing
+a person (``files.attention``: stage, error, when); the next event of its progress made after that
+failure clears it (the replay worked). ``file.fallback`` / ``file.deferred`` record where an S3
+outage left the bytes (PostgreSQL, or the store dead-letter queue); ``file.corrupted`` (seed 004)
+marks a stored version whose object is gone, even an ``available`` one. ``file.dead_letter_purged``
+(an operator purged one of the file's dead letters) only joins the history: the file's status stays
+as it was.
 
 After the commit, a terminal event returns that ``file.committed`` (again for a duplicate: the
 first attempt may have committed and crashed before publishing; downstream dedupes by
@@ -22,7 +25,7 @@ first attempt may have committed and crashed before publishing; downstream dedup
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import structlog
 
@@ -32,6 +35,7 @@ from shared.events import (
     BaseEvent,
     FileCommitted,
     FileCorrupted,
+    FileDeadLettered,
     FileDeadLetterPurged,
     FileDeferred,
     FileFallback,
@@ -56,6 +60,8 @@ EVENT_STATUS: Final[dict[str, FileStatus]] = {
     "file.fallback": FileStatus.FALLBACK,
     "file.deferred": FileStatus.DEFERRED,
     "file.corrupted": FileStatus.CORRUPTED,
+    # A notice moves nothing forward; it creates the file's row if it is the first event seen.
+    "file.dead_lettered": FileStatus.RECEIVED,
 }
 
 
@@ -171,6 +177,11 @@ def detail_for(event: BaseEvent) -> str:
         return f"object s3://{event.bucket}/{event.key} lost: {event.detail}"
     if isinstance(event, FileReceived):
         return f"received: {event.size_bytes} bytes, {event.content_type}"
+    if isinstance(event, FileDeadLettered):
+        return (
+            f"dead-lettered by the {event.stage} stage after {event.attempts} attempt(s) "
+            f"({event.dead_letter_event_type}): {event.error_type}: {event.error_message}"
+        )
     if isinstance(event, FileDeadLetterPurged):
         error = ": ".join(t for t in (event.error_type, event.error_message) if t) or "unknown"
         return (
@@ -178,6 +189,21 @@ def detail_for(event: BaseEvent) -> str:
             f"{error}): {event.reason}"
         )
     return event.type
+
+
+def attention_of(notice: FileDeadLettered) -> dict[str, Any]:
+    """What ``files.attention`` holds for a file whose message ``notice`` reports
+    dead-lettered: where (``stage``, ``event_type``), why (``error_type``, ``error_message``),
+    ``attempts``, ``failed_at`` (ISO 8601) and the dead letter's ``event_id``."""
+    return {
+        "stage": notice.stage,
+        "event_type": notice.dead_letter_event_type,
+        "event_id": str(notice.dead_letter_event_id),
+        "error_type": notice.error_type,
+        "error_message": notice.error_message,
+        "attempts": notice.attempts,
+        "failed_at": notice.failed_at.isoformat(),
+    }
 
 
 def stage_fields(event: BaseEvent) -> StageFields:
@@ -220,6 +246,10 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
             await tx.upsert_version(event, change.version_status, stage_fields(event))
             if change.file_status is not None:
                 await tx.update_file(event, change.file_status, change.status_reason)
+            if isinstance(event, FileDeadLettered):
+                await tx.set_attention(event.file_id, attention_of(event))
+            elif await tx.clear_attention(event):
+                log.info("attention cleared: the file moves again")
             if incoming in FINAL:
                 # advance_status keeps a terminal incoming status or an earlier final one.
                 committed = event.follow(FileCommitted, status=change.version_status)

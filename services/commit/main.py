@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
+
+import structlog
 
 from services.commit.handler import Deps, handle
 from services.commit.repository import FileRepository
 from shared.adapters.db import create_pool
 from shared.adapters.spool import LocalSpool
+from shared.errors import DatabaseUnavailable
 from shared.settings import Settings
 from shared.stage import Stage
+from shared.telemetry import metrics
 
 NAME = "commit"
+#: Seconds between two counts of stuck files (the ``sluice_files_stuck`` gauge).
+STUCK_INTERVAL_S = 60.0
+log = structlog.get_logger("sluice.commit")
 
 
 async def build(settings: Settings) -> Stage:
@@ -32,4 +41,24 @@ async def build(settings: Settings) -> Stage:
         name=NAME,
         handle=functools.partial(handle, deps=deps),
         close=repository.close,
+        background=functools.partial(
+            publish_stuck, repository, settings.status.stuck_after_s, STUCK_INTERVAL_S
+        ),
     )
+
+
+async def publish_stuck(
+    repository: FileRepository, older_than_s: float, interval_s: float, stop: asyncio.Event
+) -> None:
+    """Every ``interval_s`` seconds until ``stop``, set the ``sluice_files_stuck`` gauge from
+    :meth:`FileRepository.count_stuck`; a PostgreSQL outage skips a round (logged)."""
+    while not stop.is_set():
+        try:
+            attention, late = await repository.count_stuck(older_than_s)
+        except DatabaseUnavailable as exc:
+            log.warning("stuck files not counted", error=str(exc))
+        else:
+            metrics.FILES_STUCK.labels(attention="yes").set(attention)
+            metrics.FILES_STUCK.labels(attention="no").set(late)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval_s)

@@ -17,6 +17,7 @@ from shared.adapters.db import CONNECTION_ERRORS, DATA_ERRORS
 from shared.errors import DatabaseUnavailable, InvalidData
 from shared.events import BaseEvent
 from shared.ports import FileLock, StageFields
+from shared.status import MOVING
 
 _INSERT_EVENT = """
 INSERT INTO file_events (event_id, file_id, version_number, event_type, causation_id,
@@ -144,6 +145,19 @@ class FileTransaction:
             fields.signature,
         )
 
+    async def set_attention(self, file_id: uuid.UUID, attention: dict[str, Any]) -> None:
+        """Mark the file as needing a person (``files.attention``, a JSON object holding at
+        least ``failed_at``, ISO 8601)."""
+        await self._connection.execute(_SET_ATTENTION, file_id, attention)
+
+    async def clear_attention(self, event: BaseEvent) -> bool:
+        """Clear the attention of ``event``'s file if ``event`` shows it moves again: made after
+        the failure, or the dead-lettered event itself; whether it was cleared."""
+        result: str = await self._connection.execute(
+            _CLEAR_ATTENTION, event.file_id, event.occurred_at, str(event.event_id)
+        )
+        return result != "UPDATE 0"
+
     async def update_file(self, event: BaseEvent, status: str, status_reason: str | None) -> None:
         """Make the event's version the file's current one, with ``status`` and its reason."""
         await self._connection.execute(
@@ -157,6 +171,27 @@ class FileTransaction:
             event.kind,
             event.metadata,
         )
+
+
+_SET_ATTENTION = "UPDATE files SET attention = $2::jsonb, updated_at = now() WHERE file_id = $1"
+
+# Cleared by an event made after the failure (a replayed stage answered), or by the
+# dead-lettered event itself being recorded (a replayed commit went through); an event made
+# before the failure and recorded late does not hide it.
+_CLEAR_ATTENTION = """
+UPDATE files SET attention = NULL, updated_at = now()
+WHERE file_id = $1 AND attention IS NOT NULL
+  AND ((attention->>'failed_at')::timestamptz < $2 OR attention->>'event_id' = $3)
+"""
+
+
+_COUNT_STUCK = """
+SELECT count(*) FILTER (WHERE attention IS NOT NULL) AS attention,
+       count(*) FILTER (WHERE attention IS NULL) AS late
+FROM files
+WHERE attention IS NOT NULL
+   OR (status = ANY($1::text[]) AND received_at < now() - make_interval(secs => $2))
+"""
 
 
 class FileRepository:
@@ -190,6 +225,22 @@ class FileRepository:
             raise InvalidData(
                 f"PostgreSQL refused a value: {exc!r}", file_id=str(file_id), event_id=str(event_id)
             ) from exc
+
+    async def count_stuck(self, older_than_s: float) -> tuple[int, int]:
+        """``(attention, late)``: files one of whose messages waits in a dead-letter queue, and
+        the other files still moving (:data:`shared.status.MOVING`) received more than
+        ``older_than_s`` seconds ago (``sluice doctor`` lists them).
+
+        Raises:
+            DatabaseUnavailable: PostgreSQL refused or lost the connection.
+        """
+        try:
+            row = await self._pool.fetchrow(
+                _COUNT_STUCK, sorted(str(s) for s in MOVING), older_than_s
+            )
+        except CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailable(f"PostgreSQL unavailable: {exc!r}") from exc
+        return int(row["attention"]), int(row["late"])
 
     async def close(self) -> None:
         """Close the pool, waiting for connections in use to be released."""

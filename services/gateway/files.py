@@ -68,6 +68,7 @@ def _summary(row: Any) -> dict[str, Any]:
         "sha256": row["sha256"],
         "received_at": row["received_at"],
         "status_url": f"/v1/files/{row['file_id']}",
+        "attention": row["attention"],
     }
 
 

@@ -22,7 +22,7 @@ T = TypeVar("T")
 
 _FILE_COLUMNS = """
     f.file_id, f.owner, f.original_name, f.content_type, f.kind, f.metadata, f.status,
-    f.status_reason, f.current_version, f.received_at, f.updated_at,
+    f.status_reason, f.current_version, f.received_at, f.updated_at, f.attention,
     v.size_bytes, v.sha256, v.source, v.bucket, v.object_key, v.thumbnails, v.thumbnail_error,
     EXISTS (SELECT 1 FROM fallback_blobs b
             WHERE b.file_id = f.file_id AND b.version_number = f.current_version) AS in_fallback

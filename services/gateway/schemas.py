@@ -71,6 +71,20 @@ class FileUrls(_Body):
     expires_at: datetime = Field(description="When the presigned URLs expire, UTC.")
 
 
+class FileAttention(_Body):
+    """Why a file needs a person: a stage dead-lettered one of its messages, which waits in
+    ``<stage>.dlq`` for a replay (``sluice dlq replay --stage STAGE --file-id ID``) or a purge.
+    Cleared once the file moves again."""
+
+    stage: str = Field(description="Stage whose dead-letter queue holds the message.")
+    event_type: str = Field(description="Type of the dead-lettered event.")
+    event_id: uuid.UUID = Field(description="event_id of the dead-lettered message.")
+    error_type: str = Field(description="The error's type, e.g. `InvalidData`.")
+    error_message: str = Field(description="The error's message.")
+    attempts: int = Field(description="Attempts made before it was dead-lettered.")
+    failed_at: datetime = Field(description="When the last attempt failed, UTC.")
+
+
 class FileSummary(_Body):
     """A file as listed by ``GET /v1/files``."""
 
@@ -83,6 +97,11 @@ class FileSummary(_Body):
     sha256: str | None = Field(description="SHA-256 of the current version, lowercase hex.")
     received_at: datetime
     status_url: str
+    attention: FileAttention | None = Field(
+        None,
+        description="Set when a stage dead-lettered one of the file's messages: it needs a "
+        "person (replay or purge); null otherwise.",
+    )
 
 
 class FileDetail(FileSummary):

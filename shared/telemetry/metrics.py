@@ -32,6 +32,12 @@ FALLBACK_TABLE_BYTES = Gauge(
 FALLBACK_OLDEST_AGE = Gauge(
     "sluice_fallback_oldest_age_seconds", "Age of the oldest fallback row; 0 when empty."
 )
+FILES_STUCK = Gauge(
+    "sluice_files_stuck",
+    "Files needing a look: attention=yes, one of their messages waits in a dead-letter queue; "
+    "attention=no, not final longer than SLUICE_STATUS_STUCK_AFTER_S after they were received.",
+    ["attention"],
+)
 CORRUPTED_VERSIONS = Gauge(
     "sluice_corrupted_versions", "File versions marked corrupted (object lost or damaged)."
 )
