@@ -18,7 +18,7 @@ from yoyo import get_backend, read_migrations
 from shared.errors import DatabaseUnavailable
 from shared.settings import DatabaseSettings
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 #: What "PostgreSQL is unreachable or went away" looks like from asyncpg: socket errors and
 #: timeouts (``OSError``, ``TimeoutError``), a closed connection or pool (``InterfaceError``,
