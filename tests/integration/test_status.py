@@ -31,11 +31,11 @@ from shared.adapters import broker
 from shared.errors import PermanentError
 from shared.events import BaseEvent, FileReceived, FileScanned, utcnow
 from shared.runner import Stage, StageConsumer
-from shared.settings import AmqpSettings
 from shared.telemetry.health import serve_health
 from shared.telemetry.stagestats import StageStats
 from shared.topology import Topology
 from tests.e2e.pipeline import free_port
+from tests.localenv import Local
 
 pytestmark = pytest.mark.integration
 
@@ -71,11 +71,10 @@ def event(kind: type[FileReceived] | type[FileScanned], name: str) -> BaseEvent:
 
 
 @pytest.fixture
-async def pipeline(services: Any) -> AsyncIterator[Pipeline]:
+async def pipeline(local: Local, prefix: str) -> AsyncIterator[Pipeline]:
     """A fresh ``t_status_<random>`` topology with scan and store consumers and their
     ``/stats`` server, fed the test's messages and waited for; all deleted again afterwards."""
-    prefix = f"t_status_{uuid.uuid4().hex[:8]}"
-    amqp = AmqpSettings(prefix=prefix, retry_base_delay_s=0.05, retry_max_delay_s=0.1)
+    amqp = local.amqp(prefix, retry_base_delay_s=0.05, retry_max_delay_s=0.1)
     topology = Topology(prefix=prefix, delivery_limit=amqp.delivery_limit)
     connection = await broker.connect(amqp)
     channel = await connection.channel()
