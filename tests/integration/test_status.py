@@ -266,6 +266,16 @@ async def test_unreachable_sources_are_problems_not_failures(pipeline: Pipeline)
     assert by_stage["scan"]["handled"] == GOOD + BAD + 2 * FLAKY
 
 
+def handles_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` has a SIGTERM handler of its own (``SigCgt`` in
+    ``/proc/PID/status``, Linux): ``sluice status --watch`` installs it, with SIGINT's, when its
+    refresh loop starts."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return False
+
+
 async def test_watch_redraws_until_interrupted(pipeline: Pipeline) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services", "status", "--watch", "--interval", "1",
@@ -279,7 +289,15 @@ async def test_watch_redraws_until_interrupted(pipeline: Pipeline) -> None:
         },
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    await asyncio.sleep(3.0)
+    # Not a fixed time from the start: on a loaded machine the command may take seconds to
+    # start, and a SIGINT that comes before it handles signals is lost. Wait until it does,
+    # then let it redraw twice (--interval 1) before interrupting it.
+    deadline = asyncio.get_running_loop().time() + 60
+    while not handles_sigterm(process.pid):
+        assert process.returncode is None, "--watch returned by itself"
+        assert asyncio.get_running_loop().time() < deadline, "--watch never started its loop"
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(2.0)
     assert process.returncode is None, "--watch returned by itself"
     process.send_signal(signal.SIGINT)
     out, err = await asyncio.wait_for(process.communicate(), timeout=10)
