@@ -15,4 +15,4 @@ if [[ ${SLUICE_TEST_CHECKS:-1} != 0 ]]; then
     .venv/bin/mypy shared services
     .venv/bin/lint-imports --no-cache >/dev/null || .venv/bin/lint-imports --no-cache
 fi
-exec .venv/bin/python -m pytest -q "$@"
+exec .venv/bin/python -m pytest -q -n 2 --dist loadfile "$@"

@@ -28,6 +28,11 @@ Everything created here lives below :attr:`DevServicesConfig.state_dir` (default
 SeaweedFS and clamd run detached in a session of their own, so they outlive the process that
 started them; :func:`down` stops them through their pid files.
 
+The same code runs instances of one's own beside the machine's, as the fault tests do (a
+SeaweedFS or a clamd to stop and start at will): a config with its own ``state_dir`` and ports
+(:func:`reserve_port`; ``seaweedfs_ports`` for weed's other servers), then
+``up(config, only=["seaweedfs"])`` and ``down(config, only=["seaweedfs"], kill=True)``.
+
 What SeaweedFS 4.48 (``weed mini`` with ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` set)
 was seen to do, which the S3 adapter relies on:
 
@@ -60,7 +65,7 @@ in the error tree (``shared/errors.py``); it is part of this package's interface
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 
 import structlog
@@ -74,8 +79,10 @@ from shared.devservices.processes import (
     _locked,
     _read_pid,
     _terminate,
+    reserve_port,
 )
 from shared.devservices.seaweedfs import (
+    SEAWEEDFS_PORT_FLAGS,
     _ensure_buckets,
     _s3_check,
     _start_seaweedfs,
@@ -93,15 +100,21 @@ from shared.devservices.system import (
 from shared.errors import ServiceStartError
 
 __all__ = [
+    "SEAWEEDFS_PORT_FLAGS",
+    "SERVICES",
     "DevServicesConfig",
     "ServiceStartError",
     "ServiceStatus",
     "down",
     "eicar_bytes",
+    "reserve_port",
     "s3_client",
     "status",
     "up",
 ]
+
+#: The services, in the order :func:`up` checks them.
+SERVICES = ("rabbitmq", "postgresql", "seaweedfs", "clamd")
 
 log = structlog.get_logger(__name__)
 
@@ -109,6 +122,7 @@ log = structlog.get_logger(__name__)
 def up(
     config: DevServicesConfig | None = None,
     *,
+    only: Collection[str] | None = None,
     buckets: Sequence[str] = (),
     on_progress: Progress | None = None,
     timeout_s: float = 120.0,
@@ -117,21 +131,28 @@ def up(
 
     Then enable RabbitMQ's management and Prometheus plugins on a local node if they are off
     (a failure to is named in the rabbitmq status's ``detail``, not raised), and create
-    ``config.s3_bucket`` and each of ``buckets`` if missing. ``timeout_s`` bounds the wait for
-    each service, in seconds. Returns one status per service, in that order.
+    ``config.s3_bucket`` and each of ``buckets`` if missing. ``only`` limits all this to the
+    named services (of :data:`SERVICES`; the plugins go with rabbitmq, the buckets with
+    seaweedfs). ``timeout_s`` bounds the wait for each service, in seconds. Returns one status
+    per service, in the order of :data:`SERVICES`.
 
     Raises:
         ServiceStartError: a service cannot be found, started, or made healthy in time; or
             something else listens on its port and is not healthy; or a bucket cannot be made.
+        ValueError: ``only`` names an unknown service.
     """
     config = config or DevServicesConfig.from_env()
     progress = on_progress or (lambda _msg: None)
+    chosen = _services(config, only)
     with _locked(config):
-        statuses = [_ensure(svc, timeout_s, progress) for svc in _services(config)]
-        if problem := _enable_rabbitmq_plugins(config):
+        statuses = [_ensure(svc, timeout_s, progress) for svc in chosen]
+        names = [svc.name for svc in chosen]
+        if "rabbitmq" in names and (problem := _enable_rabbitmq_plugins(config)):
             log.warning("devservice.rabbitmq_plugins_off", problem=problem)
-            statuses[0] = replace(statuses[0], detail=f"{statuses[0].detail}; plugins: {problem}")
-        _ensure_buckets(config, [config.s3_bucket, *buckets])
+            i = names.index("rabbitmq")
+            statuses[i] = replace(statuses[i], detail=f"{statuses[i].detail}; plugins: {problem}")
+        if "seaweedfs" in names:
+            _ensure_buckets(config, [config.s3_bucket, *buckets])
     return statuses
 
 
@@ -156,25 +177,54 @@ def status(config: DevServicesConfig | None = None) -> list[ServiceStatus]:
     return result
 
 
-def down(config: DevServicesConfig | None = None, *, on_progress: Progress | None = None) -> None:
+def down(
+    config: DevServicesConfig | None = None,
+    *,
+    only: Collection[str] | None = None,
+    kill: bool = False,
+    on_progress: Progress | None = None,
+) -> None:
     """Stop SeaweedFS and clamd if this state_dir's pid files name them; SIGTERM, then SIGKILL
-    after 15 s. RabbitMQ, PostgreSQL and daemons started by anyone else are left alone."""
+    after 15 s. RabbitMQ, PostgreSQL and daemons started by anyone else are left alone.
+
+    ``only`` limits this to the named services (of :data:`SERVICES`); ``kill`` sends SIGKILL
+    at once: an outage, as a crash would cause one, rather than a shutdown.
+
+    Raises:
+        ValueError: ``only`` names an unknown service.
+    """
     config = config or DevServicesConfig.from_env()
     progress = on_progress or (lambda _msg: None)
+    names = _chosen(only)
     with _locked(config):
         for name, pid_path, program in (
             ("seaweedfs", _weed_pid_path(config), "weed"),
             ("clamd", _clamd_pid_path(config), "clamd"),
         ):
+            if name not in names:
+                continue
             pid = _read_pid(pid_path, program)
             if pid is not None:
                 progress(f"{name}: stopping pid {pid}")
-                _terminate(pid)
-                log.info("devservice.stopped", service=name, pid=pid)
+                _terminate(pid, kill=kill)
+                log.info("devservice.stopped", service=name, pid=pid, killed=kill)
             pid_path.unlink(missing_ok=True)
 
 
-def _services(config: DevServicesConfig) -> list[_Service]:
+def _chosen(only: Collection[str] | None) -> tuple[str, ...]:
+    if only is None:
+        return SERVICES
+    if unknown := sorted(set(only) - set(SERVICES)):
+        raise ValueError(f"unknown services {unknown}; known: {', '.join(SERVICES)}")
+    return tuple(name for name in SERVICES if name in only)
+
+
+def _services(config: DevServicesConfig, only: Collection[str] | None = None) -> list[_Service]:
+    names = _chosen(only)
+    return [svc for svc in _all_services(config) if svc.name in names]
+
+
+def _all_services(config: DevServicesConfig) -> list[_Service]:
     amqp_host, amqp_port = _host_port(config.amqp_url, 5672)
     pg_host, pg_port = _host_port(config.database_url, 5432)
     return [

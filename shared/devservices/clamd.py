@@ -64,7 +64,7 @@ def _clamd_conf(config: DevServicesConfig) -> str:
             "LogRotate yes",
             "LogFileMaxSize 10M",
             # Sluice accepts images up to 10 MB and PDFs up to 5 MB (seed 000); leave headroom.
-            "StreamMaxLength 64M",
+            f"StreamMaxLength {config.clamd_stream_max_mib}M",
             "MaxFileSize 64M",
             "MaxScanSize 256M",
             "",

@@ -19,6 +19,11 @@ class DevServicesConfig:
 
     ``state_dir`` is resolved against the current directory when the config is built. The
     S3 gateway, clamd and the URLs are all on 127.0.0.1.
+
+    A second SeaweedFS or clamd beside the machine's (the fault tests' private ones) needs a
+    state_dir and ports of its own: ``seaweedfs_ports`` gives ``weed mini``'s other servers
+    theirs, by flag name (see :data:`shared.devservices.seaweedfs.SEAWEEDFS_PORT_FLAGS`;
+    unnamed ones keep weed's defaults, which one instance per machine can have).
     """
 
     state_dir: Path = field(default_factory=lambda: Path(".sluice"))
@@ -27,6 +32,10 @@ class DevServicesConfig:
     s3_secret_key: str = "sluice-secret-key"
     s3_bucket: str = "sluice"
     clamd_port: int = 3310
+    #: clamd's ``StreamMaxLength``, MiB: a longer INSTREAM is refused (the scanner's "no verdict").
+    clamd_stream_max_mib: int = 64
+    #: ``weed mini`` flag name (e.g. ``master.port``) → port, for the servers besides S3.
+    seaweedfs_ports: Mapping[str, int] = field(default_factory=dict)
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
 

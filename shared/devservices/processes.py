@@ -1,6 +1,7 @@
 """Processes, ports and files: the lock that serialises ``up()`` and ``down()``, daemons spawned
-in a session of their own with a pid file, stopping them, running the commands that start the
-system daemons, and reading what a daemon logged since its last start."""
+in a session of their own with a pid file, stopping them, reserving free ports for instances of
+one's own, running the commands that start the system daemons, and reading what a daemon logged
+since its last start."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 from urllib.parse import urlsplit
 
 import structlog
@@ -33,6 +35,7 @@ _LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 _POLL_S = 0.2
 _STOP_TIMEOUT_S = 15.0
 _ERROR_LINE = re.compile(r"error|fatal|failed|panic|^[EF]\d{4} ", re.IGNORECASE)
+_PORT_LOCKS = Path(tempfile.gettempdir()) / "sluice-private-ports"
 
 
 @contextlib.contextmanager
@@ -97,15 +100,61 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _terminate(pid: int) -> None:
-    for sig, wait_s in ((signal.SIGTERM, _STOP_TIMEOUT_S), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            if not _alive(pid):
-                return
-            time.sleep(_POLL_S)
+def _terminate(pid: int, *, kill: bool = False) -> None:
+    """SIGTERM, then SIGKILL after 15 s; with ``kill``, SIGKILL at once (a crash, no shutdown)."""
+    first = [] if kill else [(signal.SIGTERM, _STOP_TIMEOUT_S)]
+    for sig, wait_s in (*first, (signal.SIGKILL, 5.0)):
+        if _signal_and_wait(pid, sig, wait_s):
+            return
+
+
+def _signal_and_wait(pid: int, sig: int, timeout_s: float) -> bool:
+    """Send ``sig`` to ``pid`` and wait up to ``timeout_s`` seconds for it to end; whether it
+    did."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    deadline = time.monotonic() + timeout_s
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(_POLL_S)
+    return True
+
+
+def reserve_port(preferred: int = 20000, *, exact: bool = False) -> tuple[int, IO[bytes]]:
+    """A port on 127.0.0.1 that nothing listens on, from ``preferred`` up (only it when
+    ``exact``), and the open lock file that reserves it: an flock on
+    ``<tmp>/sluice-private-ports/<port>.lock``, so that concurrent test sessions and workers
+    never pick the same port for instances of their own. Closing the file ends the reservation.
+
+    Raises:
+        ServiceStartError: no free port among the 200 tried (or ``preferred``, when exact).
+    """
+    _PORT_LOCKS.mkdir(exist_ok=True)
+    with contextlib.suppress(OSError):
+        _PORT_LOCKS.chmod(0o1777)  # any user's tests may reserve ports
+    candidates = [preferred] if exact else range(preferred, min(preferred + 200, 65536))
+    for port in candidates:
+        handle = (_PORT_LOCKS / f"{port}.lock").open("ab")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        if _bindable(port):
+            return port, handle
+        handle.close()
+    raise ServiceStartError(f"no free port from {preferred} (tried {len(candidates)})")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _port_open(host: str, port: int, timeout_s: float = 1.0) -> bool:

@@ -19,6 +19,20 @@ from shared.errors import ServiceStartError
 
 log = structlog.get_logger(__name__)
 
+#: The ports of ``weed mini``'s servers besides S3, by flag name: what
+#: :attr:`DevServicesConfig.seaweedfs_ports` may set for an instance beside another one.
+SEAWEEDFS_PORT_FLAGS = (
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port.grpc",
+    "admin.port",
+    "admin.port.grpc",
+)
+
 
 def s3_client(
     config: DevServicesConfig | None = None,
@@ -92,6 +106,9 @@ def _weed_pid_path(config: DevServicesConfig) -> Path:
 
 
 def _start_seaweedfs(config: DevServicesConfig) -> subprocess.Popen[bytes]:
+    unknown = sorted(set(config.seaweedfs_ports) - set(SEAWEEDFS_PORT_FLAGS))
+    if unknown:
+        raise ServiceStartError(f"seaweedfs: unknown port flags {unknown}", service="seaweedfs")
     weed = _find_weed()
     config.seaweedfs_dir.mkdir(parents=True, exist_ok=True)
     # With these two variables set, weed's S3 gateway requires SigV4 with exactly this key pair.
@@ -107,6 +124,7 @@ def _start_seaweedfs(config: DevServicesConfig) -> subprocess.Popen[bytes]:
         "-ip=127.0.0.1",
         "-ip.bind=127.0.0.1",
         f"-s3.port={config.s3_port}",
+        *(f"-{flag}={port}" for flag, port in sorted(config.seaweedfs_ports.items())),
         "-master.telemetry=false",  # no phoning home; these machines have no route out anyway
         "-webdav=false",
         "-admin.ui=false",

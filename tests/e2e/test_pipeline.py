@@ -99,8 +99,12 @@ def test_every_sample_reaches_its_final_status(
     statuses = {name: info["status"] for name, (_, info) in samples_done.items()}
     expected = {name: "rejected" if name.startswith("eicar") else "available" for name in statuses}
     assert statuses == expected
-    time.sleep(1)  # the last file.committed publish happens just after the status flips
-    assert queue_depths(pipeline) == dict.fromkeys(Topology(prefix="e2e").all_queues(), 0)
+    # The last file.committed publish happens just after the status flips: poll for it.
+    empty = dict.fromkeys(Topology(prefix="e2e").all_queues(), 0)
+    deadline = time.monotonic() + 10
+    while (depths := queue_depths(pipeline)) != empty and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert depths == empty
 
 
 @pytest.mark.parametrize("name", [*IMAGE_SAMPLES, "document.pdf"])

@@ -51,7 +51,7 @@ def wait_drained(cluster: Cluster, results: UploadResults, timeout_s: float = 30
             depths = queue_depths(cluster)
             if all(depths[q] == 0 for q in work_queues):
                 return
-        time.sleep(0.5)
+        time.sleep(0.2)
     done = final_count(cluster, ids)
     raise AssertionError(
         f"not drained after {timeout_s}s: {done}/{len(ids)} final; queues {queue_depths(cluster)}"

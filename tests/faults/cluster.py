@@ -21,7 +21,11 @@ from typing import Any
 import httpx
 import psycopg
 
+from services.gateway.keys import create_key
 from shared import devservices
+from shared.adapters import db
+from shared.settings import DatabaseSettings
+from tests.databases import fresh_database
 from tests.e2e.pipeline import ROOT, _delete_topology, empty_bucket, free_port
 
 #: The pipeline's stage workers (the ones the kill test kills); the fallback runs beside them.
@@ -88,17 +92,18 @@ class Cluster:
     # -- lifecycle -------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Fresh database (migrated), topology, bucket and spool; an API key for ``alice``."""
-        with psycopg.connect(f"{self.postgres_url}/postgres", autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "sluice_{self.name}" WITH (FORCE)')
+        """Fresh database (migrated), topology, bucket and spool; an API key for ``alice``.
+
+        Done in this process (``sluice migrate`` and ``sluice keys create`` would each cost a
+        second of CPU to start; the e2e tests run them as commands)."""
+        database = fresh_database(f"sluice_{self.name}", self.postgres_url)
         if self.s3 is None:
             devservices.up(buckets=[self.bucket])
             empty_bucket(self.bucket)
         else:
             self.s3.ensure_bucket(self.bucket)
         asyncio.run(_delete_topology(self.amqp_url, self.prefix))
-        self.cli("migrate")
-        self.api_key = self.cli("keys", "create", "--owner", "alice").strip()
+        self.api_key = asyncio.run(_new_key(database, "alice"))
 
     def cli(self, *args: str) -> str:
         done = subprocess.run(
@@ -206,3 +211,12 @@ class Cluster:
         return httpx.AsyncClient(
             base_url=self.url, headers={"Authorization": f"Bearer {self.api_key}"}, timeout=60
         )
+
+
+async def _new_key(database: DatabaseSettings, owner: str) -> str:
+    """An upload key for ``owner``, as ``sluice keys create --owner OWNER`` makes it."""
+    pool = await db.create_pool(database)
+    try:
+        return await create_key(pool, owner)
+    finally:
+        await pool.close()

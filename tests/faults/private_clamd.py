@@ -1,63 +1,47 @@
-"""A clamd of the test's own (same Debian binary and test signatures), to stop and start at will
-without disturbing the shared one."""
+"""A clamd of the test's own, to stop and start at will without disturbing the shared one:
+started and stopped by the same code as ``sluice services up`` (``shared.devservices``: the
+same Debian binary, configuration and test signatures), under its own directory and port."""
 
 from __future__ import annotations
 
-import shutil
-import signal
-import socket
-import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
+from shared import devservices
 from shared.adapters.scanner import ClamdScanner
-from tests.e2e.pipeline import ROOT, free_port
-
-
-def _accepts(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @dataclass
 class PrivateClamd:
-    """clamd on a free port with ``<home>/clamd.conf``; :meth:`start` waits for a real verdict."""
+    """clamd on a port of its own (reserved until :meth:`close`) with its files under
+    ``home``; :meth:`start` waits for a real verdict (the EICAR test file found)."""
 
     home: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
+    stream_max_mib: int = 64
+    config: devservices.DevServicesConfig = field(init=False)
+    _lock: IO[bytes] = field(init=False)
+
+    def __post_init__(self) -> None:
+        port, self._lock = devservices.reserve_port(13310)
+        self.config = devservices.DevServicesConfig(
+            state_dir=self.home, clamd_port=port, clamd_stream_max_mib=self.stream_max_mib
+        )
+
+    @property
+    def port(self) -> int:
+        return self.config.clamd_port
 
     def start(self, timeout_s: float = 60) -> None:
-        binary = shutil.which("clamd") or "/usr/sbin/clamd"
-        (self.home / "db").mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / "shared" / "clamav" / "sluice-test.ndb", self.home / "db" / "test.ndb")
-        conf = self.home / "clamd.conf"
-        conf.write_text(
-            f"DatabaseDirectory {self.home / 'db'}\nTCPSocket {self.port}\nTCPAddr 127.0.0.1\n"
-            "Foreground yes\nStreamMaxLength 64M\n"
-        )
-        log = (self.home / "clamd.log").open("ab")
-        self.process = subprocess.Popen(
-            [binary, "--foreground", f"--config-file={conf}"], stdout=log, stderr=log
-        )
-        deadline = time.monotonic() + timeout_s
-        while not _accepts(self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                tail = (self.home / "clamd.log").read_text(errors="replace")[-2000:]
-                raise AssertionError(f"private clamd did not start: {tail}")
-            time.sleep(0.2)
+        devservices.up(self.config, only=["clamd"], timeout_s=timeout_s)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
+        """SIGTERM, then SIGKILL after 15 s."""
+        devservices.down(self.config, only=["clamd"])
+
+    def close(self) -> None:
+        """Release the port reservation."""
+        self._lock.close()
 
     def scanner(self) -> ClamdScanner:
         return ClamdScanner("127.0.0.1", self.port, timeout_s=10.0)

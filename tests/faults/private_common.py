@@ -1,30 +1,27 @@
-"""What the private RabbitMQ and PostgreSQL of ``private_services`` share: port reservations
-(an flock per port, :func:`_reserve_port`), commands run as the service's OS user and logged to
-``<state_dir>/commands.log`` (:func:`_as_user`, :func:`_run_logged`), state directories that
-user can reach (:func:`_owned_dir`, :func:`_check_reachable`), log excerpts for error messages
-and the error type, :class:`PrivateServiceError`. How and why: ``private_services``' docstring.
+"""What the private RabbitMQ and PostgreSQL of ``private_services`` share beyond what
+``shared.devservices`` gives every local service (port reservations, stopping a process,
+polling): commands run as the service's OS user and logged to ``<state_dir>/commands.log``
+(:func:`_as_user`, :func:`_run_logged`), state directories that user can reach
+(:func:`_owned_dir`, :func:`_check_reachable`), port reservations that raise this module's
+error (:func:`_reserve_port`), log excerpts for error messages and the error type,
+:class:`PrivateServiceError`. How and why: ``private_services``' docstring.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import IO
 
-from shared.devservices.processes import _alive, _which
+from shared.devservices.processes import _which, reserve_port
 from shared.errors import ServiceStartError
 
-_PORT_LOCKS = Path(tempfile.gettempdir()) / "sluice-private-ports"
-_POLL_S = 0.2
 _ERROR_LINE = re.compile(r"\[error\]|\b(ERROR|FATAL|PANIC)\b|error:|could not", re.IGNORECASE)
 
 
@@ -37,37 +34,11 @@ class PrivateServiceError(ServiceStartError):
 
 
 def _reserve_port(preferred: int, *, exact: bool) -> tuple[int, IO[bytes]]:
-    """A port on 127.0.0.1 nothing listens on, from ``preferred`` up (only it when ``exact``),
-    with the open lock file that reserves it; closing the file ends the reservation.
-
-    Raises:
-        PrivateServiceError: no free port among the 200 tried (or ``preferred``, when exact).
-    """
-    _PORT_LOCKS.mkdir(exist_ok=True)
-    with contextlib.suppress(OSError):
-        _PORT_LOCKS.chmod(0o1777)  # any user's tests may reserve ports
-    candidates = [preferred] if exact else range(preferred, min(preferred + 200, 65536))
-    for port in candidates:
-        handle = (_PORT_LOCKS / f"{port}.lock").open("ab")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            continue
-        if _bindable(port):
-            return port, handle
-        handle.close()
-    raise PrivateServiceError(f"no free port from {preferred} (tried {len(candidates)})")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers do
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+    """``shared.devservices.reserve_port``, raising PrivateServiceError."""
+    try:
+        return reserve_port(preferred, exact=exact)
+    except ServiceStartError as exc:
+        raise PrivateServiceError(str(exc)) from exc
 
 
 def _as_user(user: str, command: list[str]) -> list[str]:
@@ -148,18 +119,6 @@ def _run_logged(
             stamp = time.strftime("%H:%M:%S")
             record.write(f"--- {stamp} {' '.join(command)} → exit {rc}\n{output}")
     return rc, output
-
-
-def _signal_and_wait(pid: int, sig: int, timeout_s: float) -> bool:
-    """Send ``sig`` to ``pid`` and wait for it to end; whether it did."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
-    deadline = time.monotonic() + timeout_s
-    while _alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(_POLL_S)
-    return True
 
 
 def _size(path: Path) -> int:

@@ -15,9 +15,9 @@ import psycopg
 import structlog
 from psycopg import sql
 
+from shared.devservices.processes import _POLL_S
 from shared.devservices.system import _check_postgresql
 from tests.faults.private_common import (
-    _POLL_S,
     PrivateServiceError,
     _as_user,
     _check_reachable,

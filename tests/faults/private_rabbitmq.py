@@ -17,10 +17,9 @@ from typing import IO
 
 import structlog
 
-from shared.devservices.processes import _alive, _port_open, _which
+from shared.devservices.processes import _POLL_S, _alive, _port_open, _signal_and_wait, _which
 from shared.devservices.system import _check_amqp
 from tests.faults.private_common import (
-    _POLL_S,
     PrivateServiceError,
     _as_user,
     _check_reachable,
@@ -28,7 +27,6 @@ from tests.faults.private_common import (
     _owned_dir,
     _reserve_port,
     _run_logged,
-    _signal_and_wait,
     _size,
 )
 

@@ -183,7 +183,7 @@ def test_bad_images_end_cleanly_within_a_memory_bound(pipeline: Pipeline) -> Non
     deadline = time.monotonic() + 30
     while any((depths := queue_depths(pipeline))[name] for name in work_queues):
         assert time.monotonic() < deadline, f"messages left: {depths}"
-        time.sleep(0.5)
+        time.sleep(0.2)
     dead_letters = take_dead_letters(pipeline)
 
     # Exactly one version row and one file.committed per accepted file.

@@ -21,9 +21,12 @@ pytestmark = pytest.mark.faults
 @pytest.fixture
 def clamd(tmp_path: Path) -> Iterator[PrivateClamd]:
     clamd = PrivateClamd(tmp_path / "clamd")
-    clamd.start()
-    yield clamd
-    clamd.stop()
+    try:
+        clamd.start()
+        yield clamd
+    finally:
+        clamd.stop()
+        clamd.close()
 
 
 @pytest.fixture
@@ -60,7 +63,7 @@ def test_scans_dead_letter_while_clamd_is_down_and_replay_commits_them(
     dlq = f"{cluster.prefix}.scan.dlq"
     while queue_depths(cluster)[dlq] < len(during.accepted):
         assert time.monotonic() < deadline, f"scan dead letters: {queue_depths(cluster)}"
-        time.sleep(0.5)
+        time.sleep(0.2)
     statuses = cluster.sql(
         "SELECT DISTINCT status FROM files WHERE file_id = ANY(%s::uuid[])", list(during.accepted)
     )

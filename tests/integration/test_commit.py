@@ -39,23 +39,12 @@ from shared.events import (
 )
 from shared.retry import HEADER_ERROR_TYPE
 from shared.runner import StageConsumer
-from shared.settings import (
-    AmqpSettings,
-    ClamdSettings,
-    DatabaseSettings,
-    GatewaySettings,
-    LogSettings,
-    S3Settings,
-    Settings,
-    SpoolSettings,
-    ThumbnailSettings,
-)
+from shared.settings import DatabaseSettings
 from shared.topology import Topology
-from tests.databases import fresh_database
+from tests.localenv import FreshDatabase, Local
 
 pytestmark = pytest.mark.integration
 
-DATABASE = DatabaseSettings(url="postgresql://postgres@127.0.0.1:5432/sluice_test_commit")
 DATA = b"\xff\xd8\xff\xe0 not really a jpeg"
 THUMBS = (
     Thumbnail(size_px=256, key="alice/t256.webp", width=256, height=171, size_bytes=9000),
@@ -64,10 +53,14 @@ THUMBS = (
 
 
 @pytest.fixture(scope="module")
-async def pool() -> AsyncIterator[Any]:
+async def database(fresh_database: FreshDatabase) -> DatabaseSettings:
     """A fresh ``sluice_test_commit`` database at the current schema."""
-    await asyncio.to_thread(fresh_database, "sluice_test_commit")
-    pool = await create_pool(DATABASE)
+    return await fresh_database("sluice_test_commit")
+
+
+@pytest.fixture(scope="module")
+async def pool(database: DatabaseSettings) -> AsyncIterator[Any]:
+    pool = await create_pool(database)
     yield pool
     await pool.close()
 
@@ -294,8 +287,10 @@ async def test_connection_lost_mid_transaction_rolls_back_and_is_retryable(
     assert file["status"] == "scanned" and len(history) == 2
 
 
-async def test_closed_pool_is_database_unavailable(spool: LocalSpool) -> None:
-    closed = await create_pool(DATABASE)
+async def test_closed_pool_is_database_unavailable(
+    database: DatabaseSettings, spool: LocalSpool
+) -> None:
+    closed = await create_pool(database)
     await closed.close()
     with pytest.raises(DatabaseUnavailable, match="PostgreSQL unavailable"):
         await handle(received("spool://x"), Deps(repository=FileRepository(closed), spool=spool))
@@ -310,19 +305,12 @@ async def next_message(queue: AbstractQueue, timeout_s: float = 15.0) -> Abstrac
     return message
 
 
-async def test_through_the_run_loop(pool: Any, tmp_path: Path) -> None:
-    amqp = AmqpSettings(prefix="t_commit", retry_base_delay_s=0.05, retry_max_delay_s=0.2)
+async def test_through_the_run_loop(
+    pool: Any, database: DatabaseSettings, local: Local, tmp_path: Path
+) -> None:
+    amqp = local.amqp("t_commit", retry_base_delay_s=0.05, retry_max_delay_s=0.2)
     topology = Topology(prefix="t_commit", delivery_limit=amqp.delivery_limit)
-    settings = Settings(
-        amqp=amqp,
-        s3=S3Settings(),
-        database=DATABASE,
-        spool=SpoolSettings(dir=tmp_path / "spool"),
-        clamd=ClamdSettings(),
-        gateway=GatewaySettings(),
-        thumbnail=ThumbnailSettings(),
-        log=LogSettings(),
-    )
+    settings = local.settings(tmp_path / "spool", amqp=amqp, database=database)
     connection = await broker.connect(amqp)
     channel = await connection.channel()
     await topology.delete(channel)

@@ -65,25 +65,27 @@ from shared.settings import (
 from shared.stage import Refusal
 from shared.telemetry import tracing
 from shared.topology import FALLBACK_ROUTE
-from tests.databases import fresh_database
 from tests.e2e.pipeline import ROOT, free_port
 from tests.integration.dlq_support import fresh_broker, wait_for
-from tests.integration.test_store import raw_s3, s3_settings, s3_up, scanned, spooled
+from tests.integration.test_store import s3_settings, scanned, spooled
+from tests.localenv import FreshDatabase, Local
 
 pytestmark = pytest.mark.integration
-__all__ = ["raw_s3", "s3_up"]  # fixtures used here
 
-DATABASE = DatabaseSettings(url="postgresql://postgres@127.0.0.1:5432/sluice_test_fallback")
 BUCKET = "sluice-test-fallback"
 PHOTO = (ROOT / "samples" / "photo-rotated.jpg").read_bytes()
 NEVER_FAILED = FailureHistory()
 
 
 @pytest.fixture(scope="module")
-async def pool() -> AsyncIterator[Any]:
+async def database(fresh_database: FreshDatabase) -> DatabaseSettings:
     """A fresh ``sluice_test_fallback`` database at the current schema."""
-    await asyncio.to_thread(fresh_database, "sluice_test_fallback")
-    pool = await create_pool(DATABASE)
+    return await fresh_database("sluice_test_fallback")
+
+
+@pytest.fixture(scope="module")
+async def pool(database: DatabaseSettings) -> AsyncIterator[Any]:
+    pool = await create_pool(database)
     yield pool
     await pool.close()
 
@@ -95,8 +97,8 @@ async def repository(pool: Any) -> FallbackRepository:
 
 
 @pytest.fixture
-async def storage(s3_up: None) -> AsyncIterator[S3ObjectStorage]:
-    async with S3ObjectStorage(s3_settings(bucket_name=BUCKET)) as opened:
+async def storage(local: Local) -> AsyncIterator[S3ObjectStorage]:
+    async with S3ObjectStorage(s3_settings(local, bucket_name=BUCKET)) as opened:
         await opened.ensure_bucket()
         yield opened
 
@@ -221,14 +223,19 @@ async def test_source_that_is_not_the_file_is_refused(
 
 
 async def test_through_the_run_loop_kept_or_deferred_to_the_store_dead_letter_queue(
-    pool: Any, repository: Any, spool: LocalSpool, storage: S3ObjectStorage, tmp_path: Path
+    pool: Any,
+    database: DatabaseSettings,
+    repository: Any,
+    spool: LocalSpool,
+    storage: S3ObjectStorage,
+    tmp_path: Path,
 ) -> None:
     small = b"a small file"
     async with fresh_broker("t_fallback_loop") as b:
         settings = Settings(
             amqp=b.amqp,
             s3=storage.settings,
-            database=DATABASE,
+            database=database,
             spool=SpoolSettings(dir=tmp_path / "spool"),
             clamd=ClamdSettings(),
             gateway=GatewaySettings(),
@@ -394,12 +401,12 @@ async def test_damaged_row_keeps_its_error_and_the_batch_goes_on(
 
 
 async def test_s3_down_stops_the_batch_and_keeps_every_row(
-    pool: Any, repository: Any, spool: LocalSpool, storage: S3ObjectStorage
+    pool: Any, repository: Any, spool: LocalSpool, storage: S3ObjectStorage, local: Local
 ) -> None:
     await kept(spool, storage, repository)
     await kept(spool, storage, repository, PHOTO + b"2")
     dead = s3_settings(
-        bucket_name=BUCKET, endpoint=f"http://127.0.0.1:{free_port()}", timeout_s=2.0
+        local, bucket_name=BUCKET, endpoint=f"http://127.0.0.1:{free_port()}", timeout_s=2.0
     )
     publish = Published()
     async with S3ObjectStorage(dead) as down:
@@ -412,6 +419,7 @@ async def test_s3_down_stops_the_batch_and_keeps_every_row(
 
 async def test_fallback_status_command_lists_oldest_first(
     pool: Any,
+    database: DatabaseSettings,
     repository: Any,
     spool: LocalSpool,
     storage: S3ObjectStorage,
@@ -422,7 +430,7 @@ async def test_fallback_status_command_lists_oldest_first(
     done = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "services", "fallback", "status", "--json"],
-        env={**os.environ, "SLUICE_DATABASE_URL": DATABASE.url},
+        env={**os.environ, "SLUICE_DATABASE_URL": database.url},
         cwd=ROOT,
         capture_output=True,
         text=True,

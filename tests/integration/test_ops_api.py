@@ -32,21 +32,15 @@ from shared.events import BaseEvent, FileDeadLetterPurged, FileReceived, parse_e
 from shared.runner import StageConsumer
 from shared.settings import (
     AmqpSettings,
-    ClamdSettings,
     DatabaseSettings,
-    GatewaySettings,
-    LogSettings,
-    S3Settings,
     Settings,
-    SpoolSettings,
-    ThumbnailSettings,
 )
 from shared.stage import Stage
 from shared.topology import Topology
-from tests.databases import fresh_database
 from tests.integration.dlq_support import Broker
 from tests.integration.dlq_support import received as support_received
-from tests.integration.test_gateway import TcpProxy
+from tests.integration.gateway.support import TcpProxy
+from tests.localenv import FreshDatabase, Local
 
 pytestmark = pytest.mark.integration
 
@@ -56,19 +50,6 @@ DATABASE = "sluice_test_ops_api"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 AMQP = AmqpSettings(url=AMQP_URL, prefix=PREFIX, publish_timeout_s=5.0)
 TOPOLOGY = Topology.of(AMQP)
-
-
-def make_settings(spool_dir: Path, database: DatabaseSettings, amqp: AmqpSettings) -> Settings:
-    return Settings(
-        amqp=amqp,
-        s3=S3Settings(bucket_name="sluice-test"),  # the local SeaweedFS (TEST_BUCKETS)
-        database=database,
-        spool=SpoolSettings(dir=spool_dir),
-        gateway=GatewaySettings(),
-        clamd=ClamdSettings(),
-        thumbnail=ThumbnailSettings(),
-        log=LogSettings(format="json", level="warning"),
-    )
 
 
 @dataclass
@@ -89,15 +70,16 @@ async def running(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.fixture(scope="module")
-async def database(services: Any) -> DatabaseSettings:
-    return await asyncio.to_thread(fresh_database, DATABASE)
+async def database(fresh_database: FreshDatabase) -> DatabaseSettings:
+    return await fresh_database(DATABASE)
 
 
 @pytest.fixture(scope="module")
 async def gateway(
-    database: DatabaseSettings, tmp_path_factory: pytest.TempPathFactory
+    database: DatabaseSettings, local: Local, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Ops]:
-    settings = make_settings(tmp_path_factory.mktemp("spool"), database, AMQP)
+    # S3: the local SeaweedFS's shared test bucket (TEST_BUCKETS)
+    settings = local.settings(tmp_path_factory.mktemp("spool"), amqp=AMQP, database=database)
     pool = await db.create_pool(database)
     ops_key = await create_key(pool, "night-shift", "ops")
     upload_key = await create_key(pool, "acme")
@@ -267,7 +249,7 @@ async def test_status_counts_each_stages_dead_letters(gateway: Ops, failed: Fail
         counts = {name: stage["dead_letters"] for name, stage in stages.items()}
         if counts == expected or asyncio.get_running_loop().time() > deadline:
             break
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.2)
 
     assert list(stages) == ["scan", "store", "thumbnail", "commit", "fallback"]
     assert counts == expected
@@ -460,12 +442,12 @@ async def test_purge_needs_confirm_and_a_reason_and_records_each_file(
 
 
 async def test_broker_unreachable_is_503(
-    database: DatabaseSettings, gateway: Ops, tmp_path: Path
+    database: DatabaseSettings, gateway: Ops, local: Local, tmp_path: Path
 ) -> None:
     proxy = TcpProxy()
     port = await proxy.start()
     amqp = AmqpSettings(url=f"amqp://guest:guest@127.0.0.1:{port}/", prefix=PREFIX)
-    async with running(make_settings(tmp_path, database, amqp)) as client:
+    async with running(local.settings(tmp_path, amqp=amqp, database=database)) as client:
         assert (await client.get("/ops/api/status", headers=gateway.ops)).status_code == 200
         await proxy.cut()
         await asyncio.sleep(0.2)

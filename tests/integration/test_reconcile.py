@@ -35,7 +35,6 @@ import pytest
 from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 from psycopg.types.json import Jsonb
 
-from shared import devservices
 from shared.adapters import broker, db
 from shared.adapters.storage import S3ObjectStorage
 from shared.errors import BrokerUnavailable
@@ -45,6 +44,7 @@ from shared.ops.reconcile import ListingOrder, ReconcileOptions, mark_corrupted,
 from shared.settings import AmqpSettings, DatabaseSettings, S3Settings
 from shared.topology import Topology
 from tests.databases import fresh_database
+from tests.localenv import FreshBucket
 
 pytestmark = pytest.mark.integration
 
@@ -110,14 +110,9 @@ class Version:
 
 
 @pytest.fixture(scope="module")
-def s3(services: object) -> Any:
-    client = devservices.s3_client(timeout_s=30.0)
-    try:
-        client.create_bucket(Bucket=BUCKET)
-    except botocore.exceptions.ClientError as exc:
-        if exc.response["Error"]["Code"] not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
-            raise
-    return client
+def s3(raw_s3: Any, fresh_bucket: FreshBucket) -> Any:
+    fresh_bucket(BUCKET)
+    return raw_s3
 
 
 @pytest.fixture(scope="module")

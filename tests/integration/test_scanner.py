@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import socket
 import struct
-import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -23,6 +21,7 @@ from shared.devservices import eicar_bytes
 from shared.errors import ScannerUnavailable
 from shared.settings import ClamdSettings
 from tests.e2e.pipeline import free_port
+from tests.faults.private_clamd import PrivateClamd
 
 pytestmark = pytest.mark.integration
 
@@ -55,39 +54,13 @@ def clamd(services: Any) -> ClamdScanner:
 @pytest.fixture(scope="module")
 def small_clamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClamdScanner]:
     """A clamd of our own with ``StreamMaxLength 1M``, stopped after the module."""
-    binary = shutil.which("clamd") or "/usr/sbin/clamd"
-    if not os.path.exists(binary):
-        pytest.fail("clamd is not installed (apt-get install clamav-daemon)", pytrace=False)
-    home = tmp_path_factory.mktemp("clamd-small")
-    (home / "db").mkdir()
-    shutil.copy(ROOT / "shared" / "clamav" / "sluice-test.ndb", home / "db" / "test.ndb")
-    port = free_port()
-    conf = home / "clamd.conf"
-    conf.write_text(
-        f"DatabaseDirectory {home / 'db'}\nTCPSocket {port}\nTCPAddr 127.0.0.1\n"
-        "Foreground yes\nStreamMaxLength 1M\n"
-    )
-    with (home / "clamd.log").open("wb") as log:
-        process = subprocess.Popen(
-            [binary, "--foreground", f"--config-file={conf}"], stdout=log, stderr=log
-        )
+    clamd = PrivateClamd(tmp_path_factory.mktemp("clamd-small"), stream_max_mib=1)
     try:
-        deadline = time.monotonic() + 60
-        while not _accepts("127.0.0.1", port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(
-                    f"own clamd did not start: {(home / 'clamd.log').read_text()[-2000:]}",
-                    pytrace=False,
-                )
-            time.sleep(0.2)
-        yield ClamdScanner("127.0.0.1", port, timeout_s=30.0)
+        clamd.start()
+        yield ClamdScanner("127.0.0.1", clamd.port, timeout_s=30.0)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        clamd.stop()
+        clamd.close()
 
 
 # -- the real clamd ----------------------------------------------------------------------------

@@ -30,13 +30,13 @@ from shared.adapters import broker
 from shared.errors import PermanentError
 from shared.events import BaseEvent, FileReceived, FileScanned, utcnow
 from shared.runner import StageConsumer
-from shared.settings import AmqpSettings
 from shared.stage import Stage
 from shared.telemetry import observers
 from shared.telemetry.health import serve_health
 from shared.telemetry.stagestats import StageStats
 from shared.topology import Topology
 from tests.e2e.pipeline import free_port
+from tests.localenv import Local
 
 pytestmark = pytest.mark.integration
 
@@ -72,11 +72,10 @@ def event(kind: type[FileReceived] | type[FileScanned], name: str) -> BaseEvent:
 
 
 @pytest.fixture
-async def pipeline(services: Any) -> AsyncIterator[Pipeline]:
+async def pipeline(local: Local, prefix: str) -> AsyncIterator[Pipeline]:
     """A fresh ``t_status_<random>`` topology with scan and store consumers and their
     ``/stats`` server, fed the test's messages and waited for; all deleted again afterwards."""
-    prefix = f"t_status_{uuid.uuid4().hex[:8]}"
-    amqp = AmqpSettings(prefix=prefix, retry_base_delay_s=0.05, retry_max_delay_s=0.1)
+    amqp = local.amqp(prefix, retry_base_delay_s=0.05, retry_max_delay_s=0.1)
     topology = Topology(prefix=prefix, delivery_limit=amqp.delivery_limit)
     connection = await broker.connect(amqp)
     channel = await connection.channel()
@@ -268,6 +267,16 @@ async def test_unreachable_sources_are_problems_not_failures(pipeline: Pipeline)
     assert by_stage["scan"]["handled"] == GOOD + BAD + 2 * FLAKY
 
 
+def handles_sigterm(pid: int) -> bool:
+    """Whether process ``pid`` has a SIGTERM handler of its own (``SigCgt`` in
+    ``/proc/PID/status``, Linux): ``sluice status --watch`` installs it, with SIGINT's, when its
+    refresh loop starts."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    return False
+
+
 async def test_watch_redraws_until_interrupted(pipeline: Pipeline) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "services", "status", "--watch", "--interval", "1",
@@ -281,7 +290,15 @@ async def test_watch_redraws_until_interrupted(pipeline: Pipeline) -> None:
         },
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    await asyncio.sleep(3.0)
+    # Not a fixed time from the start: on a loaded machine the command may take seconds to
+    # start, and a SIGINT that comes before it handles signals is lost. Wait until it does,
+    # then let it redraw twice (--interval 1) before interrupting it.
+    deadline = asyncio.get_running_loop().time() + 60
+    while not handles_sigterm(process.pid):
+        assert process.returncode is None, "--watch returned by itself"
+        assert asyncio.get_running_loop().time() < deadline, "--watch never started its loop"
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(2.0)
     assert process.returncode is None, "--watch returned by itself"
     process.send_signal(signal.SIGINT)
     out, err = await asyncio.wait_for(process.communicate(), timeout=10)

@@ -11,18 +11,15 @@ import base64
 import hashlib
 import os
 import re
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import botocore.exceptions
 import pytest
 
 from services.store.handler import Deps, handle
-from shared import devservices
 from shared.adapters.sources import SpoolOrS3SourceReader
 from shared.adapters.spool import LocalSpool
 from shared.adapters.storage import S3ObjectStorage, b64_sha256
@@ -30,6 +27,7 @@ from shared.errors import ChecksumMismatch, InvalidSource, SourceMissing, Storag
 from shared.events import FileReceived, FileScanned, FileStored
 from shared.settings import S3Settings
 from tests.e2e.pipeline import free_port
+from tests.localenv import Local
 
 pytestmark = pytest.mark.integration
 
@@ -39,54 +37,33 @@ BUCKET = "sluice-test"
 SMALL_PARTS = {"multipart_threshold_bytes": 5 * MiB, "part_size_bytes": 5 * MiB}
 
 
-def s3_settings(**overrides: Any) -> S3Settings:
-    """Settings for the test bucket; endpoint and credentials from ``S3_*`` or the defaults."""
-    fields: dict[str, Any] = {"bucket_name": BUCKET, "timeout_s": 10.0, **overrides}
-    return S3Settings(**fields)
+def s3_settings(local: Local, **overrides: Any) -> S3Settings:
+    """Settings for the test bucket on the local SeaweedFS."""
+    return local.s3(BUCKET, **{"timeout_s": 10.0, **overrides})
 
 
-@pytest.fixture(scope="module")
-def s3_up(services: Any) -> None:
-    """SeaweedFS answers at ``S3_ENDPOINT`` (default 127.0.0.1:8333); a hard failure if not."""
-    endpoint = urlsplit(s3_settings().endpoint)
-    try:
-        socket.create_connection((endpoint.hostname, endpoint.port or 80), timeout=2).close()
-    except OSError as exc:
-        pytest.fail(
-            f"S3 is not listening at {endpoint.geturl()} ({exc}); start it with "
-            "`python -c 'from shared import devservices; devservices.up()'`",
-            pytrace=False,
-        )
-
-
-async def _open(**overrides: Any) -> AsyncIterator[S3ObjectStorage]:
-    async with S3ObjectStorage(s3_settings(**overrides)) as store:
+async def _open(settings: S3Settings) -> AsyncIterator[S3ObjectStorage]:
+    async with S3ObjectStorage(settings) as store:
         await store.ensure_bucket()
         yield store
 
 
 @pytest.fixture
-async def storage(s3_up: None) -> AsyncIterator[S3ObjectStorage]:
-    async for store in _open():
+async def storage(local: Local) -> AsyncIterator[S3ObjectStorage]:
+    async for store in _open(s3_settings(local)):
         yield store
 
 
 @pytest.fixture
-async def multipart_storage(s3_up: None) -> AsyncIterator[S3ObjectStorage]:
+async def multipart_storage(local: Local) -> AsyncIterator[S3ObjectStorage]:
     """Multipart from 5 MiB, in 5 MiB parts (the S3 minimum part size)."""
-    async for store in _open(**SMALL_PARTS):
+    async for store in _open(s3_settings(local, **SMALL_PARTS)):
         yield store
 
 
 @pytest.fixture
 def spool(tmp_path: Path) -> LocalSpool:
     return LocalSpool(tmp_path / "spool", chunk_bytes=256 * 1024)
-
-
-@pytest.fixture(scope="module")
-def raw_s3(s3_up: None) -> Any:
-    """A plain botocore client on the same gateway, to look at what is really stored."""
-    return devservices.s3_client(devservices.DevServicesConfig.from_env())
 
 
 async def spooled(spool: LocalSpool, data: bytes) -> str:
@@ -237,11 +214,11 @@ async def test_upstream_s3_source_is_copied_under_our_key(
     assert await storage.get_bytes(out.key) == data
 
 
-async def test_s3_down_is_retryable(spool: LocalSpool, s3_up: None) -> None:
+async def test_s3_down_is_retryable(spool: LocalSpool, local: Local) -> None:
     data = b"x" * 100
     event = scanned(data, await spooled(spool, data))
     async with S3ObjectStorage(
-        s3_settings(endpoint=f"http://127.0.0.1:{free_port()}", timeout_s=2.0)
+        s3_settings(local, endpoint=f"http://127.0.0.1:{free_port()}", timeout_s=2.0)
     ) as down:
         with pytest.raises(StorageUnavailable):
             await store_once(event, spool, down)

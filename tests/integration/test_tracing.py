@@ -15,8 +15,6 @@ import io
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import asyncpg
 import httpx
@@ -37,14 +35,7 @@ from shared.errors import SourceMissing, StorageUnavailable
 from shared.events import BaseEvent, FileReceived, utcnow
 from shared.ops.deadletters import Selection, replay
 from shared.settings import (
-    AmqpSettings,
-    ClamdSettings,
-    DatabaseSettings,
-    GatewaySettings,
-    LogSettings,
-    S3Settings,
     Settings,
-    SpoolSettings,
     ThumbnailSettings,
     TracingSettings,
 )
@@ -52,7 +43,7 @@ from shared.stage import Handler
 from shared.telemetry import tracing
 from shared.telemetry.logging import MASK
 from shared.topology import Topology
-from tests.databases import fresh_database
+from tests.localenv import FreshDatabase, Local
 
 pytestmark = pytest.mark.integration
 
@@ -78,19 +69,6 @@ def png() -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (64, 48), (30, 120, 200)).save(out, "PNG")
     return out.getvalue()
-
-
-def make_settings(spool_dir: Path) -> Settings:
-    return Settings(
-        amqp=AmqpSettings(prefix=PREFIX, retry_base_delay_s=0.05, retry_max_delay_s=0.2),
-        s3=S3Settings(bucket_name=BUCKET, timeout_s=10.0),
-        database=DatabaseSettings(url=f"postgresql://postgres@127.0.0.1:5432/{DATABASE}"),
-        spool=SpoolSettings(dir=spool_dir),
-        clamd=ClamdSettings(),
-        gateway=GatewaySettings(),
-        thumbnail=ThumbnailSettings(sizes_px=(64,)),
-        log=LogSettings(format="json", level="warning"),
-    )
 
 
 def failing_once(
@@ -119,14 +97,20 @@ INJECTED = {
 
 @pytest.fixture(scope="module")
 async def pipeline(
-    services: Any, tmp_path_factory: pytest.TempPathFactory
+    local: Local, fresh_database: FreshDatabase, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Pipeline]:
     """The gateway and the four stages of ``t_obs_trace``, tracing into memory."""
-    settings = make_settings(tmp_path_factory.mktemp("spool"))
+    settings = local.settings(
+        tmp_path_factory.mktemp("spool"),
+        amqp=local.amqp(PREFIX, retry_base_delay_s=0.05, retry_max_delay_s=0.2),
+        database=local.database(DATABASE),
+        s3=local.s3(BUCKET, timeout_s=10.0),
+        thumbnail=ThumbnailSettings(sizes_px=(64,)),
+    )
     tracing.configure(TracingSettings(traces_exporter="none"), "sluice-test")
     spans = InMemorySpanExporter()
     tracing.add_span_processor(SimpleSpanProcessor(spans))
-    await asyncio.to_thread(fresh_database, DATABASE)
+    await fresh_database(DATABASE)
     async with S3ObjectStorage(settings.s3) as storage:
         await storage.ensure_bucket()
     topology = Topology.of(settings.amqp)

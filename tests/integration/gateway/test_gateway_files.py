@@ -1,0 +1,177 @@
+"""Reading files back through the gateway: status and history, presigned URLs, content from S3
+or from the PostgreSQL fallback with the same headers, a missing object reported corrupted
+(seed 004), and the owner's list, newest first with a cursor."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import httpx
+import pytest
+from aio_pika.abc import AbstractRobustConnection
+
+from services.gateway.keys import create_key
+from shared.adapters.storage import S3ObjectStorage
+from shared.events import FileCorrupted, parse_event
+from tests.integration.gateway.support import (
+    PREFIX,
+    Gateway,
+    Who,
+    _owner,
+    error_of,
+    insert_file,
+    jpeg,
+    next_event,
+)
+
+pytestmark = pytest.mark.integration
+
+
+async def test_status_history_presigned_urls_and_content(
+    gw: Gateway, pool: asyncpg.Pool, storage: S3ObjectStorage, alice: Who
+) -> None:
+    owner, headers = alice
+    data = jpeg(50_000)
+    thumb = b"RIFF\x00\x00\x00\x00WEBPVP8 thumbnail"
+    key = f"{owner}/{uuid.uuid4()}-20250101T000000Z-r_sum_.jpg"
+    sha = hashlib.sha256(data).hexdigest()
+    await storage.put_bytes(key, data, sha256_hex=sha, content_type="image/jpeg")
+    await storage.put_bytes(
+        key + ".thumb-256.webp",
+        thumb,
+        sha256_hex=hashlib.sha256(thumb).hexdigest(),
+        content_type="image/webp",
+    )
+    thumbnails = [
+        {
+            "size_px": 256,
+            "key": key + ".thumb-256.webp",
+            "width": 32,
+            "height": 24,
+            "size_bytes": len(thumb),
+        },
+    ]
+    file_id = await insert_file(
+        pool, owner, data=data, name="../résumé.jpg", key=key, thumbnails=thumbnails
+    )
+
+    status = await gw.client.get(f"/v1/files/{file_id}", headers=headers)
+
+    assert status.status_code == 200, status.text
+    body = status.json()
+    assert body["status"] == "available" and body["stored"] is True
+    assert (body["sha256"], body["size_bytes"]) == (sha, len(data))
+    assert body["metadata"] == {"album": "test"} and body["kind"] == "avatar"
+    assert [e["type"] for e in body["history"]] == ["file.received", "file.scanned", "file.stored"]
+    assert body["history"][1]["detail"] == "clean"
+    async with httpx.AsyncClient() as s3:
+        original = await s3.get(body["urls"]["original"])
+        assert original.status_code == 200 and original.content == data
+        assert "attachment" in original.headers.get("content-disposition", "")
+        [thumb_out] = body["thumbnails"]
+        assert (thumb_out["size_px"], thumb_out["width"], thumb_out["height"]) == (256, 32, 24)
+        assert (await s3.get(thumb_out["url"])).content == thumb
+
+    content = await gw.client.get(body["urls"]["content"], headers=headers)
+    assert content.status_code == 200
+    assert content.content == data
+    assert content.headers["content-type"] == "image/jpeg"
+    assert content.headers["content-length"] == str(len(data))
+    assert content.headers["x-sluice-sha256"] == sha
+    assert content.headers["etag"] == f'"{sha}"'
+    assert content.headers["content-disposition"] == (
+        "attachment; filename=\"r_sum_.jpg\"; filename*=UTF-8''..%2Fr%C3%A9sum%C3%A9.jpg"
+    )
+
+
+async def test_content_not_stored_is_409_and_missing_object_404(
+    gw: Gateway, pool: asyncpg.Pool, alice: Who
+) -> None:
+    pending = await insert_file(pool, alice[0], data=b"x", status="scanned")
+    response = await gw.client.get(f"/v1/files/{pending}/content", headers=alice[1])
+    assert response.status_code == 409
+    assert error_of(response) == ("not_stored", "not stored yet (status: scanned)")
+
+
+async def test_missing_object_is_404_and_reported_corrupted_once(
+    gw: Gateway, pool: asyncpg.Pool, amqp: AbstractRobustConnection, alice: Who
+) -> None:
+    channel = await amqp.channel()
+    corrupted = await channel.declare_queue(exclusive=True, auto_delete=True)
+    await corrupted.bind(f"{PREFIX}.events", "file.corrupted")
+    key = f"{alice[0]}/no-such-object"
+    gone = await insert_file(pool, alice[0], data=b"x", key=key)
+
+    for _ in range(2):
+        response = await gw.client.get(f"/v1/files/{gone}/content", headers=alice[1])
+        assert response.status_code == 404
+        assert error_of(response)[0] == "object_missing"
+
+    first, second = [parse_event((await next_event(corrupted)).body) for _ in range(2)]
+    await channel.close()
+    assert isinstance(first, FileCorrupted)
+    assert (first.file_id, first.version_number, first.key) == (gone, 1, key)
+    assert first.detail == "object missing on read (gateway)"
+    assert second.event_id == first.event_id  # the commit stage records it once
+
+
+async def test_fallback_copy_is_served_from_postgresql_with_the_same_headers(
+    gw: Gateway, pool: asyncpg.Pool, alice: Who
+) -> None:
+    data = jpeg()
+    file_id = await insert_file(pool, alice[0], data=data, status="fallback")
+    await pool.execute(
+        "INSERT INTO fallback_blobs (file_id, version_number, owner, content_type, size_bytes,"
+        " sha256, data_base64, event, reason) VALUES ($1, 1, $2, 'image/jpeg', $3, $4, $5,"
+        " '{}', 'StorageUnavailable after 3 attempts')",
+        file_id,
+        alice[0],
+        len(data),
+        hashlib.sha256(data).hexdigest(),
+        base64.b64encode(data).decode(),
+    )
+
+    response = await gw.client.get(f"/v1/files/{file_id}/content", headers=alice[1])
+    status = (await gw.client.get(f"/v1/files/{file_id}", headers=alice[1])).json()
+
+    assert response.status_code == 200 and response.content == data
+    assert response.headers["content-type"] == "image/jpeg"
+    assert response.headers["content-length"] == str(len(data))
+    assert response.headers["x-sluice-sha256"] == hashlib.sha256(data).hexdigest()
+    assert response.headers["content-disposition"].startswith('attachment; filename="photo.jpg"')
+    assert (status["status"], status["stored"], status["storage"]) == (
+        "fallback",
+        False,
+        "postgresql",
+    )
+    assert status["urls"]["original"] is None
+    assert status["urls"]["content"] == f"/v1/files/{file_id}/content"
+
+
+async def test_list_is_newest_first_with_a_cursor(gw: Gateway, pool: asyncpg.Pool) -> None:
+    owner = _owner("dave")
+    headers = {"Authorization": f"Bearer {await create_key(pool, owner)}"}
+    base = datetime(2025, 1, 1, tzinfo=UTC)
+    ids = [
+        await insert_file(pool, owner, name=f"{i}.jpg", received_at=base + timedelta(minutes=i))
+        for i in range(5)
+    ]
+
+    seen: list[str] = []
+    cursor: str | None = None
+    for _ in range(3):
+        params: dict[str, str | int] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = (await gw.client.get("/v1/files", headers=headers, params=params)).json()
+        seen += [f["file_id"] for f in page["files"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [str(i) for i in reversed(ids)]
+    too_many = await gw.client.get("/v1/files", headers=headers, params={"limit": 101})
+    assert too_many.status_code == 422
+    bad_cursor = await gw.client.get("/v1/files", headers=headers, params={"cursor": "@@"})
+    assert bad_cursor.status_code == 422
