@@ -175,7 +175,8 @@ QUEUE_SIDE = {  # stage → (ready, in flight, consumers, retrying, dead letters
     "scan": (0, 0, 1, 0, BAD),
     "store": (0, HELD, 1, 0, 0),
     "thumbnail": (0, 0, 0, 0, 0),
-    "commit": (RECEIVED + SCANNED, 0, 0, 0, 0),
+    # every event, and the file.dead_lettered of each dead letter of scan
+    "commit": (RECEIVED + SCANNED + BAD, 0, 0, 0, 0),
     "fallback": (0, 0, 0, 0, None),
 }
 
@@ -187,7 +188,7 @@ RATE_COUNTS = {
     "scan": (RECEIVED, RECEIVED + FLAKY),
     "store": (SCANNED, STORED),
     "thumbnail": (0, 0),
-    "commit": (RECEIVED + SCANNED, 0),
+    "commit": (RECEIVED + SCANNED + BAD, 0),
     "fallback": (0, 0),
 }
 
@@ -237,7 +238,7 @@ async def test_status_shows_the_numbers_of_a_known_run(pipeline: Pipeline) -> No
     assert {s: rates(by_stage[s]) for s in RATE_COUNTS} == RATE_COUNTS
     assert scan["rate_in_per_s"] == pytest.approx(RECEIVED / 60, abs=0.001)
     assert body["window_s"] == 60
-    waiting = RECEIVED + SCANNED
+    waiting = QUEUE_SIDE["commit"][0]
     assert body["problems"] == [f"commit: {waiting} message(s) wait and no consumer runs"]
 
 
