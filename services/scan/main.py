@@ -43,7 +43,11 @@ async def build(settings: Settings) -> Stage:
         handle=functools.partial(handle, deps=deps),
         close=stack.aclose,
         dependencies=(
-            Dependency(DependencyName.CLAMD, (ScannerUnavailable,), scanner.ping),
+            Dependency(
+                DependencyName.CLAMD,
+                (ScannerUnavailable,),
+                functools.partial(scanner.ping, settings.breaker.probe_timeout_s),
+            ),
             Dependency(
                 DependencyName.POSTGRESQL, (DatabaseUnavailable,), functools.partial(db.ping, pool)
             ),

@@ -225,16 +225,19 @@ class ClamdScanner:
             span.set_attribute("sluice.clean", verdict.clean)
             return verdict
 
-    async def ping(self) -> None:
+    async def ping(self, timeout_s: float | None = None) -> None:
         """``PING`` → ``PONG`` (pyclamd's ``ping``): clamd is up and answering commands; the
-        scan stage's circuit-breaker probe (``shared.breaker``).
+        scan stage's circuit-breaker probe (``shared.breaker``). ``timeout_s`` bounds each socket
+        operation (default: the scanner's), so a clamd that hangs does not hold a worker thread
+        longer than the probe waits for it.
 
         Raises:
             ScannerUnavailable: clamd unreachable, timed out, or did not answer ``PONG``.
         """
 
         def ping() -> None:
-            pyclamd.ClamdNetworkSocket(self.host, self.port, self.timeout_s).ping()
+            timeout = self.timeout_s if timeout_s is None else timeout_s
+            pyclamd.ClamdNetworkSocket(self.host, self.port, timeout).ping()
 
         with tracing.client_span("clamd PING", self._span_attributes("PING")):
             try:
