@@ -105,9 +105,10 @@ async def publish(channel: AbstractChannel, count: int) -> list[FileReceived]:
 
 
 async def depth(channel: AbstractChannel, queue: str) -> tuple[int, int]:
-    """(ready messages, consumers) of ``queue``."""
-    declared = await channel.declare_queue(queue, passive=True)
-    result = declared.declaration_result
+    """(ready messages, consumers) of ``queue``, asked of the broker now (aio-pika's
+    ``declare_queue`` answers a queue this channel declared from its cache)."""
+    underlay = await channel.get_underlay_channel()
+    result = await underlay.queue_declare(queue, passive=True)
     return int(result.message_count or 0), int(result.consumer_count or 0)
 
 
@@ -165,9 +166,13 @@ async def test_an_outage_parks_messages_without_spending_attempts_and_resumes(
         await asyncio.sleep(2)
         assert clamd.probes > probes_before, "the dependency is probed while the breaker is open"
         assert (await depth(channel, TOPOLOGY.dead_letter_queue("scan")))[0] == 0
-        ready, _ = await depth(channel, TOPOLOGY.queue("scan"))
-        parked, _ = await depth(channel, TOPOLOGY.retry_queue("scan"))
-        assert ready + parked == len(during)
+
+        async def all_waiting() -> bool:  # in the stage queue, or parked in its wait queue
+            ready, _ = await depth(channel, TOPOLOGY.queue("scan"))
+            parked, _ = await depth(channel, TOPOLOGY.retry_queue("scan"))
+            return ready + parked == len(during)
+
+        await until(all_waiting, "every event to wait in the stage or wait queue", timeout_s=5)
 
         clamd.down = False
 
