@@ -11,7 +11,18 @@ at-least-once delivery, so handlers are idempotent). Failures are routed by type
   counted in our own ``x-sluice-attempts`` header (RabbitMQ owns ``x-death``), and after
   ``max_attempts`` → the dead-letter queue (the policy and its headers: ``shared.retry``);
 - a consumer that dies mid-message (crash loop) → RabbitMQ redelivers, and the quorum queue's
-  delivery limit dead-letters it in the end.
+  delivery limit dead-letters it in the end;
+- an error the stage's :attr:`~shared.stage.Stage.dependencies` name, whose dependency then
+  does not answer its probe → the stage's circuit breaker opens (``shared.breaker``): the
+  consumer is cancelled, the message and every other one in flight are *parked*, and the
+  dependency is probed with backoff until it answers; then the consumer is registered again.
+
+Parking gives a message back without spending anything: it goes to the stage's wait queue with
+its headers unchanged (so ``x-sluice-attempts`` is too) and a TTL of
+``SLUICE_BREAKER_PARK_DELAY_S``, and is acked. A nack or a cancel with unacked messages would
+count against the quorum queue's delivery limit (RabbitMQ 3.10), and holding messages unacked
+for an outage's length would meet the broker's consumer timeout; parked messages come back to
+the stage queue, where they wait, unconsumed, until the breaker closes.
 
 The handler never touches the channel: ``async def handle(event) -> Sequence[Event]``. It may
 instead return a :class:`~shared.stage.Refusal`: its events are published, then the message is
@@ -28,6 +39,7 @@ Its outcome is then reported to the process's observers (``shared.telemetry.obse
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,11 +53,12 @@ from pydantic import ValidationError
 
 from shared import retry
 from shared.adapters import broker
+from shared.breaker import BreakerStatus, CircuitBreaker, Dependency
 from shared.errors import InvalidEvent, PermanentError, SluiceError
 from shared.events import BaseEvent, parse_event
-from shared.settings import AmqpSettings
+from shared.settings import AmqpSettings, BreakerSettings
 from shared.stage import Refusal, Stage
-from shared.telemetry import tracing
+from shared.telemetry import metrics, tracing
 from shared.telemetry.observers import Handled, report
 from shared.topology import Topology, accepted_event_types
 
@@ -58,6 +71,7 @@ class StageConsumer:
 
     The stage takes the event types its queue is bound to
     (:func:`~shared.topology.accepted_event_types`); any other is dead-lettered as invalid.
+    Its circuit breaker (module docstring; ``shared.breaker``) follows ``breaker_settings``.
 
     Raises:
         KeyError: a stage name the topology does not know.
@@ -66,15 +80,26 @@ class StageConsumer:
     stage: Stage
     settings: AmqpSettings
     topology: Topology
+    breaker_settings: BreakerSettings = field(default_factory=BreakerSettings)
     _connection: AbstractRobustConnection | None = None
     _queue: AbstractQueue | None = None
     _consumer_tag: str | None = None
     _publisher: broker.Publisher | None = None
     _in_flight: set[asyncio.Task[None]] = field(default_factory=set)
     _accepts: frozenset[str] = field(init=False)
+    _breaker: CircuitBreaker = field(init=False)
+    _trip_lock: asyncio.Lock = field(init=False)
+    _probing: asyncio.Task[None] | None = None
 
     def __post_init__(self) -> None:
         self._accepts = accepted_event_types(self.stage.name)
+        self._breaker = CircuitBreaker(self.stage.name)
+        self._trip_lock = asyncio.Lock()
+
+    @property
+    def breaker(self) -> BreakerStatus:
+        """The stage's circuit breaker now (``/readyz``, ``/stats``)."""
+        return self._breaker.status()
 
     @property
     def in_flight(self) -> int:
@@ -85,9 +110,10 @@ class StageConsumer:
     def ready(self) -> bool:
         """Whether the connection is up and the consumer registered (a worker's ``/readyz``).
 
-        False before :meth:`start`, after :meth:`stop`, and while the robust connection is
+        False before :meth:`start`, after :meth:`stop`, while the robust connection is
         reconnecting (aio-pika re-registers the consumer under the same tag once it is back; for
-        the few milliseconds that takes after the channel reopens this may already be True).
+        the few milliseconds that takes after the channel reopens this may already be True), and
+        while the stage's circuit breaker is not closed (its consumer is cancelled).
         """
         connection, queue = self._connection, self._queue
         return (
@@ -97,6 +123,7 @@ class StageConsumer:
             and queue is not None
             and not queue.channel.is_closed
             and self._consumer_tag is not None
+            and self._breaker.closed
         )
 
     async def start(self) -> None:
@@ -114,6 +141,8 @@ class StageConsumer:
         # the robust channel are re-declared, and their consumers restarted, after a reconnect.
         queue_name = self.topology.queue(self.stage.name)
         self._queue = await channel.declare_queue(queue_name, passive=True)
+        for dependency in self.stage.dependencies:
+            metrics.DEPENDENCY_UP.labels(self.stage.name, dependency.name.value).set(1)
         self._consumer_tag = await self._queue.consume(self._on_message)
         log.info("consumer started", stage=self.stage.name, queue=self._queue.name)
 
@@ -122,11 +151,10 @@ class StageConsumer:
 
         Messages still unacknowledged when the connection closes are requeued by RabbitMQ.
         """
-        if self._queue is not None and self._consumer_tag is not None:
-            try:
-                await self._queue.cancel(self._consumer_tag)
-            except Exception as exc:  # the channel may already be gone
-                log.warning("cancel failed", stage=self.stage.name, error=repr(exc))
+        if self._probing is not None:
+            self._probing.cancel()
+            await asyncio.gather(self._probing, return_exceptions=True)
+        await self._cancel_consumer()
         if self._in_flight:
             _, pending = await asyncio.wait(
                 set(self._in_flight), timeout=self.settings.shutdown_timeout_s
@@ -209,6 +237,10 @@ class StageConsumer:
                     "sluice.event_type": event.type,
                 }
             )
+            if not self._breaker.closed:
+                # Delivered before the consumer's cancel took effect: not handled at all.
+                outcome = "parked" if await self._park(message, headers) else "requeued"
+                return outcome, "circuit breaker open", None, event_type
             reply = await self.stage.reply(event, headers)
             if not isinstance(reply, Refusal):
                 await self._publish_all(reply)
@@ -228,13 +260,17 @@ class StageConsumer:
             return outcome, str(exc), type(exc).__name__, event_type
         except Exception as exc:
             tracing.record_failure(span, exc)
+            detail = repr(exc) if not isinstance(exc, SluiceError) else str(exc)
+            dependency = self.stage.dependency_of(exc)
+            if dependency is not None and await self._dependency_down(dependency, exc):
+                outcome = "parked" if await self._park(message, headers) else "requeued"
+                return outcome, detail, type(exc).__name__, event_type
             again = attempt < self.settings.max_attempts
             route = None if again else self.stage.dead_letter_key(exc)
             outcome = "retry" if again else "dead-lettered"
             about = decoded if isinstance(decoded, BaseEvent) else None
             if not await self._fail(message, headers, attempt, exc, route=route, event=about):
                 outcome = "requeued"
-            detail = repr(exc) if not isinstance(exc, SluiceError) else str(exc)
             return outcome, detail, type(exc).__name__, event_type
         # Refused: nothing failed, yet the message is not handled (the span says so). Its
         # events first, then the dead letter.
@@ -343,6 +379,119 @@ class StageConsumer:
             return False
         return True
 
+    # -- the circuit breaker -------------------------------------------------------------------
+
+    async def _dependency_down(self, dependency: Dependency, error: BaseException) -> bool:
+        """Whether ``error`` (raised by the handler) is an outage of ``dependency``: the breaker
+        is already open, or the dependency does not answer its probe now, which opens it. False:
+        the dependency answers, so the failure is the message's own."""
+        async with self._trip_lock:  # one probe at a time: what is in flight fails together
+            if not self._breaker.closed:
+                return True
+            try:
+                await asyncio.wait_for(dependency.probe(), self.breaker_settings.probe_timeout_s)
+            except Exception as probe_exc:
+                self._open(dependency, error, probe_exc)
+                return True
+            return False
+
+    def _open(self, dependency: Dependency, error: BaseException, probe_exc: BaseException) -> None:
+        self._breaker.open(dependency, error)
+        metrics.DEPENDENCY_UP.labels(self.stage.name, dependency.name.value).set(0)
+        log.warning(
+            "breaker opened",
+            stage=self.stage.name,
+            dependency=dependency.name.value,
+            error=retry.shorten(f"{type(error).__name__}: {error}", 300),
+            probe_error=retry.shorten(repr(probe_exc), 300),
+        )
+        # A task of its own, outside this message's log context and trace.
+        self._probing = asyncio.create_task(
+            self._probe_until_back(dependency), context=contextvars.Context()
+        )
+
+    async def _probe_until_back(self, dependency: Dependency) -> None:
+        """Cancel the consumer, probe ``dependency`` with equal-jitter exponential backoff
+        (``shared.retry.backoff_delay_s``) until it answers, close the breaker, consume again."""
+        await self._cancel_consumer()
+        settings = self.breaker_settings
+        while True:
+            await asyncio.sleep(
+                retry.backoff_delay_s(
+                    self._breaker.probes_failed + 1,
+                    settings.probe_base_delay_s,
+                    settings.probe_max_delay_s,
+                )
+            )
+            self._breaker.probing()
+            try:
+                await asyncio.wait_for(dependency.probe(), settings.probe_timeout_s)
+            except Exception as exc:
+                self._breaker.probe_failed(exc)
+                continue
+            probes_failed = self._breaker.probes_failed
+            duration_s = self._breaker.close()
+            metrics.DEPENDENCY_UP.labels(self.stage.name, dependency.name.value).set(1)
+            log.info(
+                "breaker closed",
+                stage=self.stage.name,
+                dependency=dependency.name.value,
+                duration_s=round(duration_s, 3),
+                probes_failed=probes_failed,
+            )
+            break
+        await self._consume_again()
+
+    async def _consume_again(self) -> None:
+        """Register the consumer on the stage queue again; while the broker is away, keep
+        trying with the probes' backoff (``ready`` stays False meanwhile)."""
+        assert self._queue is not None
+        settings = self.breaker_settings
+        attempt = 1
+        while True:
+            try:
+                self._consumer_tag = await self._queue.consume(self._on_message)
+            except Exception as exc:
+                log.warning("consumer not registered again yet", error=repr(exc), attempt=attempt)
+                await asyncio.sleep(
+                    retry.backoff_delay_s(
+                        attempt, settings.probe_base_delay_s, settings.probe_max_delay_s
+                    )
+                )
+                attempt += 1
+                continue
+            log.info("consumer started again", stage=self.stage.name, queue=self._queue.name)
+            return
+
+    async def _cancel_consumer(self) -> None:
+        """Cancel the consumer, if registered: no new deliveries; those already delivered are
+        still handled, and acked on the same channel."""
+        tag, self._consumer_tag = self._consumer_tag, None
+        if self._queue is None or tag is None:
+            return
+        try:
+            await self._queue.cancel(tag)
+        except Exception as exc:  # the channel may already be gone; it is not restored then
+            log.warning("cancel failed", stage=self.stage.name, error=repr(exc))
+
+    async def _park(self, message: AbstractIncomingMessage, headers: dict[str, Any]) -> bool:
+        """Give ``message`` back without spending an attempt (module docstring): to the wait
+        queue with ``headers`` as they were and a TTL of ``SLUICE_BREAKER_PARK_DELAY_S``, then
+        ack. False if that could not be confirmed (the message is given back to the broker)."""
+        assert self._publisher is not None
+        parked = broker.republished(
+            message, tracing.inject(dict(headers)), expiration_s=self.breaker_settings.park_delay_s
+        )
+        try:
+            await self._publisher.publish_to_queue(
+                self.topology.retry_queue(self.stage.name), parked
+            )
+            await message.ack()
+        except Exception as publish_exc:
+            await _requeue(message, "parking failed", publish_exc)
+            return False
+        return True
+
 
 async def _requeue(message: AbstractIncomingMessage, what: str, cause: BaseException) -> None:
     """Give ``message`` back to the broker after ``what`` failed with ``cause``. If the channel
@@ -360,12 +509,16 @@ async def run_until_stopped(
     topology: Topology,
     stop: asyncio.Event,
     started: list[StageConsumer] | None = None,
+    breaker: BreakerSettings | None = None,
 ) -> None:
     """Start a consumer per stage, wait for ``stop``, then shut every consumer down gracefully.
 
     ``started``, if given, is filled with each consumer once it consumes (for health checks).
+    Each stage has a circuit breaker of its own, following ``breaker`` (default: the defaults):
+    an outage stops only the stages that depend on what is down.
     """
-    consumers = [StageConsumer(stage, settings, topology) for stage in stages]
+    breaker = breaker or BreakerSettings()
+    consumers = [StageConsumer(stage, settings, topology, breaker) for stage in stages]
     started = [] if started is None else started
     background: list[asyncio.Task[None]] = []
     try:

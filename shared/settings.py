@@ -56,6 +56,42 @@ class AmqpSettings(BaseSettings):
     )
 
 
+class BreakerSettings(BaseSettings):
+    """The stages' circuit breakers (``SLUICE_BREAKER_*``, ``shared.breaker``): how a
+    dependency that is down (clamd, PostgreSQL, S3) is probed until it answers."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICE_BREAKER_", frozen=True)
+
+    probe_base_delay_s: float = Field(
+        0.5,
+        gt=0,
+        le=600,
+        description="Wait before the first probe of a dependency that is down; doubles after "
+        "each failed probe, equal jitter.",
+    )
+    probe_max_delay_s: float = Field(
+        10.0,
+        gt=0,
+        le=3600,
+        description="Ceiling of the wait between probes: a stage resumes at most about this "
+        "long after its dependency is back.",
+    )
+    probe_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="Longest wait for a probe's answer (clamd PING, PostgreSQL SELECT 1, S3 "
+        "HeadBucket).",
+    )
+    park_delay_s: float = Field(
+        1.0,
+        gt=0,
+        le=300,
+        description="Time in the stage's wait queue of a message given back while its "
+        "breaker is open (no attempt spent).",
+    )
+
+
 class S3Settings(BaseSettings):
     """S3-compatible object storage (``S3_*``, names from source document 000)."""
 
@@ -310,6 +346,7 @@ class Settings:
         fallback: FallbackSettings | None = None,
         tracing: TracingSettings | None = None,
         status: StatusSettings | None = None,
+        breaker: BreakerSettings | None = None,
     ) -> None:
         self.amqp = amqp
         self.s3 = s3
@@ -323,6 +360,7 @@ class Settings:
         self.fallback = fallback or FallbackSettings()
         self.tracing = tracing or TracingSettings()
         self.status = status or StatusSettings()
+        self.breaker = breaker or BreakerSettings()
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -344,11 +382,13 @@ class Settings:
             fallback=load(FallbackSettings),
             tracing=load(TracingSettings),
             status=load(StatusSettings),
+            breaker=load(BreakerSettings),
         )
 
 
 SETTINGS_GROUPS: tuple[type[BaseSettings], ...] = (
     AmqpSettings,
+    BreakerSettings,
     S3Settings,
     DatabaseSettings,
     SpoolSettings,

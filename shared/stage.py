@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared import retry
+from shared.breaker import Dependency, dependency_of
 from shared.events import BaseEvent
 
 
@@ -56,6 +57,11 @@ class Stage:
     an exhausted S3 outage to the fallback worker's queue that way. ``background``, if set, runs
     beside the consumer until the stop event is set (the fallback's migration loop).
 
+    ``dependencies`` are what the stage's circuit breaker waits for (``shared.breaker``): the
+    error types that may mean clamd, PostgreSQL or S3 is down, each with its probe. A failure of
+    one of them, confirmed by its probe, stops the stage's deliveries instead of spending the
+    message's attempts. The store stage names none: its S3 outages take the fallback path.
+
     Raises:
         TypeError: neither or both handlers are set.
     """
@@ -66,6 +72,7 @@ class Stage:
     dead_letter_route: Callable[[BaseException], str] | None = None
     background: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None = None
     handle_with_history: HistoryHandler | None = None
+    dependencies: tuple[Dependency, ...] = ()
 
     def __post_init__(self) -> None:
         if (self.handle is None) == (self.handle_with_history is None):
@@ -81,3 +88,7 @@ class Stage:
     def dead_letter_key(self, exc: BaseException) -> str:
         """The dead-letter routing key for ``exc``."""
         return self.dead_letter_route(exc) if self.dead_letter_route else self.name
+
+    def dependency_of(self, exc: BaseException) -> Dependency | None:
+        """The dependency whose outage ``exc`` may be; None: the failure is the message's."""
+        return dependency_of(self.dependencies, exc)

@@ -90,9 +90,17 @@ def stage_panels(stage: str) -> list[dict[str, Any]]:
         ),
         _panel(
             f"{stage}: consumers",
-            "Consumers on the stage queue (one per worker process). 0 with messages ready: "
-            "no worker runs.",
-            [(f"sum(rabbitmq_queue_consumers{{{_queue(stage)}}})", "consumers")],
+            "Consumers on the stage queue (one per worker process), and each dependency the "
+            "stage's circuit breaker waits for (1 up, 0 down). 0 consumers with a dependency "
+            "at 0: the breaker waits for it, and resumes by itself; 0 consumers otherwise, with "
+            "messages ready: no worker runs.",
+            [
+                (f"sum(rabbitmq_queue_consumers{{{_queue(stage)}}})", "consumers"),
+                (
+                    f"min by (dependency) (sluice_dependency_up{{{on}}})",
+                    "{{dependency}} up",
+                ),
+            ],
             kind="stat",
         ),
         dead_letters,

@@ -112,7 +112,11 @@ async def _run(settings: Settings, stages: list[str], gateway: bool, stop: async
         await importlib.import_module(f"services.{name}.main").build(settings) for name in stages
     ]
     consumers: list[runner.StageConsumer] = []
-    jobs = [runner.run_until_stopped(built, settings.amqp, topology_of(settings), stop, consumers)]
+    jobs = [
+        runner.run_until_stopped(
+            built, settings.amqp, topology_of(settings), stop, consumers, settings.breaker
+        )
+    ]
     if stages and settings.worker.health_port is not None:
         observers.observe((stats := StageStats()).record)  # the last minute per stage: /stats
         jobs.append(

@@ -54,6 +54,11 @@ def health(
         stages = body.get("stages", {}) if isinstance(body, dict) else {}
         ready = stages.get(name) == "ready"
         detail = "not served at this port" if name not in stages else str(stages[name])
+        breaker = (body.get("breakers") or {}).get(name) or {}
+        if breaker.get("dependency"):
+            detail += f"; breaker {breaker.get('state')}: {breaker['dependency']} since "
+            detail += f"{breaker.get('since')}, last error {breaker.get('last_error')}"
+
     console.print(f"{name}: {'ready' if ready else 'NOT ready'} ({detail})")
     if not ready:
         raise typer.Exit(1)

@@ -1,11 +1,14 @@
 """``sluice status [--watch] [--interval S] [--json] [--worker URL ...]``: per stage, queue depth,
-in flight, consumers, retrying, dead letters, rates in and out and p50/p95 handling time over
-the last minute (``shared.ops.pipeline`` says where each number comes from)."""
+in flight, consumers, retrying, dead letters, rates in and out, p50/p95 handling time over the
+last minute, and the circuit breaker (``closed``, or ``open``/``probing`` with the dependency it
+waits for and for how long) (``shared.ops.pipeline`` says where each number comes from)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -15,7 +18,8 @@ from rich.table import Table
 from rich.text import Text
 
 from services.cli._common import run_async, settings_from_env, stop_on_signals, topology_of
-from shared.ops.pipeline import PipelineStatus, collect_status, default_worker_urls
+from shared.breaker import BreakerState
+from shared.ops.pipeline import PipelineStatus, StageStatus, collect_status, default_worker_urls
 from shared.settings import Settings
 from shared.topology import Topology
 
@@ -28,6 +32,20 @@ def _count(value: int | None) -> str:
 
 def _number(value: float | None, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _breaker(row: StageStatus, now: datetime) -> Text:
+    """``closed``, or e.g. ``open: clamd 42 s`` in red (the time since it opened)."""
+    if row.breaker is None:
+        return Text("-")
+    if row.breaker == BreakerState.CLOSED or row.breaker_dependency is None:
+        return Text(row.breaker)
+    text = f"{row.breaker}: {row.breaker_dependency}"
+    if row.breaker_since:
+        with contextlib.suppress(ValueError):
+            since = datetime.fromisoformat(row.breaker_since)
+            text += f" {max(0.0, (now - since).total_seconds()):.0f} s"
+    return Text(text, style="red")
 
 
 def render(status: PipelineStatus) -> Group:
@@ -46,6 +64,7 @@ def render(status: PipelineStatus) -> Group:
         f"handled ({window})",
         "p50 ms",
         "p95 ms",
+        "breaker",
         title=f"Sluice pipeline at {status.collected_at:%Y-%m-%d %H:%M:%S} UTC "
         f"(rates over the last minute)",
     )
@@ -67,6 +86,7 @@ def render(status: PipelineStatus) -> Group:
             _count(row.handled),
             _number(row.p50_ms, 1),
             _number(row.p95_ms, 1),
+            _breaker(row, status.collected_at),
         )
     lines = [Text(f"! {problem}", style="yellow") for problem in status.problems]
     return Group(table, *lines)
@@ -86,8 +106,9 @@ def status(
         ),
     ] = None,
 ) -> None:
-    """Per stage: queue depth, in flight, consumers, retrying, dead letters, rates in/out and
-    p50/p95 handling time over the last minute. Unreachable sources are listed, not fatal."""
+    """Per stage: queue depth, in flight, consumers, retrying, dead letters, rates in/out,
+    p50/p95 handling time over the last minute and the circuit breaker (open: which dependency,
+    for how long). Unreachable sources are listed, not fatal."""
     if watch and as_json:
         raise typer.BadParameter("--watch draws a table; leave out --json", param_hint="--watch")
     settings = settings_from_env()

@@ -10,8 +10,9 @@ import structlog
 
 from services.commit.handler import Deps, handle
 from services.commit.repository import FileRepository
-from shared.adapters.db import create_pool
+from shared.adapters.db import create_pool, ping
 from shared.adapters.spool import LocalSpool
+from shared.breaker import Dependency, DependencyName
 from shared.errors import DatabaseUnavailable
 from shared.settings import Settings
 from shared.stage import Stage
@@ -27,7 +28,9 @@ async def build(settings: Settings) -> Stage:
     """Open the commit stage's resources and return it, ready for :class:`StageConsumer`.
 
     The stage takes every event type its queue is bound to
-    (:func:`shared.topology.accepted_event_types`); ``close`` closes the pool.
+    (:func:`shared.topology.accepted_event_types`); ``close`` closes the pool. A PostgreSQL
+    outage opens the stage's circuit breaker (probe: ``SELECT 1``) rather than spending
+    attempts.
 
     Raises:
         DatabaseUnavailable: PostgreSQL cannot be reached.
@@ -43,6 +46,11 @@ async def build(settings: Settings) -> Stage:
         close=repository.close,
         background=functools.partial(
             publish_stuck, repository, settings.status.stuck_after_s, STUCK_INTERVAL_S
+        ),
+        dependencies=(
+            Dependency(
+                DependencyName.POSTGRESQL, (DatabaseUnavailable,), functools.partial(ping, pool)
+            ),
         ),
     )
 

@@ -13,10 +13,12 @@ from services.fallback import migrator
 from services.fallback.handler import Deps, handle
 from services.fallback.repository import FallbackRepository
 from shared.adapters import broker
-from shared.adapters.db import create_pool
+from shared.adapters.db import create_pool, ping
 from shared.adapters.sources import SpoolOrS3SourceReader
 from shared.adapters.spool import LocalSpool
 from shared.adapters.storage import S3ObjectStorage
+from shared.breaker import Dependency, DependencyName
+from shared.errors import DatabaseUnavailable
 from shared.events import BaseEvent
 from shared.settings import Settings
 from shared.stage import Stage
@@ -28,7 +30,8 @@ log = structlog.get_logger("sluice.fallback")
 
 async def build(settings: Settings) -> Stage:
     """Open PostgreSQL, the spool and S3; return the ``fallback`` stage with its migration loop
-    as ``background``.
+    as ``background``. A PostgreSQL outage opens the stage's circuit breaker (probe:
+    ``SELECT 1``): the bytes wait in its queue rather than in the store dead-letter queue.
 
     Raises:
         DatabaseUnavailable: PostgreSQL cannot be reached.
@@ -90,4 +93,9 @@ async def build(settings: Settings) -> Stage:
         # Whatever fails in the fallback goes to the store dead-letter queue, from which a
         # replay sends it back to the store stage once S3 is back (as a refused file does).
         dead_letter_route=lambda _: FALLBACK_DEAD_LETTERS,
+        dependencies=(
+            Dependency(
+                DependencyName.POSTGRESQL, (DatabaseUnavailable,), functools.partial(ping, pool)
+            ),
+        ),
     )

@@ -4,7 +4,8 @@
 verb   path                                   answer
 =====  =====================================  ================================================
 GET    ``/ops/api/status``                    per stage: depth, in flight, consumers, dead
-                                              letters, rates, p50/p95 (``collect_status``)
+                                              letters, rates, p50/p95, circuit breaker
+                                              (``collect_status``)
 GET    ``/ops/api/dead-letters``              the dead letters matching ``stage`` (repeatable),
                                               ``error_type``, ``older_than``, ``file_id``
 GET    ``/ops/api/dead-letters/{message_id}`` one dead letter: headers, body, history; 404
@@ -200,7 +201,8 @@ async def _call(deps: GatewayDeps, operation: Awaitable[T]) -> T:
 @router.get("/status", responses=_RESPONSES, summary="Per-stage depths, rates, handling times")
 async def get_status(operator: Operator, deps: Deps) -> dict[str, Any]:
     """``{"collected_at", "stages": [{"stage", "queue", "ready", "in_flight", "consumers",
-    "dead_letters", "rate_in_per_s", "rate_out_per_s", "p50_ms", "p95_ms"}], "problems"}``:
+    "dead_letters", "rate_in_per_s", "rate_out_per_s", "p50_ms", "p95_ms", "parked", "breaker",
+    "breaker_dependency", "breaker_since", "breaker_last_error"}], "problems"}``:
     rates per second and times in milliseconds over the last minute, ``null`` when unknown."""
     status = collect_status(deps.settings, deps.topology, default_worker_urls(deps.settings))
     return (await _call(deps, status)).as_json()

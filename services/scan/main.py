@@ -6,11 +6,14 @@ import contextlib
 import functools
 
 from services.scan.handler import Deps, handle
+from shared.adapters import db
 from shared.adapters.db import FileStateReader, create_pool
 from shared.adapters.scanner import ClamdScanner
 from shared.adapters.sources import SpoolOrS3SourceReader
 from shared.adapters.spool import LocalSpool
 from shared.adapters.storage import S3ObjectStorage
+from shared.breaker import Dependency, DependencyName
+from shared.errors import DatabaseUnavailable, ScannerUnavailable, StorageUnavailable
 from shared.settings import Settings
 from shared.stage import Stage
 
@@ -19,17 +22,19 @@ async def build(settings: Settings) -> Stage:
     """Open the spool, S3 (for ``s3://`` sources) and a read-only view of file states (to
     recognise late redeliveries), and return the ``scan`` stage.
 
-    Nothing is contacted yet: clamd and S3 are reached per message, and their failures are
-    retried by the run loop.
+    Nothing is contacted yet: clamd and S3 are reached per message. Their outages, and
+    PostgreSQL's, open the stage's circuit breaker (probes: clamd ``PING``, ``SELECT 1``, S3
+    ``HeadBucket``); a failure while they answer is retried by the run loop.
     """
     stack = contextlib.AsyncExitStack()
     storage = await stack.enter_async_context(S3ObjectStorage(settings.s3))
     spool = LocalSpool(settings.spool.dir, settings.spool.chunk_bytes)
     pool = await create_pool(settings.database)
     stack.push_async_callback(pool.close)
+    scanner = ClamdScanner(settings.clamd.host, settings.clamd.port, settings.clamd.timeout_s)
     deps = Deps(
         sources=SpoolOrS3SourceReader.for_settings(spool, storage, settings.s3),
-        scanner=ClamdScanner(settings.clamd.host, settings.clamd.port, settings.clamd.timeout_s),
+        scanner=scanner,
         states=FileStateReader(pool),
         spool=spool,
     )
@@ -37,4 +42,15 @@ async def build(settings: Settings) -> Stage:
         name="scan",
         handle=functools.partial(handle, deps=deps),
         close=stack.aclose,
+        dependencies=(
+            Dependency(
+                DependencyName.CLAMD,
+                (ScannerUnavailable,),
+                functools.partial(scanner.ping, settings.breaker.probe_timeout_s),
+            ),
+            Dependency(
+                DependencyName.POSTGRESQL, (DatabaseUnavailable,), functools.partial(db.ping, pool)
+            ),
+            Dependency(DependencyName.S3, (StorageUnavailable,), storage.ping),
+        ),
     )

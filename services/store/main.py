@@ -19,7 +19,8 @@ async def build(settings: Settings) -> Stage:
     """Open the spool and S3 and return the ``store`` stage.
 
     S3 is reached per message, not here: a store that starts while S3 is down retries, then
-    dead-letters to the fallback worker.
+    dead-letters to the fallback worker. So the stage declares no circuit-breaker dependency:
+    its S3 outages take that path (seed 000: S3 down → Base64 in the database).
     """
     stack = contextlib.AsyncExitStack()
     storage = await stack.enter_async_context(

@@ -73,6 +73,20 @@ async def create_pool(settings: DatabaseSettings) -> asyncpg.Pool:
     return pool
 
 
+async def ping(pool: asyncpg.Pool) -> None:
+    """``SELECT 1`` on a connection of ``pool``: PostgreSQL answers queries (the circuit-breaker
+    probe of the stages that use it, ``shared.breaker``). A broken pooled connection that fails
+    here is replaced by asyncpg, so the next probe uses a fresh one.
+
+    Raises:
+        DatabaseUnavailable: PostgreSQL refused or lost the connection, or is shutting down.
+    """
+    try:
+        await pool.fetchval("SELECT 1")
+    except CONNECTION_ERRORS as exc:
+        raise DatabaseUnavailable(f"PostgreSQL SELECT 1 failed: {exc!r}") from exc
+
+
 def _database_name(url: str) -> str:
     return urlsplit(url).path.lstrip("/") or "postgres"
 

@@ -13,7 +13,8 @@ is decided here by :func:`parse_instream_answer` on the whole answer read up to 
   :class:`~shared.errors.ScannerUnavailable`, retried, whose message carries clamd's answer.
 
 pyclamd's sockets block, so every exchange runs in a worker thread (``asyncio.to_thread``),
-inside an OpenTelemetry CLIENT span ``clamd INSTREAM`` or ``clamd VERSION``.
+inside an OpenTelemetry CLIENT span ``clamd INSTREAM``, ``clamd VERSION`` or ``clamd PING``
+(:meth:`ClamdScanner.ping`, the scan stage's circuit-breaker probe).
 """
 
 from __future__ import annotations
@@ -223,6 +224,28 @@ class ClamdScanner:
                 raise
             span.set_attribute("sluice.clean", verdict.clean)
             return verdict
+
+    async def ping(self, timeout_s: float | None = None) -> None:
+        """``PING`` → ``PONG`` (pyclamd's ``ping``): clamd is up and answering commands; the
+        scan stage's circuit-breaker probe (``shared.breaker``). ``timeout_s`` bounds each socket
+        operation (default: the scanner's), so a clamd that hangs does not hold a worker thread
+        longer than the probe waits for it.
+
+        Raises:
+            ScannerUnavailable: clamd unreachable, timed out, or did not answer ``PONG``.
+        """
+
+        def ping() -> None:
+            timeout = self.timeout_s if timeout_s is None else timeout_s
+            pyclamd.ClamdNetworkSocket(self.host, self.port, timeout).ping()
+
+        with tracing.client_span("clamd PING", self._span_attributes("PING")):
+            try:
+                await asyncio.to_thread(ping)
+            except Exception as exc:  # pyclamd.ConnectionError, socket errors
+                raise ScannerUnavailable(
+                    f"clamd PING failed: {_describe(exc)}", host=self.host, port=self.port
+                ) from exc
 
     async def version(self) -> tuple[str, str]:
         """``(engine, signature database version/date)``, e.g. ``("ClamAV 1.0.9",

@@ -25,13 +25,21 @@ handled, acked,    summed over the workers' ``/stats`` (their last ``window_s`` 
 retried,
 dead_lettered
 p50_ms, p95_ms     percentiles of the workers' merged raw handling-time samples
+parked             summed over the workers' ``/stats``: messages given back without spending
+                   an attempt while the stage's circuit breaker was open
+breaker            the workers' ``/stats`` ``breaker`` (``shared.breaker``): ``closed``,
+                   ``open`` or ``probing``; with several workers of a stage, the worst
+                   (open, then probing, then closed), and with it ``breaker_dependency``
+                   (``clamd``, ``postgresql``, ``s3``), ``breaker_since`` (the earliest UTC
+                   time a worker's breaker opened, ISO 8601) and ``breaker_last_error``
 =================  ==========================================================================
 
 Rates come from the management API's message-rate samples (``msg_rates_age=60``,
 ``msg_rates_incr=5``: a sample every 5 s over the last minute, ``avg_rate`` = the difference
 between the oldest and newest sample over their time apart); the API refreshes its statistics
 every 5 s (``collect_statistics_interval``), so a number can be up to that old. Nothing that
-cannot be had stops the rest: an unreachable API or worker becomes a line in ``problems``.
+cannot be had stops the rest: an unreachable API or worker becomes a line in ``problems``, and
+so does a stage whose breaker is not closed (``scan: breaker open since …: clamd unavailable``).
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ import aio_pika
 import aiormq
 import httpx
 
+from shared.breaker import BreakerState
 from shared.settings import Settings
 from shared.telemetry.stagestats import summarise
 from shared.topology import FALLBACK, WORKERS, Topology
@@ -55,7 +64,9 @@ from shared.topology import FALLBACK, WORKERS, Topology
 #: Seconds of message-rate history asked of the management API, and its sampling step.
 RATES_AGE_S = 60
 RATES_INCR_S = 5
-_WORKER_COUNTERS = ("handled", "acked", "retried", "dead_lettered")
+_WORKER_COUNTERS = ("handled", "acked", "retried", "dead_lettered", "parked")
+#: Which breaker state a stage shows when its workers disagree: the worst one.
+_BREAKER_RANK = {BreakerState.CLOSED: 0, BreakerState.PROBING: 1, BreakerState.OPEN: 2}
 
 
 @dataclass(frozen=True)
@@ -93,6 +104,11 @@ class StageStatus:
     dead_lettered: int | None = None
     p50_ms: float | None = None
     p95_ms: float | None = None
+    parked: int | None = None
+    breaker: str | None = None
+    breaker_dependency: str | None = None
+    breaker_since: str | None = None
+    breaker_last_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +147,24 @@ class _WorkerTotals:
     counts: dict[str, int] = field(default_factory=dict)
     in_flight: int = 0
     durations_ms: list[float] = field(default_factory=list)
+    breaker: dict[str, Any] | None = None
+
+    def add_breaker(self, breaker: Mapping[str, Any]) -> None:
+        """Keep the worst of the workers' breakers, with the earliest ``since`` of that state."""
+        try:
+            state = BreakerState(str(breaker.get("state")))
+        except ValueError:
+            return
+        if self.breaker is None:
+            self.breaker = dict(breaker)
+            return
+        kept = BreakerState(self.breaker["state"])
+        if _BREAKER_RANK[state] > _BREAKER_RANK[kept]:
+            self.breaker = dict(breaker)
+        elif state == kept and state != BreakerState.CLOSED:
+            since, kept_since = breaker.get("since"), self.breaker.get("since")
+            if since and (not kept_since or str(since) < str(kept_since)):
+                self.breaker = dict(breaker)
 
 
 def default_worker_urls(settings: Settings) -> list[str]:
@@ -169,6 +203,12 @@ async def collect_status(
     rows = [_stage_row(stage, topology, queues, totals) for stage in WORKERS]
     if broker_problem is None:
         problems.extend(_queue_problems(rows, queues))
+    problems.extend(
+        f"{row.stage}: breaker {row.breaker} since {row.breaker_since}: "
+        f"{row.breaker_dependency} unavailable ({row.breaker_last_error})"
+        for row in rows
+        if row.breaker not in (None, BreakerState.CLOSED)
+    )
     return PipelineStatus(datetime.now(UTC), tuple(rows), tuple(problems), window_s)
 
 
@@ -188,6 +228,7 @@ def _stage_row(
         in_flight = worker.in_flight
     p50, p95 = summarise(worker.durations_ms) if worker is not None else (None, None)
     counts = worker.counts if worker is not None else {}
+    breaker = (worker.breaker if worker is not None else None) or {}
     return StageStatus(
         stage=stage,
         queue=name,
@@ -204,6 +245,11 @@ def _stage_row(
         dead_lettered=counts.get("dead_lettered"),
         p50_ms=p50,
         p95_ms=p95,
+        parked=counts.get("parked"),
+        breaker=breaker.get("state"),
+        breaker_dependency=breaker.get("dependency"),
+        breaker_since=breaker.get("since"),
+        breaker_last_error=breaker.get("last_error"),
     )
 
 
@@ -338,6 +384,8 @@ async def _worker_totals(
             for name in _WORKER_COUNTERS:
                 total.counts[name] = total.counts.get(name, 0) + int(numbers.get(name) or 0)
             total.in_flight += int(numbers.get("in_flight") or 0)
+            if isinstance(numbers.get("breaker"), dict):
+                total.add_breaker(numbers["breaker"])
             total.durations_ms.extend(float(ms) for ms in numbers.get("durations_ms") or ())
     if len(windows) > 1:
         problems.append(f"workers report different windows: {sorted(windows)} s")

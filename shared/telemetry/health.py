@@ -6,18 +6,22 @@ The gateway serves its own ``/healthz`` and ``/readyz``; a worker has no HTTP se
 - ``GET /healthz`` → 200 ``{"status": "ok"}`` while the process runs;
 - ``GET /metrics`` → the Prometheus text exposition of the process's metrics
   (``shared.telemetry.metrics``, prometheus-client's default registry);
-- ``GET /readyz`` → 200 ``{"status": "ready", "stages": {"scan": "ready", ...}}`` when every
-  consumer's connection is open and its consumer registered
-  (:attr:`~shared.runner.StageConsumer.ready`), else 503
-  ``{"error": {"code": "not_ready", "message": "not ready: scan"}, "status": "not_ready",
-  "stages": {"scan": "not_ready", ...}}`` (the gateway's error shape);
+- ``GET /readyz`` → 200 ``{"status": "ready", "stages": {"scan": "ready", ...}, "breakers":
+  {"scan": {"state": "closed", ...}, ...}}`` when every consumer's connection is open, its
+  consumer registered and its circuit breaker closed (:attr:`~shared.runner.StageConsumer.ready`),
+  else 503 ``{"error": {"code": "not_ready", "message": "not ready: scan (breaker open:
+  clamd)"}, "status": "not_ready", "stages": {"scan": "not_ready", ...}, "breakers": {...}}``
+  (the gateway's error shape); each breaker is
+  :meth:`shared.breaker.BreakerStatus.as_json` (``state``, ``dependency``, ``since``,
+  ``probes_failed``, ``last_error``);
 - ``GET /stats`` → 200, what each stage of the process handled over the last minute
   (:meth:`shared.telemetry.stagestats.StageStats.snapshot`, with ``in_flight`` from each consumer's
-  :attr:`~shared.runner.StageConsumer.in_flight`), when the process keeps a
-  :class:`~shared.telemetry.stagestats.StageStats`; ``sluice status`` reads it.
+  :attr:`~shared.runner.StageConsumer.in_flight`) and its ``breaker`` as in ``/readyz``, when the
+  process keeps a :class:`~shared.telemetry.stagestats.StageStats`; ``sluice status`` reads it.
 
 A consumer that is reconnecting after a broker restart is not ready; it is again once aio-pika
-has reconnected and re-registered it.
+has reconnected and re-registered it. A stage whose breaker is open or probing is not ready
+until its dependency answers and its consumer is registered again.
 """
 
 from __future__ import annotations
@@ -39,19 +43,29 @@ log = structlog.get_logger("sluice.health")
 def readiness(consumers: Sequence[StageConsumer]) -> tuple[int, dict[str, object]]:
     """The ``/readyz`` answer for ``consumers``: HTTP status (200 or 503) and JSON body.
 
-    No consumers at all is not ready (the process has nothing to do yet).
+    No consumers at all is not ready (the process has nothing to do yet). The message names the
+    dependency a stage's open breaker waits for: ``not ready: scan (breaker open: clamd)``.
     """
     stages = {c.stage.name: "ready" if c.ready else "not_ready" for c in consumers}
-    failed = [name for name, state in stages.items() if state != "ready"]
+    breakers = {c.stage.name: c.breaker for c in consumers}
+    failed = [
+        name
+        if breakers[name].dependency is None
+        else f"{name} (breaker {breakers[name].state}: {breakers[name].dependency})"
+        for name, state in stages.items()
+        if state != "ready"
+    ]
+    shown = {name: breaker.as_json() for name, breaker in breakers.items()}
     if failed or not stages:
         message = f"not ready: {', '.join(failed) or 'no consumers'}"
         body: dict[str, object] = {
             "error": {"code": "not_ready", "message": message},
             "status": "not_ready",
             "stages": stages,
+            "breakers": shown,
         }
         return 503, body
-    return 200, {"status": "ready", "stages": stages}
+    return 200, {"status": "ready", "stages": stages, "breakers": shown}
 
 
 def create_app(
@@ -77,7 +91,12 @@ def create_app(
         for consumer in consumers:
             name = consumer.stage.name
             in_flight[name] = in_flight.get(name, 0) + consumer.in_flight
-        return web.json_response(stats.snapshot(in_flight))
+        body = stats.snapshot(in_flight)
+        stages = body["stages"]
+        assert isinstance(stages, dict)
+        for consumer in consumers:
+            stages[consumer.stage.name]["breaker"] = consumer.breaker.as_json()
+        return web.json_response(body)
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)

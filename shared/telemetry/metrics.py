@@ -7,7 +7,8 @@ run-loop observer (:func:`shared.telemetry.observers.observe`) that :func:`obser
 registers once per process. Their labels are bounded: stage names, the four outcomes, exception
 class names; never file ids or owners.
 
-The gauges below are set by the fallback worker's migration loop, once per probe interval, from
+``sluice_dependency_up`` is set by the run loop's circuit breakers (``shared.runner``). The
+fallback gauges below are set by the fallback worker's migration loop, once per probe interval, from
 PostgreSQL (issue 4 of the source documents' resilience promise; seed 004's "monitoring of
 corrupted counts"). Names follow Prometheus conventions (``_bytes`` base unit, no ``_total`` on
 gauges).
@@ -46,9 +47,17 @@ CORRUPTED_VERSIONS = Gauge(
 #: budget's backoff is not part of one handling).
 DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
+DEPENDENCY_UP = Gauge(
+    "sluice_dependency_up",
+    "1 while the stage's circuit breaker finds the dependency answering, 0 while it is open "
+    "for it (shared.breaker); one series per dependency the stage declares.",
+    ["stage", "dependency"],
+)
+
 MESSAGES_HANDLED = Counter(
     "sluice_messages_handled_total",
-    "Messages a stage consumer handled, by outcome: acked, retry, dead-lettered, requeued.",
+    "Messages a stage consumer handled, by outcome: acked, retry, dead-lettered, requeued, "
+    "parked (given back, no attempt spent, while a dependency is down).",
     ["stage", "outcome"],
 )
 MESSAGES_FAILED = Counter(
@@ -89,7 +98,7 @@ def record_handled(handled: Handled) -> None:
     """Count one handled message (a :func:`shared.telemetry.observers.observe` observer)."""
     MESSAGES_HANDLED.labels(handled.stage, handled.outcome).inc()
     HANDLING_DURATION.labels(handled.stage).observe(handled.duration_s)
-    if handled.outcome == "acked":
+    if handled.outcome == "acked" or handled.error_type is None:
         return
     error_type = handled.error_type or "unknown"
     MESSAGES_FAILED.labels(handled.stage, error_type).inc()

@@ -9,8 +9,10 @@ meaningless. At more than ``MAX_SAMPLES / window_s`` messages a second per stage
 percentiles cover the most recent ``MAX_SAMPLES`` messages of the window only.
 
 ``/stats`` (contract: ``{"window_s": 60, "stages": {"scan": {"handled": 12, "acked": 11,
-"retried": 1, "dead_lettered": 0, "in_flight": 0, "p50_ms": 41.2, "p95_ms": 88.0,
-"durations_ms": [...]}}}``), percentiles ``null`` when nothing was handled in the window.
+"retried": 1, "dead_lettered": 0, "requeued": 0, "parked": 0, "in_flight": 0, "p50_ms": 41.2,
+"p95_ms": 88.0, "durations_ms": [...]}}}``), percentiles ``null`` when nothing was handled in the
+window. ``parked`` counts messages given back without spending an attempt while the stage's
+circuit breaker was open (``shared.runner``); the health server adds each stage's ``breaker``.
 """
 
 from __future__ import annotations
@@ -29,8 +31,13 @@ DEFAULT_WINDOW_S = 60
 
 #: Run-loop outcome → the ``/stats`` counter it adds to (besides ``handled``). ``requeued``
 #: (the failure could not be routed; the broker delivers the message again) counts as handled.
-_COUNTER_OF_OUTCOME = {"acked": "acked", "retry": "retried", "dead-lettered": "dead_lettered"}
-COUNTERS = ("handled", "acked", "retried", "dead_lettered", "requeued")
+_COUNTER_OF_OUTCOME = {
+    "acked": "acked",
+    "retry": "retried",
+    "dead-lettered": "dead_lettered",
+    "parked": "parked",
+}
+COUNTERS = ("handled", "acked", "retried", "dead_lettered", "requeued", "parked")
 
 
 def percentile(samples: Sequence[float], q: float) -> float | None:

@@ -6,10 +6,12 @@ the store stage's retry budget. Store messages that run out of retries go to the
 worker: files up to the fallback cap (5 MiB here) are kept Base64 in PostgreSQL and served by
 the gateway byte for byte while S3 is down; bigger ones are announced ``deferred`` and wait in
 the store dead-letter queue. Then S3 comes back; the fallback worker migrates its rows and is
-killed with SIGKILL in the middle of it and started again; ops replay the store and thumbnail
-dead letters (thumbnails that were due when S3 went away dead-letter too). Every file must end
-``available`` with its object's SHA-256 equal to the upload's, one version row, one
-``file.committed``, and the fallback table empty.
+killed with SIGKILL in the middle of it and started again; ops replay the store dead letters
+(the deferred files). Thumbnails that were due when S3 went away are not dead-lettered: the
+thumbnail stage's circuit breaker (``shared.breaker``) opens when S3 does not answer
+``HeadBucket``, its messages wait in its queue, and it resumes by itself once S3 is back. Every
+file must end ``available`` with its object's SHA-256 equal to the upload's, one version row,
+one ``file.committed``, and the fallback table empty.
 """
 
 from __future__ import annotations
@@ -127,8 +129,9 @@ def test_s3_outage_falls_back_serves_and_migrates_back(
     assert not results.refused, results.refused[:3]
     ids = list(results.accepted)
 
-    # S3 stays down until every upload has settled: stored before the outage, kept in the
-    # fallback, or deferred to the store dead-letter queue.
+    # S3 stays down until every upload has settled: stored before the outage (its thumbnails
+    # waiting in the thumbnail queue behind the open breaker), kept in the fallback, or deferred
+    # to the store dead-letter queue.
     def settled() -> bool:
         counts = _status_counts(cluster, ids)
         parked = ("fallback", "deferred", "available", "stored")
@@ -140,7 +143,7 @@ def test_s3_outage_falls_back_serves_and_migrates_back(
     topology = Topology(prefix=cluster.prefix)
     busy = [
         name
-        for stage in ("store", "thumbnail", "fallback")
+        for stage in ("store", "fallback")
         for name in (topology.queue(stage), topology.retry_queue(stage))
     ]
     _wait(settled, 240, "every upload to settle while S3 is down", cluster)
@@ -148,6 +151,15 @@ def test_s3_outage_falls_back_serves_and_migrates_back(
     _wait(settled, 60, "every upload to settle while S3 is down", cluster)
     during = _status_counts(cluster, ids)
     in_fallback = int(cluster.sql("SELECT count(*) FROM fallback_blobs")[0][0])
+    # The thumbnail stage waits for S3 rather than dead-lettering.
+    thumbnail_readyz = httpx.get(
+        f"http://127.0.0.1:{cluster.health_ports['thumbnail']}/readyz", timeout=5
+    )
+    if during.get("stored", 0):
+        assert thumbnail_readyz.status_code == 503, thumbnail_readyz.text
+        assert thumbnail_readyz.json()["breakers"]["thumbnail"]["dependency"] == "s3"
+    thumbnail_dlq = topology.dead_letter_queue("thumbnail")
+    assert queue_depths(cluster)[thumbnail_dlq] == 0
     assert during.get("fallback", 0) == in_fallback > 0, during
     assert during.get("deferred", 0) > 0, during
 
@@ -219,8 +231,9 @@ def test_s3_outage_falls_back_serves_and_migrates_back(
         cluster,
     )
 
-    # Ops replay what S3's absence dead-lettered: deferred originals and due thumbnails.
-    replayed = {stage: cluster.cli("dlq", "replay", stage) for stage in ("store", "thumbnail")}
+    # Ops replay what S3's absence dead-lettered: the deferred originals only.
+    assert queue_depths(cluster)[thumbnail_dlq] == 0
+    replayed = cluster.cli("dlq", "replay", "store")
     wait_drained(cluster, results, timeout_s=300)
     report = verify(cluster, results, "S3 stopped during the run, then started")
     assert report.available == len(ids), (report, replayed)
@@ -233,6 +246,8 @@ def test_s3_outage_falls_back_serves_and_migrates_back(
     assert not stored_twice
     REPORTS.append(
         f"[fault s3-outage] fallback={in_fallback} deferred={during.get('deferred', 0)} "
-        f"stored_before={during.get('available', 0)} fallback_rows_at_kill={left_at_kill} "
+        f"stored_before={during.get('available', 0) + during.get('stored', 0)} "
+        f"thumbnails_waiting={during.get('stored', 0)} thumbnail_dead_letters=0 "
+        f"fallback_rows_at_kill={left_at_kill} "
         f"available={report.available}/{len(ids)}"
     )

@@ -169,7 +169,19 @@ async def test_readiness_follows_the_consumer_through_a_reconnect(
                 ready = await readyz(client)
                 assert (ready.status_code, ready.json()) == (
                     200,
-                    {"status": "ready", "stages": {"scan": "ready"}},
+                    {
+                        "status": "ready",
+                        "stages": {"scan": "ready"},
+                        "breakers": {
+                            "scan": {
+                                "state": "closed",
+                                "dependency": None,
+                                "since": None,
+                                "probes_failed": 0,
+                                "last_error": None,
+                            }
+                        },
+                    },
                 )
                 assert await sluice_health("scan", "--port", str(port)) == (
                     0,

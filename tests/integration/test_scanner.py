@@ -243,3 +243,14 @@ async def test_version_is_cached_for_its_ttl() -> None:
         for _ in range(3):
             await uncached.version()
         assert len(connections) == 4
+
+
+async def test_ping_answers_while_clamd_runs_and_fails_fast_when_nothing_listens(
+    clamd: ClamdScanner,
+) -> None:
+    await clamd.ping()
+    nothing = ClamdScanner("127.0.0.1", free_port(), timeout_s=5.0)
+    started = time.monotonic()
+    with pytest.raises(ScannerUnavailable, match="PING"):
+        await nothing.ping(timeout_s=1.0)
+    assert time.monotonic() - started < 2.0

@@ -101,6 +101,7 @@ def test_idle_stages_are_listed_with_zeros() -> None:
             "retried": 0,
             "dead_lettered": 0,
             "requeued": 0,
+            "parked": 0,
             "in_flight": 0,
             "p50_ms": None,
             "p95_ms": None,
@@ -127,3 +128,11 @@ def test_memory_is_bounded_but_counts_stay_exact() -> None:
 def test_window_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         StageStats(window_s=0)
+
+
+def test_parked_messages_are_counted_apart_from_failures() -> None:
+    stats = StageStats(clock=Clock())
+    stats.record(Handled("scan", "parked", 0.004, "ScannerUnavailable", "file.received"))
+    stats.record(Handled("scan", "parked", 0.001, None, "file.received"))
+    body = stats.snapshot()["stages"]["scan"]  # type: ignore[index]
+    assert (body["handled"], body["parked"], body["retried"], body["requeued"]) == (2, 2, 0, 0)

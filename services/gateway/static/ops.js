@@ -68,6 +68,23 @@ function utc(iso) {
   return iso ? iso.replace("T", " ").replace(/\.\d+/, "").replace("+00:00", "") : null;
 }
 
+function breakerText(stage, collectedAt) {
+  if (!stage.breaker) {
+    return null;
+  }
+  if (stage.breaker === "closed" || !stage.breaker_dependency) {
+    return stage.breaker;
+  }
+  let text = `${stage.breaker}: ${stage.breaker_dependency}`;
+  if (stage.breaker_since) {
+    const seconds = (Date.parse(collectedAt) - Date.parse(stage.breaker_since)) / 1000;
+    if (Number.isFinite(seconds)) {
+      text += ` ${Math.max(0, Math.round(seconds))} s`;
+    }
+  }
+  return text;
+}
+
 function replaceRows(tbody, rows) {
   tbody.replaceChildren(...rows);
 }
@@ -94,6 +111,11 @@ async function loadStatus() {
     cell(row, stage.handled, true);
     cell(row, fixed(stage.p50_ms), true);
     cell(row, fixed(stage.p95_ms), true);
+    const breaker = cell(row, breakerText(stage, status.collected_at));
+    if (stage.breaker && stage.breaker !== "closed") {
+      breaker.classList.add("alert");
+      breaker.title = stage.breaker_last_error || "";
+    }
     return row;
   });
   replaceRows($("stages").tBodies[0], rows);
