@@ -15,6 +15,7 @@ dead-lettered once the attempts are exhausted.
     ├── UnknownKey                   no single active API key matches
     ├── RetryableError               try again later: the fault is outside the message
     │   ├── BrokerUnavailable        RabbitMQ refused, closed, or did not confirm a publish
+    │   ├── OutboxFull               the gateway's event outbox is at its bound, RabbitMQ away
     │   ├── StorageUnavailable       S3 connection refused, timeout, 5xx
     │   ├── ScannerUnavailable       clamd unreachable, timeout, broken connection, error answer
     │   └── DatabaseUnavailable      PostgreSQL connection lost or refused
@@ -85,6 +86,11 @@ class RetryableError(SluiceError):
 
 class BrokerUnavailable(RetryableError):
     """RabbitMQ refused the connection, closed the channel, or did not confirm a publish."""
+
+
+class OutboxFull(RetryableError):
+    """RabbitMQ is away and ``SLUICE_GATEWAY_OUTBOX_MAX_EVENTS`` events already wait in the
+    gateway's outbox (``shared.adapters.outbox``): the upload is refused with 503."""
 
 
 class StorageUnavailable(RetryableError):

@@ -170,6 +170,27 @@ class GatewaySettings(BaseSettings):
     max_image_bytes: int = Field(10 * MiB, ge=1, description="Largest image upload (seed 000).")
     max_pdf_bytes: int = Field(5 * MiB, ge=1, description="Largest PDF upload (seed 000).")
     max_metadata_bytes: int = Field(16 * 1024, ge=2, description="Largest `metadata` JSON.")
+    outbox_max_events: int = Field(
+        10_000,
+        ge=1,
+        le=1_000_000,
+        description="Events kept in the outbox while RabbitMQ is away; past it an upload is "
+        "answered 503 (docs/gateway.md).",
+    )
+    key_cache_ttl_s: float = Field(
+        30.0,
+        ge=0,
+        le=3600,
+        description="Seconds a verified API key is trusted without asking PostgreSQL again; a "
+        "revoked key stops working within it. 0 turns the cache off.",
+    )
+    key_cache_stale_if_error_s: float = Field(
+        300.0,
+        ge=0,
+        le=86400,
+        description="Seconds past the TTL a cached key is still trusted while PostgreSQL is "
+        "unreachable (RFC 5861's stale-if-error); 0 refuses as soon as the TTL has passed.",
+    )
 
 
 class ThumbnailSettings(BaseSettings):

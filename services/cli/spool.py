@@ -21,14 +21,18 @@ def spool_clean(
     dry_run: Annotated[bool, typer.Option(help="Show what would go; remove nothing.")] = False,
 ) -> None:
     """Remove stale spool entries: unfinished uploads, 503 tombstones, bytes of final or never
-    recorded files. Bytes of files in flight or waiting in a dead-letter queue always stay."""
+    recorded files. Bytes of files in flight, waiting in a dead-letter queue or whose event waits
+    in the gateway's outbox always stay."""
     from shared.adapters.db import FileStateReader, create_pool
+    from shared.adapters.outbox import EventOutbox
     from shared.ops.spoolclean import CleanReport, clean_spool
 
     settings = settings_from_env()
     threshold_s = parse_duration(older_than)
 
     async def main() -> CleanReport:
+        outbox = EventOutbox(settings.spool.dir, settings.gateway.outbox_max_events)
+        waiting = await outbox.waiting_sources()
         pool = await create_pool(settings.database)
         try:
             return await clean_spool(
@@ -36,6 +40,7 @@ def spool_clean(
                 FileStateReader(pool),
                 older_than_s=threshold_s,
                 dry_run=dry_run,
+                waiting=waiting,
             )
         finally:
             await pool.close()

@@ -1,10 +1,16 @@
 """The gateway's FastAPI app: wiring, health and readiness, and running it with uvicorn.
 
 The lifespan opens, in order, the PostgreSQL pool, a robust RabbitMQ connection with a confirm-mode
-:class:`~shared.adapters.broker.Publisher` (declaring the topology), the S3 client and the spool;
-they are closed in reverse order at shutdown. PostgreSQL and RabbitMQ must be reachable at start
-(the process stops otherwise); S3 is only needed to read files back, so an unreachable S3 shows in
-``/readyz`` instead.
+:class:`~shared.adapters.broker.Publisher` (declaring the topology), the S3 client, the spool and
+the event outbox with its relay task; they are closed in reverse order at shutdown. PostgreSQL and
+RabbitMQ must be reachable at start (the process stops otherwise); afterwards the gateway keeps
+taking uploads while either is away (events wait in the outbox, keys come from the key cache),
+and S3 is only needed to read files back.
+
+``/readyz`` answers whether this gateway can take uploads: 200 ``ready`` when every dependency
+answers, 200 ``degraded`` when RabbitMQ, PostgreSQL or S3 does not but uploads still go on (a
+load balancer keeps sending them), 503 ``not_ready`` when uploads would be refused (the outbox
+at its bound).
 """
 
 from __future__ import annotations
@@ -26,11 +32,14 @@ from prometheus_fastapi_instrumentator import metrics as http_metrics
 from services.gateway import errors, files, ops_api, ops_page, upload
 from services.gateway.access import AccessLog
 from services.gateway.deps import GatewayDeps
+from services.gateway.keys import KeyCache
 from services.gateway.policy import UploadPolicy
+from services.gateway.relay import OutboxRelay
 from shared.adapters import broker, db
+from shared.adapters.outbox import EventOutbox
 from shared.adapters.spool import LocalSpool
 from shared.adapters.storage import S3ObjectStorage
-from shared.errors import BrokerUnavailable, GatewayStartError
+from shared.errors import BrokerUnavailable, GatewayStartError, OutboxFull
 from shared.settings import Settings
 from shared.telemetry.logging import Redactor
 from shared.topology import Topology
@@ -39,6 +48,8 @@ log = structlog.get_logger("sluice.gateway")
 
 #: Longest a single readiness check may take, seconds.
 READY_CHECK_TIMEOUT_S = 3.0
+#: Readiness checks whose failure means uploads are refused (503); the others only degrade.
+REFUSING_CHECKS = frozenset({"outbox"})
 _UNTRACED_HANDLERS = ("/healthz", "/readyz", "/metrics")
 _UNTRACED_URLS = ",".join(path.lstrip("/") for path in _UNTRACED_HANDLERS)
 #: prometheus-fastapi-instrumentator's request metrics (``http_requests_total``,
@@ -65,7 +76,8 @@ async def open_deps(settings: Settings, stack: contextlib.AsyncExitStack) -> Gat
     except Exception as exc:
         raise BrokerUnavailable(f"cannot declare the topology: {exc!r}") from exc
     storage = await stack.enter_async_context(S3ObjectStorage(settings.s3))
-    return GatewayDeps(
+    outbox = EventOutbox(settings.spool.dir, settings.gateway.outbox_max_events)
+    deps = GatewayDeps(
         settings=settings,
         pool=pool,
         connection=connection,
@@ -74,11 +86,27 @@ async def open_deps(settings: Settings, stack: contextlib.AsyncExitStack) -> Gat
         spool=LocalSpool(settings.spool.dir, settings.spool.chunk_bytes),
         topology=topology,
         policy=UploadPolicy.from_settings(settings.gateway),
+        outbox=outbox,
+        relay=OutboxRelay(outbox, publisher, connected=lambda: deps.broker_connected()),
+        keys=KeyCache(
+            settings.gateway.key_cache_ttl_s, settings.gateway.key_cache_stale_if_error_s
+        ),
     )
+    connection.reconnect_callbacks.add(deps.relay.reconnected)
+    stop_relay = asyncio.Event()
+    relaying = asyncio.create_task(deps.relay.run(stop_relay), name="outbox-relay")
+
+    async def stop() -> None:
+        stop_relay.set()
+        await relaying
+
+    stack.push_async_callback(stop)
+    return deps
 
 
 async def check_readiness(deps: GatewayDeps) -> dict[str, str]:
-    """Each dependency's state: ``"ok"`` or what failed (``database``, ``broker``, ``storage``)."""
+    """Each check's state: ``"ok"`` or what failed (``database``, ``broker``, ``storage``,
+    ``outbox``)."""
 
     async def database() -> None:
         await deps.pool.fetchval("SELECT 1")
@@ -87,10 +115,16 @@ async def check_readiness(deps: GatewayDeps) -> dict[str, str]:
         if deps.connection.is_closed or not deps.connection.connected.is_set():
             raise BrokerUnavailable("not connected (reconnecting)")
 
+    async def outbox() -> None:
+        waiting = await asyncio.to_thread(deps.outbox.size)
+        if waiting >= deps.outbox.max_events:
+            raise OutboxFull(f"{waiting} events wait (limit {deps.outbox.max_events})")
+
     checks: dict[str, Callable[[], Awaitable[None]]] = {
         "database": database,
         "broker": amqp,
         "storage": deps.storage.ping,
+        "outbox": outbox,
     }
 
     async def run(check: Callable[[], Awaitable[None]]) -> str:
@@ -146,15 +180,17 @@ def create_app(settings: Settings) -> FastAPI:
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Readiness: PostgreSQL, RabbitMQ and S3 reachable")
+    @app.get("/readyz", summary="Readiness: whether this gateway can take uploads")
     async def readyz() -> JSONResponse:
         checks = await check_readiness(app.state.deps)
         failed = [name for name, result in checks.items() if result != "ok"]
-        if failed:
+        blocking = [name for name in failed if name in REFUSING_CHECKS]
+        if blocking:
             return errors.error_response(
-                503, "not_ready", f"not ready: {', '.join(failed)}", extra={"checks": checks}
+                503, "not_ready", f"not ready: {', '.join(blocking)}", extra={"checks": checks}
             )
-        return JSONResponse({"status": "ready", "checks": checks})
+        status = "degraded" if failed else "ready"
+        return JSONResponse({"status": status, "checks": checks})
 
     return app
 

@@ -4,7 +4,8 @@ A missing, malformed, unknown or revoked key is 401 with ``WWW-Authenticate: Bea
 §3). A valid key of the wrong scope is 403 ``forbidden`` with ``error="insufficient_scope"``
 (RFC 6750 §3.1): upload keys work only on ``/v1``, ops keys only on ``/ops`` (least privilege).
 The key is checked before the request body is read, so an unauthenticated upload costs no
-spool space.
+spool space. Verified keys are cached for ``SLUICE_GATEWAY_KEY_CACHE_TTL_S``
+(:class:`~services.gateway.keys.KeyCache`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ async def authenticate_request(request: Request, deps: GatewayDeps, scope: keys.
     Raises:
         ApiError: 401 ``unauthorized`` for a missing, malformed, unknown or revoked key; 403
             ``forbidden`` for a key of another scope.
-        DatabaseUnavailable: PostgreSQL unreachable (answered 503).
+        DatabaseUnavailable: PostgreSQL unreachable and the key not in the cache (answered
+            503).
     """
     header = request.headers.get("authorization")
     if not header:
@@ -43,7 +45,7 @@ async def authenticate_request(request: Request, deps: GatewayDeps, scope: keys.
         raise _unauthorized("malformed Authorization header: expected `Bearer <key>`")
     if not keys.is_well_formed(key):
         raise _unauthorized("malformed API key")
-    principal = await keys.lookup_principal(deps.pool, key)
+    principal = await deps.keys.lookup(deps.pool, key)
     if principal is None:
         raise _unauthorized("unknown or revoked API key")
     if principal.scope != scope:

@@ -8,8 +8,11 @@ import asyncpg
 from aio_pika.abc import AbstractRobustConnection
 from fastapi import Request
 
+from services.gateway.keys import KeyCache
 from services.gateway.policy import UploadPolicy
+from services.gateway.relay import OutboxRelay
 from shared.adapters.broker import Publisher
+from shared.adapters.outbox import EventOutbox
 from shared.adapters.spool import LocalSpool
 from shared.adapters.storage import S3ObjectStorage
 from shared.settings import Settings
@@ -18,7 +21,8 @@ from shared.topology import Topology
 
 @dataclass(frozen=True)
 class GatewayDeps:
-    """The open connections and the policy; lives on ``app.state.deps`` while serving."""
+    """The open connections, the policy, the event outbox and its relay, the API key cache;
+    lives on ``app.state.deps`` while serving."""
 
     settings: Settings
     pool: asyncpg.Pool
@@ -28,6 +32,13 @@ class GatewayDeps:
     spool: LocalSpool
     topology: Topology
     policy: UploadPolicy
+    outbox: EventOutbox
+    relay: OutboxRelay
+    keys: KeyCache
+
+    def broker_connected(self) -> bool:
+        """Whether the RabbitMQ connection is up (not closed, not reconnecting)."""
+        return not self.connection.is_closed and self.connection.connected.is_set()
 
 
 def get_deps(request: Request) -> GatewayDeps:

@@ -15,7 +15,8 @@ HTTP   code                         when
 415    ``unsupported_type``         type outside the policy, or sniffed/claimed mismatch
 415    ``not_multipart``            the request is not multipart/form-data
 422    ``invalid_request``          missing ``file`` field, bad ``kind``/``metadata``, bad query
-503    ``broker_unavailable``       RabbitMQ did not confirm the ``file.received`` event
+503    ``outbox_full``              RabbitMQ is away and the event outbox is at its bound
+503    ``broker_unavailable``       RabbitMQ unreachable (routes that need it, e.g. ops replay)
 503    ``database_unavailable``     PostgreSQL unreachable
 503    ``storage_unavailable``      S3 unreachable
 503    ``not_ready``                ``/readyz``: a dependency failed (named in the message)
@@ -39,6 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from shared.errors import (
     BrokerUnavailable,
     DatabaseUnavailable,
+    OutboxFull,
     RetryableError,
     SluiceError,
     StorageUnavailable,
@@ -87,6 +89,7 @@ def unavailable(exc: SluiceError) -> ApiError:
     """The 503 for a dependency that is down (with ``Retry-After``)."""
     codes: dict[type[SluiceError], str] = {
         BrokerUnavailable: "broker_unavailable",
+        OutboxFull: "outbox_full",
         DatabaseUnavailable: "database_unavailable",
         StorageUnavailable: "storage_unavailable",
     }

@@ -8,6 +8,12 @@ Lookups go by hash, so no secret is ever compared character by character.
 A key has a scope (migration 0003, least privilege): ``upload`` keys upload and read their
 owner's files (``/v1``); ``ops`` keys read the pipeline status and inspect, replay and purge
 dead letters (``/ops``). Neither scope is accepted on the other's routes.
+
+The gateway keeps the keys it has verified in a :class:`KeyCache` for
+``SLUICE_GATEWAY_KEY_CACHE_TTL_S`` (30 s), so uploads go on while PostgreSQL restarts: a key
+revoked with ``sluice keys revoke`` stops working within that TTL. While PostgreSQL is
+unreachable a cached key is trusted ``SLUICE_GATEWAY_KEY_CACHE_STALE_IF_ERROR_S`` (300 s) longer
+(RFC 5861's stale-if-error); a key never seen before gets 503 then.
 """
 
 from __future__ import annotations
@@ -15,17 +21,24 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, get_args
 
 import asyncpg
+import structlog
+from cachetools import TTLCache
 from pydantic import TypeAdapter, ValidationError
 
 from services.gateway.repo import db_call
-from shared.errors import InvalidOwner, UnknownKey
+from shared.errors import DatabaseUnavailable, InvalidOwner, UnknownKey
 from shared.events import Owner
+from shared.telemetry import metrics
+
+log = structlog.get_logger("sluice.gateway")
 
 KEY_PREFIX = "slk_"
 #: Characters of a key kept in clear in ``api_keys.key_prefix``.
@@ -131,6 +144,65 @@ async def lookup_principal(pool: asyncpg.Pool, key: str) -> Principal | None:
         )
     )
     return None if row is None else Principal(owner=row["owner"], scope=row["scope"])
+
+
+class KeyCache:
+    """Keys verified against PostgreSQL, trusted for ``ttl_s`` seconds, and for
+    ``stale_if_error_s`` more while PostgreSQL is unreachable.
+
+    Only active keys are cached (by their SHA-256, never in clear), at most ``max_keys`` (least
+    recently used first out); an unknown or revoked key is asked of PostgreSQL every time, so a
+    new key works at once. ``ttl_s == 0`` turns the cache off.
+    """
+
+    def __init__(
+        self,
+        ttl_s: float,
+        stale_if_error_s: float,
+        *,
+        max_keys: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._verified: TTLCache[bytes, tuple[Principal, float]] | None = None
+        if ttl_s > 0:
+            self._verified = TTLCache(max_keys, ttl=ttl_s + stale_if_error_s, timer=clock)
+
+    async def lookup(self, pool: asyncpg.Pool, key: str) -> Principal | None:
+        """The owner and scope of an active key, or ``None`` (malformed, unknown or revoked),
+        from the cache while fresh, else from PostgreSQL.
+
+        Raises:
+            DatabaseUnavailable: PostgreSQL unreachable and the key not cached within
+                ``ttl_s + stale_if_error_s``.
+        """
+        if self._verified is None:
+            return await lookup_principal(pool, key)
+        if not is_well_formed(key):
+            return None
+        digest = hash_key(key)
+        cached = self._verified.get(digest)
+        if cached is not None and self._clock() - cached[1] < self.ttl_s:
+            return cached[0]
+        try:
+            principal = await lookup_principal(pool, key)
+        except DatabaseUnavailable as exc:
+            if cached is None:
+                raise
+            metrics.KEY_CACHE_STALE.inc()
+            log.warning(
+                "gateway.key_cache_stale",
+                error=str(exc),
+                age_s=round(self._clock() - cached[1], 1),
+                key_prefix=key[:KEY_PREFIX_CHARS],
+            )
+            return cached[0]
+        if principal is None:
+            self._verified.pop(digest, None)
+        else:
+            self._verified[digest] = (principal, self._clock())
+        return principal
 
 
 async def revoke_key(pool: asyncpg.Pool, key_or_id: str) -> ApiKeyInfo:

@@ -1,18 +1,24 @@
 """``POST /v1/files``: stream an upload into the spool and publish ``file.received``.
 
-The answer is 202 only once RabbitMQ has confirmed the event (publisher confirm, mandatory);
-if it does not (broker down, channel closed, unroutable, nack, timeout) the spooled bytes are
-removed and the answer is 503 with ``Retry-After``, so a client that retries never leaves an
-orphan behind and never gets a 202 for a file no stage will see.
+The answer is 202 once the event is safe: confirmed by RabbitMQ (publisher confirm, mandatory),
+or, when the broker is down, restarting or does not confirm, written durably to the gateway's
+event outbox (:mod:`shared.adapters.outbox`), which a relay publishes, in order and with the
+same ``event_id``, once the broker is back. While events wait in the outbox, new ones queue
+behind them, so they reach the broker in the order they were accepted. Only when the outbox
+is at its bound (``SLUICE_GATEWAY_OUTBOX_MAX_EVENTS``) is the upload refused: 503 with
+``Retry-After``, its spooled bytes removed (an ``.abandoned`` tombstone stays in case the broker
+did take the event), so a client that retries never leaves an orphan behind.
 
 The event is published from a PRODUCER span (a child of the request's SERVER span) whose W3C
-``traceparent`` it carries: the file's trace starts here and every stage continues it.
+``traceparent`` it carries, also through the outbox: the file's trace starts here and every
+stage continues it.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import structlog
@@ -26,7 +32,7 @@ from services.gateway.errors import ApiError, unavailable
 from services.gateway.form import read_upload
 from services.gateway.schemas import ErrorBody, UploadAccepted
 from shared.adapters.spool import LocalSpool
-from shared.errors import BrokerUnavailable
+from shared.errors import BrokerUnavailable, OutboxFull
 from shared.events import FileReceived
 from shared.telemetry import metrics, tracing
 
@@ -59,7 +65,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         413: "File (or form) larger than its type's limit.",
         415: "Type outside the policy, or sniffed type differs from extension/Content-Type.",
         422: "Missing `file` part, bad `kind` or `metadata`.",
-        503: "RabbitMQ did not confirm the event (retry after `Retry-After` seconds).",
+        503: "RabbitMQ is away and the event outbox is full (retry after `Retry-After` seconds).",
     }.items()
 }
 
@@ -133,18 +139,14 @@ async def _accept(
     except ValidationError as exc:
         await deps.spool.delete(source)
         raise ApiError(422, "invalid_request", f"cannot describe the file: {exc}") from None
-    try:
-        with tracing.producer_span(
-            deps.topology.exchange, event.routing_key, str(event.event_id)
-        ) as span:
-            span.set_attribute("sluice.file_id", str(file_id))
-            await deps.publisher.publish(event, headers=tracing.inject({}))
-    except BrokerUnavailable as exc:
-        # The broker may have taken the event although its confirm was lost: leave a
-        # tombstone so the scan stage rejects the file as abandoned (shared/adapters/spool.py).
-        await deps.spool.abandon(source)
-        log.warning("gateway.publish_failed", error=str(exc), event_id=str(event.event_id))
-        raise unavailable(exc) from exc
+    with tracing.producer_span(
+        deps.topology.exchange, event.routing_key, str(event.event_id)
+    ) as span:
+        span.set_attribute("sluice.file_id", str(file_id))
+        headers = tracing.inject({})
+        if not await _publish_now(deps, event, headers):
+            span.set_attribute("sluice.outbox", True)
+            await _keep_in_outbox(deps, event, headers)
     status_url = f"/v1/files/{file_id}"
     response.headers["Location"] = status_url
     log.info(
@@ -162,3 +164,38 @@ async def _accept(
         content_type=upload.content_type,
         original_name=upload.original_name,
     )
+
+
+async def _publish_now(deps: GatewayDeps, event: FileReceived, headers: Mapping[str, Any]) -> bool:
+    """Publish ``event`` with a confirm; ``False`` if it must wait in the outbox instead (the
+    broker is not connected, it did not confirm, or older events wait there)."""
+    if not deps.broker_connected() or not deps.outbox.is_empty():
+        return False
+    try:
+        await deps.publisher.publish(event, headers=headers)
+    except BrokerUnavailable as exc:
+        log.warning("gateway.publish_failed", error=str(exc), event_id=str(event.event_id))
+        return False
+    return True
+
+
+async def _keep_in_outbox(
+    deps: GatewayDeps, event: FileReceived, headers: Mapping[str, Any]
+) -> None:
+    """Write ``event`` to the outbox for the relay.
+
+    Raises:
+        ApiError: 503 ``outbox_full`` (bytes removed, tombstone left) when the outbox is at its
+            bound.
+    """
+    try:
+        await deps.outbox.put(event, headers)
+    except OutboxFull as exc:
+        # The broker may have taken the event although its confirm was lost: leave a
+        # tombstone so the scan stage rejects the file as abandoned (shared/adapters/spool.py).
+        await deps.spool.abandon(event.source)
+        log.warning("gateway.outbox_full", error=str(exc), event_id=str(event.event_id))
+        raise unavailable(exc) from exc
+    metrics.OUTBOX_KEPT.inc()
+    deps.relay.wake()
+    log.info("gateway.event_kept", event_id=str(event.event_id))

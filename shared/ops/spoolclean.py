@@ -7,7 +7,8 @@ operation the spool holds only files in flight. What can stay behind:
 - ``<name>.abandoned``: the tombstone of an upload answered with 503 (``shared/adapters/spool.py``),
   needed only while the event that might have escaped could still arrive;
 - ``<name>``: bytes whose ``file.received`` was never published (the gateway died between
-  spooling and publishing), or a file already final whose removal failed.
+  spooling and publishing), or a file already final whose removal failed. Bytes whose event
+  waits in the gateway's outbox (``.outbox/``, a directory this module leaves alone) are kept.
 
 :func:`clean_spool` removes such entries once they are older than a threshold, and never the
 bytes of a file that is in flight or waiting in a dead-letter queue (its version's recorded
@@ -20,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from shared.adapters.spool import LocalSpool
 from shared.ports import FileStates
 from shared.status import FINAL
 
@@ -64,9 +67,18 @@ def _file_id(base: str) -> uuid.UUID | None:
 
 
 async def clean_spool(
-    root: Path, states: FileStates, *, older_than_s: float, dry_run: bool = False
+    root: Path,
+    states: FileStates,
+    *,
+    older_than_s: float,
+    dry_run: bool = False,
+    waiting: Collection[str] = (),
 ) -> CleanReport:
     """Remove stale spool entries older than ``older_than_s`` seconds (by modification time).
+
+    ``waiting`` holds the sources (``spool://<name>``) of events still in the gateway's outbox
+    (:meth:`shared.adapters.outbox.EventOutbox.waiting_sources`): their bytes always stay, since
+    no stage has seen their ``file.received`` yet.
 
     Removed: ``.partial`` and ``.abandoned`` entries; bytes of a file whose version is final or
     was never recorded. Kept whatever its age: bytes of a version whose status is not final
@@ -91,7 +103,10 @@ async def clean_spool(
             path.name, kind if file_id else "unknown", now - stat.st_mtime, stat.st_size
         )
         stale = entry.age_s >= older_than_s
-        if entry.kind == "file" and stale and file_id is not None:
+        if entry.kind == "file" and LocalSpool.reference(path.name) in waiting:
+            entry = SpoolEntry(entry.name, "file", entry.age_s, entry.size_bytes, "in outbox")
+            stale = False
+        elif entry.kind == "file" and stale and file_id is not None:
             status = await states.status(file_id, 1)
             entry = SpoolEntry(entry.name, "file", entry.age_s, entry.size_bytes, status)
             stale = status is None or status in FINAL

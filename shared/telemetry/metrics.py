@@ -39,6 +39,22 @@ FILES_STUCK = Gauge(
     "attention=no, not final longer than SLUICE_STATUS_STUCK_AFTER_S after they were received.",
     ["attention"],
 )
+OUTBOX_EVENTS = Gauge(
+    "sluice_outbox_events",
+    "file.received events waiting in the gateway's outbox for RabbitMQ (shared.adapters.outbox).",
+)
+OUTBOX_KEPT = Counter(
+    "sluice_outbox_kept_total",
+    "Uploads answered 202 whose event went to the outbox because RabbitMQ did not confirm it.",
+)
+OUTBOX_PUBLISHED = Counter(
+    "sluice_outbox_published_total",
+    "Events the outbox relay published, confirmed by RabbitMQ, and removed from the outbox.",
+)
+KEY_CACHE_STALE = Counter(
+    "sluice_key_cache_stale_total",
+    "Requests let in on a cached API key past its TTL because PostgreSQL was unreachable.",
+)
 CORRUPTED_VERSIONS = Gauge(
     "sluice_corrupted_versions", "File versions marked corrupted (object lost or damaged)."
 )

@@ -167,12 +167,18 @@ def verify(
                 f"{expected.get(stage, 0)}"
             )
     if cluster.spool_dir.exists():
-        # Tombstones of 503 answers (``.abandoned``, empty) are expected; nothing else is.
+        # Tombstones of 503 answers (``.abandoned``, empty) are expected; nothing else is, and
+        # the gateway's outbox must have been drained.
         leftovers = [
-            p.name for p in cluster.spool_dir.iterdir() if not p.name.endswith(".abandoned")
+            p.name
+            for p in cluster.spool_dir.iterdir()
+            if p.is_file() and not p.name.endswith(".abandoned")
         ]
+        waiting = sorted(p.name for p in cluster.spool_dir.glob(".outbox/*.json"))
         if leftovers:
             problems.append(f"spool not empty: {leftovers[:5]} ({len(leftovers)})")
+        if waiting:
+            problems.append(f"outbox not drained: {waiting[:5]} ({len(waiting)})")
 
     # Uploads refused with 503 whose event reached the broker anyway must end rejected as
     # abandoned, with nothing stored: never half-accepted.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import asyncpg
@@ -31,12 +32,18 @@ from tests.localenv import FreshBucket, Local
 
 @pytest.fixture(scope="session")
 def make_settings(local: Local, fresh_bucket: FreshBucket) -> MakeSettings:
-    """``make_settings(spool_dir, *, amqp_url=None, prefix=PREFIX, port=8080)``: the gateway's
-    settings on the local services, with its database and bucket (made if missing)."""
+    """``make_settings(spool_dir, *, amqp_url=None, prefix=PREFIX, port=8080, **gateway)``: the
+    gateway's settings on the local services, with its database and bucket (made if missing);
+    ``gateway`` sets more of :class:`GatewaySettings` (``outbox_max_events=...``)."""
     fresh_bucket(BUCKET)
 
     def make(
-        spool_dir: Path, *, amqp_url: str | None = None, prefix: str = PREFIX, port: int = 8080
+        spool_dir: Path,
+        *,
+        amqp_url: str | None = None,
+        prefix: str = PREFIX,
+        port: int = 8080,
+        **gateway: Any,
     ) -> Settings:
         url = {"url": amqp_url} if amqp_url else {}
         return local.settings(
@@ -44,7 +51,7 @@ def make_settings(local: Local, fresh_bucket: FreshBucket) -> MakeSettings:
             amqp=local.amqp(prefix, publish_timeout_s=3.0, **url),
             database=local.database(DATABASE, pool_max_size=4),
             s3=local.s3(BUCKET, presign_ttl_s=120),
-            gateway=GatewaySettings(host="127.0.0.1", port=port),
+            gateway=GatewaySettings(host="127.0.0.1", port=port, **gateway),
         )
 
     return make
@@ -104,9 +111,10 @@ async def received(
 
 @pytest.fixture
 async def gw(gateway: Gateway, received: AbstractQueue) -> Gateway:
-    """The session's gateway with an empty spool and an empty test queue."""
-    for entry in gateway.spool_dir.iterdir():
-        entry.unlink()
+    """The session's gateway with an empty spool, an empty outbox and an empty test queue."""
+    for entry in [*gateway.spool_dir.iterdir(), *gateway.spool_dir.glob(".outbox/*.json")]:
+        if entry.is_file():
+            entry.unlink()
     await received.purge()
     return gateway
 

@@ -29,6 +29,7 @@ from fastapi import FastAPI
 from PIL import Image
 
 from services.gateway.app import create_app
+from shared.adapters.outbox import OUTBOX_DIR
 from shared.settings import Settings
 from tests.localenv import worker_name
 
@@ -80,16 +81,28 @@ def multipart(
 
 
 def spool_entries(spool_dir: Path) -> list[str]:
-    """Spooled files, leaving out the empty ``.abandoned`` tombstones of 503 answers."""
-    return sorted(p.name for p in spool_dir.iterdir() if not p.name.endswith(".abandoned"))
+    """Spooled files, leaving out the empty ``.abandoned`` tombstones of 503 answers and the
+    event outbox (``.outbox/``)."""
+    return sorted(
+        p.name for p in spool_dir.iterdir() if p.is_file() and not p.name.endswith(".abandoned")
+    )
 
 
 def tombstones(spool_dir: Path) -> list[str]:
     return sorted(p.name for p in spool_dir.iterdir() if p.name.endswith(".abandoned"))
 
 
+def outbox_entries(spool_dir: Path) -> list[str]:
+    """The events waiting in the gateway's outbox, oldest first (file names)."""
+    outbox = spool_dir / OUTBOX_DIR
+    return sorted(p.name for p in outbox.glob("*.json")) if outbox.is_dir() else []
+
+
 def tree(root: Path) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*")}
+    """Every file under ``root`` (relative paths), the outbox's lock file left out."""
+    return {
+        str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != ".relay.lock"
+    }
 
 
 @dataclass
@@ -204,7 +217,10 @@ class TcpProxy:
         self.writers: list[asyncio.StreamWriter] = []
         self.server: asyncio.Server | None = None
 
-    async def start(self, target: tuple[str, int] = ("127.0.0.1", 5672)) -> int:
+    async def start(self, target: tuple[str, int] = ("127.0.0.1", 5672), port: int = 0) -> int:
+        """Listen on ``port`` (0: any free port; the one of a cut proxy: the broker is back)
+        and relay each connection to ``target``; the port listened on."""
+
         async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             with contextlib.suppress(ConnectionError, OSError):
                 while chunk := await reader.read(65536):
@@ -217,7 +233,7 @@ class TcpProxy:
             self.writers += [writer, up_writer]
             await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
-        self.server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(handle, "127.0.0.1", port)
         port: int = self.server.sockets[0].getsockname()[1]
         return port
 

@@ -1,7 +1,12 @@
-"""API keys and ownership at the gateway: a missing, malformed, unknown or revoked key is 401;
-another owner's file, or one not yet recorded, is 404."""
+"""API keys and ownership at the gateway: a missing, malformed, unknown or revoked key is 401
+(a revoked one within the key cache's TTL); another owner's file, or one not yet recorded, is
+404."""
 
 from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -9,11 +14,13 @@ import pytest
 from services.gateway.keys import create_key, list_keys, revoke_key
 from tests.integration.gateway.support import (
     Gateway,
+    MakeSettings,
     Who,
     _owner,
     error_of,
     insert_file,
     jpeg,
+    running,
     spool_entries,
     upload,
 )
@@ -45,12 +52,31 @@ async def test_missing_malformed_unknown_and_revoked_keys_are_401(
     good = {"Authorization": f"Bearer {key}"}
     assert (await gw.client.get("/v1/files", headers=good)).status_code == 200
     assert [k.key_prefix for k in await list_keys(pool, owner)] == [key[:12]]
-    revoked = await revoke_key(pool, key[:12])
-    assert revoked.owner == owner and revoked.revoked_at is not None
-    after = await upload(gw, good, "a.jpg", jpeg(), "image/jpeg")
-    assert after.status_code == 401
-    assert "revoked" in error_of(after)[1]
-    assert spool_entries(gw.spool_dir) == []
+
+
+async def test_a_revoked_key_stops_working_within_the_key_cache_ttl(
+    pool: asyncpg.Pool, make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    """Verified keys are cached for ``key_cache_ttl_s``: a revoked key still works until its
+    cached verification is that old, then gets 401, without a restart."""
+    ttl_s = 1.5
+    owner = _owner("dave")
+    key = await create_key(pool, owner)
+    good = {"Authorization": f"Bearer {key}"}
+    async with running(make_settings(tmp_path, key_cache_ttl_s=ttl_s)) as gw:
+        assert (await gw.client.get("/v1/files", headers=good)).status_code == 200
+        verified_at = time.monotonic()
+        revoked = await revoke_key(pool, key[:12])
+        assert revoked.owner == owner and revoked.revoked_at is not None
+
+        cached = await gw.client.get("/v1/files", headers=good)
+        assert time.monotonic() - verified_at < ttl_s, "the machine was too slow to tell"
+        assert cached.status_code == 200  # within the TTL: the cached verification holds
+        await asyncio.sleep(ttl_s - (time.monotonic() - verified_at) + 0.1)
+        after = await upload(gw, good, "a.jpg", jpeg(), "image/jpeg")
+        assert after.status_code == 401, after.text
+        assert "revoked" in error_of(after)[1]
+        assert spool_entries(tmp_path) == []
 
 
 async def test_another_owners_file_is_404(

@@ -1,26 +1,29 @@
-"""The gateway as a server: a broker that goes away or cannot route the event is a 503, never
-a silent 202; health, readiness and the OpenAPI document; ``serve`` runs uvicorn until stopped
+"""The gateway as a server: uploads go on while the broker is away or cannot route the event
+(the outbox keeps the events and the relay publishes them once it can; 503 past the outbox's
+bound); health, readiness and the OpenAPI document; ``serve`` runs uvicorn until stopped
 (with a flat peak RSS over large uploads) and fails loudly when it cannot start."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractQueue, AbstractRobustConnection
 
 from services.gateway.app import serve
 from shared.errors import GatewayStartError
 from shared.topology import Topology
 from tests.e2e.pipeline import free_port
 from tests.integration.gateway.support import (
+    PREFIX,
     UNROUTABLE_PREFIX,
     Gateway,
     MakeSettings,
@@ -29,6 +32,7 @@ from tests.integration.gateway.support import (
     Who,
     error_of,
     jpeg,
+    outbox_entries,
     pdf,
     png,
     running,
@@ -40,31 +44,95 @@ from tests.integration.gateway.support import (
 pytestmark = pytest.mark.integration
 
 
-async def test_broker_down_after_start_is_503_and_the_spool_is_emptied(
-    pool: asyncpg.Pool, alice: Who, make_settings: MakeSettings, tmp_path: Path
+async def _until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"{what} within {timeout_s} s"
+        await asyncio.sleep(0.1)
+
+
+async def _drain(queue: AbstractQueue) -> list[str]:
+    """The ``file_id`` of every ``file.received`` in ``queue`` now, in order (acked)."""
+    ids: list[str] = []
+    while (message := await queue.get(fail=False, timeout=2)) is not None:
+        await message.ack()
+        ids.append(json.loads(message.body)["file_id"])
+    return ids
+
+
+async def test_uploads_go_on_while_the_broker_is_away_and_reach_it_in_order_when_it_is_back(
+    pool: asyncpg.Pool,
+    amqp: AbstractRobustConnection,
+    alice: Who,
+    make_settings: MakeSettings,
+    tmp_path: Path,
 ) -> None:
+    """The broker goes away after start: uploads are still 202, their events wait in the
+    outbox, /readyz says ``degraded``; once it is back the relay publishes them, oldest first,
+    each once, and the outbox empties."""
+    channel = await amqp.channel()
+    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    await queue.bind(f"{PREFIX}.events", "file.received")
     proxy = TcpProxy()
     port = await proxy.start()
     settings = make_settings(tmp_path, amqp_url=f"amqp://guest:guest@127.0.0.1:{port}/")
-    async with running(settings) as gw:
-        ready = await gw.client.get("/readyz")
-        assert ready.status_code == 200, ready.text
-        await proxy.cut()
+    try:
+        async with running(settings) as gw:
+            await proxy.cut()
+            accepted = []
+            for n in range(5):
+                response = await upload(gw, alice[1], f"{n}.jpg", jpeg(10_000), "image/jpeg")
+                assert response.status_code == 202, response.text
+                accepted.append(response.json()["file_id"])
+            assert len(outbox_entries(tmp_path)) == 5
+            assert sorted(spool_entries(tmp_path)) == sorted(accepted)  # bytes kept
+            assert tombstones(tmp_path) == []
+            degraded = await gw.client.get("/readyz")
+            assert degraded.status_code == 200, degraded.text
+            assert degraded.json()["status"] == "degraded"
+            assert degraded.json()["checks"]["broker"] != "ok"
+            assert degraded.json()["checks"]["outbox"] == "ok"
+            assert await _drain(queue) == []
 
-        response = await upload(gw, alice[1], "a.jpg", jpeg(100_000), "image/jpeg")
+            await proxy.start(port=port)  # the broker is back: the robust connection returns
+            await _until(lambda: not outbox_entries(tmp_path), 30, "outbox empty")
+            await asyncio.sleep(0.5)
+            assert await _drain(queue) == accepted  # each once, in the order accepted
+            ready = await gw.client.get("/readyz")
+            assert ready.json()["status"] == "ready", ready.text
+    finally:
+        await channel.close()
+
+
+async def test_past_its_bound_the_outbox_refuses_with_503_and_keeps_no_bytes(
+    alice: Who, make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    proxy = TcpProxy()
+    port = await proxy.start()
+    settings = make_settings(
+        tmp_path, amqp_url=f"amqp://guest:guest@127.0.0.1:{port}/", outbox_max_events=2
+    )
+    async with running(settings) as gw:
+        await proxy.cut()
+        codes = [
+            (await upload(gw, alice[1], f"{n}.jpg", jpeg(), "image/jpeg")).status_code
+            for n in range(2)
+        ]
+        assert codes == [202, 202]
+        response = await upload(gw, alice[1], "c.jpg", jpeg(), "image/jpeg")
 
         assert response.status_code == 503, response.text
-        assert error_of(response)[0] == "broker_unavailable"
+        assert error_of(response)[0] == "outbox_full"
         assert int(response.headers["retry-after"]) > 0
-        assert spool_entries(tmp_path) == []
-        assert len(tombstones(tmp_path)) == 1  # the scan stage rejects it if the event got out
-        not_ready = await gw.client.get("/readyz")
-        assert not_ready.status_code == 503
-        assert not_ready.json()["checks"]["broker"] != "ok"
-        assert error_of(not_ready) == ("not_ready", "not ready: broker")
+        assert len(spool_entries(tmp_path)) == 2  # only the two accepted uploads' bytes
+        assert len(tombstones(tmp_path)) == 1  # the scan stage rejects it if its event got out
+        assert len(outbox_entries(tmp_path)) == 2
+        full = await gw.client.get("/readyz")
+        assert full.status_code == 503
+        assert error_of(full) == ("not_ready", "not ready: outbox")
 
 
-async def test_an_unroutable_event_is_503_not_a_silent_202(
+async def test_an_unroutable_event_waits_in_the_outbox_until_a_queue_takes_it(
     pool: asyncpg.Pool,
     amqp: AbstractRobustConnection,
     alice: Who,
@@ -72,7 +140,8 @@ async def test_an_unroutable_event_is_503_not_a_silent_202(
     tmp_path: Path,
 ) -> None:
     """Every queue bound to ``file.received`` is deleted after start: the broker returns the
-    mandatory message, the publish fails, and the client must not be told it was accepted."""
+    mandatory message, so the event is not taken for delivered; it waits in the outbox and is
+    published as soon as the topology is declared again."""
     prefix = UNROUTABLE_PREFIX
     channel = await amqp.channel()
     try:
@@ -82,10 +151,15 @@ async def test_an_unroutable_event_is_503_not_a_silent_202(
 
             response = await upload(gw, alice[1], "a.jpg", jpeg(), "image/jpeg")
 
-            assert response.status_code == 503, response.text
-            assert error_of(response)[0] == "broker_unavailable"
-            assert spool_entries(tmp_path) == []
-            assert len(tombstones(tmp_path)) == 1
+            assert response.status_code == 202, response.text
+            assert len(outbox_entries(tmp_path)) == 1
+            assert spool_entries(tmp_path) == [response.json()["file_id"]]
+            await Topology(prefix=prefix).declare(channel)
+            await _until(lambda: not outbox_entries(tmp_path), 30, "outbox empty")
+            scan = await channel.get_queue(f"{prefix}.scan")
+            message = await scan.get(timeout=5)
+            assert json.loads(message.body)["file_id"] == response.json()["file_id"]
+            await message.ack()
     finally:
         await Topology(prefix=prefix).delete(channel)
         await channel.close()
@@ -97,7 +171,7 @@ async def test_health_readiness_and_openapi(gw: Gateway) -> None:
     assert ready.status_code == 200
     assert ready.json() == {
         "status": "ready",
-        "checks": {"database": "ok", "broker": "ok", "storage": "ok"},
+        "checks": {"database": "ok", "broker": "ok", "storage": "ok", "outbox": "ok"},
     }
     spec = (await gw.client.get("/openapi.json")).json()
     upload_op = spec["paths"]["/v1/files"]["post"]
