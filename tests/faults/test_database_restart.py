@@ -10,10 +10,10 @@ The outage lasts ``SLUICE_FAULT_POSTGRES_OUTAGE_S`` seconds, 20 by default: many
 retry budget (1.5 s: 3 attempts, 1 s base delay, the defaults this test runs with), so before
 the breaker the commits in flight would have been dead-lettered. The suite keeps it that short
 to stay fast; the 60 s outage of the acceptance was run by hand with
-``SLUICE_FAULT_POSTGRES_OUTAGE_S=60`` (figures in docs/reliability.md). The gateway answers 503
-to uploads it cannot authenticate meanwhile: that count is printed, not asserted (uploads
-while PostgreSQL is away are another promise). The database is a private cluster
-(``tests/faults/private_services.py``), so stopping it disturbs no other test.
+``SLUICE_FAULT_POSTGRES_OUTAGE_S=60`` (figures in docs/reliability.md). No upload is refused
+meanwhile: the gateway trusts the API key it verified before the outage (its key cache, with
+stale-if-error) and needs nothing else of PostgreSQL to accept a file. The database is a
+private cluster (``tests/faults/private_services.py``), so stopping it disturbs no other test.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def test_a_database_outage_dead_letters_nothing_loses_nothing_duplicates_nothing
             return await uploading
 
     results = asyncio.run(scenario())
-    assert {status for _, status, _ in results.refused} <= {503}, results.refused[:3]
+    assert results.refused == [], results.refused[:3]
     assert breaker_seen.get("dependency") == "postgresql", breaker_seen
     wait_drained(cluster, results, timeout_s=240)
     assert _commit_breaker(cluster)["state"] == "closed"
@@ -113,7 +113,7 @@ def test_a_database_outage_dead_letters_nothing_loses_nothing_duplicates_nothing
     report = verify(
         cluster,
         results,
-        f"PostgreSQL stopped {outage_s:.0f} s, {len(results.refused)} got 503",
+        f"PostgreSQL stopped {outage_s:.0f} s during {UPLOADS} uploads",
     )
     assert report.dead_lettered == 0 and report.duplicates == 0
     REPORTS.append(
