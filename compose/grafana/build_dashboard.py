@@ -211,6 +211,14 @@ def overview_panels() -> list[dict[str, Any]]:
             unit="bytes",
         ),
         _panel(
+            "Gateway outbox",
+            "file.received events waiting in the gateways' outboxes for RabbitMQ. Healthy: 0; "
+            "it grows while the broker is away and drains by itself when it is back "
+            "(uploads are refused past SLUICE_GATEWAY_OUTBOX_MAX_EVENTS).",
+            [("sum(sluice_outbox_events)", "waiting")],
+            kind="stat",
+        ),
+        _panel(
             "Corrupted versions",
             "File versions whose object is lost or damaged (seed 004). Healthy: 0; any other "
             "value needs `sluice reconcile` and a look.",
