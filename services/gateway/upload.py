@@ -66,6 +66,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         415: "Type outside the policy, or sniffed type differs from extension/Content-Type.",
         422: "Missing `file` part, bad `kind` or `metadata`.",
         503: "RabbitMQ is away and the event outbox is full (retry after `Retry-After` seconds).",
+        507: "The spool's disk is full or below its free-space floor (retry after `Retry-After`).",
     }.items()
 }
 
