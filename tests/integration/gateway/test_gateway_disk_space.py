@@ -75,3 +75,9 @@ async def test_a_floor_above_the_free_space_is_507_and_leaves_nothing(
 
         assert response.status_code == 202, response.text
         assert spool_entries(tmp_path) == [response.json()["file_id"]]
+
+
+async def test_the_openapi_document_lists_the_507(gw: Gateway) -> None:
+    spec = (await gw.client.get("/openapi.json")).json()
+    answer = spec["paths"]["/v1/files"]["post"]["responses"]["507"]
+    assert "free-space floor" in answer["description"]
