@@ -116,11 +116,14 @@ def test_a_full_spool_is_507_leaves_nothing_and_recovers_by_itself(cluster: Clus
     assert streamed.refused, "every streamed upload fitted: the disk never filled"
     assert all("filled up during the upload" in t for _, _, t in streamed.refused)
 
-    entries = {p.name: p for p in spool.iterdir()}
+    entries = {p.name: p for p in spool.iterdir() if p.is_file()}
     partial_left = sorted(name for name in entries if name.endswith(".partial"))
     orphans = sorted(set(entries) - set(known.accepted) - set(streamed.accepted) - {BALLAST})
     assert partial_left == [], partial_left
     assert orphans == [], orphans
+    # RabbitMQ stayed up: no event waits in the gateway's outbox, no half-written entry either.
+    outbox = [p.name for p in spool.glob(".outbox/*") if p.name.endswith((".json", ".tmp"))]
+    assert outbox == [], outbox
     for file_id, upload in {**known.accepted, **streamed.accepted}.items():
         data = entries[file_id].read_bytes()
         assert hashlib.sha256(data).hexdigest() == upload.sha256, f"{file_id} is not whole"
