@@ -7,7 +7,8 @@ HTTP   code                         when
 400    ``name_too_long``            the file name is longer than 1024 characters
 400    ``malformed_multipart``      the body is not parseable multipart/form-data
 401    ``unauthorized``             missing, malformed, unknown or revoked API key
-403    ``forbidden``                a key of the other scope (upload on /ops, ops on /v1)
+403    ``forbidden``                a key of another scope (upload on /ops, ops on /v1,
+                                    ops:read on a replay or purge)
 404    ``not_found``                no such file for this owner (or not yet recorded)
 404    ``object_missing``           the database names an object S3 does not have (seed 004)
 409    ``not_stored``               the file has no stored object (yet, or rejected)
