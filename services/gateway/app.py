@@ -10,7 +10,9 @@ and S3 is only needed to read files back.
 ``/readyz`` answers whether this gateway can take uploads: 200 ``ready`` when every dependency
 answers, 200 ``degraded`` when RabbitMQ, PostgreSQL or S3 does not but uploads still go on (a
 load balancer keeps sending them), 503 ``not_ready`` when uploads would be refused (the outbox
-at its bound).
+at its bound). Which dependency failed, and how, is for operators: the body names each check
+only for a request with a valid ``ops`` key; anyone else (a probe, a load balancer, a bad key)
+gets the bare status, never a 401.
 """
 
 from __future__ import annotations
@@ -22,15 +24,16 @@ from typing import Any
 
 import structlog
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.trace import Span
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as http_metrics
 
-from services.gateway import errors, files, ops_api, ops_page, upload
+from services.gateway import errors, files, keys, ops_api, ops_page, upload
 from services.gateway.access import AccessLog
+from services.gateway.auth import authenticate_request
 from services.gateway.deps import GatewayDeps
 from services.gateway.keys import KeyCache
 from services.gateway.policy import UploadPolicy
@@ -39,7 +42,7 @@ from shared.adapters import broker, db
 from shared.adapters.outbox import EventOutbox
 from shared.adapters.spool import LocalSpool
 from shared.adapters.storage import S3ObjectStorage
-from shared.errors import BrokerUnavailable, GatewayStartError, OutboxFull
+from shared.errors import BrokerUnavailable, DatabaseUnavailable, GatewayStartError, OutboxFull
 from shared.settings import Settings
 from shared.telemetry.logging import Redactor
 from shared.topology import Topology
@@ -50,6 +53,8 @@ log = structlog.get_logger("sluice.gateway")
 READY_CHECK_TIMEOUT_S = 3.0
 #: Readiness checks whose failure means uploads are refused (503); the others only degrade.
 REFUSING_CHECKS = frozenset({"outbox"})
+#: The scope of the keys that see ``/readyz``'s checks.
+READINESS_DETAIL_SCOPE: keys.Scope = "ops"
 _UNTRACED_HANDLERS = ("/healthz", "/readyz", "/metrics")
 _UNTRACED_URLS = ",".join(path.lstrip("/") for path in _UNTRACED_HANDLERS)
 #: prometheus-fastapi-instrumentator's request metrics (``http_requests_total``,
@@ -140,6 +145,23 @@ async def check_readiness(deps: GatewayDeps) -> dict[str, str]:
     return dict(zip(checks, results, strict=True))
 
 
+async def may_see_checks(request: Request, deps: GatewayDeps) -> bool:
+    """Whether the request carries a valid key of :data:`READINESS_DETAIL_SCOPE`.
+
+    Never raises: no key, a malformed, unknown or revoked one, a key of another scope, or a
+    key that cannot be verified within :data:`READY_CHECK_TIMEOUT_S` (PostgreSQL away and the
+    key not cached) are all ``False``.
+    """
+    if "authorization" not in request.headers:
+        return False
+    try:
+        async with asyncio.timeout(READY_CHECK_TIMEOUT_S):
+            await authenticate_request(request, deps, READINESS_DETAIL_SCOPE)
+    except (errors.ApiError, DatabaseUnavailable, TimeoutError):
+        return False
+    return True
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The gateway app; its lifespan opens (and closes) every connection it needs.
 
@@ -181,16 +203,24 @@ def create_app(settings: Settings) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/readyz", summary="Readiness: whether this gateway can take uploads")
-    async def readyz() -> JSONResponse:
-        checks = await check_readiness(app.state.deps)
+    async def readyz(request: Request) -> JSONResponse:
+        deps = app.state.deps
+        checks, detailed = await asyncio.gather(
+            check_readiness(deps), may_see_checks(request, deps)
+        )
         failed = [name for name, result in checks.items() if result != "ok"]
         blocking = [name for name in failed if name in REFUSING_CHECKS]
-        if blocking:
+        if blocking and detailed:
             return errors.error_response(
-                503, "not_ready", f"not ready: {', '.join(blocking)}", extra={"checks": checks}
+                503,
+                "not_ready",
+                f"not ready: {', '.join(blocking)}",
+                extra={"status": "not_ready", "checks": checks},
             )
+        if blocking:
+            return JSONResponse({"status": "not_ready"}, status_code=503)
         status = "degraded" if failed else "ready"
-        return JSONResponse({"status": status, "checks": checks})
+        return JSONResponse({"status": status, **({"checks": checks} if detailed else {})})
 
     return app
 

@@ -19,7 +19,7 @@ HTTP   code                         when
 503    ``broker_unavailable``       RabbitMQ unreachable (routes that need it, e.g. ops replay)
 503    ``database_unavailable``     PostgreSQL unreachable
 503    ``storage_unavailable``      S3 unreachable
-503    ``not_ready``                ``/readyz``: a dependency failed (named in the message)
+503    ``not_ready``                ``/readyz`` with an ops key: uploads would be refused
 =====  ===========================  ======================================================
 
 The ops API adds its own (``services/gateway/ops_api.py``): 400 ``confirm_required`` and 503

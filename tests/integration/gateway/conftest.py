@@ -130,3 +130,10 @@ async def alice(pool: asyncpg.Pool) -> tuple[str, dict[str, str]]:
 async def bob(pool: asyncpg.Pool) -> tuple[str, dict[str, str]]:
     owner = _owner("bob")
     return owner, {"Authorization": f"Bearer {await create_key(pool, owner)}"}
+
+
+@pytest.fixture(scope="session")
+async def operator(pool: asyncpg.Pool) -> tuple[str, dict[str, str]]:
+    """An operator and the headers carrying its ``ops`` key."""
+    owner = _owner("ops")
+    return owner, {"Authorization": f"Bearer {await create_key(pool, owner, scope='ops')}"}
