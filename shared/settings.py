@@ -167,6 +167,16 @@ class GatewaySettings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Listen address.")
     port: int = Field(8080, ge=1, le=65535, description="Listen port.")
+    metrics_host: str = Field(
+        "127.0.0.1", description="Listen address of the gateway's /metrics (its own port)."
+    )
+    metrics_port: int = Field(
+        9464,
+        ge=0,
+        le=65535,
+        description="Serve the gateway's Prometheus /metrics at this port, apart from the "
+        "public one (docs/observability.md); 0: serve it nowhere.",
+    )
     max_image_bytes: int = Field(10 * MiB, ge=1, description="Largest image upload (seed 000).")
     max_pdf_bytes: int = Field(5 * MiB, ge=1, description="Largest PDF upload (seed 000).")
     max_metadata_bytes: int = Field(16 * 1024, ge=2, description="Largest `metadata` JSON.")

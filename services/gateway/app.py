@@ -44,6 +44,7 @@ from shared.adapters.spool import LocalSpool
 from shared.adapters.storage import S3ObjectStorage
 from shared.errors import BrokerUnavailable, DatabaseUnavailable, GatewayStartError, OutboxFull
 from shared.settings import Settings
+from shared.telemetry.health import metrics_endpoint
 from shared.telemetry.logging import Redactor
 from shared.topology import Topology
 
@@ -55,7 +56,7 @@ READY_CHECK_TIMEOUT_S = 3.0
 REFUSING_CHECKS = frozenset({"outbox"})
 #: The scope of the keys that see ``/readyz``'s checks.
 READINESS_DETAIL_SCOPE: keys.Scope = "ops"
-_UNTRACED_HANDLERS = ("/healthz", "/readyz", "/metrics")
+_UNTRACED_HANDLERS = ("/healthz", "/readyz")
 _UNTRACED_URLS = ",".join(path.lstrip("/") for path in _UNTRACED_HANDLERS)
 #: prometheus-fastapi-instrumentator's request metrics (``http_requests_total``,
 #: ``http_request_duration_seconds``, request and response sizes), created once per process
@@ -239,12 +240,11 @@ def instrument(app: FastAPI) -> None:
 
     - a SERVER span per request (``opentelemetry-instrumentation-fastapi``; a client's own
       ``traceparent`` is continued), the upload's being the root of the file's trace; no
-      spans for the probes and ``/metrics``, nor for each ASGI receive/send of a body; secret
-      shapes in its attributes masked;
-    - ``GET /metrics``: the Prometheus exposition of this process (the gateway's
-      ``sluice_uploads_*`` and ``http_*`` metrics, and the workers' when they share the
-      process), without a key: it names no file, owner or key, and Prometheus scrapes go
-      without credentials; keep it off the public edge (docs/observability.md).
+      spans for the probes, nor for each ASGI receive/send of a body; secret shapes in its
+      attributes masked;
+    - the ``http_*`` request metrics in this process's registry. They are not served here:
+      :func:`serve` serves ``/metrics`` on ``SLUICE_GATEWAY_METRICS_PORT``, off the public
+      port (docs/observability.md).
     """
     FastAPIInstrumentor.instrument_app(
         app,
@@ -252,9 +252,7 @@ def instrument(app: FastAPI) -> None:
         exclude_spans=["receive", "send"],
         server_request_hook=_redact_span,
     )
-    Instrumentator(excluded_handlers=list(_UNTRACED_HANDLERS)).add(_HTTP_METRICS).instrument(
-        app
-    ).expose(app, endpoint="/metrics", include_in_schema=False)
+    Instrumentator(excluded_handlers=list(_UNTRACED_HANDLERS)).add(_HTTP_METRICS).instrument(app)
 
 
 class _Server(uvicorn.Server):
@@ -266,13 +264,15 @@ class _Server(uvicorn.Server):
 
 
 async def serve(settings: Settings, stop: asyncio.Event, *, app: FastAPI | None = None) -> None:
-    """Serve the gateway on ``settings.gateway.host:port`` until ``stop`` is set.
+    """Serve the gateway on ``settings.gateway.host:port``, and this process's Prometheus
+    ``/metrics`` on ``metrics_host:metrics_port`` (unless that port is 0), until ``stop`` is
+    set.
 
     In-flight requests finish first (uvicorn's graceful shutdown). Signals are left to the
     caller, which runs this next to the workers in one process.
 
     Raises:
-        GatewayStartError: the lifespan failed (cause attached) or the address is taken.
+        GatewayStartError: the lifespan failed (cause attached) or an address is taken.
     """
     app = app or create_app(settings)
     config = uvicorn.Config(
@@ -299,11 +299,19 @@ async def serve(settings: Settings, stop: asyncio.Event, *, app: FastAPI | None 
             message = f"gateway could not start on {where}" + (f": {cause}" if cause else "")
             raise GatewayStartError(message) from cause
 
-    task = asyncio.create_task(run())
-    waiter = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        server.should_exit = True
-        waiter.cancel()
-        await task
+    async with contextlib.AsyncExitStack() as stack:
+        host, port = settings.gateway.metrics_host, settings.gateway.metrics_port
+        if port:
+            try:
+                await stack.enter_async_context(metrics_endpoint(host, port))
+            except OSError as exc:
+                message = f"gateway metrics could not start on {host}:{port}: {exc}"
+                raise GatewayStartError(message) from exc
+        task = asyncio.create_task(run())
+        waiter = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            server.should_exit = True
+            waiter.cancel()
+            await task

@@ -34,7 +34,8 @@ from tests.localenv import FreshBucket, Local
 def make_settings(local: Local, fresh_bucket: FreshBucket) -> MakeSettings:
     """``make_settings(spool_dir, *, amqp_url=None, prefix=PREFIX, port=8080, **gateway)``: the
     gateway's settings on the local services, with its database and bucket (made if missing);
-    ``gateway`` sets more of :class:`GatewaySettings` (``outbox_max_events=...``)."""
+    ``gateway`` sets more of :class:`GatewaySettings` (``outbox_max_events=...``). No metrics
+    port unless ``metrics_port`` is given (gateways served at once must not share one)."""
     fresh_bucket(BUCKET)
 
     def make(
@@ -51,7 +52,7 @@ def make_settings(local: Local, fresh_bucket: FreshBucket) -> MakeSettings:
             amqp=local.amqp(prefix, publish_timeout_s=3.0, **url),
             database=local.database(DATABASE, pool_max_size=4),
             s3=local.s3(BUCKET, presign_ttl_s=120),
-            gateway=GatewaySettings(host="127.0.0.1", port=port, **gateway),
+            gateway=GatewaySettings(host="127.0.0.1", port=port, **{"metrics_port": 0, **gateway}),
         )
 
     return make
