@@ -35,6 +35,7 @@ from services.gateway import errors, files, keys, ops_api, ops_page, upload
 from services.gateway.access import AccessLog
 from services.gateway.auth import authenticate_request
 from services.gateway.deps import GatewayDeps
+from services.gateway.edge import BodyDeadline, edge_protocol
 from services.gateway.keys import KeyCache
 from services.gateway.policy import UploadPolicy
 from services.gateway.relay import OutboxRelay
@@ -193,6 +194,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.startup_error = None
     errors.install(app)
     app.add_middleware(AccessLog)
+    app.add_middleware(BodyDeadline, read_timeout_s=settings.gateway.body_read_timeout_s)
     instrument(app)
     app.include_router(upload.router)
     app.include_router(files.router)
@@ -269,7 +271,8 @@ async def serve(settings: Settings, stop: asyncio.Event, *, app: FastAPI | None 
     set.
 
     In-flight requests finish first (uvicorn's graceful shutdown). Signals are left to the
-    caller, which runs this next to the workers in one process.
+    caller, which runs this next to the workers in one process. Slow and surplus clients are
+    cut off by the timeouts and limits of ``settings.gateway`` (:mod:`services.gateway.edge`).
 
     Raises:
         GatewayStartError: the lifespan failed (cause attached) or an address is taken.
@@ -284,6 +287,9 @@ async def serve(settings: Settings, stop: asyncio.Event, *, app: FastAPI | None 
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=int(settings.amqp.shutdown_timeout_s),
+        http=edge_protocol(settings.gateway.header_timeout_s),
+        limit_concurrency=settings.gateway.limit_concurrency,
+        timeout_keep_alive=settings.gateway.keep_alive_timeout_s,
     )
     server = _Server(config)
 

@@ -10,6 +10,7 @@ HTTP   code                         when
 403    ``forbidden``                a key of the other scope (upload on /ops, ops on /v1)
 404    ``not_found``                no such file for this owner (or not yet recorded)
 404    ``object_missing``           the database names an object S3 does not have (seed 004)
+408    ``request_timeout``          the next chunk of the body did not come in time
 409    ``not_stored``               the file has no stored object (yet, or rejected)
 413    ``too_large``                the file or the form passed its size limit
 415    ``unsupported_type``         type outside the policy, or sniffed/claimed mismatch
@@ -111,7 +112,9 @@ async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    code = {404: "not_found", 405: "method_not_allowed", 408: "request_timeout"}.get(
+        exc.status_code, "http_error"
+    )
     return error_response(
         exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None)
     )

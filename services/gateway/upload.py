@@ -28,6 +28,7 @@ from starlette.requests import ClientDisconnect
 
 from services.gateway.auth import Owner
 from services.gateway.deps import GatewayDeps, get_deps
+from services.gateway.edge import BodyTimeout
 from services.gateway.errors import ApiError, unavailable
 from services.gateway.form import read_upload
 from services.gateway.schemas import ErrorBody, UploadAccepted
@@ -62,6 +63,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for status, text in {
         400: "Empty file, name over 1024 characters, malformed multipart.",
         401: "Missing, malformed, unknown or revoked API key.",
+        408: "The next chunk of the body did not come within SLUICE_GATEWAY_BODY_READ_TIMEOUT_S.",
         413: "File (or form) larger than its type's limit.",
         415: "Type outside the policy, or sniffed type differs from extension/Content-Type.",
         422: "Missing `file` part, bad `kind` or `metadata`.",
@@ -123,6 +125,8 @@ async def _accept(
     except ClientDisconnect:
         log.info("gateway.upload_aborted", reason="client disconnected")
         raise ApiError(400, "incomplete_body", "the client went away mid-upload") from None
+    except BodyTimeout as exc:  # the partial spool file is gone (read_upload)
+        raise ApiError(408, "request_timeout", exc.detail) from None
     source = LocalSpool.reference(upload.name)
     try:
         event = FileReceived.new(
