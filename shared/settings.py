@@ -207,6 +207,13 @@ class GatewaySettings(BaseSettings):
     max_image_bytes: int = Field(10 * MiB, ge=1, description="Largest image upload (seed 000).")
     max_pdf_bytes: int = Field(5 * MiB, ge=1, description="Largest PDF upload (seed 000).")
     max_metadata_bytes: int = Field(16 * 1024, ge=2, description="Largest `metadata` JSON.")
+    max_concurrent_uploads_per_owner: int = Field(
+        8,
+        ge=1,
+        le=10_000,
+        description="Uploads one owner may have in progress on this process; past it 429 "
+        "too_many_uploads (per process: N gateways let an owner have N times as many).",
+    )
     outbox_max_events: int = Field(
         10_000,
         ge=1,

@@ -39,6 +39,7 @@ from services.gateway.edge import BodyDeadline, edge_protocol
 from services.gateway.keys import KeyCache
 from services.gateway.policy import UploadPolicy
 from services.gateway.relay import OutboxRelay
+from services.gateway.slots import OwnerSlots
 from shared.adapters import broker, db
 from shared.adapters.outbox import EventOutbox
 from shared.adapters.spool import LocalSpool
@@ -98,6 +99,7 @@ async def open_deps(settings: Settings, stack: contextlib.AsyncExitStack) -> Gat
         keys=KeyCache(
             settings.gateway.key_cache_ttl_s, settings.gateway.key_cache_stale_if_error_s
         ),
+        uploads=OwnerSlots(settings.gateway.max_concurrent_uploads_per_owner),
     )
     connection.reconnect_callbacks.add(deps.relay.reconnected)
     stop_relay = asyncio.Event()

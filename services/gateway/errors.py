@@ -16,6 +16,7 @@ HTTP   code                         when
 415    ``unsupported_type``         type outside the policy, or sniffed/claimed mismatch
 415    ``not_multipart``            the request is not multipart/form-data
 422    ``invalid_request``          missing ``file`` field, bad ``kind``/``metadata``, bad query
+429    ``too_many_uploads``         the owner's uploads in progress are at their cap (per process)
 503    ``outbox_full``              RabbitMQ is away and the event outbox is at its bound
 503    ``broker_unavailable``       RabbitMQ unreachable (routes that need it, e.g. ops replay)
 503    ``database_unavailable``     PostgreSQL unreachable

@@ -67,6 +67,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         413: "File (or form) larger than its type's limit.",
         415: "Type outside the policy, or sniffed type differs from extension/Content-Type.",
         422: "Missing `file` part, bad `kind` or `metadata`.",
+        429: "Too many uploads of this owner in progress on this gateway (retry after "
+        "`Retry-After` seconds).",
         503: "RabbitMQ is away and the event outbox is full (retry after `Retry-After` seconds).",
     }.items()
 }
@@ -93,11 +95,13 @@ async def upload_file(
 ) -> UploadAccepted:
     """Stream the multipart body to the spool, publish ``file.received``, answer 202.
 
-    Counted in ``sluice_uploads_total{outcome}`` (``accepted`` or the refusal's error code)
-    and, once accepted, ``sluice_upload_bytes_total``.
+    The owner's upload slot is taken before the body is read (429 ``too_many_uploads`` when
+    none is free, :mod:`services.gateway.slots`). Counted in ``sluice_uploads_total{outcome}``
+    (``accepted`` or the refusal's error code) and, once accepted, ``sluice_upload_bytes_total``.
     """
     try:
-        accepted = await _accept(request, response, owner, deps)
+        with deps.uploads.hold(owner):
+            accepted = await _accept(request, response, owner, deps)
     except ApiError as exc:
         metrics.UPLOADS.labels(exc.code).inc()
         raise

@@ -1,7 +1,8 @@
 """The gateway's HTTP edge, served by real uvicorn (``serve``): ``/metrics`` on its own port and
 not on the public one; clients that send their headers or body too slowly are cut off (raw
 sockets, a byte at a time) while a normal upload goes through; idle connections are closed;
-past ``limit_concurrency`` a request is 503."""
+past ``limit_concurrency`` a request is 503; past its cap of uploads in progress an owner's
+next upload is 429 before its body is read, and a slot comes back when an upload ends."""
 
 from __future__ import annotations
 
@@ -153,7 +154,9 @@ async def test_slow_clients_are_cut_off_while_a_normal_upload_is_accepted(
     """Twenty slow loris clients: ten send their headers a byte every 0.3 s (the deadline is
     on the whole headers, not between bytes), ten send whole headers and then their body a byte
     every 1.5 s. Each is cut off about a second in; the upload sent meanwhile gets its 202."""
-    settings = make_settings(tmp_path, port=free_port(), **EDGE)
+    settings = make_settings(
+        tmp_path, port=free_port(), max_concurrent_uploads_per_owner=32, **EDGE
+    )
     data = jpeg(20_000)  # past the sniffed head: a spool file is open when the body stalls
     body, form = multipart([(b"file", b"slow.jpg", b"image/jpeg", data)])
     head = _request_head({**alice[1], **form}, len(body))
@@ -228,3 +231,50 @@ async def test_idle_connections_are_closed_and_past_the_limit_requests_are_503(
     assert kept_alive.status == 200 and 0.9 <= kept_alive.held_s < 4.0, kept_alive
     for cut in silent:
         assert cut.answer == b"" and 0.9 <= cut.held_s < 4.0, cut
+
+
+def _refusals(code: str) -> float:
+    return REGISTRY.get_sample_value("sluice_uploads_total", {"outcome": code}) or 0
+
+
+async def test_past_its_cap_an_owners_upload_is_429_until_one_of_its_uploads_ends(
+    gateway: Gateway, alice: Who, bob: Who, make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        tmp_path, port=free_port(), max_concurrent_uploads_per_owner=2, body_read_timeout_s=30
+    )
+    port = settings.gateway.port
+    body, form = multipart([(b"file", b"a.jpg", b"image/jpeg", jpeg(20_000))])
+    head = _request_head({**alice[1], **form}, len(body))
+    refused_before = _refusals("too_many_uploads")
+    async with serving(settings) as base, httpx.AsyncClient(base_url=base) as client:
+
+        async def upload(who: Who) -> httpx.Response:
+            files = {"file": ("b.jpg", jpeg(), "image/jpeg")}
+            return await client.post("/v1/files", headers=who[1], files=files)
+
+        stalled = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        for _, writer in stalled:  # two uploads of alice in progress, waiting for their body
+            writer.write(head + body[:12_000])
+            await writer.drain()
+        await asyncio.sleep(0.3)
+
+        # Refused from the headers alone: the answer comes though no byte of the body was sent.
+        third = await trickle(port, head, b"", 0)
+        assert third.status == 429, third.answer
+        assert third.json()["error"]["code"] == "too_many_uploads"
+        assert b"\r\nretry-after: 5\r\n" in third.answer.lower()
+        assert third.held_s < 1.0
+        assert (await upload(bob)).status_code == 202  # another owner is not held back
+
+        _, writer = stalled.pop()
+        writer.close()  # a client that goes away gives its slot back
+        for _ in range(50):
+            if (accepted := await upload(alice)).status_code != 429:
+                break
+            await asyncio.sleep(0.05)
+        assert accepted.status_code == 202, accepted.text
+        for _, writer in stalled:
+            writer.close()
+
+    assert _refusals("too_many_uploads") - refused_before >= 1
