@@ -12,6 +12,7 @@ dead-lettered once the attempts are exhausted.
     ├── ServiceStartError            a development service missing, not starting, or not healthy
     ├── GatewayStartError            the gateway could not start: a dependency, or its address
     ├── InvalidOwner                 an owner name outside the event contract's pattern
+    ├── PolicyRefusal                a file outside the upload policy (type, size, name)
     ├── UnknownKey                   no single active API key matches
     ├── RetryableError               try again later: the fault is outside the message
     │   ├── BrokerUnavailable        RabbitMQ refused, closed, or did not confirm a publish
@@ -27,8 +28,9 @@ dead-lettered once the attempts are exhausted.
         ├── InvalidData              a value PostgreSQL refuses (bad encoding, NUL, out of range)
         └── ThumbnailError           bytes that cannot be made into a thumbnail (corrupt, bomb)
 
-``ServiceStartError`` is also a ``RuntimeError``, ``InvalidOwner`` a ``ValueError`` and
-``UnknownKey`` a ``LookupError``, so callers that catch the built-in kind keep working.
+``ServiceStartError`` is also a ``RuntimeError``, ``InvalidOwner`` and ``PolicyRefusal`` a
+``ValueError`` and ``UnknownKey`` a ``LookupError``, so callers that catch the built-in kind keep
+working.
 """
 
 from __future__ import annotations
@@ -74,6 +76,21 @@ class GatewayStartError(SluiceError):
 
 class InvalidOwner(SluiceError, ValueError):
     """The owner name does not match ``^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`` (the event contract)."""
+
+
+class PolicyRefusal(SluiceError, ValueError):
+    """A file outside the upload policy (``shared.policy``, seed 000).
+
+    ``code`` names the rule, as the gateway answers it: ``unsupported_type`` (type outside the
+    policy, or sniffed and claimed types disagree), ``too_large`` (the file over its type's
+    limit, or the metadata over its cap), ``name_too_long``, ``invalid_request`` (no usable file
+    name). The gateway answers it as an HTTP error; the scan stage rejects the file with reason
+    ``policy``.
+    """
+
+    def __init__(self, code: str, message: str, **context: Any) -> None:
+        super().__init__(message, **context)
+        self.code = code
 
 
 class UnknownKey(SluiceError, LookupError):

@@ -16,7 +16,7 @@ from typing import Literal
 
 import magic
 
-from services.gateway.errors import ApiError
+from shared.errors import PolicyRefusal
 from shared.settings import GatewaySettings
 
 #: Bytes of the file handed to libmagic; enough for every accepted format's signature.
@@ -129,7 +129,7 @@ class UploadPolicy:
         """The accepted type of a file, from its name, its part Content-Type and its content.
 
         Raises:
-            ApiError: 415 ``unsupported_type`` when the extension or the content is outside the
+            PolicyRefusal: ``unsupported_type`` when the extension or the content is outside the
                 policy, or the content disagrees with the extension or with a specific declared
                 Content-Type; the message says what was sniffed and what was claimed.
         """
@@ -160,8 +160,8 @@ class UploadPolicy:
         return claimed
 
 
-def _unsupported(message: str) -> ApiError:
-    return ApiError(415, "unsupported_type", message)
+def _unsupported(message: str) -> PolicyRefusal:
+    return PolicyRefusal("unsupported_type", message)
 
 
 def extension_of(filename: str) -> str:
@@ -188,15 +188,15 @@ def clean_name(raw: str) -> str:
     (object keys are made by ``shared.naming``).
 
     Raises:
-        ApiError: 400 ``name_too_long`` above 1024 characters; 422 ``invalid_request`` when
+        PolicyRefusal: ``name_too_long`` above 1024 characters; ``invalid_request`` when
             nothing but control characters was sent.
     """
     if len(raw) > MAX_NAME_CHARS:
-        raise ApiError(400, "name_too_long", f"file name longer than {MAX_NAME_CHARS} characters")
+        raise PolicyRefusal("name_too_long", f"file name longer than {MAX_NAME_CHARS} characters")
     name = "".join(ch for ch in raw if unicodedata.category(ch) != "Cc").strip()
     if not name:
-        raise ApiError(
-            422, "invalid_request", "the `file` part needs a file name (its extension is checked)"
+        raise PolicyRefusal(
+            "invalid_request", "the `file` part needs a file name (its extension is checked)"
         )
     return name
 
