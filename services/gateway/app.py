@@ -33,13 +33,13 @@ from services.gateway import errors, files, ops_api, ops_page, upload
 from services.gateway.access import AccessLog
 from services.gateway.deps import GatewayDeps
 from services.gateway.keys import KeyCache
-from services.gateway.policy import UploadPolicy
 from services.gateway.relay import OutboxRelay
 from shared.adapters import broker, db
 from shared.adapters.outbox import EventOutbox
 from shared.adapters.spool import LocalSpool
 from shared.adapters.storage import S3ObjectStorage
 from shared.errors import BrokerUnavailable, GatewayStartError, OutboxFull
+from shared.policy import UploadPolicy
 from shared.settings import Settings
 from shared.telemetry.logging import Redactor
 from shared.topology import Topology
