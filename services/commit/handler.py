@@ -158,6 +158,8 @@ def detail_for(event: BaseEvent) -> str:
     if isinstance(event, FileRejected):
         if event.reason == "infected" and event.signature:
             return f"infected: {event.signature}"
+        if event.detail.startswith(f"{event.reason}:"):  # "policy: ...", "abandoned: ..."
+            return event.detail
         return f"{event.reason}: {event.detail}"
     if isinstance(event, FileStored):
         return f"stored: s3://{event.bucket}/{event.key}"

@@ -167,6 +167,10 @@ def test_details_are_short_human_reasons() -> None:
     assert detail_for(infected) == "infected: Eicar-Test-Signature"
     invalid = received.follow(FileRejected, reason="invalid", detail="not a JPEG")
     assert detail_for(invalid) == "invalid: not a JPEG"
+    policy = received.follow(
+        FileRejected, reason="policy", detail="policy: content sniffed as text/html"
+    )
+    assert detail_for(policy) == "policy: content sniffed as text/html"
     stored = scanned.follow(FileStored, bucket="b", key="alice/k")
     assert detail_for(stored) == "stored: s3://b/alice/k"
     broken = stored.follow(FileThumbnailed, bucket="b", key="k", thumbnail_error="truncated")
