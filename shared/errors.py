@@ -26,6 +26,8 @@ dead-lettered once the attempts are exhausted.
         ├── ChecksumMismatch         bytes do not hash to the SHA-256 the event carries
         ├── InvalidSource            a source reference that is not allowed (bad scheme, traversal)
         ├── InvalidData              a value PostgreSQL refuses (bad encoding, NUL, out of range)
+        ├── ForgedEvent              an event whose claims do not hold: another owner's file,
+        │                            a key or bucket not the file's own, another file's spool
         └── ThumbnailError           bytes that cannot be made into a thumbnail (corrupt, bomb)
 
 ``ServiceStartError`` is also a ``RuntimeError``, ``InvalidOwner`` and ``PolicyRefusal`` a
@@ -145,6 +147,14 @@ class InvalidData(PermanentError):
 
 class InvalidSource(PermanentError):
     """The source reference is not allowed: unknown scheme, path traversal, foreign bucket."""
+
+
+class ForgedEvent(PermanentError):
+    """The event claims what is not so, and acting on it would touch what it does not own: an
+    owner other than the file's recorded owner, a bucket other than Sluice's, an object key
+    other than the owner's ``shared.naming.object_key``, a spool entry of another file
+    (``shared.claims``). Dead-lettered at once; the message names what was claimed and what
+    holds."""
 
 
 class ChecksumMismatch(PermanentError):
