@@ -7,7 +7,8 @@
     sluice worker WORKER               run one consumer: scan, store, thumbnail, commit, fallback
     sluice gateway                     run the HTTP gateway
     sluice run                         every worker and the gateway in one process (development)
-    sluice keys create NAME [--ops]    print a new API key (stored hashed); --ops: /ops only
+    sluice keys create NAME [--scope]  print a new API key (stored hashed): upload (default),
+                                       ops:read or ops:admin (/ops only)
     sluice events schemas [--check]    write (or check) docs/events/*.schema.json
     sluice dlq list|show|replay|purge  dead letters of every stage
     sluice health TARGET [--port N]    exit 0 when a process reports TARGET ready

@@ -22,6 +22,10 @@ Outcomes:
   stage removes the spooled bytes once the rejection is recorded (removing them here, before
   ``file.rejected`` is confirmed, would lose the file if the worker died in between). An
   ``s3://`` source belongs to the upstream service that wrote it and is left alone;
+- not scannable whole (clamd's alerts for an encrypted archive or PDF and for a file past its
+  scan limits, :attr:`~shared.adapters.scanner.ScanVerdict.unscannable`) → ``file.rejected``
+  (reason ``unscannable``), like an infected file, whatever the type: what clamd could not look
+  into is not passed on as clean;
 - outside the policy → ``file.rejected`` (reason ``policy``, the detail says which rule, e.g.
   ``policy: content sniffed as text/html, which is not an accepted type (the name claims
   .jpg)``); a file over its size limit is refused without reading its bytes;
@@ -106,6 +110,17 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
     verdict = await deps.scanner.scan(data)
     if not verdict.clean:
         signature = (verdict.signature or "unknown")[:255]
+        if verdict.unscannable is not None:
+            return [
+                event.follow(
+                    FileRejected,
+                    reason="unscannable",
+                    detail=f"{verdict.unscannable} ({signature})",
+                    signature=signature,
+                    content_type=sniffed,
+                    original_name=name,
+                )
+            ]
         return [
             event.follow(
                 FileRejected,

@@ -177,6 +177,13 @@ def test_details_are_short_human_reasons() -> None:
         FileRejected, reason="policy", detail="policy: content sniffed as text/html"
     )
     assert detail_for(policy) == "policy: content sniffed as text/html"
+    unscannable = received.follow(
+        FileRejected,
+        reason="unscannable",
+        detail="encrypted PDF (Heuristics.Encrypted.PDF)",
+        signature="Heuristics.Encrypted.PDF",
+    )
+    assert detail_for(unscannable) == "unscannable: encrypted PDF (Heuristics.Encrypted.PDF)"
     stored = scanned.follow(FileStored, bucket="b", key="alice/k")
     assert detail_for(stored) == "stored: s3://b/alice/k"
     broken = stored.follow(FileThumbnailed, bucket="b", key="k", thumbnail_error="truncated")
