@@ -12,6 +12,7 @@ dead-lettered once the attempts are exhausted.
     ├── ServiceStartError            a development service missing, not starting, or not healthy
     ├── GatewayStartError            the gateway could not start: a dependency, or its address
     ├── InvalidOwner                 an owner name outside the event contract's pattern
+    ├── PolicyRefusal                a file outside the upload policy (type, size, name)
     ├── UnknownKey                   no single active API key matches
     ├── RetryableError               try again later: the fault is outside the message
     │   ├── BrokerUnavailable        RabbitMQ refused, closed, or did not confirm a publish
@@ -26,10 +27,13 @@ dead-lettered once the attempts are exhausted.
         ├── ChecksumMismatch         bytes do not hash to the SHA-256 the event carries
         ├── InvalidSource            a source reference that is not allowed (bad scheme, traversal)
         ├── InvalidData              a value PostgreSQL refuses (bad encoding, NUL, out of range)
+        ├── ForgedEvent              an event whose claims do not hold: another owner's file,
+        │                            a key or bucket not the file's own, another file's spool
         └── ThumbnailError           bytes that cannot be made into a thumbnail (corrupt, bomb)
 
-``ServiceStartError`` is also a ``RuntimeError``, ``InvalidOwner`` a ``ValueError`` and
-``UnknownKey`` a ``LookupError``, so callers that catch the built-in kind keep working.
+``ServiceStartError`` is also a ``RuntimeError``, ``InvalidOwner`` and ``PolicyRefusal`` a
+``ValueError`` and ``UnknownKey`` a ``LookupError``, so callers that catch the built-in kind keep
+working.
 """
 
 from __future__ import annotations
@@ -75,6 +79,21 @@ class GatewayStartError(SluiceError):
 
 class InvalidOwner(SluiceError, ValueError):
     """The owner name does not match ``^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`` (the event contract)."""
+
+
+class PolicyRefusal(SluiceError, ValueError):
+    """A file outside the upload policy (``shared.policy``, seed 000).
+
+    ``code`` names the rule, as the gateway answers it: ``unsupported_type`` (type outside the
+    policy, or sniffed and claimed types disagree), ``too_large`` (the file over its type's
+    limit, or the metadata over its cap), ``name_too_long``, ``invalid_request`` (no usable file
+    name). The gateway answers it as an HTTP error; the scan stage rejects the file with reason
+    ``policy``.
+    """
+
+    def __init__(self, code: str, message: str, **context: Any) -> None:
+        super().__init__(message, **context)
+        self.code = code
 
 
 class UnknownKey(SluiceError, LookupError):
@@ -140,6 +159,14 @@ class InvalidData(PermanentError):
 
 class InvalidSource(PermanentError):
     """The source reference is not allowed: unknown scheme, path traversal, foreign bucket."""
+
+
+class ForgedEvent(PermanentError):
+    """The event claims what is not so, and acting on it would touch what it does not own: an
+    owner other than the file's recorded owner, a bucket other than Sluice's, an object key
+    other than the owner's ``shared.naming.object_key``, a spool entry of another file
+    (``shared.claims``). Dead-lettered at once; the message names what was claimed and what
+    holds."""
 
 
 class ChecksumMismatch(PermanentError):

@@ -76,7 +76,10 @@ class _Event(BaseModel):
     size_bytes: int = Field(ge=0, le=5 * 1024**4, description="Size of the original, bytes.")
     sha256: Sha256Hex
     content_type: str = Field(
-        min_length=3, max_length=255, description="Media type sniffed from the bytes."
+        min_length=3,
+        max_length=255,
+        description="Media type sniffed from the bytes; in an upstream service's file.received, "
+        "its claim, which the scan stage replaces with the sniffed type.",
     )
     original_name: StorableText = Field(
         min_length=1,
@@ -182,14 +185,15 @@ class FileScanned(_Event):
 
 
 class FileRejected(_Event):
-    """The file will not be stored: infected, not scannable whole, or its bytes are not what
-    the event says."""
+    """The file will not be stored: infected, not scannable whole, outside the upload policy, or
+    its bytes are not what the event says."""
 
     routing_key: ClassVar[str] = "file.rejected"
     type: Literal["file.rejected"] = "file.rejected"
-    reason: Literal["infected", "invalid", "abandoned", "unscannable"] = Field(
+    reason: Literal["infected", "invalid", "abandoned", "unscannable", "policy"] = Field(
         description="Why: infected; invalid bytes; abandoned (the gateway answered 503); "
-        "unscannable (the scanner could not look into it whole: encrypted, or past its limits)."
+        "unscannable (the scanner could not look into it whole: encrypted, or past its limits); "
+        "policy (outside the upload policy: type, size, name or metadata)."
     )
     detail: Annotated[str, safe_text(2048)] = Field(
         max_length=2048, description="Human-readable explanation."

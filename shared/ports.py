@@ -198,11 +198,13 @@ class StageFields:
 class FileLock:
     """What a locked file looks like before the event is applied.
 
-    ``version_status`` is ``None`` when the event's version has no row yet.
+    ``version_status`` is ``None`` when the event's version has no row yet; ``owner`` is the
+    file's recorded owner.
     """
 
     current_version: int
     version_status: str | None
+    owner: str
 
 
 class FileStateTransaction(Protocol):
@@ -216,6 +218,10 @@ class FileStateTransaction(Protocol):
         """The recorded JSON of event ``event_id``, or ``None`` if it was never recorded."""
         ...
 
+    async def owner_of(self, file_id: uuid.UUID) -> str | None:
+        """The file's recorded owner, or ``None`` if the file is not recorded."""
+        ...
+
     async def lock_file(self, event: BaseEvent, initial_status: str) -> FileLock:
         """Create the file's row if missing (status ``initial_status``), then lock it until the
         transaction ends."""
@@ -225,17 +231,20 @@ class FileStateTransaction(Protocol):
         """Write the row of the event's version: ``status`` and each non-``None`` field."""
         ...
 
-    async def set_attention(self, file_id: uuid.UUID, attention: dict[str, Any]) -> None:
-        """Mark the file as needing a person (``files.attention``; ``failed_at`` inside)."""
+    async def set_attention(self, event: BaseEvent, attention: dict[str, Any]) -> None:
+        """Mark ``event``'s file, if it is of ``event``'s owner, as needing a person
+        (``files.attention``; ``failed_at`` inside)."""
         ...
 
     async def clear_attention(self, event: BaseEvent) -> bool:
-        """Clear the attention of ``event``'s file if ``event`` shows it moves again (made
-        after the failure, or the dead-lettered event itself); whether it was cleared."""
+        """Clear the attention of ``event``'s file (of ``event``'s owner) if ``event`` shows it
+        moves again (made after the failure, or the dead-lettered event itself); whether it was
+        cleared."""
         ...
 
     async def update_file(self, event: BaseEvent, status: str, status_reason: str | None) -> None:
-        """Make the event's version the file's current one, with ``status`` and its reason."""
+        """Make the event's version the file's current one, with ``status`` and its reason, if
+        the file is of ``event``'s owner."""
         ...
 
 

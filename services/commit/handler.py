@@ -20,6 +20,19 @@ as it was.
 After the commit, a terminal event returns that ``file.committed`` (again for a duplicate: the
 first attempt may have committed and crashed before publishing; downstream dedupes by
 ``event_id``) and its spooled bytes are deleted: they are in S3 by now, or unwanted.
+
+What an event claims is checked first (``shared.claims``), and a claim that does not hold is
+:class:`~shared.errors.ForgedEvent`, dead-lettered with nothing written:
+
+- an event whose owner is not the file's recorded owner (checked under the file's lock, and
+  for a duplicate or a history-only event against the recorded owner) changes nothing of that
+  file: not its row, its version, its history or its attention. This holds for the run loop's
+  own ``file.dead_lettered`` notices too, so a forged event's notice never marks another
+  owner's file; and every ``UPDATE files`` matches ``file_id`` AND ``owner`` as well;
+- a ``file.stored`` or ``file.thumbnailed`` must name Sluice's own bucket and the file's own
+  key (``shared.naming.object_key``), and its thumbnails the keys next to it;
+- only the file's own spool entry, ``spool://<file_id>``, is deleted, and only once its owner
+  is checked: a ``file.rejected`` naming another file's entry deletes nothing.
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ from typing import Any, Final
 import structlog
 
 from shared.adapters.spool import SCHEME
+from shared.claims import check_owner, check_stored_object, own_spool_entry
 from shared.errors import InvalidEvent, InvalidSource
 from shared.events import (
     BaseEvent,
@@ -67,10 +81,12 @@ EVENT_STATUS: Final[dict[str, FileStatus]] = {
 
 @dataclass(frozen=True)
 class Deps:
-    """What the handler works through: file state in PostgreSQL, and the spool to clean."""
+    """What the handler works through: file state in PostgreSQL, the spool to clean, and
+    Sluice's own bucket (``S3_BUCKET_NAME``), the only one a stored file may be in."""
 
     repository: FileStateWriter
     spool: Spool
+    bucket: str
 
 
 @dataclass(frozen=True)
@@ -158,6 +174,8 @@ def detail_for(event: BaseEvent) -> str:
     if isinstance(event, FileRejected):
         if event.reason == "infected" and event.signature:
             return f"infected: {event.signature}"
+        if event.detail.startswith(f"{event.reason}:"):  # "policy: ...", "abandoned: ..."
+            return event.detail
         return f"{event.reason}: {event.detail}"
     if isinstance(event, FileStored):
         return f"stored: s3://{event.bucket}/{event.key}"
@@ -231,23 +249,28 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
 
     Raises:
         InvalidEvent: ``event`` is not one the commit stage takes (dead-lettered).
+        ForgedEvent: the event's owner is not the file's, or it names a bucket or key that is
+            not the file's own (dead-lettered; nothing is written).
         DatabaseUnavailable: PostgreSQL refused or lost the connection (retried).
     """
     if isinstance(event, FileDeadLetterPurged):
         await _record_only(event, deps)
         return []
     incoming = status_for(event)
+    if isinstance(event, FileStored | FileThumbnailed):
+        check_stored_object(event, deps.bucket)
     detail = detail_for(event)
     committed: FileCommitted | None = None
     async with deps.repository.transaction(file_id=event.file_id, event_id=event.event_id) as tx:
         if await tx.record_event(event, detail):
             lock = await tx.lock_file(event, initial_status=incoming)
+            check_owner(event, lock.owner)  # raising rolls back the history row too
             change = transition(lock, event.version_number, incoming, detail)
             await tx.upsert_version(event, change.version_status, stage_fields(event))
             if change.file_status is not None:
                 await tx.update_file(event, change.file_status, change.status_reason)
             if isinstance(event, FileDeadLettered):
-                await tx.set_attention(event.file_id, attention_of(event))
+                await tx.set_attention(event, attention_of(event))
             elif await tx.clear_attention(event):
                 log.info("attention cleared: the file moves again")
             if incoming in FINAL:
@@ -255,6 +278,7 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
                 committed = event.follow(FileCommitted, status=change.version_status)
                 await tx.record_event(committed, detail_for(committed))
         else:
+            check_owner(event, await tx.owner_of(event.file_id))
             log.info("duplicate event; state unchanged")
             if incoming in FINAL:
                 committed = await _recorded_commit(tx, event, incoming)
@@ -267,6 +291,7 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
 async def _record_only(event: BaseEvent, deps: Deps) -> None:
     """Add ``event`` to the file's history without touching ``files`` or ``file_versions``."""
     async with deps.repository.transaction(file_id=event.file_id, event_id=event.event_id) as tx:
+        check_owner(event, await tx.owner_of(event.file_id))
         if not await tx.record_event(event, detail_for(event)):
             log.info("duplicate event; history unchanged")
 
@@ -285,12 +310,16 @@ async def _recorded_commit(
 
 
 async def _clean_spool(event: BaseEvent, spool: Spool) -> None:
-    """Delete the spooled original (idempotent); other sources are not ours to delete.
+    """Delete the file's own spool entry, ``spool://<file_id>`` (idempotent); other sources
+    are not ours to delete, nor is another file's spool entry.
 
     A failure is logged, not raised: the file is committed, and a leftover spool file costs
     disk space only.
     """
     if not event.source.startswith(SCHEME):
+        return
+    if not own_spool_entry(event):
+        log.warning("spool source is not the file's own entry; left alone", source=event.source)
         return
     try:
         removed = await spool.delete(event.source)

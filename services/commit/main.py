@@ -38,7 +38,9 @@ async def build(settings: Settings) -> Stage:
     pool = await create_pool(settings.database)
     repository = FileRepository(pool)
     deps = Deps(
-        repository=repository, spool=LocalSpool(settings.spool.dir, settings.spool.chunk_bytes)
+        repository=repository,
+        spool=LocalSpool(settings.spool.dir, settings.spool.chunk_bytes),
+        bucket=settings.s3.bucket_name,
     )
     return Stage(
         name=NAME,

@@ -2,8 +2,11 @@
 
 One :class:`FileTransaction` per handled event; every write of a file first takes the lock on its
 ``files`` row (:meth:`FileTransaction.lock_file`), so two events of the same file are applied one
-after the other even when they are handled at the same time. Connection failures become
-:class:`~shared.errors.DatabaseUnavailable` (retryable) carrying ``file_id`` and ``event_id``.
+after the other even when they are handled at the same time. The lock returns the file's
+recorded owner, which the handler compares with the event's; every ``UPDATE files`` also
+matches ``file_id`` AND ``owner``, so an event of another owner changes nothing of the file.
+Connection failures become :class:`~shared.errors.DatabaseUnavailable` (retryable) carrying
+``file_id`` and ``event_id``.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9)
 ON CONFLICT (file_id) DO NOTHING
 """
 
-_LOCK_FILE = "SELECT current_version FROM files WHERE file_id = $1 FOR UPDATE"
+_LOCK_FILE = "SELECT current_version, owner FROM files WHERE file_id = $1 FOR UPDATE"
 
 # A separate statement, run once the lock is held: in READ COMMITTED a new statement sees what
 # the previous lock holder committed, whereas a row joined into the locking SELECT would come
@@ -64,7 +67,7 @@ ON CONFLICT (file_id, version_number) DO UPDATE SET
 _UPDATE_FILE = """
 UPDATE files SET status = $2, status_reason = $3, current_version = $4, original_name = $5,
                  content_type = $6, kind = $7, metadata = $8::jsonb, updated_at = now()
-WHERE file_id = $1
+WHERE file_id = $1 AND owner = $9
 """
 
 
@@ -100,8 +103,16 @@ class FileTransaction:
         )
         return payload
 
+    async def owner_of(self, file_id: uuid.UUID) -> str | None:
+        """The file's recorded owner, or ``None`` if it has no ``files`` row."""
+        owner: str | None = await self._connection.fetchval(
+            "SELECT owner FROM files WHERE file_id = $1", file_id
+        )
+        return owner
+
     async def lock_file(self, event: BaseEvent, initial_status: str) -> FileLock:
-        """Create the ``files`` row if missing (from the event's description), then lock it.
+        """Create the ``files`` row if missing (from the event's description), then lock it;
+        the lock says the file's recorded owner, which may not be the event's.
 
         The lock is held until the transaction ends; it serialises every writer of the file.
         """
@@ -117,11 +128,15 @@ class FileTransaction:
             event.version_number,
             event.received_at,
         )
-        current_version = await self._connection.fetchval(_LOCK_FILE, event.file_id)
+        locked = await self._connection.fetchrow(_LOCK_FILE, event.file_id)
         version_status = await self._connection.fetchval(
             _VERSION_STATUS, event.file_id, event.version_number
         )
-        return FileLock(current_version=current_version, version_status=version_status)
+        return FileLock(
+            current_version=locked["current_version"],
+            version_status=version_status,
+            owner=locked["owner"],
+        )
 
     async def upsert_version(self, event: BaseEvent, status: str, fields: StageFields) -> None:
         """Write the ``file_versions`` row of the event's version (seed 004: file_id +
@@ -145,16 +160,16 @@ class FileTransaction:
             fields.signature,
         )
 
-    async def set_attention(self, file_id: uuid.UUID, attention: dict[str, Any]) -> None:
-        """Mark the file as needing a person (``files.attention``, a JSON object holding at
-        least ``failed_at``, ISO 8601)."""
-        await self._connection.execute(_SET_ATTENTION, file_id, attention)
+    async def set_attention(self, event: BaseEvent, attention: dict[str, Any]) -> None:
+        """Mark ``event``'s file, if it is of ``event``'s owner, as needing a person
+        (``files.attention``, a JSON object holding at least ``failed_at``, ISO 8601)."""
+        await self._connection.execute(_SET_ATTENTION, event.file_id, attention, event.owner)
 
     async def clear_attention(self, event: BaseEvent) -> bool:
         """Clear the attention of ``event``'s file if ``event`` shows it moves again: made after
         the failure, or the dead-lettered event itself; whether it was cleared."""
         result: str = await self._connection.execute(
-            _CLEAR_ATTENTION, event.file_id, event.occurred_at, str(event.event_id)
+            _CLEAR_ATTENTION, event.file_id, event.occurred_at, str(event.event_id), event.owner
         )
         return result != "UPDATE 0"
 
@@ -170,17 +185,20 @@ class FileTransaction:
             event.content_type,
             event.kind,
             event.metadata,
+            event.owner,
         )
 
 
-_SET_ATTENTION = "UPDATE files SET attention = $2::jsonb, updated_at = now() WHERE file_id = $1"
+_SET_ATTENTION = """
+UPDATE files SET attention = $2::jsonb, updated_at = now() WHERE file_id = $1 AND owner = $3
+"""
 
 # Cleared by an event made after the failure (a replayed stage answered), or by the
 # dead-lettered event itself being recorded (a replayed commit went through); an event made
 # before the failure and recorded late does not hide it.
 _CLEAR_ATTENTION = """
 UPDATE files SET attention = NULL, updated_at = now()
-WHERE file_id = $1 AND attention IS NOT NULL
+WHERE file_id = $1 AND owner = $4 AND attention IS NOT NULL
   AND ((attention->>'failed_at')::timestamptz < $2 OR attention->>'event_id' = $3)
 """
 

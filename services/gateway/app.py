@@ -37,7 +37,6 @@ from services.gateway.auth import OPS_READ, authenticate_request
 from services.gateway.deps import GatewayDeps
 from services.gateway.edge import BodyDeadline, edge_protocol
 from services.gateway.keys import KeyCache
-from services.gateway.policy import UploadPolicy
 from services.gateway.relay import OutboxRelay
 from services.gateway.slots import OwnerSlots
 from shared.adapters import broker, db
@@ -45,6 +44,7 @@ from shared.adapters.outbox import EventOutbox
 from shared.adapters.spool import LocalSpool
 from shared.adapters.storage import S3ObjectStorage
 from shared.errors import BrokerUnavailable, DatabaseUnavailable, GatewayStartError, OutboxFull
+from shared.policy import UploadPolicy
 from shared.settings import Settings
 from shared.telemetry.health import metrics_endpoint
 from shared.telemetry.logging import Redactor

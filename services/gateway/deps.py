@@ -9,13 +9,13 @@ from aio_pika.abc import AbstractRobustConnection
 from fastapi import Request
 
 from services.gateway.keys import KeyCache
-from services.gateway.policy import UploadPolicy
 from services.gateway.relay import OutboxRelay
 from services.gateway.slots import OwnerSlots
 from shared.adapters.broker import Publisher
 from shared.adapters.outbox import EventOutbox
 from shared.adapters.spool import LocalSpool
 from shared.adapters.storage import S3ObjectStorage
+from shared.policy import UploadPolicy
 from shared.settings import Settings
 from shared.topology import Topology
 

@@ -45,6 +45,7 @@ from shared.errors import (
     BrokerUnavailable,
     DatabaseUnavailable,
     OutboxFull,
+    PolicyRefusal,
     RetryableError,
     SluiceError,
     SpoolFull,
@@ -88,6 +89,20 @@ def error_response(
     """``{"error": {"code", "message"}, **extra}`` with ``status_code`` and ``headers``."""
     body: dict[str, Any] = {"error": {"code": code, "message": message}, **(extra or {})}
     return JSONResponse(body, status_code=status_code, headers=dict(headers or {}))
+
+
+#: HTTP status of each upload policy rule (``PolicyRefusal.code``, ``shared.policy``).
+POLICY_STATUS: dict[str, int] = {
+    "unsupported_type": 415,
+    "too_large": 413,
+    "name_too_long": 400,
+    "invalid_request": 422,
+}
+
+
+def refused(exc: PolicyRefusal) -> ApiError:
+    """The HTTP answer to an upload outside the policy: its rule's status and code."""
+    return ApiError(POLICY_STATUS.get(exc.code, 422), exc.code, exc.message)
 
 
 def unavailable(exc: SluiceError) -> ApiError:

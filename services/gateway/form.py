@@ -5,7 +5,7 @@ The body is read chunk by chunk (``Request.stream()``) and fed to python-multipa
 :class:`~shared.adapters.spool.SpoolWriter` (which hashes it with SHA-256 as it writes), so
 memory stays flat whatever the file size.
 
-The first :data:`~services.gateway.policy.HEAD_BYTES` of the file are held back until libmagic
+The first :data:`~shared.policy.HEAD_BYTES` of the file are held back until libmagic
 has sniffed them and the policy has accepted the type, so a refused type never touches the
 spool. The size limit is the one of the type the file name claims (the largest limit when the
 extension is unknown), checked at every chunk: the request is answered 413 as soon as it is
@@ -28,11 +28,11 @@ from pydantic import JsonValue
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from services.gateway.errors import ApiError, insufficient_storage
+from services.gateway.errors import ApiError, insufficient_storage, refused
 from services.gateway.fields import MAX_KIND_CHARS, long_kind, parse_kind, parse_metadata
-from services.gateway.policy import HEAD_BYTES, UploadPolicy, clean_name, sniff
 from shared.adapters.spool import LocalSpool, SpoolWriter
-from shared.errors import SpoolFull
+from shared.errors import PolicyRefusal, SpoolFull
+from shared.policy import HEAD_BYTES, UploadPolicy, clean_name, sniff
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -286,6 +286,9 @@ async def read_upload(
                 raise too_large("the request body", max_body)
             await reader.feed(chunk)
         return await reader.finish()
+    except PolicyRefusal as exc:
+        await reader.abort()
+        raise refused(exc) from None
     except SpoolFull as exc:
         await reader.abort()
         log.warning("gateway.spool_full", error=str(exc))

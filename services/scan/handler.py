@@ -1,21 +1,34 @@
-"""The scan stage: ``file.received`` → clamd verdict → ``file.scanned`` or ``file.rejected``.
+"""The scan stage: ``file.received`` → clamd verdict and upload policy → ``file.scanned`` or
+``file.rejected``.
 
 The bytes are read through the source reader, which checks them against the event's size and
 SHA-256 first, so what clamd scans is exactly what the event announced and what the store stage
 will upload (the store re-checks the same SHA-256, and S3 verifies it again).
 
+Every file meets the upload policy here (``shared.policy``, one policy for every way in): an
+upstream service's ``file.received`` never went through the gateway, which applies the same
+policy to an upload (a gateway upload passes it again, unchanged). Before the bytes are read,
+the name is cleaned and the size checked against the limit of the type the name claims, and the
+metadata against its cap; once they are read, libmagic sniffs their type, which must agree with
+the name's extension. The content type every later event carries, the one the object is stored
+and served with and the one recorded, is that sniffed type, never the event's claim.
+
 Outcomes:
 
-- clean → ``file.scanned`` with the engine and signature database versions;
-- infected → ``file.rejected`` (reason ``infected``); infected bytes never reach the bucket
-  (seed 000: antivirus scan). The commit stage removes the spooled bytes once the rejection is
-  recorded (removing them here, before ``file.rejected`` is confirmed, would lose the file if
-  the worker died in between). An ``s3://`` source belongs to the upstream service that wrote it
-  and is left alone;
+- clean and within the policy → ``file.scanned`` with the engine and signature database
+  versions, the sniffed ``content_type`` and the cleaned ``original_name``;
+- infected → ``file.rejected`` (reason ``infected``), whatever the type: infected bytes never
+  reach the bucket (seed 000: antivirus scan), and malware is reported as such. The commit
+  stage removes the spooled bytes once the rejection is recorded (removing them here, before
+  ``file.rejected`` is confirmed, would lose the file if the worker died in between). An
+  ``s3://`` source belongs to the upstream service that wrote it and is left alone;
 - not scannable whole (clamd's alerts for an encrypted archive or PDF and for a file past its
   scan limits, :attr:`~shared.adapters.scanner.ScanVerdict.unscannable`) → ``file.rejected``
-  (reason ``unscannable``), like an infected file: what clamd could not look into is not passed
-  on as clean;
+  (reason ``unscannable``), like an infected file, whatever the type: what clamd could not look
+  into is not passed on as clean;
+- outside the policy → ``file.rejected`` (reason ``policy``, the detail says which rule, e.g.
+  ``policy: content sniffed as text/html, which is not an accepted type (the name claims
+  .jpg)``); a file over its size limit is refused without reading its bytes;
 - bytes that do not match the event → :class:`~shared.errors.ChecksumMismatch`, dead-lettered
   at once rather than rejected: a mismatch is a fault upstream (or on the spool) to fix and
   replay, not a verdict on the file;
@@ -36,8 +49,9 @@ from dataclasses import dataclass
 import structlog
 
 from shared.adapters.spool import SCHEME as SPOOL_SCHEME
-from shared.errors import SourceMissing
+from shared.errors import PolicyRefusal, SourceMissing
 from shared.events import BaseEvent, FileRejected, FileScanned
+from shared.policy import UploadPolicy, sniff
 from shared.ports import FileStates, Scanner, SourceReader, Spool
 from shared.status import PAST_SCANNING
 
@@ -52,10 +66,12 @@ class Deps:
     scanner: Scanner
     states: FileStates
     spool: Spool
+    policy: UploadPolicy
 
 
 async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
-    """Scan the event's source; return its ``file.scanned`` or ``file.rejected``.
+    """Scan the event's source and check it against the upload policy; return its
+    ``file.scanned`` or ``file.rejected``.
 
     Emitted events answer ``event`` (:meth:`~shared.events.BaseEvent.follow`), so a redelivery
     yields the same event ids.
@@ -65,6 +81,10 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
         SourceMissing: the source is gone. InvalidSource: a reference that is not allowed.
         ScannerUnavailable: clamd gave no verdict (retried). StorageUnavailable: S3 down.
     """
+    try:
+        name = deps.policy.check_announced(event.original_name, event.size_bytes, event.metadata)
+    except PolicyRefusal as refusal:
+        return [_refused(event, refusal)]
     try:
         data = await deps.sources.read(
             event.source, expected_sha256=event.sha256, expected_size=event.size_bytes
@@ -85,6 +105,8 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
                     )
                 ]
         raise
+    # From here on every event describes the bytes as read: their type, the cleaned name.
+    sniffed = sniff(data)
     verdict = await deps.scanner.scan(data)
     if not verdict.clean:
         signature = (verdict.signature or "unknown")[:255]
@@ -95,6 +117,8 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
                     reason="unscannable",
                     detail=f"{verdict.unscannable} ({signature})",
                     signature=signature,
+                    content_type=sniffed,
+                    original_name=name,
                 )
             ]
         return [
@@ -103,7 +127,30 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
                 reason="infected",
                 detail=f"infected: {signature}",
                 signature=signature,
+                content_type=sniffed,
+                original_name=name,
             )
         ]
+    try:
+        deps.policy.check(name, None, sniffed)
+    except PolicyRefusal as refusal:
+        return [_refused(event, refusal, content_type=sniffed, original_name=name)]
     engine, database = await deps.scanner.version()
-    return [event.follow(FileScanned, scanner=engine, signature_version=database)]
+    return [
+        event.follow(
+            FileScanned,
+            scanner=engine,
+            signature_version=database,
+            content_type=sniffed,
+            original_name=name,
+        )
+    ]
+
+
+def _refused(event: BaseEvent, refusal: PolicyRefusal, **described: str) -> FileRejected:
+    """The ``file.rejected`` (reason ``policy``) of a file outside the upload policy;
+    ``described`` replaces fields of the file's description (the sniffed ``content_type``)."""
+    log.info("outside the upload policy", rule=refusal.code, detail=refusal.message)
+    return event.follow(
+        FileRejected, reason="policy", detail=f"policy: {refusal.message}", **described
+    )

@@ -14,13 +14,15 @@ from shared.adapters.spool import LocalSpool
 from shared.adapters.storage import S3ObjectStorage
 from shared.breaker import Dependency, DependencyName
 from shared.errors import DatabaseUnavailable, ScannerUnavailable, StorageUnavailable
+from shared.policy import UploadPolicy
 from shared.settings import Settings
 from shared.stage import Stage
 
 
 async def build(settings: Settings) -> Stage:
     """Open the spool, S3 (for ``s3://`` sources) and a read-only view of file states (to
-    recognise late redeliveries), and return the ``scan`` stage.
+    recognise late redeliveries), and return the ``scan`` stage, which applies the upload
+    policy of ``SLUICE_GATEWAY_*`` (the gateway's) to every file.
 
     Nothing is contacted yet: clamd and S3 are reached per message. Their outages, and
     PostgreSQL's, open the stage's circuit breaker (probes: clamd ``PING``, ``SELECT 1``, S3
@@ -37,6 +39,7 @@ async def build(settings: Settings) -> Stage:
         scanner=scanner,
         states=FileStateReader(pool),
         spool=spool,
+        policy=UploadPolicy.from_settings(settings.gateway),
     )
     return Stage(
         name="scan",

@@ -5,6 +5,12 @@ by default); everything else passes through with no thumbnails. An image that ca
 thumbnailed (truncated, corrupt, a decompression bomb) is not an error of the pipeline: the file
 is still stored and committed, and ``thumbnail_error`` says why it has no thumbnails.
 
+Before it reads anything, the stage checks what the event claims (``shared.claims``): the
+original is in Sluice's own bucket at the file's own key, ``shared.naming.object_key(owner,
+file_id, received_at, original_name)``. Any other bucket or key (an event of owner ``mallory``
+naming ``alice/...``) is :class:`~shared.errors.ForgedEvent`, dead-lettered at once: the stage
+never reads an object the event's owner does not own, nor writes thumbnails next to it.
+
 Decoding runs in a worker thread so the event loop keeps serving other messages. Thumbnail keys
 are deterministic (``shared.naming.thumbnail_key``), so a redelivered event overwrites the same
 objects instead of adding new ones.
@@ -17,6 +23,7 @@ import hashlib
 from dataclasses import dataclass
 
 from services.thumbnail.render import is_thumbnailable, render_thumbnails
+from shared.claims import check_stored_object
 from shared.errors import ChecksumMismatch, InvalidEvent, ThumbnailError
 from shared.events import BaseEvent, FileStored, FileThumbnailed, Thumbnail
 from shared.naming import thumbnail_key
@@ -39,12 +46,15 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
 
     Raises:
         InvalidEvent: not a ``file.stored`` event.
+        ForgedEvent: the event names a bucket other than Sluice's, or a key other than the
+            file's own (``shared.claims.check_stored_object``).
         ChecksumMismatch: the object read back does not hash to the event's SHA-256.
         SourceMissing: the original is not in the bucket.
         StorageUnavailable: S3 down (retried).
     """
     if not isinstance(event, FileStored):
         raise InvalidEvent(f"thumbnail stage does not take {event.type}")
+    check_stored_object(event, deps.storage.bucket)
     if not is_thumbnailable(event.content_type):
         return [event.follow(FileThumbnailed, bucket=event.bucket, key=event.key)]
     done = await _already_stored(event, deps)

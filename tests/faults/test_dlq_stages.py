@@ -22,6 +22,7 @@ from PIL import Image
 
 from shared.adapters import broker
 from shared.events import FileReceived, FileScanned, FileStored
+from shared.naming import object_key
 from shared.ops.deadletters import DeadLetter, list_dead_letters, show_dead_letter
 from shared.settings import AmqpSettings
 from shared.topology import Topology
@@ -163,9 +164,9 @@ def test_each_stage_dead_letters_then_replay_twice_processes_once_and_purge_is_r
         FileScanned, scanner="ClamAV test", signature_version="1", sha256="1" * 64
     )
     # thumbnail: the object it should read is not in the bucket.
-    thumbnail_job = FileReceived.new(**described(data, "spool://gone.png")).follow(
-        FileStored, bucket=cluster.bucket, key="alice/not-there.png"
-    )
+    gone = FileReceived.new(**described(data, "spool://gone.png"))
+    not_there = object_key(gone.owner, gone.file_id, gone.received_at, gone.original_name)
+    thumbnail_job = gone.follow(FileStored, bucket=cluster.bucket, key=not_there)
     # commit: an event of a contract version it does not know.
     future = json.loads(FileReceived.new(**described(data, "spool://x.png")).model_dump_json())
     future.update(type="file.rejected", schema_version=2, reason="invalid", detail="v2")
@@ -197,7 +198,7 @@ def test_each_stage_dead_letters_then_replay_twice_processes_once_and_purge_is_r
         str(thumbnail_job.event_id),
         "SourceMissing",
     )
-    assert "alice/not-there.png" in (thumbnail.error_message or "")
+    assert not_there in (thumbnail.error_message or "")
     assert (commit.message_id, commit.error_type) == (future_id, "InvalidEvent")
     assert "schema_version" in (commit.error_message or "")
     assert all(letter.attempts == 1 for letter in letters.values())  # permanent: no retries

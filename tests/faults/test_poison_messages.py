@@ -36,6 +36,7 @@ import pytest
 
 from shared import devservices
 from shared.events import BaseEvent, FileReceived, FileScanned, FileStored
+from shared.naming import object_key
 from shared.topology import STAGES, Topology
 from tests.e2e.pipeline import ROOT, Pipeline, start_pipeline
 from tests.faults.checks import REPORTS
@@ -185,7 +186,11 @@ def poison_messages(bucket: str) -> list[Poison]:
     """The poison, one or more per stage, in publishing order."""
     png = sample("photo.png")
     gone = received("gone.png", png, f"spool://{uuid.uuid4()}-gone.png", "image/png")
-    missing_key = f"alice/{gone.file_id}-20240101T000000Z-gone.png"
+    missing_key = object_key(gone.owner, gone.file_id, gone.received_at, gone.original_name)
+    # Another owner's file.stored naming alice's key (shared.claims).
+    mallory = received("gone.png", png, gone.source, "image/png").model_copy(
+        update={"owner": "mallory"}
+    )
     garbage = hashlib.shake_256(b"sluice poison").digest(5 * 1024 * 1024)
     scanned = gone.follow(FileScanned, scanner="test", signature_version="test")
     at_missing_key = stored(gone, bucket, missing_key)
@@ -217,6 +222,20 @@ def poison_messages(bucket: str) -> list[Poison]:
             "s3-object-gone", "thumbnail", as_json(at_missing_key), "SourceMissing", missing_key
         ),
         Poison("empty-body", "store", b"", "InvalidEvent", "Invalid JSON"),
+        Poison(
+            "foreign-bucket",
+            "thumbnail",
+            as_json(stored(gone, "elsewhere", missing_key)),
+            "ForgedEvent",
+            "names bucket 'elsewhere', not Sluice's bucket",
+        ),
+        Poison(
+            "another-owners-key",
+            "commit",
+            as_json(stored(mallory, bucket, missing_key)),
+            "ForgedEvent",
+            f"of owner 'mallory' names key '{missing_key}'",
+        ),
         Poison(
             "wrong-stage",
             "scan",
@@ -271,7 +290,7 @@ def decoder_crash_stored(pipeline: Pipeline) -> FileStored:
     """A ``file.stored`` of a PNG whose zlib stream is corrupt, put in the bucket by the test."""
     data = corrupt_png_idat(sample("photo.png"))
     event = received("corrupt-idat.png", data, "spool://unused", "image/png")
-    key = f"alice/{event.file_id}-20240101T000000Z-corrupt-idat.png"
+    key = object_key(event.owner, event.file_id, event.received_at, event.original_name)
     devservices.s3_client().put_object(Bucket=pipeline.bucket, Key=key, Body=data)
     return stored(event, pipeline.bucket, key)
 

@@ -31,6 +31,7 @@ from services.gateway.schemas import FileSummary
 from shared.adapters import broker
 from shared.adapters.db import create_pool
 from shared.events import FileReceived, FileScanned, FileStored, FileThumbnailed
+from shared.naming import object_key
 from shared.ops.deadletters import Selection, replay
 from shared.runner import StageConsumer
 from shared.settings import (
@@ -160,7 +161,8 @@ async def test_a_commit_dead_letter_shows_on_the_file_and_a_replay_clears_it(
         original_name="photo.png",
     )
     scanned = first.follow(FileScanned, scanner="ClamAV 1.0.9", signature_version="27431")
-    stored = scanned.follow(FileStored, bucket="sluice", key=f"alice/{first.file_id}-photo.png")
+    key = object_key(first.owner, first.file_id, first.received_at, first.original_name)
+    stored = scanned.follow(FileStored, bucket=settings.s3.bucket_name, key=key)
     done = stored.follow(FileThumbnailed, bucket=stored.bucket, key=stored.key)
     await pool.execute(REFUSE_ONE_FILE.format(file_id=first.file_id))
     consumer = StageConsumer(await build(settings), amqp, topology)

@@ -23,11 +23,12 @@ from services.commit.repository import FileRepository
 from shared.adapters import broker
 from shared.adapters.db import create_pool
 from shared.adapters.spool import LocalSpool
-from shared.errors import DatabaseUnavailable
+from shared.errors import DatabaseUnavailable, ForgedEvent
 from shared.events import (
     BaseEvent,
     FileCommitted,
     FileCorrupted,
+    FileDeadLettered,
     FileFallback,
     FileReceived,
     FileRejected,
@@ -37,6 +38,7 @@ from shared.events import (
     Thumbnail,
     parse_event,
 )
+from shared.naming import object_key, thumbnail_key
 from shared.retry import HEADER_ERROR_TYPE
 from shared.runner import StageConsumer
 from shared.settings import DatabaseSettings
@@ -46,10 +48,18 @@ from tests.localenv import FreshDatabase, Local
 pytestmark = pytest.mark.integration
 
 DATA = b"\xff\xd8\xff\xe0 not really a jpeg"
-THUMBS = (
-    Thumbnail(size_px=256, key="alice/t256.webp", width=256, height=171, size_bytes=9000),
-    Thumbnail(size_px=1024, key="alice/t1024.webp", width=1024, height=683, size_bytes=70000),
-)
+#: Sluice's own bucket, for the commit stage (the run loop's settings name it too).
+BUCKET = "sluice-test"
+
+
+def thumbs(key: str) -> tuple[Thumbnail, ...]:
+    """Two thumbnails next to the original at ``key``."""
+    return (
+        Thumbnail(size_px=256, key=thumbnail_key(key, 256), width=256, height=171, size_bytes=9000),
+        Thumbnail(
+            size_px=1024, key=thumbnail_key(key, 1024), width=1024, height=683, size_bytes=70000
+        ),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -72,21 +82,24 @@ def spool(tmp_path: Path) -> LocalSpool:
 
 @pytest.fixture
 def deps(pool: Any, spool: LocalSpool) -> Deps:
-    return Deps(repository=FileRepository(pool), spool=spool)
+    return Deps(repository=FileRepository(pool), spool=spool, bucket=BUCKET)
 
 
-async def spooled(spool: LocalSpool, data: bytes = DATA) -> str:
-    name = f"{uuid.uuid4()}.bin"
-    async with spool.writer(name) as writer:
+async def spooled(spool: LocalSpool, data: bytes = DATA, owner: str = "alice") -> FileReceived:
+    """A file spooled as the gateway spools it, under its file id, and its ``file.received``."""
+    file_id = uuid.uuid4()
+    async with spool.writer(str(file_id)) as writer:
         await writer.write(data)
         await writer.commit()
-    return spool.reference(name)
+    return received(spool.reference(str(file_id)), data, file_id=file_id, owner=owner)
 
 
-def received(source: str, data: bytes = DATA) -> FileReceived:
+def received(
+    source: str, data: bytes = DATA, *, file_id: uuid.UUID | None = None, owner: str = "alice"
+) -> FileReceived:
     return FileReceived.new(
-        file_id=uuid.uuid4(),
-        owner="alice",
+        file_id=file_id or uuid.uuid4(),
+        owner=owner,
         source=source,
         size_bytes=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
@@ -101,8 +114,9 @@ def chain(
     first: FileReceived, **thumbnailed: Any
 ) -> tuple[FileScanned, FileStored, FileThumbnailed]:
     scanned = first.follow(FileScanned, scanner="ClamAV 1.0.9", signature_version="27431/Oct 1")
-    stored = scanned.follow(FileStored, bucket="sluice", key=f"alice/{first.file_id}-cat.jpg")
-    thumbnailed.setdefault("thumbnails", THUMBS)
+    key = object_key(first.owner, first.file_id, first.received_at, first.original_name)
+    stored = scanned.follow(FileStored, bucket=BUCKET, key=key)
+    thumbnailed.setdefault("thumbnails", thumbs(key))
     done = stored.follow(FileThumbnailed, bucket=stored.bucket, key=stored.key, **thumbnailed)
     return scanned, stored, done
 
@@ -127,7 +141,7 @@ async def state(pool: Any, file_id: uuid.UUID) -> tuple[Any, list[Any], list[Any
 async def test_happy_sequence_commits_an_available_file(
     pool: Any, deps: Deps, spool: LocalSpool
 ) -> None:
-    first = received(await spooled(spool))
+    first = await spooled(spool)
     scanned, stored, done = chain(first)
     out = await handle_all([first, scanned, stored, done], deps)
 
@@ -139,9 +153,9 @@ async def test_happy_sequence_commits_an_available_file(
     assert file["kind"] == "photo" and file["original_name"] == "cat.jpg"
     [version] = versions
     assert version["status"] == "available" and version["sha256"] == first.sha256
-    assert (version["bucket"], version["object_key"]) == ("sluice", stored.key)
+    assert (version["bucket"], version["object_key"]) == (BUCKET, stored.key)
     assert (version["scanner"], version["signature_version"]) == ("ClamAV 1.0.9", "27431/Oct 1")
-    assert version["thumbnails"] == [t.model_dump(mode="json") for t in THUMBS]
+    assert version["thumbnails"] == [t.model_dump(mode="json") for t in thumbs(stored.key)]
     assert version["thumbnail_error"] is None
     assert [row["event_type"] for row in history] == [
         "file.received",
@@ -157,7 +171,7 @@ async def test_happy_sequence_commits_an_available_file(
 
 
 async def test_rejected_file(pool: Any, deps: Deps, spool: LocalSpool) -> None:
-    first = received(await spooled(spool))
+    first = await spooled(spool)
     rejected = first.follow(
         FileRejected, reason="infected", detail="FOUND", signature="Eicar-Test-Signature"
     )
@@ -181,7 +195,7 @@ async def test_rejected_file(pool: Any, deps: Deps, spool: LocalSpool) -> None:
 async def test_duplicate_changes_nothing_and_re_emits_the_same_commit(
     pool: Any, deps: Deps, spool: LocalSpool
 ) -> None:
-    first = received(await spooled(spool))
+    first = await spooled(spool)
     scanned, stored, done = chain(first)
     [committed] = await handle_all([first, scanned, stored, done], deps)
     before = await state(pool, first.file_id)
@@ -193,7 +207,7 @@ async def test_duplicate_changes_nothing_and_re_emits_the_same_commit(
 
 
 async def test_out_of_order_still_ends_available(pool: Any, deps: Deps, spool: LocalSpool) -> None:
-    first = received(await spooled(spool))
+    first = await spooled(spool)
     scanned, stored, done = chain(first)
     out = await handle_all([done, stored, scanned, first], deps)
 
@@ -207,7 +221,7 @@ async def test_out_of_order_still_ends_available(pool: Any, deps: Deps, spool: L
 
 
 async def test_terminal_status_never_regresses(pool: Any, deps: Deps, spool: LocalSpool) -> None:
-    first = received(await spooled(spool))
+    first = await spooled(spool)
     rejected = first.follow(FileRejected, reason="invalid", detail="content is not image/jpeg")
     scanned, stored, _ = chain(first)
     await handle_all([first, rejected, scanned, stored], deps)
@@ -215,12 +229,12 @@ async def test_terminal_status_never_regresses(pool: Any, deps: Deps, spool: Loc
     file, [version], history = await state(pool, first.file_id)
     assert (file["status"], version["status"]) == ("rejected", "rejected")
     assert file["status_reason"] == "invalid: content is not image/jpeg"
-    assert version["bucket"] == "sluice"  # the late event's facts are kept, its status is not
+    assert version["bucket"] == BUCKET  # the late event's facts are kept, its status is not
     assert len(history) == 5
 
 
 async def test_thumbnail_error_is_recorded(pool: Any, deps: Deps, spool: LocalSpool) -> None:
-    first = received(await spooled(spool))
+    first = await spooled(spool)
     scanned, stored, done = chain(first, thumbnails=(), thumbnail_error="image file is truncated")
     await handle_all([first, scanned, stored, done], deps)
 
@@ -233,7 +247,7 @@ async def test_thumbnail_error_is_recorded(pool: Any, deps: Deps, spool: LocalSp
 async def test_same_event_concurrently_is_recorded_once(
     pool: Any, deps: Deps, spool: LocalSpool
 ) -> None:
-    first = received(await spooled(spool))
+    first = await spooled(spool)
     scanned, stored, done = chain(first)
     await handle_all([first, scanned, stored], deps)
 
@@ -259,7 +273,7 @@ async def test_events_of_one_file_concurrently_end_available(pool: Any, deps: De
 async def test_connection_lost_mid_transaction_rolls_back_and_is_retryable(
     pool: Any, deps: Deps, spool: LocalSpool
 ) -> None:
-    first = received(await spooled(spool))
+    first = await spooled(spool)
     scanned, _, _ = chain(first)
     await handle(first, deps)
     async with pool.acquire() as blocker, blocker.transaction():
@@ -293,7 +307,10 @@ async def test_closed_pool_is_database_unavailable(
     closed = await create_pool(database)
     await closed.close()
     with pytest.raises(DatabaseUnavailable, match="PostgreSQL unavailable"):
-        await handle(received("spool://x"), Deps(repository=FileRepository(closed), spool=spool))
+        await handle(
+            received("spool://x"),
+            Deps(repository=FileRepository(closed), spool=spool, bucket=BUCKET),
+        )
 
 
 async def next_message(queue: AbstractQueue, timeout_s: float = 15.0) -> AbstractIncomingMessage:
@@ -324,7 +341,7 @@ async def test_through_the_run_loop(
         await consumer.start()
         try:
             spool = LocalSpool(settings.spool.dir)
-            first = received(await spooled(spool))
+            first = await spooled(spool)
             scanned, stored, done = chain(first)
             for event in (first, scanned, stored, done):
                 await publisher.publish(event)
@@ -363,7 +380,7 @@ async def test_through_the_run_loop(
 async def test_fallback_then_migration_then_corruption(
     pool: Any, deps: Deps, spool: LocalSpool
 ) -> None:
-    first = received(await spooled(spool))
+    first = await spooled(spool)
     scanned, stored, done = chain(first)
     fallback = scanned.follow(FileFallback, reason="StorageUnavailable after 3 attempts: down")
 
@@ -403,3 +420,117 @@ async def test_fallback_then_migration_then_corruption(
         f"object s3://{stored.bucket}/{stored.key} lost: object missing (reconcile)"
     )
     assert [row["event_type"] for row in history].count("file.corrupted") == 1
+
+
+# -- what the commit stage checks of an event (shared.claims) ----------------------------------
+
+
+def forged(event: BaseEvent, **fields: Any) -> BaseEvent:
+    """``event`` with ``fields`` replaced, as anyone on the bus could publish it."""
+    return parse_event(event.model_copy(update=fields).model_dump_json().encode())
+
+
+async def test_stored_naming_another_owners_key_is_refused_and_changes_nothing(
+    pool: Any, deps: Deps, spool: LocalSpool
+) -> None:
+    alice = await spooled(spool)
+    _, alices_stored, _ = chain(alice)
+    await handle_all([alice, *chain(alice)], deps)
+    before = await state(pool, alice.file_id)
+
+    mallory = received("s3://upstream/mallory/x.jpg", owner="mallory")
+    scanned = mallory.follow(FileScanned, scanner="ClamAV 1.0.9", signature_version="1")
+    await handle_all([mallory, scanned], deps)
+    theft = scanned.follow(FileStored, bucket=BUCKET, key=alices_stored.key)
+    with pytest.raises(ForgedEvent) as caught:
+        await handle(theft, deps)
+    assert f"of owner 'mallory' names key '{alices_stored.key}'" in str(caught.value)
+
+    file, [version], history = await state(pool, mallory.file_id)
+    assert (file["status"], version["object_key"], version["bucket"]) == ("scanned", None, None)
+    assert [row["event_type"] for row in history] == ["file.received", "file.scanned"]
+    assert await state(pool, alice.file_id) == before
+
+
+async def test_stored_in_a_foreign_bucket_is_refused(pool: Any, deps: Deps) -> None:
+    first = received("s3://upstream/alice/cat.jpg")
+    _, stored, _ = chain(first)
+    elsewhere = forged(stored, bucket="upstream")
+    with pytest.raises(ForgedEvent, match="names bucket 'upstream', not Sluice's bucket"):
+        await handle(elsewhere, deps)
+    assert await pool.fetchval("SELECT count(*) FROM files WHERE file_id = $1", first.file_id) == 0
+
+
+async def test_thumbnails_not_next_to_the_original_are_refused(pool: Any, deps: Deps) -> None:
+    first = received("s3://upstream/alice/cat.jpg")
+    _, _, done = chain(first, thumbnails=thumbs("bob/holiday.jpg"))
+    with pytest.raises(ForgedEvent) as caught:
+        await handle(done, deps)
+    assert "names thumbnail key 'bob/holiday.jpg.thumb-256.webp'" in str(caught.value)
+    assert await pool.fetchval("SELECT count(*) FROM files WHERE file_id = $1", first.file_id) == 0
+
+
+async def test_events_of_another_owner_change_nothing_of_the_file(
+    pool: Any, deps: Deps, spool: LocalSpool
+) -> None:
+    alice = await spooled(spool)
+    scanned, _, _ = chain(alice)
+    await handle_all([alice, scanned], deps)
+    before = await state(pool, alice.file_id)
+
+    rename = FileReceived.new(
+        **{
+            **alice.model_dump(exclude={"type", "event_id", "occurred_at", "received_at"}),
+            "owner": "mallory",
+            "original_name": "mine.jpg",
+            "content_type": "text/html",
+            "metadata": {"owner": "mallory"},
+            "version_number": 2,
+        }
+    )
+    reject = forged(
+        alice.follow(FileRejected, reason="invalid", detail="x", version_number=2),
+        owner="mallory",
+    )
+    # alice's own event, redelivered with another owner: the duplicate path checks too.
+    replayed = forged(scanned, owner="mallory")
+    for event in (rename, reject, replayed):
+        with pytest.raises(ForgedEvent) as caught:
+            await handle(event, deps)
+        assert "of owner 'mallory' is about a file of owner 'alice'" in str(caught.value)
+    assert await state(pool, alice.file_id) == before
+    assert await spool.exists(alice.source)
+
+
+async def test_a_dead_letter_notice_of_another_owner_marks_nothing(
+    pool: Any, deps: Deps, spool: LocalSpool
+) -> None:
+    alice = await spooled(spool)
+    await handle(alice, deps)
+    before = await state(pool, alice.file_id)
+    notice = FileDeadLettered.about(
+        forged(alice, owner="mallory"),
+        stage="thumbnail",
+        error_type="ForgedEvent",
+        error_message="file.stored names bucket 'elsewhere'",
+        attempts=1,
+        failed_at=alice.occurred_at,
+    )
+    with pytest.raises(ForgedEvent, match="of owner 'mallory' is about a file of owner 'alice'"):
+        await handle(notice, deps)
+    assert await state(pool, alice.file_id) == before
+    assert before[0]["attention"] is None
+
+
+async def test_a_rejection_naming_another_files_spool_entry_deletes_nothing(
+    pool: Any, deps: Deps, spool: LocalSpool
+) -> None:
+    alice = await spooled(spool)  # in flight: received, not final
+    await handle(alice, deps)
+    mallory = received(alice.source, owner="mallory")
+    rejected = mallory.follow(FileRejected, reason="invalid", detail="whatever")
+    [committed] = await handle_all([mallory, rejected], deps)
+    assert isinstance(committed, FileCommitted) and committed.status == "rejected"
+    assert await spool.exists(alice.source)  # alice's bytes are still there
+    file, _, _ = await state(pool, alice.file_id)
+    assert (file["owner"], file["status"]) == ("alice", "received")

@@ -31,6 +31,7 @@ from shared.events import (
     FileThumbnailed,
     parse_event,
 )
+from shared.naming import object_key
 from shared.settings import DatabaseSettings
 from shared.status import FileStatus
 from tests.databases import fresh_database
@@ -53,7 +54,9 @@ async def pool() -> AsyncIterator[Any]:
 
 @pytest.fixture
 def deps(pool: Any, tmp_path: Any) -> Deps:
-    return Deps(repository=FileRepository(pool), spool=LocalSpool(tmp_path / "spool"))
+    return Deps(
+        repository=FileRepository(pool), spool=LocalSpool(tmp_path / "spool"), bucket="sluice"
+    )
 
 
 def stored_heic() -> tuple[FileReceived, FileScanned, FileStored]:
@@ -67,7 +70,8 @@ def stored_heic() -> tuple[FileReceived, FileScanned, FileStored]:
         original_name="photo.heic",
     )
     scanned = first.follow(FileScanned, scanner="ClamAV 1.0.9", signature_version="27431")
-    stored = scanned.follow(FileStored, bucket="sluice", key=f"alice/{first.file_id}-photo.heic")
+    key = object_key(first.owner, first.file_id, first.received_at, first.original_name)
+    stored = scanned.follow(FileStored, bucket="sluice", key=key)
     return first, scanned, stored
 
 

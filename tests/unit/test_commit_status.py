@@ -110,7 +110,9 @@ def test_first_terminal_status_wins(before: list[str]) -> None:
 
 
 def test_transition_new_file_takes_the_incoming_status() -> None:
-    change = transition(FileLock(current_version=1, version_status=None), 1, "received", "r")
+    change = transition(
+        FileLock(current_version=1, version_status=None, owner="alice"), 1, "received", "r"
+    )
     assert (change.version_status, change.file_status, change.status_reason) == (
         "received",
         "received",
@@ -119,27 +121,31 @@ def test_transition_new_file_takes_the_incoming_status() -> None:
 
 
 def test_transition_rejection_gives_the_file_a_reason() -> None:
-    lock = FileLock(current_version=1, version_status="received")
+    lock = FileLock(current_version=1, version_status="received", owner="alice")
     change = transition(lock, 1, "rejected", "infected: Eicar-Test-Signature")
     assert change.file_status == "rejected"
     assert change.status_reason == "infected: Eicar-Test-Signature"
 
 
 def test_transition_that_changes_nothing_leaves_the_file_alone() -> None:
-    lock = FileLock(current_version=1, version_status="stored")
+    lock = FileLock(current_version=1, version_status="stored", owner="alice")
     change = transition(lock, 1, "scanned", "late scan")
     assert change.version_status == "stored"
     assert change.file_status is None
 
 
 def test_transition_of_an_older_version_leaves_the_file_alone() -> None:
-    change = transition(FileLock(current_version=2, version_status=None), 1, "stored", "old")
+    change = transition(
+        FileLock(current_version=2, version_status=None, owner="alice"), 1, "stored", "old"
+    )
     assert change.version_status == "stored"
     assert change.file_status is None
 
 
 def test_transition_to_a_newer_version_moves_the_file() -> None:
-    change = transition(FileLock(current_version=1, version_status=None), 2, "received", "new")
+    change = transition(
+        FileLock(current_version=1, version_status=None, owner="alice"), 2, "received", "new"
+    )
     assert change.file_status == "received"
 
 
@@ -167,6 +173,10 @@ def test_details_are_short_human_reasons() -> None:
     assert detail_for(infected) == "infected: Eicar-Test-Signature"
     invalid = received.follow(FileRejected, reason="invalid", detail="not a JPEG")
     assert detail_for(invalid) == "invalid: not a JPEG"
+    policy = received.follow(
+        FileRejected, reason="policy", detail="policy: content sniffed as text/html"
+    )
+    assert detail_for(policy) == "policy: content sniffed as text/html"
     unscannable = received.follow(
         FileRejected,
         reason="unscannable",

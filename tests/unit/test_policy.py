@@ -15,7 +15,9 @@ from PIL import Image
 
 from services.gateway.errors import ApiError
 from services.gateway.form import Upload, read_upload
-from services.gateway.policy import (
+from shared.adapters.spool import LocalSpool
+from shared.errors import PolicyRefusal
+from shared.policy import (
     MAX_NAME_CHARS,
     UploadPolicy,
     clean_name,
@@ -23,7 +25,6 @@ from services.gateway.policy import (
     normalise_media_type,
     sniff,
 )
-from shared.adapters.spool import LocalSpool
 from shared.settings import GatewaySettings
 
 MiB = 1024 * 1024
@@ -102,9 +103,9 @@ def test_accepted(name: str, declared: str | None, sniffed: str) -> None:
 def test_refused_with_sniffed_and_claimed(
     name: str, declared: str | None, sniffed: str, fragments: list[str]
 ) -> None:
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(PolicyRefusal) as caught:
         POLICY.check(name, declared, sniffed)
-    assert (caught.value.status_code, caught.value.code) == (415, "unsupported_type")
+    assert caught.value.code == "unsupported_type"
     for fragment in fragments:
         assert fragment in caught.value.message
 
@@ -133,12 +134,12 @@ def test_normalise_media_type() -> None:
 def test_clean_name_keeps_everything_but_control_characters() -> None:
     assert clean_name("../../etc/passwd.jpg") == "../../etc/passwd.jpg"
     assert clean_name("ph\x00o\x1bto \U0001f4f7\x7f\x85.jpg") == "photo \U0001f4f7.jpg"
-    with pytest.raises(ApiError) as too_long:
+    with pytest.raises(PolicyRefusal) as too_long:
         clean_name("a" * (MAX_NAME_CHARS + 1))
-    assert too_long.value.status_code == 400
-    with pytest.raises(ApiError) as empty:
+    assert too_long.value.code == "name_too_long"
+    with pytest.raises(PolicyRefusal) as empty:
         clean_name("\x00\x01")
-    assert empty.value.status_code == 422
+    assert empty.value.code == "invalid_request"
 
 
 @pytest.mark.parametrize(
@@ -164,17 +165,17 @@ def test_clean_name_drops_bidi_and_invisible_characters(raw: str, kept: str) -> 
 
 
 def test_a_name_of_only_invisible_characters_is_refused() -> None:
-    with pytest.raises(ApiError) as empty:
+    with pytest.raises(PolicyRefusal) as empty:
         clean_name("\u202e\u200b \u2028")
-    assert (empty.value.status_code, empty.value.code) == (422, "invalid_request")
+    assert empty.value.code == "invalid_request"
 
 
 @given(st.text(max_size=MAX_NAME_CHARS))
 def test_clean_name_never_keeps_control_or_invisible_characters(raw: str) -> None:
     try:
         name = clean_name(raw)
-    except ApiError as exc:
-        assert exc.status_code == 422
+    except PolicyRefusal as exc:
+        assert exc.code == "invalid_request"
         return
     assert name and len(name) <= MAX_NAME_CHARS
     assert not any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in name)
@@ -253,6 +254,23 @@ async def test_the_limit_of_the_claimed_type_applies_while_streaming(tmp_path: P
     with pytest.raises(ApiError) as caught:
         await _read(spool, body, list(range(0, len(body), 1000)), policy)
     assert caught.value.status_code == 413
+    assert _entries(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("data", "name", "status", "code"),
+    [
+        (b"<html><body>hi</body></html>", b"a.jpg", 415, "unsupported_type"),
+        (JPEG, b"\x01\x02", 422, "invalid_request"),
+        (JPEG, b"a" * (MAX_NAME_CHARS + 1) + b".jpg", 400, "name_too_long"),
+    ],
+)
+async def test_policy_refusals_are_answered_with_their_http_status(
+    tmp_path: Path, data: bytes, name: bytes, status: int, code: str
+) -> None:
+    with pytest.raises(ApiError) as caught:
+        await _read(LocalSpool(tmp_path), _body(data, name=name), [])
+    assert (caught.value.status_code, caught.value.code) == (status, code)
     assert _entries(tmp_path) == []
 
 

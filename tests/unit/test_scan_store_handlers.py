@@ -24,6 +24,8 @@ from shared.adapters.scanner import (
 from shared.adapters.storage import ObjectInfo, b64_sha256
 from shared.errors import ChecksumMismatch, ScannerUnavailable, SourceMissing
 from shared.events import FileReceived, FileRejected, FileScanned, FileStored
+from shared.policy import UploadPolicy
+from shared.settings import GatewaySettings
 
 MiB = 1024 * 1024
 CLEAN = b"\xff\xd8\xff\xe0 a harmless jpeg-ish payload"
@@ -143,6 +145,7 @@ def scan_deps(
         scanner=FakeScanner(),
         states=states or FakeStates(),
         spool=spool or FakeSpool(),
+        policy=UploadPolicy.from_settings(GatewaySettings()),
     )
 
 
@@ -231,6 +234,67 @@ async def test_scan_of_a_redelivered_event_gives_the_same_event_id() -> None:
     [first] = await scan.handle(event, scan_deps(files))
     [second] = await scan.handle(event, scan_deps(files))
     assert first.event_id == second.event_id
+
+
+# -- scan: the upload policy, for files that never went through the gateway --------------------
+
+HTML = b"<!DOCTYPE html><html><script>alert(document.cookie)</script></html>"
+
+
+async def test_html_named_jpg_is_rejected_by_the_policy_with_what_was_sniffed() -> None:
+    files = {"s3://upstream/in/cat.jpg": HTML}
+    event = received(HTML, source="s3://upstream/in/cat.jpg", original_name="cat.jpg")
+    [out] = await scan.handle(event, scan_deps(files))
+    assert isinstance(out, FileRejected)
+    assert out.reason == "policy"
+    assert out.detail == (
+        "policy: content sniffed as text/html, which is not an accepted type (the name claims .jpg)"
+    )
+    assert out.content_type == "text/html"  # the record says what the bytes are
+
+
+async def test_a_lying_content_type_is_replaced_by_the_sniffed_one() -> None:
+    event = received(CLEAN, content_type="text/html")
+    [out] = await scan.handle(event, scan_deps({"spool://f1": CLEAN}))
+    assert isinstance(out, FileScanned)
+    assert out.content_type == "image/jpeg"
+
+
+async def test_an_extension_outside_the_policy_is_rejected() -> None:
+    event = received(CLEAN, original_name="page.html", content_type="image/jpeg")
+    [out] = await scan.handle(event, scan_deps({"spool://f1": CLEAN}))
+    assert isinstance(out, FileRejected) and out.reason == "policy"
+    assert ".html is not accepted" in out.detail
+
+
+async def test_a_file_over_its_types_limit_is_rejected_without_reading_it() -> None:
+    big = received(CLEAN, size_bytes=5 * MiB + 1, original_name="report.pdf")
+    # No source at all: reading it would raise SourceMissing.
+    [out] = await scan.handle(big, scan_deps({}))
+    assert isinstance(out, FileRejected) and out.reason == "policy"
+    assert out.detail == (
+        f"policy: the file is {5 * MiB + 1} bytes, over the limit of {5 * MiB} bytes for .pdf"
+    )
+
+
+async def test_metadata_over_the_cap_is_rejected() -> None:
+    event = received(CLEAN, metadata={"notes": "x" * (16 * 1024)})
+    [out] = await scan.handle(event, scan_deps({"spool://f1": CLEAN}))
+    assert isinstance(out, FileRejected) and out.reason == "policy"
+    assert "the metadata is" in out.detail and "over the limit of 16384 bytes" in out.detail
+
+
+async def test_the_name_is_cleaned_as_the_gateway_cleans_it() -> None:
+    event = received(CLEAN, original_name="cat\x1b[31m.jpg")
+    [out] = await scan.handle(event, scan_deps({"spool://f1": CLEAN}))
+    assert isinstance(out, FileScanned)
+    assert out.original_name == "cat[31m.jpg"
+
+
+async def test_malware_is_reported_as_infected_whatever_its_type() -> None:
+    files = {"spool://f1": INFECTED}  # text/plain: outside the policy too
+    [out] = await scan.handle(received(INFECTED), scan_deps(files))
+    assert isinstance(out, FileRejected) and out.reason == "infected"
 
 
 # -- store -------------------------------------------------------------------------------------

@@ -19,9 +19,9 @@ from PIL import Image
 
 from services.gateway.errors import ApiError
 from services.gateway.form import read_upload
-from services.gateway.policy import UploadPolicy
 from shared.adapters.spool import LocalSpool, size_text
 from shared.errors import SpoolFull
+from shared.policy import UploadPolicy
 from shared.settings import GatewaySettings
 
 POLICY = UploadPolicy.from_settings(GatewaySettings())

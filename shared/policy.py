@@ -5,18 +5,26 @@ by MIME type **and** extension. Here the MIME type is the one libmagic sniffs fr
 bytes, and it must agree with the file name's extension and with the part's declared
 ``Content-Type`` (unless that is absent or the generic ``application/octet-stream``).
 
+One policy for every way in: the gateway applies it while it streams an upload
+(``services/gateway/form.py``), and the scan stage applies it again to every ``file.received``
+before anything is stored, so a file an upstream service announces meets the same rules
+(:meth:`UploadPolicy.check_announced`, then :meth:`UploadPolicy.check` on the sniffed type).
+There the content type the event claims is not compared but replaced by the sniffed one.
+
 Everything here is pure (no I/O) apart from :func:`sniff`, which calls libmagic on bytes.
 """
 
 from __future__ import annotations
 
+import json
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import magic
 
-from services.gateway.errors import ApiError
+from shared.errors import PolicyRefusal
 from shared.settings import GatewaySettings
 
 #: Bytes of the file handed to libmagic; enough for every accepted format's signature.
@@ -69,9 +77,11 @@ def _type(
 
 @dataclass(frozen=True)
 class UploadPolicy:
-    """The accepted types and their size limits, from :class:`GatewaySettings`."""
+    """The accepted types and their size limits, from :class:`GatewaySettings`; the largest
+    ``metadata`` as compact JSON, bytes."""
 
     types: tuple[FileType, ...]
+    max_metadata_bytes: int = 16 * 1024
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> UploadPolicy:
@@ -98,7 +108,8 @@ class UploadPolicy:
                     settings.max_pdf_bytes,
                     "application/x-pdf",
                 ),
-            )
+            ),
+            max_metadata_bytes=settings.max_metadata_bytes,
         )
 
     @property
@@ -129,7 +140,7 @@ class UploadPolicy:
         """The accepted type of a file, from its name, its part Content-Type and its content.
 
         Raises:
-            ApiError: 415 ``unsupported_type`` when the extension or the content is outside the
+            PolicyRefusal: ``unsupported_type`` when the extension or the content is outside the
                 policy, or the content disagrees with the extension or with a specific declared
                 Content-Type; the message says what was sniffed and what was claimed.
         """
@@ -159,9 +170,50 @@ class UploadPolicy:
             )
         return claimed
 
+    def check_announced(
+        self, original_name: str, size_bytes: int, metadata: Mapping[str, Any]
+    ) -> str:
+        """Check what an event says of a file before its bytes are read (the scan stage, for
+        every ``file.received``); return the name cleaned (:func:`clean_name`).
 
-def _unsupported(message: str) -> ApiError:
-    return ApiError(415, "unsupported_type", message)
+        The size must be within the limit of the type the name claims (:meth:`limit_bytes`),
+        and the metadata, as compact JSON, within ``max_metadata_bytes``. The content is
+        checked once read, with :meth:`check` and the type :func:`sniff` reports.
+
+        Raises:
+            PolicyRefusal: ``name_too_long`` or ``invalid_request`` for the name, ``too_large``
+                for the file or the metadata.
+        """
+        name = clean_name(original_name)
+        limit = self.limit_bytes(name)
+        if size_bytes > limit:
+            raise PolicyRefusal(
+                "too_large",
+                f"the file is {size_bytes} bytes, over the limit of {limit} bytes for "
+                f"{_shown_extension(name)}",
+            )
+        meta_bytes = len(compact_json(metadata))
+        if meta_bytes > self.max_metadata_bytes:
+            raise PolicyRefusal(
+                "too_large",
+                f"the metadata is {meta_bytes} bytes of JSON, over the limit of "
+                f"{self.max_metadata_bytes} bytes",
+            )
+        return name
+
+
+def _shown_extension(filename: str) -> str:
+    ext = extension_of(filename)
+    return f".{ext}" if ext else "(no extension)"
+
+
+def compact_json(value: Mapping[str, Any]) -> bytes:
+    """``value`` as JSON without spaces, UTF-8: what its size limit is measured on."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _unsupported(message: str) -> PolicyRefusal:
+    return PolicyRefusal("unsupported_type", message)
 
 
 def extension_of(filename: str) -> str:
@@ -199,16 +251,16 @@ def clean_name(raw: str) -> str:
     their parts.
 
     Raises:
-        ApiError: 400 ``name_too_long`` above 1024 characters; 422 ``invalid_request`` when
+        PolicyRefusal: ``name_too_long`` above 1024 characters; ``invalid_request`` when
             nothing but removed characters (and spaces) was sent.
     """
     if len(raw) > MAX_NAME_CHARS:
-        raise ApiError(400, "name_too_long", f"file name longer than {MAX_NAME_CHARS} characters")
+        raise PolicyRefusal("name_too_long", f"file name longer than {MAX_NAME_CHARS} characters")
     name = "".join(ch for ch in raw if unicodedata.category(ch) not in DROPPED_CATEGORIES)
     name = name.strip()
     if not name:
-        raise ApiError(
-            422, "invalid_request", "the `file` part needs a file name (its extension is checked)"
+        raise PolicyRefusal(
+            "invalid_request", "the `file` part needs a file name (its extension is checked)"
         )
     return name
 
