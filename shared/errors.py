@@ -25,6 +25,7 @@ dead-lettered once the attempts are exhausted.
         ├── ChecksumMismatch         bytes do not hash to the SHA-256 the event carries
         ├── InvalidSource            a source reference that is not allowed (bad scheme, traversal)
         ├── InvalidData              a value PostgreSQL refuses (bad encoding, NUL, out of range)
+        ├── NotAllowed               an upstream service named what it may not (owner, bucket...)
         └── ThumbnailError           bytes that cannot be made into a thumbnail (corrupt, bomb)
 
 ``ServiceStartError`` is also a ``RuntimeError``, ``InvalidOwner`` a ``ValueError`` and
@@ -124,6 +125,13 @@ class SourceMissing(PermanentError):
 class InvalidData(PermanentError):
     """PostgreSQL refuses a value the message carries (invalid encoding, NUL, out of range):
     every retry would fail the same way (``shared.adapters.db.DATA_ERRORS``)."""
+
+
+class NotAllowed(PermanentError):
+    """What an upstream service published is outside what it may do: no verified ``user_id``,
+    an unknown or removed upstream, an owner or a source bucket it was not given, metadata
+    over the cap (docs/security.md). Dead-lettered in ``<prefix>.ingress.dlq`` with the reason;
+    nothing reaches the pipeline."""
 
 
 class InvalidSource(PermanentError):
