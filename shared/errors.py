@@ -18,7 +18,8 @@ dead-lettered once the attempts are exhausted.
     │   ├── OutboxFull               the gateway's event outbox is at its bound, RabbitMQ away
     │   ├── StorageUnavailable       S3 connection refused, timeout, 5xx
     │   ├── ScannerUnavailable       clamd unreachable, timeout, broken connection, error answer
-    │   └── DatabaseUnavailable      PostgreSQL connection lost or refused
+    │   ├── DatabaseUnavailable      PostgreSQL connection lost or refused
+    │   └── SpoolFull                the spool's disk cannot take an upload (full, or the floor)
     └── PermanentError               the message itself can never succeed
         ├── InvalidEvent             not JSON, wrong schema version, missing or bad fields
         ├── SourceMissing            the source reference points at nothing
@@ -104,6 +105,17 @@ class ScannerUnavailable(RetryableError):
 
 class DatabaseUnavailable(RetryableError):
     """PostgreSQL refused or lost the connection."""
+
+
+class SpoolFull(RetryableError):
+    """The spool's disk cannot take an upload: its free space minus the upload's expected size
+    would go below ``SLUICE_SPOOL_MIN_FREE_BYTES``, or a write failed with ``ENOSPC`` or
+    ``EDQUOT``. Nothing of the upload is left behind; it may succeed once space returns.
+
+    The message says how much is free and how much was needed; ``context`` carries
+    ``free_bytes``, ``needed_bytes``, ``min_free_bytes`` and ``spool`` (the directory). The
+    gateway answers it 507 ``insufficient_storage``.
+    """
 
 
 class PermanentError(SluiceError):

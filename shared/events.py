@@ -182,18 +182,23 @@ class FileScanned(_Event):
 
 
 class FileRejected(_Event):
-    """The file will not be stored: infected, or its bytes are not what the event says."""
+    """The file will not be stored: infected, not scannable whole, or its bytes are not what
+    the event says."""
 
     routing_key: ClassVar[str] = "file.rejected"
     type: Literal["file.rejected"] = "file.rejected"
-    reason: Literal["infected", "invalid", "abandoned"] = Field(
-        description="Why: infected; invalid bytes; abandoned (the gateway answered 503)."
+    reason: Literal["infected", "invalid", "abandoned", "unscannable"] = Field(
+        description="Why: infected; invalid bytes; abandoned (the gateway answered 503); "
+        "unscannable (the scanner could not look into it whole: encrypted, or past its limits)."
     )
     detail: Annotated[str, safe_text(2048)] = Field(
         max_length=2048, description="Human-readable explanation."
     )
     signature: Annotated[str, safe_text(255)] | None = Field(
-        None, max_length=255, description="Malware signature name, when infected."
+        None,
+        max_length=255,
+        description="The scanner's name for what it found: the malware when infected, its "
+        "alert (e.g. `Heuristics.Encrypted.PDF`) when unscannable.",
     )
 
 

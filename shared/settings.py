@@ -149,6 +149,12 @@ class SpoolSettings(BaseSettings):
 
     dir: Path = Field(Path(".sluice/spool"), description="Spool directory, shared by the stages.")
     chunk_bytes: int = Field(256 * 1024, ge=4096, le=64 * MiB, description="Read/write chunk size.")
+    min_free_bytes: int = Field(
+        256 * MiB,
+        ge=0,
+        description="Free-space floor of the spool's disk, bytes: the gateway answers 507 to an "
+        "upload that would leave less free (0: only a full disk refuses).",
+    )
 
     @field_validator("dir")
     @classmethod

@@ -6,7 +6,7 @@ it reads with the sets below, so a status is named once::
 
     received ─► scanned ─┬───────────────────────┴─► stored ─► available
                          └─► fallback, deferred ─┘   S3 down (PostgreSQL, store DLQ)
-    any status before available ─► rejected          infected, invalid, abandoned
+    any status before available ─► rejected          infected, unscannable, invalid, abandoned
     stored, available ─► corrupted                   the object is lost (seed 004)
 
 The ordering rules (``docs/architecture.md`` § Statuses): a status only moves forward
@@ -44,7 +44,7 @@ class FileStatus(StrEnum):
     AVAILABLE = "available"
     """Stored, thumbnails made or not needed (``file.thumbnailed``): the pipeline is done."""
     REJECTED = "rejected"
-    """Infected, invalid or abandoned (``file.rejected``): never stored."""
+    """Infected, unscannable, invalid or abandoned (``file.rejected``): never stored."""
     CORRUPTED = "corrupted"
     """The stored object was found missing or damaged, by a read or by ``sluice reconcile
     --fix`` (``file.corrupted``, seed 004)."""

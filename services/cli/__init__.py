@@ -8,7 +8,8 @@
                                        fallback
     sluice gateway                     run the HTTP gateway
     sluice run                         every worker and the gateway in one process (development)
-    sluice keys create NAME [--ops]    print a new API key (stored hashed); --ops: /ops only
+    sluice keys create NAME [--scope]  print a new API key (stored hashed): upload (default),
+                                       ops:read or ops:admin (/ops only)
     sluice upstream add|list|remove    upstream services: RabbitMQ users for the ingress exchange
     sluice events schemas [--check]    write (or check) docs/events/*.schema.json
     sluice dlq list|show|replay|purge  dead letters of every stage

@@ -83,7 +83,9 @@ async def open_deps(settings: Settings, stack: contextlib.AsyncExitStack) -> Gat
         connection=connection,
         publisher=publisher,
         storage=storage,
-        spool=LocalSpool(settings.spool.dir, settings.spool.chunk_bytes),
+        spool=LocalSpool(
+            settings.spool.dir, settings.spool.chunk_bytes, settings.spool.min_free_bytes
+        ),
         topology=topology,
         policy=UploadPolicy.from_settings(settings.gateway),
         outbox=outbox,

@@ -7,7 +7,8 @@ HTTP   code                         when
 400    ``name_too_long``            the file name is longer than 1024 characters
 400    ``malformed_multipart``      the body is not parseable multipart/form-data
 401    ``unauthorized``             missing, malformed, unknown or revoked API key
-403    ``forbidden``                a key of the other scope (upload on /ops, ops on /v1)
+403    ``forbidden``                a key of another scope (upload on /ops, ops on /v1,
+                                    ops:read on a replay or purge)
 404    ``not_found``                no such file for this owner (or not yet recorded)
 404    ``object_missing``           the database names an object S3 does not have (seed 004)
 409    ``not_stored``               the file has no stored object (yet, or rejected)
@@ -20,6 +21,7 @@ HTTP   code                         when
 503    ``database_unavailable``     PostgreSQL unreachable
 503    ``storage_unavailable``      S3 unreachable
 503    ``not_ready``                ``/readyz``: a dependency failed (named in the message)
+507    ``insufficient_storage``     the spool's disk is full or below SLUICE_SPOOL_MIN_FREE_BYTES
 =====  ===========================  ======================================================
 
 The ops API adds its own (``services/gateway/ops_api.py``): 400 ``confirm_required`` and 503
@@ -43,12 +45,13 @@ from shared.errors import (
     OutboxFull,
     RetryableError,
     SluiceError,
+    SpoolFull,
     StorageUnavailable,
 )
 
 log = structlog.get_logger("sluice.gateway")
 
-#: Seconds a client should wait before retrying after a 503.
+#: Seconds a client should wait before retrying after a 503 or a 507.
 RETRY_AFTER_S = 5
 
 
@@ -102,6 +105,17 @@ def unavailable(exc: SluiceError) -> ApiError:
     )
 
 
+def insufficient_storage(exc: SpoolFull) -> ApiError:
+    """The 507 for an upload the spool has no room for (with ``Retry-After``): the message says
+    what is free and what was needed, not where the spool is."""
+    return ApiError(
+        507,
+        "insufficient_storage",
+        f"{exc.message}; try again later",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+    )
+
+
 async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     return error_response(
@@ -131,7 +145,7 @@ async def _sluice_error(_request: Request, exc: Exception) -> JSONResponse:
     if not isinstance(exc, RetryableError):
         return await _unexpected(_request, exc)
     log.warning("gateway.dependency_failed", error=str(exc), error_type=type(exc).__name__)
-    api = unavailable(exc)
+    api = insufficient_storage(exc) if isinstance(exc, SpoolFull) else unavailable(exc)
     return error_response(api.status_code, api.code, api.message, headers=api.headers)
 
 

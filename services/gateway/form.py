@@ -10,6 +10,11 @@ has sniffed them and the policy has accepted the type, so a refused type never t
 spool. The size limit is the one of the type the file name claims (the largest limit when the
 extension is unknown), checked at every chunk: the request is answered 413 as soon as it is
 passed, and the partial spool file is removed.
+
+Disk space is checked twice: before the body is read (the request's ``Content-Length`` against
+the spool's free space and ``SLUICE_SPOOL_MIN_FREE_BYTES``), and again when the spool file is
+opened; a full disk while writing removes the partial file. Each answers 507
+``insufficient_storage``.
 """
 
 from __future__ import annotations
@@ -18,14 +23,16 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import structlog
 from pydantic import JsonValue
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from services.gateway.errors import ApiError
+from services.gateway.errors import ApiError, insufficient_storage
 from services.gateway.fields import MAX_KIND_CHARS, long_kind, parse_kind, parse_metadata
 from services.gateway.policy import HEAD_BYTES, UploadPolicy, clean_name, sniff
 from shared.adapters.spool import LocalSpool, SpoolWriter
+from shared.errors import SpoolFull
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -35,6 +42,8 @@ FORM_OVERHEAD_BYTES = 64 * 1024
 MAX_PART_HEADER_BYTES = 8192
 
 _BEGIN, _FIELD, _VALUE, _HEADER_END, _HEADERS_DONE, _DATA, _PART_END, _END = range(8)
+
+log = structlog.get_logger("sluice.gateway")
 
 
 @dataclass(frozen=True)
@@ -81,9 +90,16 @@ class FormReader:
     """Feeds body chunks to the parser and acts on its callbacks (use :func:`read_upload`)."""
 
     def __init__(
-        self, spool: LocalSpool, policy: UploadPolicy, name: str, boundary: bytes, max_meta: int
+        self,
+        spool: LocalSpool,
+        policy: UploadPolicy,
+        name: str,
+        boundary: bytes,
+        max_meta: int,
+        expected_bytes: int = 0,
     ) -> None:
         self._spool, self._policy, self._name, self._max_meta = spool, policy, name, max_meta
+        self._expected = expected_bytes
         self._events: list[tuple[int, bytes]] = []
         add = self._events.append
         callbacks: MultipartCallbacks = {
@@ -190,7 +206,7 @@ class FormReader:
         self._sniffed = sniff(head)
         accepted = self._policy.check(self._original_name, self._declared, self._sniffed)
         self._limit = accepted.max_bytes
-        self.writer = self._spool.writer(self._name)
+        self.writer = await self._spool.open_writer(self._name, self._expected)
         await self.writer.write(head)
         self._buffer = bytearray()
 
@@ -252,21 +268,28 @@ async def read_upload(
 
     Raises:
         ApiError: 400 empty/malformed/name too long, 413 too large, 415 type refused or not
-            multipart, 422 missing ``file`` or bad fields.
+            multipart, 422 missing ``file`` or bad fields, 507 no room in the spool (checked
+            before the body is read, with ``content_length``, and when the file is opened).
     """
     boundary = boundary_of(content_type)
     max_body = policy.hard_cap_bytes + max_metadata_bytes + FORM_OVERHEAD_BYTES
-    if content_length is not None and content_length.isdigit() and int(content_length) > max_body:
+    length = int(content_length) if content_length and content_length.isdigit() else 0
+    if length > max_body:
         raise too_large("the request body", max_body)
-    reader = FormReader(spool, policy, name, boundary, max_metadata_bytes)
+    reader = FormReader(spool, policy, name, boundary, max_metadata_bytes, length)
     received = 0
     try:
+        await spool.check_room(length)
         async for chunk in chunks:
             received += len(chunk)
             if received > max_body:
                 raise too_large("the request body", max_body)
             await reader.feed(chunk)
         return await reader.finish()
+    except SpoolFull as exc:
+        await reader.abort()
+        log.warning("gateway.spool_full", error=str(exc))
+        raise insufficient_storage(exc) from None
     except BaseException:
         await reader.abort()
         raise

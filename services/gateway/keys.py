@@ -5,9 +5,10 @@ A key is ``slk_`` followed by 43 URL-safe Base64 characters (32 random bytes,
 (``key_prefix``, to recognise a key in lists); the key itself is shown once, at creation.
 Lookups go by hash, so no secret is ever compared character by character.
 
-A key has a scope (migration 0003, least privilege): ``upload`` keys upload and read their
-owner's files (``/v1``); ``ops`` keys read the pipeline status and inspect, replay and purge
-dead letters (``/ops``). Neither scope is accepted on the other's routes.
+A key has a scope (least privilege; migrations 0003 and 0006): ``upload`` keys upload and read
+their owner's files (``/v1``); ``ops:read`` keys read the pipeline status and list, show and
+dry-run dead letters (``/ops``); ``ops:admin`` keys do that and also replay and purge them.
+Upload keys are refused on ``/ops``, ops keys on ``/v1``.
 
 The gateway keeps the keys it has verified in a :class:`KeyCache` for
 ``SLUICE_GATEWAY_KEY_CACHE_TTL_S`` (30 s), so uploads go on while PostgreSQL restarts: a key
@@ -46,9 +47,16 @@ KEY_PREFIX_CHARS = 12
 KEY_PATTERN = re.compile(r"^slk_[A-Za-z0-9_-]{43}$")
 _OWNER: TypeAdapter[str] = TypeAdapter(Owner)
 
-Scope = Literal["upload", "ops"]
-#: Every scope a key can have (the ``api_keys.scope`` check constraint).
+Scope = Literal["upload", "ops:read", "ops:admin"]
+#: Every scope a key can have (the ``api_keys.scope`` check constraint), least privilege first.
 SCOPES: tuple[Scope, ...] = get_args(Scope)
+#: The scopes of ops keys: both read ``/ops``; only ``ops:admin`` changes anything there.
+OPS_SCOPES: tuple[Scope, ...] = ("ops:read", "ops:admin")
+
+
+def is_ops_scope(scope: str) -> bool:
+    """Whether ``scope`` is an ops key's (``ops:read`` or ``ops:admin``)."""
+    return scope in OPS_SCOPES
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,11 @@ class Principal:
 
     owner: str
     scope: Scope
+
+    @property
+    def is_ops(self) -> bool:
+        """Whether the key is an ops key (``ops:read`` or ``ops:admin``)."""
+        return is_ops_scope(self.scope)
 
 
 @dataclass(frozen=True)

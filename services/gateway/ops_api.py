@@ -1,23 +1,28 @@
 """The ops HTTP API (``/ops/api``, ops keys only): pipeline status and dead-letter operations.
 
-=====  =====================================  ================================================
-verb   path                                   answer
-=====  =====================================  ================================================
-GET    ``/ops/api/status``                    per stage: depth, in flight, consumers, dead
+=====  =====================================  ==============================================  =====
+verb   path                                   answer                                          scope
+=====  =====================================  ==============================================  =====
+GET    ``/ops/api/whoami``                    the key's owner and scope                       read
+GET    ``/ops/api/status``                    per stage: depth, in flight, consumers, dead    read
                                               letters, rates, p50/p95, circuit breaker
                                               (``collect_status``)
-GET    ``/ops/api/dead-letters``              the dead letters matching ``stage`` (repeatable),
-                                              ``error_type``, ``older_than``, ``file_id``
-GET    ``/ops/api/dead-letters/{message_id}`` one dead letter: headers, body, history; 404
-POST   ``/ops/api/dead-letters/replay``       move the matching ones back to their stage
-                                              (``dry_run``: only say which); at most
-                                              :data:`MAX_REPLAY_LIMIT` per request
-POST   ``/ops/api/dead-letters/purge``        remove the matching ones; ``"confirm": true``
+GET    ``/ops/api/dead-letters``              the dead letters matching ``stage``             read
+                                              (repeatable), ``error_type``, ``older_than``,
+                                              ``file_id``
+GET    ``/ops/api/dead-letters/{message_id}`` one dead letter: headers, body, history; 404    read
+POST   ``/ops/api/dead-letters/replay``       move the matching ones back to their stage;     admin
+                                              at most :data:`MAX_REPLAY_LIMIT` per request
+                                              (``dry_run``: only say which; ``ops:read``
+                                              may)
+POST   ``/ops/api/dead-letters/purge``        remove the matching ones; ``"confirm": true``   admin
                                               and a ``reason`` required
-=====  =====================================  ================================================
+=====  =====================================  ==============================================  =====
 
-Statuses: 401 no or unknown key, 403 an upload key, 400 a purge without ``confirm``, 404 no
-such dead letter, 422 bad filters or body, 503 RabbitMQ unreachable (``Retry-After``).
+"read": an ``ops:read`` or ``ops:admin`` key; "admin": an ``ops:admin`` key only.
+Statuses: 401 no or unknown key, 403 an upload key (or an ``ops:read`` key on an admin route;
+``scope="ops:admin"`` in ``WWW-Authenticate``), 400 a purge without ``confirm``, 404 no such
+dead letter, 422 bad filters or body, 503 RabbitMQ unreachable (``Retry-After``).
 Dead-letter operations of one gateway process run one at a time: a listing holds a whole
 dead-letter queue unacknowledged while it reads it (AMQP 0-9-1 has no peek), so two at once
 would each see part of it.
@@ -38,7 +43,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from services.gateway.auth import Operator
+from services.gateway.auth import OPS_ADMIN, OpsAdmin, OpsReader, check_scope
 from services.gateway.deps import GatewayDeps, get_deps
 from services.gateway.errors import ApiError, unavailable
 from services.gateway.schemas import ErrorBody
@@ -71,7 +76,7 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing, unknown or revoked API key."},
-    403: {"model": ErrorBody, "description": "Not an ops key."},
+    403: {"model": ErrorBody, "description": "Not an ops key, or not an ops:admin key."},
     422: {"model": ErrorBody, "description": "Bad filters or body."},
     503: {"model": ErrorBody, "description": "RabbitMQ unreachable."},
 }
@@ -169,17 +174,38 @@ def _query_filters(
 QueryFilters = Annotated[Filters, Depends(_query_filters)]
 
 
-async def _one_at_a_time(request: Request, operator: Operator) -> AsyncIterator[None]:
-    """Hold the process's dead-letter lock for the request (see the module docstring); the key
-    is checked first, so an unauthenticated request never waits for it."""
+def _ops_lock(request: Request) -> asyncio.Lock:
+    """The process's dead-letter lock (see the module docstring)."""
     state = request.app.state
     if getattr(state, "ops_lock", None) is None:
         state.ops_lock = asyncio.Lock()
-    async with state.ops_lock:
+    lock: asyncio.Lock = state.ops_lock
+    return lock
+
+
+async def _reading(request: Request, operator: OpsReader) -> AsyncIterator[None]:
+    """Hold the dead-letter lock for the request; the key is checked first, so a request
+    without an ops key never waits for it."""
+    async with _ops_lock(request):
         yield
 
 
-Exclusive = Depends(_one_at_a_time)
+async def _changing(request: Request, operator: OpsAdmin) -> AsyncIterator[None]:
+    """Hold the dead-letter lock for the request; the key is checked first, so a request
+    without an ``ops:admin`` key never waits for it."""
+    async with _ops_lock(request):
+        yield
+
+
+Reading = Depends(_reading)
+Changing = Depends(_changing)
+
+
+@router.get("/whoami", responses=_RESPONSES, summary="The key in use: owner and scope")
+async def get_whoami(operator: OpsReader) -> dict[str, str]:
+    """``{"owner", "scope"}`` of the request's ops key: the page disables what the key may not
+    do (``ops:read``: no replay)."""
+    return {"owner": operator.owner, "scope": operator.scope}
 
 
 async def _call(deps: GatewayDeps, operation: Awaitable[T]) -> T:
@@ -199,7 +225,7 @@ async def _call(deps: GatewayDeps, operation: Awaitable[T]) -> T:
 
 
 @router.get("/status", responses=_RESPONSES, summary="Per-stage depths, rates, handling times")
-async def get_status(operator: Operator, deps: Deps) -> dict[str, Any]:
+async def get_status(operator: OpsReader, deps: Deps) -> dict[str, Any]:
     """``{"collected_at", "stages": [{"stage", "queue", "ready", "in_flight", "consumers",
     "dead_letters", "rate_in_per_s", "rate_out_per_s", "p50_ms", "p95_ms", "parked", "breaker",
     "breaker_dependency", "breaker_since", "breaker_last_error"}], "problems"}``:
@@ -211,10 +237,12 @@ async def get_status(operator: Operator, deps: Deps) -> dict[str, Any]:
 @router.get(
     "/dead-letters",
     responses=_RESPONSES,
-    dependencies=[Exclusive],
+    dependencies=[Reading],
     summary="List dead letters (nothing consumed or reordered)",
 )
-async def get_dead_letters(operator: Operator, deps: Deps, filters: QueryFilters) -> dict[str, Any]:
+async def get_dead_letters(
+    operator: OpsReader, deps: Deps, filters: QueryFilters
+) -> dict[str, Any]:
     """``{"count": n, "dead_letters": [...]}``, stage by stage, head of each queue first."""
     listing = deadletters.list_dead_letters(deps.connection, deps.topology, filters.selection())
     letters = await _call(deps, listing)
@@ -224,10 +252,10 @@ async def get_dead_letters(operator: Operator, deps: Deps, filters: QueryFilters
 @router.get(
     "/dead-letters/{message_id}",
     responses={**_RESPONSES, 404: {"model": ErrorBody, "description": "No such dead letter."}},
-    dependencies=[Exclusive],
+    dependencies=[Reading],
     summary="One dead letter: properties, headers, body, history",
 )
-async def get_dead_letter(message_id: str, operator: Operator, deps: Deps) -> dict[str, Any]:
+async def get_dead_letter(message_id: str, operator: OpsReader, deps: Deps) -> dict[str, Any]:
     """The whole dead letter whose message id (the event id) is ``message_id``."""
     found = deadletters.show_dead_letter(deps.connection, deps.topology, message_id)
     detail = await _call(deps, found)
@@ -240,12 +268,16 @@ async def get_dead_letter(message_id: str, operator: Operator, deps: Deps) -> di
 @router.post(
     "/dead-letters/replay",
     responses=_RESPONSES,
-    dependencies=[Exclusive],
     summary="Move matching dead letters back to their stage (or dry-run)",
 )
-async def post_replay(body: ReplayRequest, operator: Operator, deps: Deps) -> dict[str, Any]:
+async def post_replay(
+    body: ReplayRequest, operator: OpsReader, request: Request, deps: Deps
+) -> dict[str, Any]:
     """Replays at most ``limit`` matching dead letters, acked from the dead-letter queue only
-    after RabbitMQ confirms their copy; with ``dry_run`` moves nothing."""
+    after RabbitMQ confirms their copy; with ``dry_run`` moves nothing. A replay needs an
+    ``ops:admin`` key; a dry run changes nothing, so an ``ops:read`` key may ask for one."""
+    if not body.dry_run:
+        check_scope(operator, OPS_ADMIN)
     if body.rate_per_s is not None and body.limit / body.rate_per_s > MAX_REPLAY_DURATION_S:
         raise ApiError(
             422,
@@ -262,8 +294,9 @@ async def post_replay(body: ReplayRequest, operator: Operator, deps: Deps) -> di
         rate_per_s=body.rate_per_s,
         dry_run=body.dry_run,
     )
-    result = await _call(deps, replay)
-    log.info("ops.replay", operator=operator, dry_run=body.dry_run, filters=_logged(body))
+    async with _ops_lock(request):  # after the scope check: a refused key never waits
+        result = await _call(deps, replay)
+    log.info("ops.replay", operator=operator.owner, dry_run=body.dry_run, filters=_logged(body))
     answer: dict[str, Any] = jsonable_encoder(result)
     return answer
 
@@ -271,10 +304,10 @@ async def post_replay(body: ReplayRequest, operator: Operator, deps: Deps) -> di
 @router.post(
     "/dead-letters/purge",
     responses={**_RESPONSES, 400: {"model": ErrorBody, "description": "`confirm` not true."}},
-    dependencies=[Exclusive],
+    dependencies=[Changing],
     summary="Remove matching dead letters (recorded in each file's history)",
 )
-async def post_purge(body: PurgeRequest, operator: Operator, deps: Deps) -> dict[str, Any]:
+async def post_purge(body: PurgeRequest, operator: OpsAdmin, deps: Deps) -> dict[str, Any]:
     """Removes every matching dead letter; refused (400 ``confirm_required``) without
     ``"confirm": true``."""
     if not body.confirm:
@@ -288,10 +321,10 @@ async def post_purge(body: PurgeRequest, operator: Operator, deps: Deps) -> dict
         deps.topology,
         body.selection(),
         settings=deps.settings.amqp,
-        reason=f"{body.reason} (by {operator})",
+        reason=f"{body.reason} (by {operator.owner})",
     )
     result = await _call(deps, purge)
-    log.info("ops.purge", operator=operator, reason=body.reason, filters=_logged(body))
+    log.info("ops.purge", operator=operator.owner, reason=body.reason, filters=_logged(body))
     answer: dict[str, Any] = jsonable_encoder(result)
     return answer
 

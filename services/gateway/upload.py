@@ -28,11 +28,11 @@ from starlette.requests import ClientDisconnect
 
 from services.gateway.auth import Owner
 from services.gateway.deps import GatewayDeps, get_deps
-from services.gateway.errors import ApiError, unavailable
+from services.gateway.errors import ApiError, insufficient_storage, unavailable
 from services.gateway.form import read_upload
 from services.gateway.schemas import ErrorBody, UploadAccepted
 from shared.adapters.spool import LocalSpool
-from shared.errors import BrokerUnavailable, OutboxFull
+from shared.errors import BrokerUnavailable, OutboxFull, SpoolFull
 from shared.events import FileReceived
 from shared.telemetry import metrics, tracing
 
@@ -66,6 +66,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         415: "Type outside the policy, or sniffed type differs from extension/Content-Type.",
         422: "Missing `file` part, bad `kind` or `metadata`.",
         503: "RabbitMQ is away and the event outbox is full (retry after `Retry-After` seconds).",
+        507: "The spool's disk is full or below its free-space floor (retry after `Retry-After`).",
     }.items()
 }
 
@@ -186,10 +187,19 @@ async def _keep_in_outbox(
 
     Raises:
         ApiError: 503 ``outbox_full`` (bytes removed, tombstone left) when the outbox is at its
-            bound.
+            bound; 507 ``insufficient_storage`` (bytes removed) when the disk cannot take it.
     """
     try:
         await deps.outbox.put(event, headers)
+    except SpoolFull as exc:
+        # The disk that holds the outbox holds the bytes too: free them. The tombstone may not
+        # fit either; then the bytes go without it.
+        try:
+            await deps.spool.abandon(event.source)
+        except OSError:
+            await deps.spool.delete(event.source)
+        log.warning("gateway.outbox_disk_full", error=str(exc), event_id=str(event.event_id))
+        raise insufficient_storage(exc) from exc
     except OutboxFull as exc:
         # The broker may have taken the event although its confirm was lost: leave a
         # tombstone so the scan stage rejects the file as abandoned (shared/adapters/spool.py).

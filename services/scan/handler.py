@@ -12,6 +12,10 @@ Outcomes:
   recorded (removing them here, before ``file.rejected`` is confirmed, would lose the file if
   the worker died in between). An ``s3://`` source belongs to the upstream service that wrote it
   and is left alone;
+- not scannable whole (clamd's alerts for an encrypted archive or PDF and for a file past its
+  scan limits, :attr:`~shared.adapters.scanner.ScanVerdict.unscannable`) → ``file.rejected``
+  (reason ``unscannable``), like an infected file: what clamd could not look into is not passed
+  on as clean;
 - bytes that do not match the event → :class:`~shared.errors.ChecksumMismatch`, dead-lettered
   at once rather than rejected: a mismatch is a fault upstream (or on the spool) to fix and
   replay, not a verdict on the file;
@@ -84,6 +88,15 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
     verdict = await deps.scanner.scan(data)
     if not verdict.clean:
         signature = (verdict.signature or "unknown")[:255]
+        if verdict.unscannable is not None:
+            return [
+                event.follow(
+                    FileRejected,
+                    reason="unscannable",
+                    detail=f"{verdict.unscannable} ({signature})",
+                    signature=signature,
+                )
+            ]
         return [
             event.follow(
                 FileRejected,

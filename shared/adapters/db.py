@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from yoyo import get_backend, read_migrations
+from yoyo.backends import DatabaseBackend
 
 from shared.errors import DatabaseUnavailable
 from shared.settings import DatabaseSettings
@@ -118,13 +119,18 @@ async def ensure_database(settings: DatabaseSettings) -> bool:
         await connection.close()
 
 
-def migrate(settings: DatabaseSettings, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
-    """Apply every pending migration; return the ids applied (empty when up to date)."""
+def migration_backend(settings: DatabaseSettings) -> DatabaseBackend:
+    """yoyo's backend for the database of ``settings`` (through psycopg 3)."""
     url = settings.url
     for scheme in ("postgresql://", "postgres://"):
         if url.startswith(scheme):
             url = "postgresql+psycopg://" + url.removeprefix(scheme)
-    backend = get_backend(url)
+    return get_backend(url)
+
+
+def migrate(settings: DatabaseSettings, migrations_dir: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply every pending migration; return the ids applied (empty when up to date)."""
+    backend = migration_backend(settings)
     migrations = read_migrations(str(migrations_dir))
     with backend.lock():
         pending = backend.to_apply(migrations)

@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -37,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.errors import OutboxFull
+from shared.errors import OutboxFull, SpoolFull
 from shared.events import BaseEvent, FileReceived, parse_event
 
 #: The outbox directory's name inside the spool directory.
@@ -110,7 +112,7 @@ class EventOutbox:
 
         Raises:
             OutboxFull: ``max_events`` events already wait.
-            OSError: the disk refused the write (ENOSPC...); nothing is left behind.
+            SpoolFull: the disk is full (``ENOSPC``, ``EDQUOT``); nothing is left behind.
         """
         body = json.dumps(
             {"event": json.loads(event.model_dump_json()), "headers": dict(headers)}
@@ -133,6 +135,19 @@ class EventOutbox:
                 os.fsync(handle.fileno())
             os.replace(tmp, final)
             _fsync_dir(self.root)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            free = shutil.disk_usage(self.root).free
+            raise SpoolFull(
+                f"the spool's disk cannot take the upload's event ({exc.strerror}): "
+                f"{free} bytes free",
+                free_bytes=free,
+                needed_bytes=len(body),
+                min_free_bytes=0,
+                spool=str(self.root.parent),
+            ) from exc
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise

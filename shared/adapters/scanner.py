@@ -7,7 +7,8 @@ for an empty or garbled answer, and its ``send`` may write a chunk only in part.
 is decided here by :func:`parse_instream_answer` on the whole answer read up to end of stream:
 
 - exactly ``stream: OK`` (one newline-terminated line) → clean;
-- ``stream: <signature> FOUND`` → infected with that signature;
+- ``stream: <signature> FOUND`` → infected with that signature, or unscannable when the name is
+  one of clamd's own alerts for what it could not look into (:func:`unscannable_reason`);
 - anything else (``INSTREAM size limit exceeded. ERROR``, ``... ERROR``, an empty, cut-short or
   extra answer) and any transport failure (refused, reset, broken pipe, timeout) →
   :class:`~shared.errors.ScannerUnavailable`, retried, whose message carries clamd's answer.
@@ -39,12 +40,62 @@ _VERSION = re.compile(r"(?P<engine>ClamAV [^/\n]+)(?:/(?P<database>[^\n]*))?\n")
 NO_DATABASE_VERSION = "unknown"
 
 
+#: clamd's names for a file it could not look into whole (``man clamd.conf``): with
+#: ``AlertEncryptedArchive``/``AlertEncryptedDoc`` an encrypted archive or PDF is reported as
+#: ``Heuristics.Encrypted.<format>``; with ``AlertExceedsMax`` a file past a scan limit as
+#: ``Heuristics.Limits.Exceeded.<limit>``. Without these options clamd answers ``OK`` for them.
+ENCRYPTED_PREFIX = "Heuristics.Encrypted."
+LIMITS_PREFIX = "Heuristics.Limits.Exceeded."
+_ENCRYPTED_FORMATS = {
+    "PDF": "PDF",
+    "Zip": "ZIP archive",
+    "7Zip": "7z archive",
+    "RAR": "RAR archive",
+    "EGG": "EGG archive",
+}
+_LIMITS = {
+    "MaxFileSize": "a file in it is bigger than clamd's MaxFileSize",
+    "MaxScanSize": "its unpacked content is bigger than clamd's MaxScanSize",
+    "MaxRecursion": "nested deeper than clamd's MaxRecursion",
+    "MaxFiles": "holds more files than clamd's MaxFiles",
+    "MaxScanTime": "took clamd longer than its MaxScanTime",
+}
+
+
+def unscannable_reason(signature: str) -> str | None:
+    """Why clamd could not scan the whole file, when ``signature`` is one of its alerts for that
+    (:data:`ENCRYPTED_PREFIX`, :data:`LIMITS_PREFIX`); ``None`` for any other name (malware).
+
+    ``"Heuristics.Encrypted.PDF"`` → ``"encrypted PDF"``;
+    ``"Heuristics.Limits.Exceeded.MaxRecursion"`` → ``"nested deeper than clamd's
+    MaxRecursion"``; an alert this table does not know keeps clamd's name for it
+    (``"Heuristics.Limits.Exceeded.EmailHeaders"`` → ``"past clamd's EmailHeaders limit"``).
+    """
+    if signature.startswith(ENCRYPTED_PREFIX):
+        what = signature.removeprefix(ENCRYPTED_PREFIX)
+        return f"encrypted {_ENCRYPTED_FORMATS.get(what, what)}"
+    if signature.startswith(LIMITS_PREFIX):
+        limit = signature.removeprefix(LIMITS_PREFIX)
+        return _LIMITS.get(limit, f"past clamd's {limit} limit")
+    return None
+
+
 @dataclass(frozen=True)
 class ScanVerdict:
-    """clamd's verdict on one stream: clean, or infected with ``signature``."""
+    """clamd's verdict on one stream: clean; or not, with clamd's name for what it found
+    (``signature``): malware (infected), or one of its alerts for a file it could not look
+    into, encrypted or past a scan limit (:attr:`unscannable`)."""
 
     clean: bool
     signature: str | None = None
+
+    @property
+    def unscannable(self) -> str | None:
+        """Why clamd could not scan the whole file (:func:`unscannable_reason`), e.g.
+        ``"encrypted PDF"``; ``None`` when the verdict is clean or infected."""
+        if self.clean or self.signature is None:
+            return None
+        return unscannable_reason(self.signature)
 
 
 def parse_instream_answer(answer: str) -> ScanVerdict:
@@ -52,6 +103,9 @@ def parse_instream_answer(answer: str) -> ScanVerdict:
 
     With the ``n`` command prefix clamd ends every answer line with a newline, so an answer
     without its final newline was cut short and is not trusted.
+
+    Several ``FOUND`` lines (clamd's ``AllMatchScan``) name the first malware among them, and
+    an alert for what clamd could not scan only when there is nothing else.
 
     Raises:
         ScannerUnavailable: anything but exactly ``"stream: OK\\n"`` or newline-terminated
@@ -62,8 +116,10 @@ def parse_instream_answer(answer: str) -> ScanVerdict:
     lines = answer.split("\n")
     if len(lines) >= 2 and lines[-1] == "":
         found = [_FOUND.fullmatch(line) for line in lines[:-1]]
-        if all(found):
-            return ScanVerdict(clean=False, signature=found[0]["signature"] if found[0] else None)
+        names = [match["signature"] for match in found if match]
+        if len(names) == len(found):
+            malware = [name for name in names if unscannable_reason(name) is None]
+            return ScanVerdict(clean=False, signature=(malware or names)[0])
     raise ScannerUnavailable(f"clamd gave no verdict: {answer[:500]!r}")
 
 

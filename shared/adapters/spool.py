@@ -9,22 +9,44 @@ When the gateway cannot get ``file.received`` confirmed it answers 503 and *aban
 the bytes go and an empty ``<name>.abandoned`` tombstone stays. If the broker did take the event
 after all (the confirm was lost with the connection), the scan stage finds the tombstone and
 rejects the file as abandoned instead of dead-lettering a missing source.
+
+Disk space: :meth:`LocalSpool.open_writer` refuses a new file with :class:`SpoolFull` when the
+disk's free space minus the upload's expected size would go below ``min_free_bytes``
+(``SLUICE_SPOOL_MIN_FREE_BYTES``), and a write, flush, fsync or rename that fails with
+``ENOSPC`` or ``EDQUOT`` removes the partial file and raises :class:`SpoolFull` too. Nothing is
+kept between checks, so uploads are taken again as soon as space returns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import hashlib
 import os
 import re
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
 
-from shared.errors import InvalidSource, SourceMissing
+from shared.errors import InvalidSource, SourceMissing, SpoolFull
+from shared.telemetry.metrics import SPOOL_FREE_BYTES
 
 SCHEME = "spool://"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+#: What ``write(2)``, ``fsync(2)`` or ``rename(2)`` answer when the disk (or the quota) is full.
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def size_text(size: int) -> str:
+    """``size`` bytes for a person: ``"512 bytes"``, ``"3.2 MiB"``, ``"1.5 GiB"``."""
+    if size < 1024:
+        return f"{size} bytes"
+    for unit, scale in (("GiB", 1024**3), ("MiB", 1024**2)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size / 1024:.1f} KiB"
 
 
 class SpoolWriter:
@@ -32,6 +54,9 @@ class SpoolWriter:
 
     Use as an async context manager: leaving it without :meth:`commit` (an error, a size limit)
     removes the partial file.
+
+    Raises:
+        SpoolFull: the disk is full (``ENOSPC``, ``EDQUOT``) when the partial file is created.
     """
 
     def __init__(self, final: Path) -> None:
@@ -40,13 +65,29 @@ class SpoolWriter:
         self._sha256 = hashlib.sha256()
         self.size_bytes = 0
         self._committed = False
-        self._handle = self._partial.open("wb")
+        try:
+            self._handle = self._partial.open("wb")
+        except OSError as exc:
+            if exc.errno not in _FULL:
+                raise
+            self._partial.unlink(missing_ok=True)
+            raise self._full(exc) from exc
 
     async def write(self, chunk: bytes) -> None:
-        """Append ``chunk`` (written off the event loop) and update the size and SHA-256."""
+        """Append ``chunk`` (written off the event loop) and update the size and SHA-256.
+
+        Raises:
+            SpoolFull: the disk filled up (``ENOSPC``, ``EDQUOT``); the partial file is gone.
+        """
         self._sha256.update(chunk)
         self.size_bytes += len(chunk)
-        await asyncio.to_thread(self._handle.write, chunk)
+        try:
+            await asyncio.to_thread(self._handle.write, chunk)
+        except OSError as exc:
+            if exc.errno not in _FULL:
+                raise
+            await self.abort()
+            raise await asyncio.to_thread(self._full, exc) from exc
 
     @property
     def sha256(self) -> str:
@@ -54,7 +95,11 @@ class SpoolWriter:
         return self._sha256.hexdigest()
 
     async def commit(self) -> None:
-        """Flush, fsync and rename the partial file into place."""
+        """Flush, fsync and rename the partial file into place.
+
+        Raises:
+            SpoolFull: the disk filled up (``ENOSPC``, ``EDQUOT``); the partial file is gone.
+        """
 
         def _finish() -> None:
             self._handle.flush()
@@ -62,14 +107,36 @@ class SpoolWriter:
             self._handle.close()
             os.replace(self._partial, self._final)
 
-        await asyncio.to_thread(_finish)
+        try:
+            await asyncio.to_thread(_finish)
+        except OSError as exc:
+            if exc.errno not in _FULL:
+                raise
+            await self.abort()
+            raise await asyncio.to_thread(self._full, exc) from exc
         self._committed = True
 
     async def abort(self) -> None:
         """Close and remove the partial file (idempotent)."""
         if not self._handle.closed:
-            self._handle.close()
+            # Closing flushes the buffer, which fails again on a full disk; the file goes anyway.
+            with contextlib.suppress(OSError):
+                self._handle.close()
         self._partial.unlink(missing_ok=True)
+
+    def _full(self, exc: OSError) -> SpoolFull:
+        """The error for a write the disk refused (reads the free space: call off the loop)."""
+        spool = self._final.parent
+        free = shutil.disk_usage(spool).free
+        needed = f", the upload needed more than {size_text(self.size_bytes)}"
+        return SpoolFull(
+            f"the spool's disk filled up during the upload ({exc.strerror}): "
+            f"{size_text(free)} free" + (needed if self.size_bytes else ""),
+            free_bytes=free,
+            needed_bytes=self.size_bytes,
+            min_free_bytes=0,
+            spool=str(spool),
+        )
 
     async def __aenter__(self) -> SpoolWriter:
         return self
@@ -85,11 +152,16 @@ class SpoolWriter:
 
 
 class LocalSpool:
-    """The spool directory; the one real implementation of the spool port."""
+    """The spool directory; the one real implementation of the spool port.
 
-    def __init__(self, root: Path, chunk_bytes: int = 256 * 1024) -> None:
+    ``min_free_bytes`` is the free-space floor of :meth:`check_room`, in bytes
+    (``SLUICE_SPOOL_MIN_FREE_BYTES``; only the gateway, which writes the spool, sets it).
+    """
+
+    def __init__(self, root: Path, chunk_bytes: int = 256 * 1024, min_free_bytes: int = 0) -> None:
         self.root = root
         self.chunk_bytes = chunk_bytes
+        self.min_free_bytes = min_free_bytes
         root.mkdir(parents=True, exist_ok=True)
 
     @staticmethod
@@ -111,12 +183,55 @@ class LocalSpool:
         return self.root / name
 
     def writer(self, name: str) -> SpoolWriter:
-        """A writer for a new spooled file ``name``.
+        """A writer for a new spooled file ``name``, without the free-space check of
+        :meth:`open_writer`.
 
         Raises:
             InvalidSource: ``name`` is not a valid spool name.
+            SpoolFull: the disk is full.
         """
         return SpoolWriter(self.path(self.reference(name)))
+
+    async def free_bytes(self) -> int:
+        """Free bytes on the spool's disk (``shutil.disk_usage``, off the event loop); also
+        sets the ``sluice_spool_free_bytes`` gauge."""
+        free = (await asyncio.to_thread(shutil.disk_usage, self.root)).free
+        SPOOL_FREE_BYTES.set(free)
+        return free
+
+    async def check_room(self, expected_bytes: int = 0) -> int:
+        """The free bytes, if a file of ``expected_bytes`` (0 when unknown) leaves at least
+        ``min_free_bytes`` free.
+
+        Raises:
+            SpoolFull: free space minus ``expected_bytes`` would go below ``min_free_bytes``.
+        """
+        free = await self.free_bytes()
+        if free - expected_bytes >= self.min_free_bytes:
+            return free
+        floor = (
+            f" and {size_text(self.min_free_bytes)} must stay free" if self.min_free_bytes else ""
+        )
+        raise SpoolFull(
+            f"the spool has {size_text(free)} free; this upload needs {size_text(expected_bytes)}"
+            + floor,
+            free_bytes=free,
+            needed_bytes=expected_bytes,
+            min_free_bytes=self.min_free_bytes,
+            spool=str(self.root),
+        )
+
+    async def open_writer(self, name: str, expected_bytes: int = 0) -> SpoolWriter:
+        """A writer for a new spooled file ``name`` of ``expected_bytes`` (0 when unknown),
+        once :meth:`check_room` has found room for it (the file is opened off the event loop).
+
+        Raises:
+            InvalidSource: ``name`` is not a valid spool name.
+            SpoolFull: no room (the floor), or the disk is full.
+        """
+        path = self.path(self.reference(name))
+        await self.check_room(expected_bytes)
+        return await asyncio.to_thread(SpoolWriter, path)
 
     async def read_bytes(self, source: str) -> bytes:
         """The whole spooled file.

@@ -70,7 +70,13 @@ from dataclasses import replace
 
 import structlog
 
-from shared.devservices.clamd import _check_clamd, _clamd_pid_path, _start_clamd, eicar_bytes
+from shared.devservices.clamd import (
+    _check_clamd,
+    _clamd_pid_path,
+    _start_clamd,
+    _stop_outdated_clamd,
+    eicar_bytes,
+)
 from shared.devservices.config import DevServicesConfig, ServiceStatus
 from shared.devservices.lifecycle import Progress, _ensure, _Service
 from shared.devservices.processes import (
@@ -129,12 +135,13 @@ def up(
 ) -> list[ServiceStatus]:
     """Make RabbitMQ, PostgreSQL, SeaweedFS and clamd healthy, starting whichever is not.
 
-    Then enable RabbitMQ's management and Prometheus plugins on a local node if they are off
-    (a failure to is named in the rabbitmq status's ``detail``, not raised), and create
-    ``config.s3_bucket`` and each of ``buckets`` if missing. ``only`` limits all this to the
-    named services (of :data:`SERVICES`; the plugins go with rabbitmq, the buckets with
-    seaweedfs). ``timeout_s`` bounds the wait for each service, in seconds. Returns one status
-    per service, in the order of :data:`SERVICES`.
+    A clamd this state_dir runs with an older ``clamd.conf`` than the one written now is
+    stopped first and started again. Then enable RabbitMQ's management and Prometheus plugins
+    on a local node if they are off (a failure to is named in the rabbitmq status's
+    ``detail``, not raised), and create ``config.s3_bucket`` and each of ``buckets`` if
+    missing. ``only`` limits all this to the named services (of :data:`SERVICES`; the plugins
+    go with rabbitmq, the buckets with seaweedfs). ``timeout_s`` bounds the wait for each
+    service, in seconds. Returns one status per service, in the order of :data:`SERVICES`.
 
     Raises:
         ServiceStartError: a service cannot be found, started, or made healthy in time; or
@@ -145,6 +152,8 @@ def up(
     progress = on_progress or (lambda _msg: None)
     chosen = _services(config, only)
     with _locked(config):
+        if "clamd" in (svc.name for svc in chosen) and (pid := _stop_outdated_clamd(config)):
+            progress(f"clamd: stopped pid {pid}, started with an older clamd.conf")
         statuses = [_ensure(svc, timeout_s, progress) for svc in chosen]
         names = [svc.name for svc in chosen]
         if "rabbitmq" in names and (problem := _enable_rabbitmq_plugins(config)):

@@ -8,9 +8,13 @@ import subprocess
 from importlib.resources.abc import Traversable
 from pathlib import Path
 
+import structlog
+
 from shared.devservices.config import DevServicesConfig
-from shared.devservices.processes import _port_open, _spawn, _which
+from shared.devservices.processes import _port_open, _read_pid, _spawn, _terminate, _which
 from shared.errors import ServiceStartError
+
+log = structlog.get_logger(__name__)
 
 _TEST_SIGNATURES = "sluice-test.ndb"
 
@@ -63,13 +67,65 @@ def _clamd_conf(config: DevServicesConfig) -> str:
             "LogTime yes",
             "LogRotate yes",
             "LogFileMaxSize 10M",
-            # Sluice accepts images up to 10 MB and PDFs up to 5 MB (seed 000); leave headroom.
-            f"StreamMaxLength {config.clamd_stream_max_mib}M",
-            "MaxFileSize 64M",
-            "MaxScanSize 256M",
+            *scan_limits(config.clamd_stream_max_mib),
             "",
         ]
     )
+
+
+def scan_limits(stream_max_mib: int = 64) -> list[str]:
+    """The ``clamd.conf`` lines that make clamd report what it cannot scan whole, and its limits
+    (``man clamd.conf``; ClamAV 1.4). The compose stack's clamd gets the same lines as the
+    ``CLAMD_CONF_*`` environment of its ``clamav`` service (``compose/docker-compose.yml``).
+
+    Sluice takes images up to 10 MiB and PDFs up to 5 MiB from the gateway (seed 000) and
+    ``s3://`` sources up to 64 MiB from upstream services (the source reader's ``max_bytes``):
+
+    - ``StreamMaxLength`` = ``stream_max_mib`` (64): every file Sluice reads fits in one
+      ``INSTREAM``; a longer one is refused, which the scanner reads as no verdict (retried);
+    - ``MaxFileSize`` = the same: a whole file is never over it, a file inside an archive or a
+      document may be;
+    - ``MaxScanSize 256M``: the file and everything unpacked from it (a PDF's streams, an
+      archive's members), four times the largest file;
+    - ``MaxRecursion 17``, ``MaxFiles 10000``: clamd's defaults, written down so they are seen;
+    - ``AlertEncryptedArchive``, ``AlertEncryptedDoc``: an encrypted ZIP, 7z, RAR or PDF is
+      reported ``Heuristics.Encrypted.<format>`` instead of ``OK`` (a PDF that opens without a
+      password is decrypted and scanned, not reported);
+    - ``AlertExceedsMax``: a file past ``MaxFileSize``, ``MaxScanSize``, ``MaxRecursion``,
+      ``MaxFiles`` or ``MaxScanTime`` (120 s) is reported ``Heuristics.Limits.Exceeded.<limit>``
+      instead of ``OK`` for the part it did scan. One exception, seen with ClamAV 1.4.6: a
+      member of a ZIP bigger than ``MaxFileSize`` is cut to that size and scanned, without an
+      alert (libclamav's ``unzip.c``); a ZIP's members together are still held to
+      ``MaxScanSize``.
+
+    The scan stage rejects both kinds as ``unscannable`` (``services/scan/handler.py``).
+    """
+    return [
+        f"StreamMaxLength {stream_max_mib}M",
+        f"MaxFileSize {stream_max_mib}M",
+        "MaxScanSize 256M",
+        "MaxRecursion 17",
+        "MaxFiles 10000",
+        "AlertEncryptedArchive yes",
+        "AlertEncryptedDoc yes",
+        "AlertExceedsMax yes",
+    ]
+
+
+def _stop_outdated_clamd(config: DevServicesConfig) -> int | None:
+    """Stop the clamd this state_dir runs when the ``clamd.conf`` it was started with is not the
+    one :func:`_clamd_conf` writes now (clamd reads its configuration only at start), so that
+    :func:`~shared.devservices.up` starts it again with the current one. Returns the stopped
+    pid, or ``None`` when there was nothing to stop. A clamd started by anyone else is left
+    alone."""
+    pid = _read_pid(_clamd_pid_path(config), "clamd")
+    conf = config.clamd_dir / "clamd.conf"
+    if pid is None or not conf.exists() or conf.read_text(encoding="utf-8") == _clamd_conf(config):
+        return None
+    _terminate(pid)
+    _clamd_pid_path(config).unlink(missing_ok=True)
+    log.info("devservice.stopped", service="clamd", pid=pid, reason="clamd.conf changed")
+    return pid
 
 
 def _start_clamd(config: DevServicesConfig) -> subprocess.Popen[bytes]:

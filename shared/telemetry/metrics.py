@@ -108,6 +108,10 @@ UPLOADS = Counter(
     ["outcome"],
 )
 UPLOAD_BYTES = Counter("sluice_upload_bytes_total", "Bytes of uploads the gateway accepted.")
+SPOOL_FREE_BYTES = Gauge(
+    "sluice_spool_free_bytes",
+    "Free bytes on the spool's disk when the gateway last checked (at every upload).",
+)
 
 
 def record_handled(handled: Handled) -> None:

@@ -2,11 +2,12 @@
 against a real ``sluice run`` (prefix and database ``t-ops-page``).
 
 The story ops live through: an upstream service publishes ``file.received`` for an object it
-has not written yet; the real scan stage dead-letters it (``SourceMissing``). The page shows the
-dead letter with its error; a dry run names it and moves nothing; the object is then written
-(the fix) and the page's replay sends the message back to the scan stage, which now processes
-the file to ``available``. Screenshots are saved under the test's tmp path and their paths
-printed in the terminal output.
+has not written yet; the real scan stage dead-letters it (``SourceMissing``). With an
+``ops:read`` key the page shows the dead letter with its error and dry-runs it, and its replay
+button is disabled (the gateway refuses that key a replay). With an ``ops:admin`` key a dry run
+names it and moves nothing; the object is then written (the fix) and the page's replay sends the
+message back to the scan stage, which now processes the file to ``available``. Screenshots are
+saved under the test's tmp path and their paths printed in the terminal output.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-from services.gateway.keys import create_key
+from services.gateway.keys import Scope, create_key
 from shared import devservices
 from shared.adapters import broker, db
 from shared.events import FileReceived
@@ -56,11 +57,16 @@ def pipeline(services: object, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 @pytest.fixture(scope="module")
-def ops_key(pipeline: Pipeline) -> str:
-    async def create() -> str:
+def ops_keys(pipeline: Pipeline) -> dict[Scope, str]:
+    """An ``ops:read`` and an ``ops:admin`` key, by scope."""
+
+    async def create() -> dict[Scope, str]:
         pool = await db.create_pool(DatabaseSettings(url=pipeline.database_url))
         try:
-            return await create_key(pool, "night-shift", "ops")
+            return {
+                "ops:read": await create_key(pool, "day-watch", "ops:read"),
+                "ops:admin": await create_key(pool, "night-shift", "ops:admin"),
+            }
         finally:
             await pool.close()
 
@@ -177,7 +183,7 @@ def stage_cells(driver: WebDriver, stage: str) -> list[str]:
 
 def test_the_page_shows_a_dead_letter_dry_runs_and_replays_it(
     pipeline: Pipeline,
-    ops_key: str,
+    ops_keys: dict[Scope, str],
     browser: WebDriver,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -209,8 +215,31 @@ def test_the_page_shows_a_dead_letter_dry_runs_and_replays_it(
     wait_text(browser, "error", "HTTP 403 forbidden: this is an upload key")
     assert browser.execute_script("return sessionStorage.length") == 0
     refused = [entry["message"] for entry in browser.get_log("browser")]  # read and cleared
-    assert any("/ops/api/status" in line and "403" in line for line in refused), refused
-    use_key(browser, ops_key)
+    assert any("/ops/api/whoami" in line and "403" in line for line in refused), refused
+
+    use_key(browser, ops_keys["ops:read"])  # reads everything; the replay button is disabled
+    WebDriverWait(browser, WAIT_S).until(lambda d: dead_letter_row(d, file_id))
+    wait_text(browser, "notice", "Read-only key (ops:read) of day-watch")
+    replay_button = browser.find_element(By.ID, "replay")
+    assert not replay_button.is_enabled()
+    assert replay_button.get_attribute("title") == "Replay needs an ops:admin key."
+    browser.find_element(By.ID, "dry-run").click()  # a dry run changes nothing: allowed
+    wait_text(browser, "result-title", "Dry run: 1 dead letter(s) would be replayed")
+    # Were the button enabled, the gateway would refuse: 403, and the key kept for reading.
+    browser.execute_script("document.getElementById('replay').disabled = false")
+    replay_button.click()
+    WebDriverWait(browser, WAIT_S).until(expected_conditions.alert_is_present())
+    browser.switch_to.alert.accept()
+    wait_text(browser, "error", "HTTP 403 forbidden: this is an ops:read key")
+    assert browser.execute_script("return sessionStorage.length") == 1
+    assert queue_depths(pipeline)[dlq] == 1
+    read_only_png = tmp_path / "ops-page-read-only.png"
+    assert browser.save_screenshot(str(read_only_png))
+    report(capsys, f"ops page screenshot (ops:read key): {read_only_png}")
+    browser.get_log("browser")  # the refused replay's 403 logged: read and cleared
+
+    use_key(browser, ops_keys["ops:admin"])
+    WebDriverWait(browser, WAIT_S).until(lambda d: d.find_element(By.ID, "replay").is_enabled())
     WebDriverWait(browser, WAIT_S).until(lambda d: dead_letter_row(d, file_id))
 
     row = dead_letter_row(browser, file_id)

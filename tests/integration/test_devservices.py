@@ -28,6 +28,7 @@ from shared.devservices import (
     status,
     up,
 )
+from tests.faults.private_clamd import PrivateClamd
 
 pytestmark = pytest.mark.integration
 
@@ -184,3 +185,25 @@ def test_down_leaves_services_it_did_not_start(
     down(stranger)
     assert [s.healthy for s in status(config)] == [True] * 4
     assert [s.managed for s in status(stranger)] == [False] * 4
+
+
+def test_up_restarts_its_clamd_started_with_an_older_config(tmp_path: Path) -> None:
+    clamd = PrivateClamd(tmp_path / "clamd")
+    try:
+        clamd.start()
+        conf = clamd.config.clamd_dir / "clamd.conf"
+        pid_file = clamd.config.clamd_dir / "clamd.pid"
+        first_pid = pid_file.read_text().strip()
+        # What a clamd started before the alerts were configured was started with.
+        conf.write_text(conf.read_text().replace("AlertExceedsMax yes\n", ""))
+
+        [again] = up(clamd.config, only=["clamd"], timeout_s=60)
+
+        assert again.started_by_us and again.healthy
+        assert pid_file.read_text().strip() != first_pid
+        assert "AlertExceedsMax yes\n" in conf.read_text()
+        [unchanged] = up(clamd.config, only=["clamd"], timeout_s=60)
+        assert not unchanged.started_by_us
+    finally:
+        clamd.stop()
+        clamd.close()

@@ -62,7 +62,8 @@ TOPOLOGY = Topology.of(AMQP)
 class Ops:
     client: httpx.AsyncClient
     pool: asyncpg.Pool
-    ops: dict[str, str]  # headers with an ops key
+    ops: dict[str, str]  # headers with an ops:admin key
+    read: dict[str, str]  # headers with an ops:read key
     upload: dict[str, str]  # headers with an upload key
 
 
@@ -87,7 +88,8 @@ async def gateway(
     # S3: the local SeaweedFS's shared test bucket (TEST_BUCKETS)
     settings = local.settings(tmp_path_factory.mktemp("spool"), amqp=AMQP, database=database)
     pool = await db.create_pool(database)
-    ops_key = await create_key(pool, "night-shift", "ops")
+    ops_key = await create_key(pool, "night-shift", "ops:admin")
+    read_key = await create_key(pool, "day-watch", "ops:read")
     upload_key = await create_key(pool, "acme")
     try:
         async with running(settings) as client:
@@ -95,6 +97,7 @@ async def gateway(
                 client,
                 pool,
                 {"Authorization": f"Bearer {ops_key}"},
+                {"Authorization": f"Bearer {read_key}"},
                 {"Authorization": f"Bearer {upload_key}"},
             )
     finally:
@@ -182,6 +185,7 @@ async def test_no_or_unknown_key_is_401_on_every_ops_route(gateway: Ops) -> None
     unknown = {"Authorization": "Bearer slk_" + "A" * 43}
     for headers in ({}, unknown, {"Authorization": "Bearer nope"}):
         for method, path in (
+            ("GET", "/ops/api/whoami"),
             ("GET", "/ops/api/status"),
             ("GET", "/ops/api/dead-letters"),
             ("GET", f"/ops/api/dead-letters/{uuid.uuid4()}"),
@@ -195,53 +199,142 @@ async def test_no_or_unknown_key_is_401_on_every_ops_route(gateway: Ops) -> None
 
 
 async def test_each_scope_is_403_on_the_others_routes(gateway: Ops) -> None:
-    for path in ("/ops/api/status", "/ops/api/dead-letters"):
-        response = await gateway.client.get(path, headers=gateway.upload)
+    for method, path in (
+        ("GET", "/ops/api/whoami"),
+        ("GET", "/ops/api/status"),
+        ("GET", "/ops/api/dead-letters"),
+        ("POST", "/ops/api/dead-letters/replay"),
+    ):
+        response = await gateway.client.request(
+            method, path, headers=gateway.upload, json={"dry_run": True}
+        )
         assert response.status_code == 403, response.text
         assert error_of(response) == (
             "forbidden",
-            "this is an upload key; this route needs an ops key",
+            "this is an upload key; this route needs an ops:read or ops:admin key",
         )
-        assert 'error="insufficient_scope"' in response.headers["www-authenticate"]
-
-    listing = await gateway.client.get("/v1/files", headers=gateway.ops)
-    assert listing.status_code == 403
-    assert error_of(listing)[1] == "this is an ops key; this route needs an upload key"
-    upload = await gateway.client.post(
-        "/v1/files", headers=gateway.ops, files={"file": ("a.png", b"\x89PNG", "image/png")}
+        assert response.headers["www-authenticate"] == (
+            'Bearer realm="sluice", error="insufficient_scope", scope="ops:read"'
+        )
+    purge = await gateway.client.post(
+        "/ops/api/dead-letters/purge", headers=gateway.upload, json={}
     )
-    assert upload.status_code == 403
+    assert purge.status_code == 403
+    assert error_of(purge)[1] == "this is an upload key; this route needs an ops:admin key"
+
+    for ops_key, scope in ((gateway.ops, "ops:admin"), (gateway.read, "ops:read")):
+        listing = await gateway.client.get("/v1/files", headers=ops_key)
+        assert listing.status_code == 403
+        assert error_of(listing)[1] == f"this is an {scope} key; this route needs an upload key"
+        assert 'scope="upload"' in listing.headers["www-authenticate"]
+        upload = await gateway.client.post(
+            "/v1/files", headers=ops_key, files={"file": ("a.png", b"\x89PNG", "image/png")}
+        )
+        assert upload.status_code == 403
     assert (await gateway.client.get("/v1/files", headers=gateway.upload)).status_code == 200
+
+
+async def test_whoami_names_the_keys_owner_and_scope(gateway: Ops) -> None:
+    for headers, expected in (
+        (gateway.ops, {"owner": "night-shift", "scope": "ops:admin"}),
+        (gateway.read, {"owner": "day-watch", "scope": "ops:read"}),
+    ):
+        response = await gateway.client.get("/ops/api/whoami", headers=headers)
+        assert response.status_code == 200, response.text
+        assert response.json() == expected
+
+
+async def test_a_read_key_reads_and_dry_runs_but_cannot_replay_or_purge(
+    gateway: Ops, failed: Failed, amqp: Broker
+) -> None:
+    status = await gateway.client.get("/ops/api/status", headers=gateway.read)
+    assert status.status_code == 200, status.text
+    listing = await gateway.client.get("/ops/api/dead-letters", headers=gateway.read)
+    assert listing.status_code == 200 and listing.json()["count"] == 6
+    event_id = failed.events["a.png"].event_id
+    shown = await gateway.client.get(f"/ops/api/dead-letters/{event_id}", headers=gateway.read)
+    assert shown.status_code == 200 and shown.json()["letter"]["stage"] == "scan"
+    dry = await gateway.client.post(
+        "/ops/api/dead-letters/replay",
+        json={"stage": "scan", "dry_run": True},
+        headers=gateway.read,
+    )
+    assert dry.status_code == 200, dry.text
+    assert len(dry.json()["message_ids"]) == 3 and dry.json()["replayed"] == 0
+
+    for path, body in (
+        ("/ops/api/dead-letters/replay", {"stage": "scan"}),
+        ("/ops/api/dead-letters/replay", {"stage": "scan", "dry_run": False}),
+        ("/ops/api/dead-letters/purge", {"stage": "scan", "reason": "x", "confirm": True}),
+    ):
+        refused = await gateway.client.post(path, json=body, headers=gateway.read)
+        assert refused.status_code == 403, (path, refused.text)
+        assert error_of(refused) == (
+            "forbidden",
+            "this is an ops:read key; this route needs an ops:admin key",
+        )
+        assert refused.headers["www-authenticate"] == (
+            'Bearer realm="sluice", error="insufficient_scope", scope="ops:admin"'
+        )
+    assert await amqp.depth(TOPOLOGY.dead_letter_queue("scan")) == 3
+    assert await amqp.depth(TOPOLOGY.dead_letter_queue("commit")) == 3
+    assert await amqp.depth(TOPOLOGY.queue("scan")) == 0
 
 
 async def test_keys_keep_their_scope_and_only_a_hash(gateway: Ops) -> None:
     [info] = await list_keys(gateway.pool, "night-shift")
-    assert info.scope == "ops"
+    assert info.scope == "ops:admin"
+    [reader] = await list_keys(gateway.pool, "day-watch")
+    assert reader.scope == "ops:read"
     stored = await gateway.pool.fetchrow(
         "SELECT key_hash, key_prefix FROM api_keys WHERE key_id = $1", info.key_id
     )
     key = gateway.ops["Authorization"].removeprefix("Bearer ")
     assert len(stored["key_hash"]) == 32 and key not in str(dict(stored))
     with pytest.raises(ValueError, match="unknown scope"):
-        await create_key(gateway.pool, "x", "admin")  # type: ignore[arg-type]
+        await create_key(gateway.pool, "x", "ops")  # type: ignore[arg-type]
 
 
-async def test_cli_creates_an_ops_key_that_only_opens_ops_routes(
-    gateway: Ops, database: DatabaseSettings
-) -> None:
+async def create_with_cli(database: DatabaseSettings, *arguments: str) -> tuple[str, str]:
+    """``sluice keys create ARGUMENTS...`` in a subprocess: (stdout, stderr); it must succeed."""
     env = {**os.environ, "SLUICE_DATABASE_URL": database.url, "SLUICE_LOG_LEVEL": "warning"}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services", "keys", "create", "cli-night", "--ops",
-        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE,
+        sys.executable, "-m", "services", "keys", "create", *arguments,
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    out, _ = await process.communicate()
-    assert process.returncode == 0
-    headers = {"Authorization": f"Bearer {out.decode().strip()}"}
+    out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    return out.decode().strip(), err.decode()
 
-    assert (await gateway.client.get("/ops/api/status", headers=headers)).status_code == 200
-    assert (await gateway.client.get("/v1/files", headers=headers)).status_code == 403
-    [info] = await list_keys(gateway.pool, "cli-night")
-    assert info.scope == "ops"
+
+async def test_cli_creates_keys_of_each_ops_scope_that_only_open_ops_routes(
+    gateway: Ops, database: DatabaseSettings
+) -> None:
+    dry_run = {"dry_run": True}
+    for owner, scope in (("cli-day", "ops:read"), ("cli-night", "ops:admin")):
+        key, _ = await create_with_cli(database, owner, "--scope", scope)
+        headers = {"Authorization": f"Bearer {key}"}
+
+        assert (await gateway.client.get("/ops/api/status", headers=headers)).status_code == 200
+        assert (await gateway.client.get("/v1/files", headers=headers)).status_code == 403
+        purge = await gateway.client.post("/ops/api/dead-letters/purge", json={}, headers=headers)
+        # an ops:admin key passes the scope check and is refused for the body (422)
+        assert purge.status_code == (403 if scope == "ops:read" else 422), purge.text
+        dry = await gateway.client.post(
+            "/ops/api/dead-letters/replay", json=dry_run, headers=headers
+        )
+        assert dry.status_code == 200, dry.text
+        [info] = await list_keys(gateway.pool, owner)
+        assert info.scope == scope
+
+
+async def test_cli_ops_flag_is_a_deprecated_alias_of_ops_admin(
+    gateway: Ops, database: DatabaseSettings
+) -> None:
+    key, warning = await create_with_cli(database, "cli-legacy", "--ops")
+    assert "--ops is deprecated; use --scope ops:admin" in warning
+    whoami = await gateway.client.get("/ops/api/whoami", headers={"Authorization": f"Bearer {key}"})
+    assert whoami.json() == {"owner": "cli-legacy", "scope": "ops:admin"}
 
 
 # -- status and listing ------------------------------------------------------------------------

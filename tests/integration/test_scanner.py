@@ -1,22 +1,29 @@
-"""The clamd adapter against a real clamd, a second clamd with a small stream limit, and fake
-TCP servers that answer what a broken clamd might: it must never call anything clean that clamd
-did not call clean."""
+"""The clamd adapter against a real clamd, a clamd of our own started with the project's
+clamd.conf (encrypted files and files past the scan limits reported, not passed), a second one
+with a small stream limit, and fake TCP servers that answer what a broken clamd might: it must
+never call anything clean that clamd did not call clean."""
 
 from __future__ import annotations
 
 import asyncio
+import gzip
+import io
 import os
 import socket
 import struct
 import time
+import zipfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import pypdf
 import pytest
+import pyzipper
 
 from shared.adapters.scanner import ClamdScanner
+from shared.adapters.sources import DEFAULT_MAX_BYTES
 from shared.devservices import eicar_bytes
 from shared.errors import ScannerUnavailable
 from shared.settings import ClamdSettings
@@ -58,6 +65,20 @@ def small_clamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClamdScann
     try:
         clamd.start()
         yield ClamdScanner("127.0.0.1", clamd.port, timeout_s=30.0)
+    finally:
+        clamd.stop()
+        clamd.close()
+
+
+@pytest.fixture(scope="module")
+def project_clamd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClamdScanner]:
+    """A clamd of our own started with the clamd.conf ``shared.devservices`` writes now (its
+    alerts and scan limits), whatever the shared one was started with; stopped after the
+    module."""
+    clamd = PrivateClamd(tmp_path_factory.mktemp("clamd-project"))
+    try:
+        clamd.start()
+        yield ClamdScanner("127.0.0.1", clamd.port, timeout_s=60.0)
     finally:
         clamd.stop()
         clamd.close()
@@ -105,6 +126,132 @@ async def test_concurrent_scans(clamd: ClamdScanner) -> None:
     payloads = [eicar_bytes() if i % 2 else os.urandom(256 * 1024) for i in range(8)]
     verdicts = await asyncio.gather(*(clamd.scan(p) for p in payloads))
     assert [v.clean for v in verdicts] == [i % 2 == 0 for i in range(8)]
+
+
+# -- what clamd cannot scan whole: reported, never clean ---------------------------------------
+
+
+def encrypted_pdf(user_password: str) -> bytes:
+    """samples/document.pdf encrypted by pypdf with the PDF standard security handler, RC4
+    128-bit (AES needs a crypto library pypdf does not bring), owner password ``owner``."""
+    writer = pypdf.PdfWriter(clone_from=pypdf.PdfReader(SAMPLES / "document.pdf"))
+    writer.encrypt(user_password=user_password, owner_password="owner", algorithm="RC4-128")
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def encrypted_zip() -> bytes:
+    """A ZIP whose one member is AES-encrypted (WinZip AE-2, pyzipper)."""
+    out = io.BytesIO()
+    with pyzipper.AESZipFile(
+        out, "w", compression=pyzipper.ZIP_DEFLATED, encryption=pyzipper.WZ_AES
+    ) as archive:
+        archive.setpassword(b"secret")
+        archive.writestr("invoice.pdf", (SAMPLES / "document.pdf").read_bytes())
+    return out.getvalue()
+
+
+def nested_zip(depth: int) -> bytes:
+    """``depth`` ZIPs, each holding the next; the innermost holds a text file."""
+    data = b"the innermost file"
+    for level in range(depth):
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as archive:
+            archive.writestr(f"level-{level}.zip" if level else "note.txt", data)
+        data = out.getvalue()
+    return data
+
+
+def zip_of_zeros(members: int, member_bytes: int) -> bytes:
+    """A ZIP of ``members`` members of ``member_bytes`` zero bytes each: deflate makes each
+    about a thousandth of its size."""
+    out = io.BytesIO()
+    zeros = bytes(member_bytes)
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for i in range(members):
+            archive.writestr(f"zeros-{i}.bin", zeros)
+    return out.getvalue()
+
+
+def zip_of_many_files(count: int) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for i in range(count):
+            archive.writestr(f"file-{i}.txt", f"file {i}")
+    return out.getvalue()
+
+
+async def test_an_encrypted_pdf_is_unscannable(project_clamd: ClamdScanner) -> None:
+    verdict = await project_clamd.scan(encrypted_pdf(user_password="secret"))
+    assert (verdict.clean, verdict.signature) == (False, "Heuristics.Encrypted.PDF")
+    assert verdict.unscannable == "encrypted PDF"
+
+
+async def test_a_pdf_that_opens_without_a_password_is_scanned_and_clean(
+    project_clamd: ClamdScanner,
+) -> None:
+    # Only an owner password (print/copy restrictions): clamd decrypts it with the empty user
+    # password and scans it.
+    assert (await project_clamd.scan(encrypted_pdf(user_password=""))).clean
+
+
+async def test_an_encrypted_zip_is_unscannable(project_clamd: ClamdScanner) -> None:
+    verdict = await project_clamd.scan(encrypted_zip())
+    assert (verdict.clean, verdict.signature) == (False, "Heuristics.Encrypted.Zip")
+    assert verdict.unscannable == "encrypted ZIP archive"
+
+
+@pytest.mark.parametrize(
+    ("build", "limit"),
+    [
+        # 65 MiB of zeros in 65 KiB: the one file inside is past MaxFileSize (64M).
+        (lambda: gzip.compress(bytes(65 * MiB)), "MaxFileSize"),
+        # Five members of 60 MiB in 300 KiB: together past MaxScanSize (256M).
+        (lambda: zip_of_zeros(5, 60 * MiB), "MaxScanSize"),
+        # 20 ZIPs in one another, past MaxRecursion (17).
+        (lambda: nested_zip(20), "MaxRecursion"),
+        (lambda: zip_of_many_files(10_001), "MaxFiles"),
+    ],
+    ids=["gzip-65MiB", "zip-300MiB", "zip-nested-20", "zip-10001-files"],
+)
+async def test_an_archive_past_a_scan_limit_is_unscannable(
+    project_clamd: ClamdScanner, build: Callable[[], bytes], limit: str
+) -> None:
+    data = build()
+    assert len(data) < 2 * MiB  # small on the wire: the limit is on what clamd unpacks
+    verdict = await project_clamd.scan(data)
+    assert (verdict.clean, verdict.signature) == (False, f"Heuristics.Limits.Exceeded.{limit}")
+    assert verdict.unscannable is not None and limit in verdict.unscannable
+
+
+async def test_archives_within_the_limits_are_clean(project_clamd: ClamdScanner) -> None:
+    assert (await project_clamd.scan(nested_zip(15))).clean
+    assert (await project_clamd.scan(zip_of_zeros(3, 60 * MiB))).clean  # 180 MiB unpacked
+    assert (await project_clamd.scan(gzip.compress(bytes(60 * MiB)))).clean
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["photo-rotated.jpg", "photo.png", "photo.webp", "photo.heic", "animation.gif", "document.pdf"],
+)
+async def test_real_files_are_clean_with_the_alerts_on(
+    project_clamd: ClamdScanner, name: str
+) -> None:
+    assert (await project_clamd.scan((SAMPLES / name).read_bytes())).clean
+
+
+async def test_the_largest_file_sluice_reads_fits_the_stream_and_file_limits(
+    project_clamd: ClamdScanner,
+) -> None:
+    assert (await project_clamd.scan(os.urandom(DEFAULT_MAX_BYTES))).clean
+
+
+async def test_malware_is_still_infected_with_the_alerts_on(project_clamd: ClamdScanner) -> None:
+    verdict = await project_clamd.scan(eicar_bytes())
+    assert verdict.signature is not None and verdict.signature.startswith("Eicar-Test-Signature")
+    assert verdict.unscannable is None
+    assert not (await project_clamd.scan((SAMPLES / "eicar.pdf").read_bytes())).clean
 
 
 # -- a clamd with a small stream limit ---------------------------------------------------------

@@ -167,6 +167,13 @@ def test_details_are_short_human_reasons() -> None:
     assert detail_for(infected) == "infected: Eicar-Test-Signature"
     invalid = received.follow(FileRejected, reason="invalid", detail="not a JPEG")
     assert detail_for(invalid) == "invalid: not a JPEG"
+    unscannable = received.follow(
+        FileRejected,
+        reason="unscannable",
+        detail="encrypted PDF (Heuristics.Encrypted.PDF)",
+        signature="Heuristics.Encrypted.PDF",
+    )
+    assert detail_for(unscannable) == "unscannable: encrypted PDF (Heuristics.Encrypted.PDF)"
     stored = scanned.follow(FileStored, bucket="b", key="alice/k")
     assert detail_for(stored) == "stored: s3://b/alice/k"
     broken = stored.follow(FileThumbnailed, bucket="b", key="k", thumbnail_error="truncated")

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from shared.devservices.clamd import scan_limits
 from shared.settings import SETTINGS_GROUPS, Settings
 from shared.topology import WORKERS as TOPOLOGY_WORKERS
 
@@ -127,6 +128,18 @@ def test_images(services: dict[str, dict[str, Any]]) -> None:
     assert "minio/minio" in services["minio"]["image"]
     assert "minio/mc" in services["minio-init"]["image"]
     assert services["clamav"]["image"].startswith("clamav/clamav:")
+
+
+def test_clamav_gets_the_scan_limits_and_alerts_of_the_development_clamd(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    environment = services["clamav"]["environment"]
+    written = [
+        f"{key.removeprefix('CLAMD_CONF_')} {value}"
+        for key, value in environment.items()
+        if key.startswith("CLAMD_CONF_")
+    ]
+    assert written == scan_limits()
 
 
 @pytest.mark.parametrize("name", SLUICE_SERVICES)

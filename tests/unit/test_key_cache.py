@@ -100,8 +100,8 @@ async def test_unknown_keys_are_not_cached_so_a_new_key_works_at_once(parts: Any
     cache = KeyCache(30, 300, clock=clock)
     other = generate_key()
     assert await cache.lookup(database, other) is None
-    database.active[hash_key(other)] = {"owner": "bob", "scope": "ops"}
-    assert await cache.lookup(database, other) == Principal(owner="bob", scope="ops")
+    database.active[hash_key(other)] = {"owner": "bob", "scope": "ops:read"}
+    assert await cache.lookup(database, other) == Principal(owner="bob", scope="ops:read")
     assert await cache.lookup(database, "not-a-key") is None
     assert database.queries == 2  # a malformed key is never asked
 

@@ -4,6 +4,7 @@ read, and one relay at a time holds the lock."""
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 import uuid
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from shared.adapters.outbox import OUTBOX_DIR, EventOutbox
-from shared.errors import OutboxFull
+from shared.errors import OutboxFull, SpoolFull
 from shared.events import FileReceived
 
 
@@ -87,3 +88,17 @@ def test_one_relay_at_a_time_holds_the_lock(tmp_path: Path) -> None:
             assert not other
     with second.relay_lock() as held_after:
         assert held_after
+
+
+async def test_a_full_disk_is_spool_full_and_leaves_no_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outbox = EventOutbox(tmp_path, max_events=10)
+
+    def no_space(_fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("shared.adapters.outbox.os.fsync", no_space)
+    with pytest.raises(SpoolFull, match="No space left"):
+        await outbox.put(received(0), {})
+    assert os.listdir(tmp_path / OUTBOX_DIR) == []

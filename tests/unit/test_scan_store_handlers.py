@@ -15,7 +15,12 @@ from hypothesis import strategies as st
 
 from services.scan import handler as scan
 from services.store import handler as store
-from shared.adapters.scanner import ScanVerdict, parse_instream_answer, parse_version_answer
+from shared.adapters.scanner import (
+    ScanVerdict,
+    parse_instream_answer,
+    parse_version_answer,
+    unscannable_reason,
+)
 from shared.adapters.storage import ObjectInfo, b64_sha256
 from shared.errors import ChecksumMismatch, ScannerUnavailable, SourceMissing
 from shared.events import FileReceived, FileRejected, FileScanned, FileStored
@@ -23,6 +28,7 @@ from shared.events import FileReceived, FileRejected, FileScanned, FileStored
 MiB = 1024 * 1024
 CLEAN = b"\xff\xd8\xff\xe0 a harmless jpeg-ish payload"
 INFECTED = b"pretend-this-is-malware"
+ENCRYPTED = b"%PDF-1.7 pretend-this-is-encrypted"
 
 
 # -- fakes of the ports ------------------------------------------------------------------------
@@ -57,6 +63,8 @@ class FakeScanner:
     async def scan(self, data: bytes) -> ScanVerdict:
         if INFECTED in data:
             return ScanVerdict(clean=False, signature="Sluice-Test-Malware")
+        if ENCRYPTED in data:
+            return ScanVerdict(clean=False, signature="Heuristics.Encrypted.PDF")
         return ScanVerdict(clean=True)
 
     async def version(self) -> tuple[str, str]:
@@ -161,6 +169,16 @@ async def test_infected_spooled_file_is_rejected_and_left_for_commit_to_remove()
     assert out.detail == "infected: Sluice-Test-Malware"
     # Removed by the commit stage once the rejection is recorded, never before it is published.
     assert files == {"spool://f1": data, "spool://other": CLEAN}
+
+
+async def test_a_file_clamd_could_not_scan_whole_is_rejected_as_unscannable() -> None:
+    files = {"spool://f1": ENCRYPTED}
+    [out] = await scan.handle(received(ENCRYPTED), scan_deps(files))
+    assert isinstance(out, FileRejected)
+    assert out.reason == "unscannable"
+    assert out.signature == "Heuristics.Encrypted.PDF"
+    assert out.detail == "encrypted PDF (Heuristics.Encrypted.PDF)"
+    assert files == {"spool://f1": ENCRYPTED}  # removed by the commit stage, as for infected
 
 
 @pytest.mark.parametrize(
@@ -323,6 +341,93 @@ def test_only_an_exact_ok_is_clean() -> None:
 )
 def test_found_is_infected_with_the_signature(answer: str, signature: str) -> None:
     assert parse_instream_answer(answer) == ScanVerdict(clean=False, signature=signature)
+
+
+@pytest.mark.parametrize(
+    ("answer", "signature", "why"),
+    [
+        ("stream: Heuristics.Encrypted.PDF FOUND\n", "Heuristics.Encrypted.PDF", "encrypted PDF"),
+        (
+            "stream: Heuristics.Encrypted.Zip FOUND\n",
+            "Heuristics.Encrypted.Zip",
+            "encrypted ZIP archive",
+        ),
+        (
+            "stream: Heuristics.Encrypted.RAR FOUND\n",
+            "Heuristics.Encrypted.RAR",
+            "encrypted RAR archive",
+        ),
+        (
+            "stream: Heuristics.Limits.Exceeded.MaxFileSize FOUND\n",
+            "Heuristics.Limits.Exceeded.MaxFileSize",
+            "a file in it is bigger than clamd's MaxFileSize",
+        ),
+        (
+            "stream: Heuristics.Limits.Exceeded.MaxScanSize FOUND\n",
+            "Heuristics.Limits.Exceeded.MaxScanSize",
+            "its unpacked content is bigger than clamd's MaxScanSize",
+        ),
+        (
+            "stream: Heuristics.Limits.Exceeded.MaxRecursion FOUND\n",
+            "Heuristics.Limits.Exceeded.MaxRecursion",
+            "nested deeper than clamd's MaxRecursion",
+        ),
+        (
+            "stream: Heuristics.Limits.Exceeded.MaxFiles FOUND\n",
+            "Heuristics.Limits.Exceeded.MaxFiles",
+            "holds more files than clamd's MaxFiles",
+        ),
+        (
+            "stream: Heuristics.Limits.Exceeded.MaxScanTime FOUND\n",
+            "Heuristics.Limits.Exceeded.MaxScanTime",
+            "took clamd longer than its MaxScanTime",
+        ),
+        (  # a name this table does not know keeps clamd's words for it
+            "stream: Heuristics.Limits.Exceeded.EmailHeaders FOUND\n",
+            "Heuristics.Limits.Exceeded.EmailHeaders",
+            "past clamd's EmailHeaders limit",
+        ),
+        ("stream: Heuristics.Encrypted.Foo FOUND\n", "Heuristics.Encrypted.Foo", "encrypted Foo"),
+    ],
+)
+def test_clamd_alerts_for_what_it_could_not_scan_are_unscannable(
+    answer: str, signature: str, why: str
+) -> None:
+    verdict = parse_instream_answer(answer)
+    assert verdict == ScanVerdict(clean=False, signature=signature)
+    assert verdict.unscannable == why
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [
+        "Eicar-Test-Signature",
+        "Win.Test.EICAR_HDB-1",
+        "Heuristics.OLE2.ContainsMacros.VBA",  # a finding about the content, not a limit
+        "Heuristics.Phishing.Email.SpoofedDomain",
+        "Heuristics.Encrypted",  # no format after the prefix's dot
+        "Heuristics.Limits.Exceeded",
+        "Sluice.Heuristics.Encrypted.PDF",
+    ],
+)
+def test_every_other_name_is_infected(signature: str) -> None:
+    verdict = parse_instream_answer(f"stream: {signature} FOUND\n")
+    assert (verdict.clean, verdict.signature, verdict.unscannable) == (False, signature, None)
+
+
+def test_malware_found_beside_an_alert_is_what_the_verdict_names() -> None:
+    answer = "stream: Heuristics.Encrypted.Zip FOUND\nstream: Win.Test.A FOUND\n"
+    verdict = parse_instream_answer(answer)
+    assert (verdict.signature, verdict.unscannable) == ("Win.Test.A", None)
+    alerts = "stream: Heuristics.Encrypted.Zip FOUND\nstream: Heuristics.Encrypted.PDF FOUND\n"
+    assert parse_instream_answer(alerts).signature == "Heuristics.Encrypted.Zip"
+
+
+@given(st.text(min_size=1, max_size=60))
+def test_only_the_two_alert_families_are_unscannable(name: str) -> None:
+    unscannable = name.startswith(("Heuristics.Encrypted.", "Heuristics.Limits.Exceeded."))
+    assert (unscannable_reason(name) is not None) is unscannable
+    assert ScanVerdict(clean=True, signature=None).unscannable is None
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ const STATUS_EVERY_MS = 5000;
 const $ = (id) => document.getElementById(id);
 let lastDeadLetterTotal = null;
 let shownMessageId = null;
+let keyScope = null; // "ops:read" or "ops:admin" once /ops/api/whoami answered
 
 function key() {
   return sessionStorage.getItem(KEY);
@@ -42,8 +43,12 @@ async function api(path, options = {}) {
   }
   if (!response.ok) {
     const message = body && body.error ? `${body.error.code}: ${body.error.message}` : "";
-    if (response.status === 401 || response.status === 403) {
+    // A 403 asking for scope="ops:admin" refuses one action to a valid ops:read key: keep it.
+    const challenge = response.headers.get("WWW-Authenticate") || "";
+    const adminOnly = response.status === 403 && challenge.includes('scope="ops:admin"');
+    if ((response.status === 401 || response.status === 403) && !adminOnly) {
       sessionStorage.removeItem(KEY);
+      keyScope = null;
     }
     throw new Error(`HTTP ${response.status} ${message}`.trim());
   }
@@ -87,6 +92,17 @@ function breakerText(stage, collectedAt) {
 
 function replaceRows(tbody, rows) {
   tbody.replaceChildren(...rows);
+}
+
+async function loadScope() {
+  const who = await api("/ops/api/whoami");
+  keyScope = who.scope;
+  const replayButton = $("replay");
+  replayButton.disabled = keyScope !== "ops:admin";
+  replayButton.title = replayButton.disabled ? "Replay needs an ops:admin key." : "";
+  if (replayButton.disabled) {
+    say(`Read-only key (${keyScope}) of ${who.owner}: replay needs an ops:admin key.`);
+  }
 }
 
 async function loadStatus() {
@@ -243,7 +259,12 @@ async function run(action) {
 
 async function tick() {
   if (key()) {
-    await run(loadStatus);
+    await run(async () => {
+      if (keyScope === null) {
+        await loadScope();
+      }
+      await loadStatus();
+    });
   }
 }
 
@@ -256,11 +277,14 @@ function start() {
       sessionStorage.setItem(KEY, value);
       say("Key set for this tab.");
       lastDeadLetterTotal = null;
+      keyScope = null;
+      $("result").hidden = true; // the last key's dry run or replay
       tick();
     }
   });
   $("forget-key").addEventListener("click", () => {
     sessionStorage.removeItem(KEY);
+    keyScope = null;
     say("Key forgotten.");
   });
   $("filters").addEventListener("submit", (event) => {
