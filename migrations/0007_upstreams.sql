@@ -1,4 +1,4 @@
--- depends: 0005_attention
+-- depends: 0006_ops_scopes
 -- Upstream services allowed to publish file.received to the ingress exchange, each as its own
 -- RabbitMQ user (`sluice upstream add`): the owners it may name and the buckets its sources may
 -- be in. A removed upstream keeps its row (removed_at) so its past files stay explained.
