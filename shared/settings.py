@@ -179,9 +179,53 @@ class GatewaySettings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Listen address.")
     port: int = Field(8080, ge=1, le=65535, description="Listen port.")
+    metrics_host: str = Field(
+        "127.0.0.1", description="Listen address of the gateway's /metrics (its own port)."
+    )
+    metrics_port: int = Field(
+        9464,
+        ge=0,
+        le=65535,
+        description="Serve the gateway's Prometheus /metrics at this port, apart from the "
+        "public one (docs/observability.md); 0: serve it nowhere.",
+    )
+    limit_concurrency: int = Field(
+        1000,
+        ge=1,
+        le=100_000,
+        description="Connections and requests in progress in this process past which a new "
+        "request is answered 503 at once (uvicorn's limit_concurrency).",
+    )
+    keep_alive_timeout_s: int = Field(
+        5,
+        ge=1,
+        le=300,
+        description="Seconds an idle keep-alive connection is kept between two requests.",
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Seconds a client has to send a request's headers, from their first byte "
+        "(from connecting, for the first request); past it 408 and the connection is closed.",
+    )
+    body_read_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="Longest wait for the next chunk of a request body, seconds; past it 408 "
+        "request_timeout, the connection closed and an upload's partial spool file removed.",
+    )
     max_image_bytes: int = Field(10 * MiB, ge=1, description="Largest image upload (seed 000).")
     max_pdf_bytes: int = Field(5 * MiB, ge=1, description="Largest PDF upload (seed 000).")
     max_metadata_bytes: int = Field(16 * 1024, ge=2, description="Largest `metadata` JSON.")
+    max_concurrent_uploads_per_owner: int = Field(
+        8,
+        ge=1,
+        le=10_000,
+        description="Uploads one owner may have in progress on this process; past it 429 "
+        "too_many_uploads (per process: N gateways let an owner have N times as many).",
+    )
     outbox_max_events: int = Field(
         10_000,
         ge=1,

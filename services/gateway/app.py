@@ -10,7 +10,9 @@ and S3 is only needed to read files back.
 ``/readyz`` answers whether this gateway can take uploads: 200 ``ready`` when every dependency
 answers, 200 ``degraded`` when RabbitMQ, PostgreSQL or S3 does not but uploads still go on (a
 load balancer keeps sending them), 503 ``not_ready`` when uploads would be refused (the outbox
-at its bound).
+at its bound). Which dependency failed, and how, is for operators: the body names each check
+only for a request with a valid ``ops`` key; anyone else (a probe, a load balancer, a bad key)
+gets the bare status, never a 401.
 """
 
 from __future__ import annotations
@@ -22,25 +24,29 @@ from typing import Any
 
 import structlog
 import uvicorn
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.trace import Span
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as http_metrics
 
-from services.gateway import errors, files, ops_api, ops_page, upload
+from services.gateway import errors, files, keys, ops_api, ops_page, upload
 from services.gateway.access import AccessLog
+from services.gateway.auth import OPS_READ, authenticate_request
 from services.gateway.deps import GatewayDeps
+from services.gateway.edge import BodyDeadline, edge_protocol
 from services.gateway.keys import KeyCache
 from services.gateway.policy import UploadPolicy
 from services.gateway.relay import OutboxRelay
+from services.gateway.slots import OwnerSlots
 from shared.adapters import broker, db
 from shared.adapters.outbox import EventOutbox
 from shared.adapters.spool import LocalSpool
 from shared.adapters.storage import S3ObjectStorage
-from shared.errors import BrokerUnavailable, GatewayStartError, OutboxFull
+from shared.errors import BrokerUnavailable, DatabaseUnavailable, GatewayStartError, OutboxFull
 from shared.settings import Settings
+from shared.telemetry.health import metrics_endpoint
 from shared.telemetry.logging import Redactor
 from shared.topology import Topology
 
@@ -50,7 +56,9 @@ log = structlog.get_logger("sluice.gateway")
 READY_CHECK_TIMEOUT_S = 3.0
 #: Readiness checks whose failure means uploads are refused (503); the others only degrade.
 REFUSING_CHECKS = frozenset({"outbox"})
-_UNTRACED_HANDLERS = ("/healthz", "/readyz", "/metrics")
+#: The scopes of the keys that see ``/readyz``'s checks: any ops key.
+READINESS_DETAIL_SCOPES: tuple[keys.Scope, ...] = OPS_READ
+_UNTRACED_HANDLERS = ("/healthz", "/readyz")
 _UNTRACED_URLS = ",".join(path.lstrip("/") for path in _UNTRACED_HANDLERS)
 #: prometheus-fastapi-instrumentator's request metrics (``http_requests_total``,
 #: ``http_request_duration_seconds``, request and response sizes), created once per process
@@ -93,6 +101,7 @@ async def open_deps(settings: Settings, stack: contextlib.AsyncExitStack) -> Gat
         keys=KeyCache(
             settings.gateway.key_cache_ttl_s, settings.gateway.key_cache_stale_if_error_s
         ),
+        uploads=OwnerSlots(settings.gateway.max_concurrent_uploads_per_owner),
     )
     connection.reconnect_callbacks.add(deps.relay.reconnected)
     stop_relay = asyncio.Event()
@@ -142,6 +151,23 @@ async def check_readiness(deps: GatewayDeps) -> dict[str, str]:
     return dict(zip(checks, results, strict=True))
 
 
+async def may_see_checks(request: Request, deps: GatewayDeps) -> bool:
+    """Whether the request carries a valid key of :data:`READINESS_DETAIL_SCOPES`.
+
+    Never raises: no key, a malformed, unknown or revoked one, a key of another scope, or a
+    key that cannot be verified within :data:`READY_CHECK_TIMEOUT_S` (PostgreSQL away and the
+    key not cached) are all ``False``.
+    """
+    if "authorization" not in request.headers:
+        return False
+    try:
+        async with asyncio.timeout(READY_CHECK_TIMEOUT_S):
+            await authenticate_request(request, deps, READINESS_DETAIL_SCOPES)
+    except (errors.ApiError, DatabaseUnavailable, TimeoutError):
+        return False
+    return True
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The gateway app; its lifespan opens (and closes) every connection it needs.
 
@@ -172,6 +198,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.startup_error = None
     errors.install(app)
     app.add_middleware(AccessLog)
+    app.add_middleware(BodyDeadline, read_timeout_s=settings.gateway.body_read_timeout_s)
     instrument(app)
     app.include_router(upload.router)
     app.include_router(files.router)
@@ -183,16 +210,24 @@ def create_app(settings: Settings) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/readyz", summary="Readiness: whether this gateway can take uploads")
-    async def readyz() -> JSONResponse:
-        checks = await check_readiness(app.state.deps)
+    async def readyz(request: Request) -> JSONResponse:
+        deps = app.state.deps
+        checks, detailed = await asyncio.gather(
+            check_readiness(deps), may_see_checks(request, deps)
+        )
         failed = [name for name, result in checks.items() if result != "ok"]
         blocking = [name for name in failed if name in REFUSING_CHECKS]
-        if blocking:
+        if blocking and detailed:
             return errors.error_response(
-                503, "not_ready", f"not ready: {', '.join(blocking)}", extra={"checks": checks}
+                503,
+                "not_ready",
+                f"not ready: {', '.join(blocking)}",
+                extra={"status": "not_ready", "checks": checks},
             )
+        if blocking:
+            return JSONResponse({"status": "not_ready"}, status_code=503)
         status = "degraded" if failed else "ready"
-        return JSONResponse({"status": status, "checks": checks})
+        return JSONResponse({"status": status, **({"checks": checks} if detailed else {})})
 
     return app
 
@@ -211,12 +246,11 @@ def instrument(app: FastAPI) -> None:
 
     - a SERVER span per request (``opentelemetry-instrumentation-fastapi``; a client's own
       ``traceparent`` is continued), the upload's being the root of the file's trace; no
-      spans for the probes and ``/metrics``, nor for each ASGI receive/send of a body; secret
-      shapes in its attributes masked;
-    - ``GET /metrics``: the Prometheus exposition of this process (the gateway's
-      ``sluice_uploads_*`` and ``http_*`` metrics, and the workers' when they share the
-      process), without a key: it names no file, owner or key, and Prometheus scrapes go
-      without credentials; keep it off the public edge (docs/observability.md).
+      spans for the probes, nor for each ASGI receive/send of a body; secret shapes in its
+      attributes masked;
+    - the ``http_*`` request metrics in this process's registry. They are not served here:
+      :func:`serve` serves ``/metrics`` on ``SLUICE_GATEWAY_METRICS_PORT``, off the public
+      port (docs/observability.md).
     """
     FastAPIInstrumentor.instrument_app(
         app,
@@ -224,9 +258,7 @@ def instrument(app: FastAPI) -> None:
         exclude_spans=["receive", "send"],
         server_request_hook=_redact_span,
     )
-    Instrumentator(excluded_handlers=list(_UNTRACED_HANDLERS)).add(_HTTP_METRICS).instrument(
-        app
-    ).expose(app, endpoint="/metrics", include_in_schema=False)
+    Instrumentator(excluded_handlers=list(_UNTRACED_HANDLERS)).add(_HTTP_METRICS).instrument(app)
 
 
 class _Server(uvicorn.Server):
@@ -238,13 +270,16 @@ class _Server(uvicorn.Server):
 
 
 async def serve(settings: Settings, stop: asyncio.Event, *, app: FastAPI | None = None) -> None:
-    """Serve the gateway on ``settings.gateway.host:port`` until ``stop`` is set.
+    """Serve the gateway on ``settings.gateway.host:port``, and this process's Prometheus
+    ``/metrics`` on ``metrics_host:metrics_port`` (unless that port is 0), until ``stop`` is
+    set.
 
     In-flight requests finish first (uvicorn's graceful shutdown). Signals are left to the
-    caller, which runs this next to the workers in one process.
+    caller, which runs this next to the workers in one process. Slow and surplus clients are
+    cut off by the timeouts and limits of ``settings.gateway`` (:mod:`services.gateway.edge`).
 
     Raises:
-        GatewayStartError: the lifespan failed (cause attached) or the address is taken.
+        GatewayStartError: the lifespan failed (cause attached) or an address is taken.
     """
     app = app or create_app(settings)
     config = uvicorn.Config(
@@ -256,6 +291,9 @@ async def serve(settings: Settings, stop: asyncio.Event, *, app: FastAPI | None 
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=int(settings.amqp.shutdown_timeout_s),
+        http=edge_protocol(settings.gateway.header_timeout_s),
+        limit_concurrency=settings.gateway.limit_concurrency,
+        timeout_keep_alive=settings.gateway.keep_alive_timeout_s,
     )
     server = _Server(config)
 
@@ -271,11 +309,19 @@ async def serve(settings: Settings, stop: asyncio.Event, *, app: FastAPI | None 
             message = f"gateway could not start on {where}" + (f": {cause}" if cause else "")
             raise GatewayStartError(message) from cause
 
-    task = asyncio.create_task(run())
-    waiter = asyncio.create_task(stop.wait())
-    try:
-        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        server.should_exit = True
-        waiter.cancel()
-        await task
+    async with contextlib.AsyncExitStack() as stack:
+        host, port = settings.gateway.metrics_host, settings.gateway.metrics_port
+        if port:
+            try:
+                await stack.enter_async_context(metrics_endpoint(host, port))
+            except OSError as exc:
+                message = f"gateway metrics could not start on {host}:{port}: {exc}"
+                raise GatewayStartError(message) from exc
+        task = asyncio.create_task(run())
+        waiter = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            server.should_exit = True
+            waiter.cancel()
+            await task

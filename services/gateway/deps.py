@@ -11,6 +11,7 @@ from fastapi import Request
 from services.gateway.keys import KeyCache
 from services.gateway.policy import UploadPolicy
 from services.gateway.relay import OutboxRelay
+from services.gateway.slots import OwnerSlots
 from shared.adapters.broker import Publisher
 from shared.adapters.outbox import EventOutbox
 from shared.adapters.spool import LocalSpool
@@ -21,8 +22,8 @@ from shared.topology import Topology
 
 @dataclass(frozen=True)
 class GatewayDeps:
-    """The open connections, the policy, the event outbox and its relay, the API key cache;
-    lives on ``app.state.deps`` while serving."""
+    """The open connections, the policy, the event outbox and its relay, the API key cache,
+    the owners' upload slots; lives on ``app.state.deps`` while serving."""
 
     settings: Settings
     pool: asyncpg.Pool
@@ -35,6 +36,7 @@ class GatewayDeps:
     outbox: EventOutbox
     relay: OutboxRelay
     keys: KeyCache
+    uploads: OwnerSlots
 
     def broker_connected(self) -> bool:
         """Whether the RabbitMQ connection is up (not closed, not reconnecting)."""

@@ -6,6 +6,12 @@ and the version marked ``corrupted``: the gateway publishes ``file.corrupted`` (
 records it; its ``event_id`` is derived from the file, version and key, so repeated reads
 record it once). While a version sits in the PostgreSQL fallback its bytes are served from
 there with the same headers (:func:`fallback_original`).
+
+An original is someone's upload, served from the gateway's own origin, so it is never rendered
+there: it comes as an ``attachment``, with ``X-Content-Type-Options: nosniff`` (browsers keep
+to the sniffed, policy-checked ``Content-Type``) and ``Content-Security-Policy: sandbox`` (should
+a browser display it anyway, no script runs and it gets an opaque origin: no cookies, no
+same-origin requests).
 """
 
 from __future__ import annotations
@@ -45,13 +51,16 @@ def content_disposition(name: str) -> str:
 
 def original_headers(row: Any, size_bytes: int) -> dict[str, str]:
     """The headers of an original, wherever its bytes come from: ``Content-Length``,
-    ``Content-Disposition``, ``ETag`` and ``x-sluice-sha256`` (the version's SHA-256)."""
+    ``Content-Disposition``, ``ETag`` and ``x-sluice-sha256`` (the version's SHA-256), and the
+    ones that keep a browser from running it (``nosniff``, a ``sandbox`` CSP)."""
     return {
         "Content-Length": str(size_bytes),
         "Content-Disposition": content_disposition(row["original_name"]),
         "x-sluice-sha256": row["sha256"],
         "ETag": f'"{row["sha256"]}"',
         "Cache-Control": "private, no-store",
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "sandbox",
     }
 
 

@@ -11,16 +11,18 @@ HTTP   code                         when
                                     ops:read on a replay or purge)
 404    ``not_found``                no such file for this owner (or not yet recorded)
 404    ``object_missing``           the database names an object S3 does not have (seed 004)
+408    ``request_timeout``          the next chunk of the body did not come in time
 409    ``not_stored``               the file has no stored object (yet, or rejected)
 413    ``too_large``                the file or the form passed its size limit
 415    ``unsupported_type``         type outside the policy, or sniffed/claimed mismatch
 415    ``not_multipart``            the request is not multipart/form-data
 422    ``invalid_request``          missing ``file`` field, bad ``kind``/``metadata``, bad query
+429    ``too_many_uploads``         the owner's uploads in progress are at their cap (per process)
 503    ``outbox_full``              RabbitMQ is away and the event outbox is at its bound
 503    ``broker_unavailable``       RabbitMQ unreachable (routes that need it, e.g. ops replay)
 503    ``database_unavailable``     PostgreSQL unreachable
 503    ``storage_unavailable``      S3 unreachable
-503    ``not_ready``                ``/readyz``: a dependency failed (named in the message)
+503    ``not_ready``                ``/readyz`` with an ops key: uploads would be refused
 507    ``insufficient_storage``     the spool's disk is full or below SLUICE_SPOOL_MIN_FREE_BYTES
 =====  ===========================  ======================================================
 
@@ -125,7 +127,9 @@ async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    code = {404: "not_found", 405: "method_not_allowed", 408: "request_timeout"}.get(
+        exc.status_code, "http_error"
+    )
     return error_response(
         exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None)
     )

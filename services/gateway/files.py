@@ -136,7 +136,10 @@ async def get_file(file_id: uuid.UUID, owner: Owner, deps: Deps) -> FileDetail:
     if stored:
         urls = FileUrls(
             original=await storage.presigned_get_url(
-                row["object_key"], ttl_s, download_name=quote_name(row["original_name"])
+                row["object_key"],
+                ttl_s,
+                download_name=quote_name(row["original_name"]),
+                content_type=row["content_type"],
             ),
             content=f"/v1/files/{file_id}/content",
             expires_at=utcnow() + timedelta(seconds=ttl_s),

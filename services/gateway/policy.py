@@ -180,20 +180,32 @@ def normalise_media_type(value: str | None) -> str:
     return (value or "").split(";", 1)[0].strip().lower()
 
 
-def clean_name(raw: str) -> str:
-    """The original name as kept in events: control characters (NUL, C0, DEL, C1) removed.
+#: Unicode categories removed from names: controls (NUL, C0, DEL, C1), format characters (the
+#: bidi overrides and isolates U+202A-202E and U+2066-2069, zero-width spaces and joiners, the
+#: BOM, soft hyphens), line and paragraph separators (U+2028, U+2029).
+DROPPED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
-    PostgreSQL ``text`` cannot hold NUL, and control characters break logs and headers; every
-    other character (``/``, ``..``, emoji) is kept, because the name is never used as a path
-    (object keys are made by ``shared.naming``).
+
+def clean_name(raw: str) -> str:
+    """The original name as kept in events, without the characters of
+    :data:`DROPPED_CATEGORIES`.
+
+    PostgreSQL ``text`` cannot hold NUL, control characters break logs and headers, and
+    invisible or direction-changing ones make a name read as something else:
+    ``"invoice\u202egpj.exe"`` shows as ``invoiceexe.jpg`` (Unicode TR #36, bidirectional
+    text spoofing) and is kept as ``invoicegpj.exe``, whose extension the policy then refuses.
+    Every other character (``/``, ``..``, emoji) is kept, because the name is never used as a
+    path (object keys are made by ``shared.naming``). Emoji joined by U+200D come apart into
+    their parts.
 
     Raises:
         ApiError: 400 ``name_too_long`` above 1024 characters; 422 ``invalid_request`` when
-            nothing but control characters was sent.
+            nothing but removed characters (and spaces) was sent.
     """
     if len(raw) > MAX_NAME_CHARS:
         raise ApiError(400, "name_too_long", f"file name longer than {MAX_NAME_CHARS} characters")
-    name = "".join(ch for ch in raw if unicodedata.category(ch) != "Cc").strip()
+    name = "".join(ch for ch in raw if unicodedata.category(ch) not in DROPPED_CATEGORIES)
+    name = name.strip()
     if not name:
         raise ApiError(
             422, "invalid_request", "the `file` part needs a file name (its extension is checked)"

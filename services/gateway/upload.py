@@ -28,6 +28,7 @@ from starlette.requests import ClientDisconnect
 
 from services.gateway.auth import Owner
 from services.gateway.deps import GatewayDeps, get_deps
+from services.gateway.edge import BodyTimeout
 from services.gateway.errors import ApiError, insufficient_storage, unavailable
 from services.gateway.form import read_upload
 from services.gateway.schemas import ErrorBody, UploadAccepted
@@ -62,9 +63,12 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for status, text in {
         400: "Empty file, name over 1024 characters, malformed multipart.",
         401: "Missing, malformed, unknown or revoked API key.",
+        408: "The next chunk of the body did not come within SLUICE_GATEWAY_BODY_READ_TIMEOUT_S.",
         413: "File (or form) larger than its type's limit.",
         415: "Type outside the policy, or sniffed type differs from extension/Content-Type.",
         422: "Missing `file` part, bad `kind` or `metadata`.",
+        429: "Too many uploads of this owner in progress on this gateway (retry after "
+        "`Retry-After` seconds).",
         503: "RabbitMQ is away and the event outbox is full (retry after `Retry-After` seconds).",
         507: "The spool's disk is full or below its free-space floor (retry after `Retry-After`).",
     }.items()
@@ -92,11 +96,13 @@ async def upload_file(
 ) -> UploadAccepted:
     """Stream the multipart body to the spool, publish ``file.received``, answer 202.
 
-    Counted in ``sluice_uploads_total{outcome}`` (``accepted`` or the refusal's error code)
-    and, once accepted, ``sluice_upload_bytes_total``.
+    The owner's upload slot is taken before the body is read (429 ``too_many_uploads`` when
+    none is free, :mod:`services.gateway.slots`). Counted in ``sluice_uploads_total{outcome}``
+    (``accepted`` or the refusal's error code) and, once accepted, ``sluice_upload_bytes_total``.
     """
     try:
-        accepted = await _accept(request, response, owner, deps)
+        with deps.uploads.hold(owner):
+            accepted = await _accept(request, response, owner, deps)
     except ApiError as exc:
         metrics.UPLOADS.labels(exc.code).inc()
         raise
@@ -124,6 +130,8 @@ async def _accept(
     except ClientDisconnect:
         log.info("gateway.upload_aborted", reason="client disconnected")
         raise ApiError(400, "incomplete_body", "the client went away mid-upload") from None
+    except BodyTimeout as exc:  # the partial spool file is gone (read_upload)
+        raise ApiError(408, "request_timeout", exc.detail) from None
     source = LocalSpool.reference(upload.name)
     try:
         event = FileReceived.new(

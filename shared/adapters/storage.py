@@ -374,12 +374,25 @@ class S3ObjectStorage:
         )
 
     async def presigned_get_url(
-        self, key: str, ttl_s: int | None = None, *, download_name: str | None = None
+        self,
+        key: str,
+        ttl_s: int | None = None,
+        *,
+        download_name: str | None = None,
+        content_type: str | None = None,
     ) -> str:
-        """A presigned GET URL valid for ``ttl_s`` seconds (default ``presign_ttl_s``)."""
+        """A presigned GET URL valid for ``ttl_s`` seconds (default ``presign_ttl_s``).
+
+        With ``download_name`` (already percent-encoded) S3 answers it as an ``attachment`` of
+        that name, with ``content_type`` as that ``Content-Type``, whatever the object was
+        stored with (GetObject's ``response-content-disposition``/``-type``, which the
+        signature covers). S3 can override no other header: no ``nosniff``, no CSP.
+        """
         params: dict[str, str] = {"Bucket": self.bucket, "Key": key}
         if download_name is not None:
             params["ResponseContentDisposition"] = f"attachment; filename*=UTF-8''{download_name}"
+        if content_type is not None:
+            params["ResponseContentType"] = content_type
         url: str = await self._client.generate_presigned_url(
             "get_object", Params=params, ExpiresIn=ttl_s or self.settings.presign_ttl_s
         )

@@ -1,7 +1,9 @@
-"""Liveness and readiness over HTTP for worker processes (``sluice worker``, ``sluice run``).
+"""Liveness and readiness over HTTP for worker processes (``sluice worker``, ``sluice run``),
+and the gateway's ``/metrics`` apart from its public port.
 
-The gateway serves its own ``/healthz`` and ``/readyz``; a worker has no HTTP server, so
-:func:`serve_health` gives it a small one (aiohttp) for orchestrators and ops:
+The gateway serves its own ``/healthz`` and ``/readyz``, and its ``/metrics`` on a port of its
+own (:func:`metrics_endpoint`, ``SLUICE_GATEWAY_METRICS_PORT``); a worker has no HTTP server,
+so :func:`serve_health` gives it a small one (aiohttp) for orchestrators and ops:
 
 - ``GET /healthz`` → 200 ``{"status": "ok"}`` while the process runs;
 - ``GET /metrics`` → the Prometheus text exposition of the process's metrics
@@ -27,7 +29,8 @@ until its dependency answers and its consumer is registered again.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 
 import prometheus_client
 import structlog
@@ -68,6 +71,11 @@ def readiness(consumers: Sequence[StageConsumer]) -> tuple[int, dict[str, object
     return 200, {"status": "ready", "stages": stages, "breakers": shown}
 
 
+async def _metrics(_: web.Request) -> web.Response:
+    body = prometheus_client.generate_latest()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 def create_app(
     consumers: Sequence[StageConsumer], stats: StageStats | None = None
 ) -> web.Application:
@@ -80,10 +88,6 @@ def create_app(
     async def readyz(_: web.Request) -> web.Response:
         status, body = readiness(consumers)
         return web.json_response(body, status=status)
-
-    async def metrics(_: web.Request) -> web.Response:
-        body = prometheus_client.generate_latest()
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def stage_stats(_: web.Request) -> web.Response:
         assert stats is not None
@@ -99,7 +103,7 @@ def create_app(
         return web.json_response(body)
 
     app = web.Application()
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", _metrics)
     if stats is not None:
         app.router.add_get("/stats", stage_stats)
     app.router.add_get("/healthz", healthz)
@@ -130,5 +134,25 @@ async def serve_health(
         await site.start()
         log.info("health endpoint started", host=host, port=port)
         await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def metrics_endpoint(host: str, port: int) -> AsyncIterator[None]:
+    """Serve ``GET /metrics`` (the process's metrics, as :func:`serve_health` does) on
+    ``host:port`` while the block runs.
+
+    Raises:
+        OSError: the address cannot be bound (port taken, bad host), before the block runs.
+    """
+    app = web.Application()
+    app.router.add_get("/metrics", _metrics)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        log.info("metrics endpoint started", host=host, port=port)
+        yield
     finally:
         await runner.cleanup()

@@ -69,6 +69,7 @@ class Pipeline:
     """Handles on the running pipeline for assertions."""
 
     url: str
+    metrics_url: str
     env: dict[str, str]
     prefix: str
     database_url: str
@@ -127,7 +128,7 @@ def start_pipeline(
     empty_bucket(bucket)
     amqp_url = "amqp://guest:guest@127.0.0.1:5672/"
     asyncio.run(_delete_topology(amqp_url, name))
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     spool = tmp / "spool"
     env = {
         **os.environ,
@@ -139,6 +140,7 @@ def start_pipeline(
         "S3_UPSTREAM_BUCKETS": f'["{upstream}"]',
         "SLUICE_SPOOL_DIR": str(spool),
         "SLUICE_GATEWAY_PORT": str(port),
+        "SLUICE_GATEWAY_METRICS_PORT": str(metrics_port),
         "SLUICE_LOG_FORMAT": "json",
         **(extra_env or {}),
     }
@@ -160,6 +162,7 @@ def start_pipeline(
         process = subprocess.Popen([*command, "run"], env=env, cwd=ROOT, stdout=log, stderr=log)
     pipeline = Pipeline(
         url=f"http://127.0.0.1:{port}",
+        metrics_url=f"http://127.0.0.1:{env['SLUICE_GATEWAY_METRICS_PORT']}",
         env=env,
         prefix=name,
         database_url=f"{base_db}/{database}",

@@ -84,6 +84,7 @@ class Cluster:
             "S3_BUCKET_NAME": self.bucket,
             "SLUICE_SPOOL_DIR": str(self.spool_dir),
             "SLUICE_GATEWAY_PORT": str(self.port),
+            "SLUICE_GATEWAY_METRICS_PORT": str(free_port()),
             "SLUICE_LOG_FORMAT": "json",
             **({"S3_ENDPOINT": self.s3.endpoint} if self.s3 is not None else {}),
             **self.extra_env,

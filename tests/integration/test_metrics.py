@@ -4,7 +4,8 @@ One ``sluice run`` process (every worker and the gateway) on its own names (pref
 ``sluice_t-obs-metrics``, bucket ``sluice-t-obs-metrics``), with the workers' health port
 set. N images are uploaded and go through every stage; one upload is refused; two messages
 fail at scan on purpose (a body that is not an event, bytes that do not match their SHA-256).
-Both ``/metrics`` endpoints must then show exactly those numbers.
+Both ``/metrics`` endpoints (the workers' health port, the gateway's metrics port; none on the
+gateway's public port) must then show exactly those numbers.
 """
 
 from __future__ import annotations
@@ -146,7 +147,8 @@ def test_metrics_count_exactly_what_the_run_did(pipeline: Pipeline, health_port:
     assert value(samples, "sluice_stored_bytes_total", stage="store") == total
     assert queue_depths(pipeline)[Topology(prefix=NAME).dead_letter_queue("scan")] == 2
 
-    gateway = scrape(pipeline.url)
+    assert httpx.get(f"{pipeline.url}/metrics", timeout=10).status_code == 404  # not public
+    gateway = scrape(pipeline.metrics_url)
     assert value(gateway, "sluice_uploads_total", outcome="accepted") == FILES
     assert value(gateway, "sluice_uploads_total", outcome="unsupported_type") == 1
     assert value(gateway, "sluice_upload_bytes_total") == total

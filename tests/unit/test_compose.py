@@ -336,6 +336,8 @@ def _listening_ports(name: str, services: dict[str, dict[str, Any]]) -> set[int]
         ports.add(int(env["SLUICE_WORKER_HEALTH_PORT"]))  # /healthz, /readyz, /metrics, /stats
     if name == "gateway" and env.get("SLUICE_GATEWAY_HOST") == "0.0.0.0":
         ports.add(int(env["SLUICE_GATEWAY_PORT"]))
+    if name == "gateway" and env.get("SLUICE_GATEWAY_METRICS_HOST") == "0.0.0.0":
+        ports.add(int(env["SLUICE_GATEWAY_METRICS_PORT"]))  # /metrics, off the public port
     if name == "rabbitmq":
         plugins = _host_file(service, "/etc/rabbitmq/enabled_plugins").read_text()
         ports.add(5672)
@@ -406,6 +408,9 @@ def test_every_scrape_target_is_a_service_listening_on_that_port(
         assert port in _listening_ports(host, services), f"{host} does not listen on {port}"
     scraped = {host for host, _ in targets}
     assert {"gateway", "rabbitmq", *TOPOLOGY_WORKERS} <= scraped
+    gateway_env = services["gateway"]["environment"]
+    assert ("gateway", int(gateway_env["SLUICE_GATEWAY_PORT"])) not in targets  # no /metrics
+    assert ("gateway", int(gateway_env["SLUICE_GATEWAY_METRICS_PORT"])) in targets
     assert ("rabbitmq", 15692) in targets
 
 

@@ -141,15 +141,44 @@ def test_clean_name_keeps_everything_but_control_characters() -> None:
     assert empty.value.status_code == 422
 
 
+@pytest.mark.parametrize(
+    ("raw", "kept"),
+    [
+        ("invoice\u202egpj.exe", "invoicegpj.exe"),  # RIGHT-TO-LEFT OVERRIDE: shows invoiceexe.jpg
+        ("\u2067photo\u2069.jpg", "photo.jpg"),  # RIGHT-TO-LEFT ISOLATE ... POP ISOLATE
+        ("\u202bfacture\u202c.pdf", "facture.pdf"),  # RIGHT-TO-LEFT EMBEDDING ... POP
+        ("pho\u200bto.jpg", "photo.jpg"),  # ZERO WIDTH SPACE
+        ("pho\u200cto\u200d.jpg", "photo.jpg"),  # ZERO WIDTH NON-JOINER, ZERO WIDTH JOINER
+        ("\ufeffphoto.jpg", "photo.jpg"),  # BYTE ORDER MARK
+        ("pho\u00adto.jpg", "photo.jpg"),  # SOFT HYPHEN
+        ("a\u2028b\u2029c.jpg", "abc.jpg"),  # LINE SEPARATOR, PARAGRAPH SEPARATOR
+        ("\U0001f468\u200d\U0001f469\u200d\U0001f467.jpg", "\U0001f468\U0001f469\U0001f467.jpg"),
+        (
+            "r\u00e9sum\u00e9 \u0641\u0627\u062a\u0648\u0631\u0629.pdf",
+            "r\u00e9sum\u00e9 \u0641\u0627\u062a\u0648\u0631\u0629.pdf",
+        ),
+    ],
+)
+def test_clean_name_drops_bidi_and_invisible_characters(raw: str, kept: str) -> None:
+    assert clean_name(raw) == kept
+
+
+def test_a_name_of_only_invisible_characters_is_refused() -> None:
+    with pytest.raises(ApiError) as empty:
+        clean_name("\u202e\u200b \u2028")
+    assert (empty.value.status_code, empty.value.code) == (422, "invalid_request")
+
+
 @given(st.text(max_size=MAX_NAME_CHARS))
-def test_clean_name_never_keeps_control_characters(raw: str) -> None:
+def test_clean_name_never_keeps_control_or_invisible_characters(raw: str) -> None:
     try:
         name = clean_name(raw)
     except ApiError as exc:
         assert exc.status_code == 422
         return
     assert name and len(name) <= MAX_NAME_CHARS
-    assert not any(unicodedata.category(ch) == "Cc" for ch in name)
+    assert not any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in name)
+    assert name == name.strip()
 
 
 # -- the form reader: policy applied while streaming --------------------------------------------

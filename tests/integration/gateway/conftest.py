@@ -34,7 +34,8 @@ from tests.localenv import FreshBucket, Local
 def make_settings(local: Local, fresh_bucket: FreshBucket) -> MakeSettings:
     """``make_settings(spool_dir, *, amqp_url=None, prefix=PREFIX, port=8080, **gateway)``: the
     gateway's settings on the local services, with its database and bucket (made if missing);
-    ``gateway`` sets more of :class:`GatewaySettings` (``outbox_max_events=...``)."""
+    ``gateway`` sets more of :class:`GatewaySettings` (``outbox_max_events=...``). No metrics
+    port unless ``metrics_port`` is given (gateways served at once must not share one)."""
     fresh_bucket(BUCKET)
 
     def make(
@@ -51,7 +52,7 @@ def make_settings(local: Local, fresh_bucket: FreshBucket) -> MakeSettings:
             amqp=local.amqp(prefix, publish_timeout_s=3.0, **url),
             database=local.database(DATABASE, pool_max_size=4),
             s3=local.s3(BUCKET, presign_ttl_s=120),
-            gateway=GatewaySettings(host="127.0.0.1", port=port, **gateway),
+            gateway=GatewaySettings(host="127.0.0.1", port=port, **{"metrics_port": 0, **gateway}),
         )
 
     return make
@@ -130,3 +131,10 @@ async def alice(pool: asyncpg.Pool) -> tuple[str, dict[str, str]]:
 async def bob(pool: asyncpg.Pool) -> tuple[str, dict[str, str]]:
     owner = _owner("bob")
     return owner, {"Authorization": f"Bearer {await create_key(pool, owner)}"}
+
+
+@pytest.fixture(scope="session")
+async def operator(pool: asyncpg.Pool) -> tuple[str, dict[str, str]]:
+    """An operator and the headers carrying its ``ops:read`` key."""
+    owner = _owner("ops")
+    return owner, {"Authorization": f"Bearer {await create_key(pool, owner, scope='ops:read')}"}

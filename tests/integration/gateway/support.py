@@ -28,7 +28,7 @@ from aio_pika.abc import AbstractQueue
 from fastapi import FastAPI
 from PIL import Image
 
-from services.gateway.app import create_app
+from services.gateway.app import create_app, serve
 from shared.adapters.outbox import OUTBOX_DIR
 from shared.settings import Settings
 from tests.localenv import worker_name
@@ -121,6 +121,29 @@ async def running(settings: Settings) -> AsyncIterator[Gateway]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
             yield Gateway(app, client, settings, settings.spool.dir)
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[str]:
+    """The gateway served by :func:`~services.gateway.app.serve` (real uvicorn) on
+    ``settings.gateway.port``, up: its base URL. Stopped, and its end awaited, on the way out."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(settings, stop))
+    base = f"http://127.0.0.1:{settings.gateway.port}"
+    try:
+        async with httpx.AsyncClient(base_url=base) as client:
+            for _ in range(200):
+                with contextlib.suppress(httpx.ConnectError):
+                    if (await client.get("/healthz")).status_code == 200:
+                        break
+                assert not task.done(), task
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(f"the gateway did not answer at {base}")
+        yield base
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
 
 
 def _owner(name: str) -> str:

@@ -39,7 +39,9 @@ async def test_status_history_presigned_urls_and_content(
     thumb = b"RIFF\x00\x00\x00\x00WEBPVP8 thumbnail"
     key = f"{owner}/{uuid.uuid4()}-20250101T000000Z-r_sum_.jpg"
     sha = hashlib.sha256(data).hexdigest()
-    await storage.put_bytes(key, data, sha256_hex=sha, content_type="image/jpeg")
+    # Stored under a type a browser would render: the presigned URL still answers the
+    # sniffed type, as an attachment.
+    await storage.put_bytes(key, data, sha256_hex=sha, content_type="text/html")
     await storage.put_bytes(
         key + ".thumb-256.webp",
         thumb,
@@ -71,7 +73,10 @@ async def test_status_history_presigned_urls_and_content(
     async with httpx.AsyncClient() as s3:
         original = await s3.get(body["urls"]["original"])
         assert original.status_code == 200 and original.content == data
-        assert "attachment" in original.headers.get("content-disposition", "")
+        assert original.headers["content-disposition"] == (
+            "attachment; filename*=UTF-8''..%2Fr%C3%A9sum%C3%A9.jpg"
+        )
+        assert original.headers["content-type"] == "image/jpeg"
         [thumb_out] = body["thumbnails"]
         assert (thumb_out["size_px"], thumb_out["width"], thumb_out["height"]) == (256, 32, 24)
         assert (await s3.get(thumb_out["url"])).content == thumb
@@ -86,6 +91,8 @@ async def test_status_history_presigned_urls_and_content(
     assert content.headers["content-disposition"] == (
         "attachment; filename=\"r_sum_.jpg\"; filename*=UTF-8''..%2Fr%C3%A9sum%C3%A9.jpg"
     )
+    assert content.headers["x-content-type-options"] == "nosniff"
+    assert content.headers["content-security-policy"] == "sandbox"
 
 
 async def test_content_not_stored_is_409_and_missing_object_404(
@@ -143,6 +150,8 @@ async def test_fallback_copy_is_served_from_postgresql_with_the_same_headers(
     assert response.headers["content-length"] == str(len(data))
     assert response.headers["x-sluice-sha256"] == hashlib.sha256(data).hexdigest()
     assert response.headers["content-disposition"].startswith('attachment; filename="photo.jpg"')
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["content-security-policy"] == "sandbox"
     assert (status["status"], status["stored"], status["storage"]) == (
         "fallback",
         False,

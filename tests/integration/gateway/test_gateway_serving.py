@@ -61,9 +61,11 @@ async def _drain(queue: AbstractQueue) -> list[str]:
 
 
 async def test_uploads_go_on_while_the_broker_is_away_and_reach_it_in_order_when_it_is_back(
+    gateway: Gateway,  # the session's gateway has declared the topology the test queue binds to
     pool: asyncpg.Pool,
     amqp: AbstractRobustConnection,
     alice: Who,
+    operator: Who,
     make_settings: MakeSettings,
     tmp_path: Path,
 ) -> None:
@@ -87,11 +89,13 @@ async def test_uploads_go_on_while_the_broker_is_away_and_reach_it_in_order_when
             assert len(outbox_entries(tmp_path)) == 5
             assert sorted(spool_entries(tmp_path)) == sorted(accepted)  # bytes kept
             assert tombstones(tmp_path) == []
-            degraded = await gw.client.get("/readyz")
+            degraded = await gw.client.get("/readyz", headers=operator[1])
             assert degraded.status_code == 200, degraded.text
             assert degraded.json()["status"] == "degraded"
             assert degraded.json()["checks"]["broker"] != "ok"
             assert degraded.json()["checks"]["outbox"] == "ok"
+            bare = await gw.client.get("/readyz")
+            assert (bare.status_code, bare.json()) == (200, {"status": "degraded"})
             assert await _drain(queue) == []
 
             await proxy.start(port=port)  # the broker is back: the robust connection returns
@@ -105,7 +109,7 @@ async def test_uploads_go_on_while_the_broker_is_away_and_reach_it_in_order_when
 
 
 async def test_past_its_bound_the_outbox_refuses_with_503_and_keeps_no_bytes(
-    alice: Who, make_settings: MakeSettings, tmp_path: Path
+    alice: Who, operator: Who, make_settings: MakeSettings, tmp_path: Path
 ) -> None:
     proxy = TcpProxy()
     port = await proxy.start()
@@ -127,9 +131,13 @@ async def test_past_its_bound_the_outbox_refuses_with_503_and_keeps_no_bytes(
         assert len(spool_entries(tmp_path)) == 2  # only the two accepted uploads' bytes
         assert len(tombstones(tmp_path)) == 1  # the scan stage rejects it if its event got out
         assert len(outbox_entries(tmp_path)) == 2
-        full = await gw.client.get("/readyz")
+        full = await gw.client.get("/readyz", headers=operator[1])
         assert full.status_code == 503
         assert error_of(full) == ("not_ready", "not ready: outbox")
+        assert full.json()["status"] == "not_ready"
+        assert full.json()["checks"]["outbox"].startswith("OutboxFull: 2 events wait")
+        bare = await gw.client.get("/readyz")
+        assert (bare.status_code, bare.json()) == (503, {"status": "not_ready"})
 
 
 async def test_an_unroutable_event_waits_in_the_outbox_until_a_queue_takes_it(
@@ -165,14 +173,23 @@ async def test_an_unroutable_event_waits_in_the_outbox_until_a_queue_takes_it(
         await channel.close()
 
 
-async def test_health_readiness_and_openapi(gw: Gateway) -> None:
+async def test_health_readiness_and_openapi(gw: Gateway, alice: Who, operator: Who) -> None:
     assert (await gw.client.get("/healthz")).json() == {"status": "ok"}
-    ready = await gw.client.get("/readyz")
+    ready = await gw.client.get("/readyz", headers=operator[1])
     assert ready.status_code == 200
     assert ready.json() == {
         "status": "ready",
         "checks": {"database": "ok", "broker": "ok", "storage": "ok", "outbox": "ok"},
     }
+    # Without an ops key, the status alone; a bad key is no key (probes never get a 401).
+    for headers in (
+        {},
+        alice[1],
+        {"Authorization": "Bearer slk_" + "x" * 43},
+        {"Authorization": "Basic b3BzOm9wcw=="},
+    ):
+        bare = await gw.client.get("/readyz", headers=headers)
+        assert (bare.status_code, bare.json()) == (200, {"status": "ready"}), headers
     spec = (await gw.client.get("/openapi.json")).json()
     upload_op = spec["paths"]["/v1/files"]["post"]
     assert "multipart/form-data" in upload_op["requestBody"]["content"]

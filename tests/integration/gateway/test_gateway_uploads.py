@@ -128,6 +128,26 @@ async def test_nul_and_control_characters_are_dropped_from_names_emoji_kept(
     assert event.original_name == "photo \U0001f4f7.jpg"
 
 
+async def test_bidi_and_zero_width_characters_are_dropped_from_names(
+    gw: Gateway, received: AbstractQueue, alice: Who
+) -> None:
+    body, headers = multipart(
+        [(b"file", "pho\u200bto\u200d\u2028 \u2067v2\u2069.jpg".encode(), b"image/jpeg", jpeg())]
+    )
+    kept = await gw.client.post("/v1/files", headers={**alice[1], **headers}, content=body)
+    assert kept.status_code == 202, kept.text
+    assert kept.json()["original_name"] == "photo v2.jpg"
+    assert parse_event((await next_event(received)).body).original_name == "photo v2.jpg"
+
+    # Shown as "invoiceexe.jpg" by anything that honours the override; kept as what it is.
+    body, headers = multipart([(b"file", "invoice\u202egpj.exe".encode(), b"image/jpeg", jpeg())])
+    spoofed = await gw.client.post("/v1/files", headers={**alice[1], **headers}, content=body)
+    assert spoofed.status_code == 415
+    code, message = error_of(spoofed)
+    assert code == "unsupported_type" and "file type .exe is not accepted" in message
+    assert spool_entries(gw.spool_dir) == [kept.json()["file_id"]]
+
+
 async def test_names_over_1024_characters_are_400(gw: Gateway, alice: Who) -> None:
     fits = await upload(gw, alice[1], "\U0001f4f7" * 1020 + ".jpg", jpeg(), "image/jpeg")
     assert fits.status_code == 202, fits.text
