@@ -29,6 +29,7 @@ dead-lettered once the attempts are exhausted.
         ├── InvalidData              a value PostgreSQL refuses (bad encoding, NUL, out of range)
         ├── ForgedEvent              an event whose claims do not hold: another owner's file,
         │                            a key or bucket not the file's own, another file's spool
+        ├── NotAllowed               an upstream service named what it may not (owner, bucket...)
         └── ThumbnailError           bytes that cannot be made into a thumbnail (corrupt, bomb)
 
 ``ServiceStartError`` is also a ``RuntimeError``, ``InvalidOwner`` and ``PolicyRefusal`` a
@@ -155,6 +156,13 @@ class SourceMissing(PermanentError):
 class InvalidData(PermanentError):
     """PostgreSQL refuses a value the message carries (invalid encoding, NUL, out of range):
     every retry would fail the same way (``shared.adapters.db.DATA_ERRORS``)."""
+
+
+class NotAllowed(PermanentError):
+    """What an upstream service published is outside what it may do: no verified ``user_id``,
+    an unknown or removed upstream, an owner or a source bucket it was not given, metadata
+    over the cap (docs/security.md). Dead-lettered in ``<prefix>.ingress.dlq`` with the reason;
+    nothing reaches the pipeline."""
 
 
 class InvalidSource(PermanentError):

@@ -17,7 +17,6 @@ Everything here is pure (no I/O) apart from :func:`sniff`, which calls libmagic 
 from __future__ import annotations
 
 import json
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -26,6 +25,7 @@ import magic
 
 from shared.errors import PolicyRefusal
 from shared.settings import GatewaySettings
+from shared.text import visible_name
 
 #: Bytes of the file handed to libmagic; enough for every accepted format's signature.
 HEAD_BYTES = 8192
@@ -232,15 +232,12 @@ def normalise_media_type(value: str | None) -> str:
     return (value or "").split(";", 1)[0].strip().lower()
 
 
-#: Unicode categories removed from names: controls (NUL, C0, DEL, C1), format characters (the
-#: bidi overrides and isolates U+202A-202E and U+2066-2069, zero-width spaces and joiners, the
-#: BOM, soft hyphens), line and paragraph separators (U+2028, U+2029).
-DROPPED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
-
-
 def clean_name(raw: str) -> str:
     """The original name as kept in events, without the characters of
-    :data:`DROPPED_CATEGORIES`.
+    :data:`shared.text.INVISIBLE_CATEGORIES` (:func:`shared.text.visible_name`): controls
+    (NUL, C0, DEL, C1), format characters (the bidi overrides and isolates U+202A-202E and
+    U+2066-2069, zero-width spaces and joiners, the BOM, soft hyphens), line and paragraph
+    separators (U+2028, U+2029).
 
     PostgreSQL ``text`` cannot hold NUL, control characters break logs and headers, and
     invisible or direction-changing ones make a name read as something else:
@@ -256,8 +253,7 @@ def clean_name(raw: str) -> str:
     """
     if len(raw) > MAX_NAME_CHARS:
         raise PolicyRefusal("name_too_long", f"file name longer than {MAX_NAME_CHARS} characters")
-    name = "".join(ch for ch in raw if unicodedata.category(ch) not in DROPPED_CATEGORIES)
-    name = name.strip()
+    name = visible_name(raw)
     if not name:
         raise PolicyRefusal(
             "invalid_request", "the `file` part needs a file name (its extension is checked)"

@@ -105,6 +105,29 @@ class FileStates(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Upstream:
+    """An upstream service allowed to publish ``file.received`` to the ingress exchange as the
+    RabbitMQ user ``name``: for these ``owners`` only, with sources in these ``buckets`` only."""
+
+    name: str
+    owners: tuple[str, ...]
+    buckets: tuple[str, ...]
+    created_at: datetime | None = None
+
+
+class UpstreamRegistry(Protocol):
+    """The upstream services Sluice accepts files from (table ``upstreams``)."""
+
+    async def lookup(self, name: str) -> Upstream | None:
+        """The active upstream called ``name``, or ``None`` (never added, or removed).
+
+        Raises:
+            DatabaseUnavailable: PostgreSQL cannot be reached (retryable).
+        """
+        ...
+
+
 class Spool(Protocol):
     """The spool directory where uploaded bytes wait until stored."""
 

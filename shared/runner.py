@@ -241,7 +241,9 @@ class StageConsumer:
                 # Delivered before the consumer's cancel took effect: not handled at all.
                 outcome = "parked" if await self._park(message, headers) else "requeued"
                 return outcome, "circuit breaker open", None, event_type
-            reply = await self.stage.reply(event, headers)
+            reply = await self.stage.reply(
+                event, headers, broker.verified_publisher(message, self.settings.user)
+            )
             if not isinstance(reply, Refusal):
                 await self._publish_all(reply)
                 await message.ack()
@@ -361,7 +363,12 @@ class StageConsumer:
                 )
                 await self._publisher.publish_to_queue(
                     self.topology.retry_queue(self.stage.name),
-                    broker.republished(message, failure_headers, expiration_s=max(delay_s, 0.001)),
+                    broker.republished(
+                        message,
+                        failure_headers,
+                        expiration_s=max(delay_s, 0.001),
+                        own_user=self.settings.user,
+                    ),
                 )
             else:
                 notice = retry.dead_letter_notice(event, route, failure_headers)
@@ -370,7 +377,7 @@ class StageConsumer:
                 await self._publisher.publish_to_exchange(
                     self.topology.dead_letter_exchange,
                     route,
-                    broker.republished(message, failure_headers),
+                    broker.republished(message, failure_headers, own_user=self.settings.user),
                 )
             await message.ack()
         except Exception as publish_exc:
@@ -480,7 +487,10 @@ class StageConsumer:
         ack. False if that could not be confirmed (the message is given back to the broker)."""
         assert self._publisher is not None
         parked = broker.republished(
-            message, tracing.inject(dict(headers)), expiration_s=self.breaker_settings.park_delay_s
+            message,
+            tracing.inject(dict(headers)),
+            expiration_s=self.breaker_settings.park_delay_s,
+            own_user=self.settings.user,
         )
         try:
             await self._publisher.publish_to_queue(

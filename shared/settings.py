@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -54,6 +55,11 @@ class AmqpSettings(BaseSettings):
     shutdown_timeout_s: float = Field(
         30.0, gt=0, le=600, description="Longest wait for in-flight messages on SIGTERM."
     )
+
+    @property
+    def user(self) -> str:
+        """The RabbitMQ user of :attr:`url` (``guest`` when it names none)."""
+        return unquote(urlsplit(self.url).username or "guest")
 
 
 class BreakerSettings(BaseSettings):

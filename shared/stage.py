@@ -42,6 +42,9 @@ Reply = Sequence[BaseEvent] | Refusal
 Handler = Callable[[BaseEvent], Awaitable[Reply]]
 #: ``async def handle(event, history) -> Reply``: also given the message's failure history.
 HistoryHandler = Callable[[BaseEvent, retry.FailureHistory], Awaitable[Reply]]
+#: ``async def handle(event, user_id) -> Reply``: also given the AMQP ``user_id`` property of
+#: the message, which RabbitMQ verified to be the publisher's own user (None when unset).
+PublisherHandler = Callable[[BaseEvent, str | None], Awaitable[Reply]]
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,9 @@ class Stage:
 
     The handler is ``handle``, or, for a stage that needs to know how the message failed before
     (the fallback worker takes the store stage's dead letters), ``handle_with_history``, given
-    the :class:`~shared.retry.FailureHistory` the message's headers record; exactly one is set.
+    the :class:`~shared.retry.FailureHistory` the message's headers record, or, for a stage
+    that decides by who published the message (the ingress), ``handle_with_publisher``, given
+    the message's broker-verified ``user_id``; exactly one is set.
     ``dead_letter_route`` picks the dead-letter exchange's routing key for a failure that is
     not retried (default: the stage name, i.e. ``<prefix>.<name>.dlq``); the store stage sends
     an exhausted S3 outage to the fallback worker's queue that way. ``background``, if set, runs
@@ -63,7 +68,7 @@ class Stage:
     message's attempts. The store stage names none: its S3 outages take the fallback path.
 
     Raises:
-        TypeError: neither or both handlers are set.
+        TypeError: not exactly one handler is set.
     """
 
     name: str
@@ -73,15 +78,23 @@ class Stage:
     background: Callable[[asyncio.Event], Coroutine[Any, Any, None]] | None = None
     handle_with_history: HistoryHandler | None = None
     dependencies: tuple[Dependency, ...] = ()
+    handle_with_publisher: PublisherHandler | None = None
 
     def __post_init__(self) -> None:
-        if (self.handle is None) == (self.handle_with_history is None):
-            raise TypeError(f"stage {self.name}: set one of handle and handle_with_history")
+        handlers = (self.handle, self.handle_with_history, self.handle_with_publisher)
+        if sum(handler is not None for handler in handlers) != 1:
+            raise TypeError(
+                f"stage {self.name}: set one of handle, handle_with_history, handle_with_publisher"
+            )
 
-    async def reply(self, event: BaseEvent, headers: Mapping[str, Any]) -> Reply:
-        """The handler's reply to ``event``, delivered with ``headers``."""
+    async def reply(
+        self, event: BaseEvent, headers: Mapping[str, Any], user_id: str | None = None
+    ) -> Reply:
+        """The handler's reply to ``event``, delivered with ``headers`` by ``user_id``."""
         if self.handle_with_history is not None:
             return await self.handle_with_history(event, retry.FailureHistory.from_headers(headers))
+        if self.handle_with_publisher is not None:
+            return await self.handle_with_publisher(event, user_id)
         assert self.handle is not None
         return await self.handle(event)
 

@@ -14,6 +14,7 @@ made every commit of its file fail, and the file stayed ``stored``.
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator
@@ -74,3 +75,17 @@ def _storable(value: str) -> str:
 #: holds what cannot be stored: the caller hears why (422, or the event dead-lettered as
 #: invalid) instead of finding it changed.
 StorableText = Annotated[str, AfterValidator(_storable)]
+
+
+#: Unicode categories a file name loses: control (Cc), format (Cf: bidi overrides such as
+#: U+202E, zero-width characters), line and paragraph separators (Zl, Zp).
+INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+
+
+def visible_name(name: str) -> str:
+    """``name`` without control, format (bidi, zero-width) and separator characters, stripped:
+    what a person reading it sees is what it is ("invoice\\u202egpj.exe" cannot pass for a
+    ``.jpg``). Empty if nothing visible is left."""
+    return "".join(
+        ch for ch in name if unicodedata.category(ch) not in INVISIBLE_CATEGORIES
+    ).strip()

@@ -2,6 +2,8 @@
 
 ::
 
+    sluice.ingress (topic, upstream services' door) ── file.received ──► sluice.ingress
+                   (the ingress stage checks who sent it, then publishes it to sluice.events)
     sluice.events  (topic) ── file.received ──────────────► sluice.scan       ─┐
                            ── file.scanned ───────────────► sluice.store      ─┤ x-dead-letter-
                            ── file.stored ────────────────► sluice.thumbnail  ─┤ exchange:
@@ -54,8 +56,15 @@ STAGE_BINDINGS: dict[str, tuple[str, ...]] = {
 STAGES: tuple[str, ...] = tuple(STAGE_BINDINGS)
 #: The fallback worker's stage name; its queue takes the store stage's S3-outage dead letters.
 FALLBACK = "fallback"
-#: Every worker a deployment runs: the pipeline stages and the fallback.
-WORKERS: tuple[str, ...] = (*STAGES, FALLBACK)
+#: The ingress stage: upstream services' ``file.received``, published to their own exchange
+#: (``<prefix>.ingress``), checked against who sent them, then published to ``<prefix>.events``.
+INGRESS = "ingress"
+#: The routing keys the ingress exchange takes (an upstream user's topic permission).
+INGRESS_ROUTING_KEYS: tuple[str, ...] = ("file.received",)
+#: Every worker a deployment runs: the ingress, the pipeline stages and the fallback.
+WORKERS: tuple[str, ...] = (INGRESS, *STAGES, FALLBACK)
+#: The stages with a dead-letter queue of their own (the fallback's go to the store stage's).
+DEAD_LETTER_STAGES: tuple[str, ...] = (INGRESS, *STAGES)
 #: The stage whose dead letters feed the fallback worker: those it gave up on because S3 is
 #: unavailable.
 FALLBACK_FEED = "store"
@@ -67,20 +76,24 @@ FALLBACK_DEAD_LETTERS = "store"
 
 
 def is_dead_letter_route(route: str) -> bool:
-    """Whether a message dead-lettered with routing key ``route`` lands in a dead-letter queue
-    (``<stage>.dlq``, waiting for a person), rather than in the fallback worker's queue
-    (:data:`FALLBACK_ROUTE`)."""
+    """Whether a message dead-lettered with routing key ``route`` lands in the dead-letter
+    queue of a pipeline stage (``<stage>.dlq``, waiting for a person) about a file of Sluice's,
+    rather than in the fallback worker's queue (:data:`FALLBACK_ROUTE`) or the ingress's
+    (what an upstream service sent was refused: no file of Sluice's is concerned)."""
     return route in STAGES
 
 
 def accepted_event_types(worker: str) -> frozenset[str]:
     """The event types ``worker`` takes, i.e. those its queue receives: the routing keys a stage
     queue is bound to (:data:`STAGE_BINDINGS`); for the fallback, those of the stage whose dead
-    letters feed it (:data:`FALLBACK_FEED`). The run loop dead-letters any other as invalid.
+    letters feed it (:data:`FALLBACK_FEED`); for the ingress, :data:`INGRESS_ROUTING_KEYS`. The
+    run loop dead-letters any other as invalid.
 
     Raises:
         KeyError: ``worker`` is not one of :data:`WORKERS`.
     """
+    if worker == INGRESS:
+        return frozenset(INGRESS_ROUTING_KEYS)
     return frozenset(STAGE_BINDINGS[FALLBACK_FEED if worker == FALLBACK else worker])
 
 
@@ -102,6 +115,12 @@ class Topology:
         return f"{self.prefix}.events"
 
     @property
+    def ingress_exchange(self) -> str:
+        """The topic exchange upstream services publish ``file.received`` to; the only thing
+        their RabbitMQ users may write (docs/security.md)."""
+        return f"{self.prefix}.ingress"
+
+    @property
     def dead_letter_exchange(self) -> str:
         """The direct exchange routing dead letters to ``<stage>.dlq`` by stage name."""
         return f"{self.prefix}.dlx"
@@ -119,10 +138,11 @@ class Topology:
         return f"{self.prefix}.{stage}.dlq"
 
     def all_queues(self) -> list[str]:
-        """Every queue name, stage by stage (work, retry, dead-letter), then the fallback's."""
+        """Every queue name, stage by stage (work, retry, dead-letter; the ingress first), then
+        the fallback's."""
         return [
             name
-            for stage in STAGES
+            for stage in DEAD_LETTER_STAGES
             for name in (self.queue(stage), self.retry_queue(stage), self.dead_letter_queue(stage))
         ] + [self.queue(FALLBACK), self.retry_queue(FALLBACK)]
 
@@ -154,15 +174,21 @@ class Topology:
         events = await channel.declare_exchange(
             self.exchange, aio_pika.ExchangeType.TOPIC, durable=True
         )
+        ingress = await channel.declare_exchange(
+            self.ingress_exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
         dlx = await channel.declare_exchange(
             self.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True
         )
-        for stage, routing_keys in STAGE_BINDINGS.items():
+        bindings = [(INGRESS, ingress, INGRESS_ROUTING_KEYS)] + [
+            (stage, events, keys) for stage, keys in STAGE_BINDINGS.items()
+        ]
+        for stage, exchange, routing_keys in bindings:
             queue = await channel.declare_queue(
                 self.queue(stage), durable=True, arguments=self.stage_queue_arguments(stage)
             )
             for routing_key in routing_keys:
-                await queue.bind(events, routing_key)
+                await queue.bind(exchange, routing_key)
             await channel.declare_queue(
                 self.retry_queue(stage), durable=True, arguments=self.retry_queue_arguments(stage)
             )
@@ -186,5 +212,5 @@ class Topology:
         """
         for name in self.all_queues():
             await channel.queue_delete(name)
-        for name in (self.exchange, self.dead_letter_exchange):
+        for name in (self.exchange, self.ingress_exchange, self.dead_letter_exchange):
             await channel.exchange_delete(name)

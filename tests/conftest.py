@@ -36,7 +36,7 @@ FAULT_COUNTS = "fault test counts"
 _COUNTS: list[str] = []
 #: The order in which units of work are handed to the workers: the longest first, so that the
 #: last ones are short and no worker is left alone with a long one at the end.
-_FIRST = ("faults", "e2e", "integration", "unit")
+_FIRST = ("faults", "e2e", "security", "integration", "unit")
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 OUT = Path(__file__).resolve().parent / "dashboards" / "sluice.json"
-STAGES = ("scan", "store", "thumbnail", "commit", "fallback")
+STAGES = ("ingress", "scan", "store", "thumbnail", "commit", "fallback")
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
 UID = "sluice-pipeline"
 
@@ -72,7 +72,13 @@ def stage_panels(stage: str) -> list[dict[str, Any]]:
         dead_letters = _panel(
             f"{stage}: dead letters",
             f"Messages in {stage}'s dead-letter queue. Healthy: 0. Each one waits for an "
-            "inspection and a replay (`sluice dlq list`).",
+            "inspection and a replay (`sluice dlq list`)."
+            + (
+                " Here: upstream services' events refused (NotAllowed: an owner, a bucket or "
+                "a user they were not given; docs/security.md)."
+                if stage == "ingress"
+                else ""
+            ),
             [(f"sum(rabbitmq_queue_messages{{{_queue(stage, '.dlq')}}})", "dead letters")],
             kind="stat",
         )

@@ -4,11 +4,13 @@
 
     sluice services up|down|status     start/stop the local RabbitMQ, PostgreSQL, SeaweedFS, clamd
     sluice migrate                     create the database if missing, apply migrations/
-    sluice worker WORKER               run one consumer: scan, store, thumbnail, commit, fallback
+    sluice worker WORKER               run one consumer: ingress, scan, store, thumbnail, commit,
+                                       fallback
     sluice gateway                     run the HTTP gateway
     sluice run                         every worker and the gateway in one process (development)
     sluice keys create NAME [--scope]  print a new API key (stored hashed): upload (default),
                                        ops:read or ops:admin (/ops only)
+    sluice upstream add|list|remove    upstream services: RabbitMQ users for the ingress exchange
     sluice events schemas [--check]    write (or check) docs/events/*.schema.json
     sluice dlq list|show|replay|purge  dead letters of every stage
     sluice health TARGET [--port N]    exit 0 when a process reports TARGET ready
@@ -45,6 +47,7 @@ from services.cli.run import run
 from services.cli.services import services_app
 from services.cli.spool import spool_app
 from services.cli.status import status
+from services.cli.upstream import upstream_app
 from services.cli.worker import worker
 from shared.errors import SluiceError
 
@@ -56,6 +59,7 @@ for name, group in (
     ("dlq", dlq_app),
     ("spool", spool_app),
     ("fallback", fallback_app),
+    ("upstream", upstream_app),
 ):
     app.add_typer(group, name=name)
 for command in (migrate, worker, gateway, run, reconcile, health, status, doctor, demo):

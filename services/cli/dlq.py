@@ -42,14 +42,14 @@ from shared.ops.deadletters import (
     show_dead_letter,
 )
 from shared.settings import Settings
-from shared.topology import STAGES
+from shared.topology import DEAD_LETTER_STAGES
 
 dlq_app = typer.Typer(
     no_args_is_help=True, help="Dead-letter queues: list, show, replay, purge (all stages)."
 )
 console = Console()
 T = TypeVar("T")
-StageName = StrEnum("StageName", {name: name for name in STAGES})  # type: ignore[misc]
+StageName = StrEnum("StageName", {name: name for name in DEAD_LETTER_STAGES})  # type: ignore[misc]
 
 StageArg = Annotated[
     StageName | None, typer.Argument(help="One stage (same as --stage); default: every stage.")
@@ -85,7 +85,9 @@ def _selection(
         except ValueError:
             raise typer.BadParameter(f"{file_id!r} is not a UUID", param_hint="--file-id") from None
     return Selection(
-        stages=tuple(s for s in STAGES if s in chosen) if chosen else STAGES,
+        stages=tuple(s for s in DEAD_LETTER_STAGES if s in chosen)
+        if chosen
+        else DEAD_LETTER_STAGES,
         error_type=error,
         older_than_s=parse_duration(older_than) if older_than is not None else None,
         file_id=file_id,

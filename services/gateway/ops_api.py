@@ -50,7 +50,7 @@ from services.gateway.schemas import ErrorBody
 from shared.errors import BrokerUnavailable, ConfigError
 from shared.ops import deadletters
 from shared.ops.pipeline import collect_status, default_worker_urls
-from shared.topology import STAGES
+from shared.topology import DEAD_LETTER_STAGES
 
 log = structlog.get_logger("sluice.gateway.ops")
 router = APIRouter(prefix="/ops/api", tags=["ops"])
@@ -81,8 +81,8 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorBody, "description": "RabbitMQ unreachable."},
 }
 
-StageName = Literal["scan", "store", "thumbnail", "commit"]
-assert set(get_args(StageName)) == set(STAGES)
+StageName = Literal["ingress", "scan", "store", "thumbnail", "commit"]
+assert set(get_args(StageName)) == set(DEAD_LETTER_STAGES)
 
 
 def older_than_seconds(text: str) -> float:
@@ -124,7 +124,7 @@ class Filters(BaseModel):
         """The :class:`Selection` these filters describe."""
         stages = [self.stage] if isinstance(self.stage, str) else self.stage
         return deadletters.Selection(
-            stages=tuple(stages) if stages else STAGES,
+            stages=tuple(stages) if stages else DEAD_LETTER_STAGES,
             error_type=self.error_type,
             older_than_s=older_than_seconds(self.older_than) if self.older_than else None,
             file_id=str(self.file_id) if self.file_id else None,

@@ -55,18 +55,58 @@ def event_message(
     )
 
 
+#: Header keeping, across Sluice's own republishes of a message (retries, parking, dead
+#: letters, replays), the ``user_id`` RabbitMQ verified when it was first published: trusted
+#: only on a message whose own ``user_id`` is Sluice's (:func:`verified_publisher`).
+HEADER_PUBLISHED_BY = "x-sluice-published-by"
+
+
+def verified_publisher(
+    message: AbstractIncomingMessage, own_user: str, headers: Mapping[str, Any] | None = None
+) -> str | None:
+    """The RabbitMQ user that published ``message`` first, as the broker verified it: its
+    ``user_id`` property (RabbitMQ refuses a ``user_id`` other than the publisher's login,
+    "Validated User-ID"); for a message Sluice published again (``user_id`` = ``own_user``),
+    the :data:`HEADER_PUBLISHED_BY` it carried over; None when nobody vouches for it."""
+    if not message.user_id:
+        return None
+    if message.user_id != own_user:
+        return message.user_id
+    carried = (message.headers if headers is None else headers) or {}
+    value = carried.get(HEADER_PUBLISHED_BY)
+    return value if isinstance(value, str) and value else None
+
+
 def republished(
     message: AbstractIncomingMessage,
     headers: Mapping[str, Any],
     *,
     expiration_s: float | None = None,
+    own_user: str | None = None,
 ) -> aio_pika.Message:
     """A persistent copy of ``message`` (body and properties) to publish again, carrying
     ``headers`` less the broker's own (:data:`BROKER_HEADER_PREFIXES`); ``expiration_s`` is a
-    per-message TTL (retry wait queues)."""
+    per-message TTL (retry wait queues).
+
+    With ``own_user`` (Sluice's RabbitMQ user, the one publishing the copy), the copy's
+    ``user_id`` is ``own_user`` and :data:`HEADER_PUBLISHED_BY` keeps who first published the
+    message (:func:`verified_publisher`); without it, the copy has no ``user_id`` and no such
+    header: nobody vouches for it."""
+    kept = {
+        k: v
+        for k, v in headers.items()
+        if not k.startswith(BROKER_HEADER_PREFIXES) and k != HEADER_PUBLISHED_BY
+    }
+    user_id = None
+    if own_user is not None:
+        user_id = own_user
+        publisher = verified_publisher(message, own_user, headers)
+        if publisher is not None:
+            kept[HEADER_PUBLISHED_BY] = publisher
     return aio_pika.Message(
         body=message.body,
-        headers={k: v for k, v in headers.items() if not k.startswith(BROKER_HEADER_PREFIXES)},
+        headers=kept,
+        user_id=user_id,
         content_type=message.content_type,
         content_encoding=message.content_encoding,
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,

@@ -341,7 +341,7 @@ async def test_cli_ops_flag_is_a_deprecated_alias_of_ops_admin(
 
 
 async def test_status_counts_each_stages_dead_letters(gateway: Ops, failed: Failed) -> None:
-    expected = {"scan": 3, "store": 0, "thumbnail": 0, "commit": 3, "fallback": None}
+    expected = {"ingress": 0, "scan": 3, "store": 0, "thumbnail": 0, "commit": 3, "fallback": None}
     deadline = asyncio.get_running_loop().time() + 20  # RabbitMQ's statistics lag up to 5 s
     while True:
         response = await gateway.client.get("/ops/api/status", headers=gateway.ops)
@@ -352,7 +352,7 @@ async def test_status_counts_each_stages_dead_letters(gateway: Ops, failed: Fail
             break
         await asyncio.sleep(0.2)
 
-    assert list(stages) == ["scan", "store", "thumbnail", "commit", "fallback"]
+    assert list(stages) == ["ingress", "scan", "store", "thumbnail", "commit", "fallback"]
     assert counts == expected
     assert stages["scan"]["queue"] == "t_ops_api.scan"
     assert stages["scan"]["ready"] == 0 and stages["scan"]["consumers"] == 0

@@ -53,7 +53,7 @@ def test_every_stage_has_quorum_queue_with_dead_lettering() -> None:
         retry = topology.retry_queue_arguments(stage)
         assert retry["x-dead-letter-exchange"] == ""
         assert retry["x-dead-letter-routing-key"] == topology.queue(stage)
-    assert len(set(topology.all_queues())) == 3 * len(STAGES) + 2
+    assert len(set(topology.all_queues())) == 3 * (len(STAGES) + 1) + 2  # + the ingress
     fallback = topology.stage_queue_arguments("fallback")
     assert fallback["x-dead-letter-routing-key"] == "store"  # its failures: the store DLQ
 
@@ -65,7 +65,9 @@ def test_each_worker_takes_the_event_types_its_queue_receives() -> None:
     # The fallback's queue takes the store stage's dead letters: file.scanned events.
     assert accepted_event_types("fallback") == {"file.scanned"}
     assert "file.committed" not in accepted_event_types("commit")
-    assert set(WORKERS) == {*STAGES, "fallback"}
+    # The ingress takes upstream services' file.received, from its own exchange.
+    assert accepted_event_types("ingress") == {"file.received"}
+    assert set(WORKERS) == {"ingress", *STAGES, "fallback"}
     with pytest.raises(KeyError):
         accepted_event_types("gateway")
 

@@ -314,7 +314,7 @@ def detail(message: AbstractIncomingMessage, stage: str) -> DeadLetterDetail:
 
 
 def replayed_message(
-    message: AbstractIncomingMessage, letter: DeadLetter, now: datetime
+    message: AbstractIncomingMessage, letter: DeadLetter, now: datetime, own_user: str | None
 ) -> aio_pika.Message:
     """The copy of dead letter ``message`` a replay publishes to its stage queue.
 
@@ -322,7 +322,9 @@ def replayed_message(
     times and stage are dropped (and appended to ``x-sluice-replays``), ``x-sluice-replayed-at``
     is ``now`` and ``x-sluice-replayed-from-error`` the previous ``"<error type>: <message>"``,
     ``x-sluice-replay-count`` goes up by one; RabbitMQ's own headers are dropped
-    (``broker.republished``); body, properties and every other header travel on.
+    (``broker.republished``); body, properties and every other header travel on, and so does
+    who first published it (``user_id`` checked by the ingress stage), vouched for by
+    ``own_user``, the RabbitMQ user the replay publishes as.
     """
     headers = message.headers or {}
     kept: dict[str, Any] = {k: v for k, v in headers.items() if k not in _FAILURE_HEADERS}
@@ -333,7 +335,7 @@ def replayed_message(
     kept[HEADER_REPLAYED_AT] = now.isoformat()
     kept[HEADER_REPLAY_COUNT] = letter.replay_count + 1
     kept[HEADER_REPLAYS] = replays[-REPLAYS_KEPT:]
-    return broker.republished(message, kept)
+    return broker.republished(message, kept, own_user=own_user)
 
 
 def purge_record(

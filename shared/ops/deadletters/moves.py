@@ -19,7 +19,7 @@ from shared.errors import BrokerUnavailable
 from shared.ops.deadletters.messages import DeadLetter, describe, purge_record, replayed_message
 from shared.ops.deadletters.queues import EVERYTHING, Selection, every_letter, holding
 from shared.settings import AmqpSettings
-from shared.topology import STAGES, Topology
+from shared.topology import DEAD_LETTER_STAGES, Topology
 
 log = structlog.get_logger("sluice.deadletters")
 
@@ -139,7 +139,7 @@ class _Sweep:
         """
         if self.limit is not None and self.limit < 0:
             raise ValueError("limit must be >= 0")
-        stages = [stage for stage in STAGES if stage in self.selection.stages]
+        stages = [stage for stage in DEAD_LETTER_STAGES if stage in self.selection.stages]
         depths = {}
         for stage in stages:
             async with holding(self.connection, self.topology, stage, timeout_s=1) as held:
@@ -232,7 +232,7 @@ async def replay(
         message: AbstractIncomingMessage, letter: DeadLetter, publisher: broker.Publisher
     ) -> None:
         await pacer.wait()
-        copy = replayed_message(message, letter, datetime.now(UTC))
+        copy = replayed_message(message, letter, datetime.now(UTC), settings.user)
         await publisher.publish_to_queue(topology.queue(letter.stage), copy)
         await message.ack()
 

@@ -25,7 +25,7 @@ from shared.adapters import broker
 from shared.errors import BrokerUnavailable, ConfigError
 from shared.ops.deadletters.messages import DeadLetter, DeadLetterDetail, describe, detail
 from shared.settings import AmqpSettings
-from shared.topology import STAGES, Topology
+from shared.topology import DEAD_LETTER_STAGES, Topology
 
 _RETURN_WAIT_S = 2.0
 _ERRORS = (aiormq.exceptions.AMQPError, aio_pika.exceptions.ChannelInvalidStateError, OSError)
@@ -45,15 +45,17 @@ class Selection:
         ValueError: an unknown stage, no stage, or a negative ``older_than_s``.
     """
 
-    stages: tuple[str, ...] = STAGES
+    stages: tuple[str, ...] = DEAD_LETTER_STAGES
     error_type: str | None = None
     older_than_s: float | None = None
     file_id: str | None = None
 
     def __post_init__(self) -> None:
-        unknown = [stage for stage in self.stages if stage not in STAGES]
+        unknown = [stage for stage in self.stages if stage not in DEAD_LETTER_STAGES]
         if unknown or not self.stages:
-            raise ValueError(f"unknown stage {unknown or '(none)'}; one of {', '.join(STAGES)}")
+            raise ValueError(
+                f"unknown stage {unknown or '(none)'}; one of {', '.join(DEAD_LETTER_STAGES)}"
+            )
         if self.older_than_s is not None and self.older_than_s < 0:
             raise ValueError("older_than_s must be >= 0")
 
@@ -204,8 +206,8 @@ async def list_dead_letters(
     *,
     timeout_s: float = 10.0,
 ) -> list[DeadLetter]:
-    """The selected dead letters, stage by stage (in :data:`STAGES` order), each queue head
-    first, leaving every queue as it was.
+    """The selected dead letters, stage by stage (in :data:`DEAD_LETTER_STAGES` order), each
+    queue head first, leaving every queue as it was.
 
     Holds one whole queue unacknowledged at a time (dead letters are small events: bytes never
     travel through RabbitMQ). Each listing adds one to every message's ``x-delivery-count``
@@ -229,7 +231,7 @@ async def every_letter(
 ) -> list[DeadLetter]:
     """Every dead letter of the selected stages, matching or not (:func:`list_dead_letters`)."""
     letters: list[DeadLetter] = []
-    for stage in (stage for stage in STAGES if stage in selection.stages):
+    for stage in (stage for stage in DEAD_LETTER_STAGES if stage in selection.stages):
         letters += [describe(m, stage) for m in await _read(connection, topology, stage, timeout_s)]
     return letters
 
@@ -248,7 +250,7 @@ async def show_dead_letter(
     Raises:
         ConfigError, BrokerUnavailable: as :func:`list_dead_letters`.
     """
-    for stage in STAGES:
+    for stage in DEAD_LETTER_STAGES:
         for message in await _read(connection, topology, stage, timeout_s):
             if message.message_id == message_id:
                 return detail(message, stage)

@@ -1,0 +1,1 @@
+"""The ingress stage: the upstream services' door to the pipeline (docs/security.md)."""

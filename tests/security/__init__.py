@@ -1,0 +1,1 @@
+"""Security tests: the trust boundaries against the real services (docs/security.md)."""
