@@ -194,7 +194,7 @@ async def get_content(file_id: uuid.UUID, owner: Owner, deps: Deps) -> Any:
     if row is None:
         raise not_found()
     if row["in_fallback"]:
-        data = await fetch_fallback_bytes(deps.pool, file_id, row["current_version"])
+        data = await fetch_fallback_bytes(deps.pool, file_id, row["current_version"], owner)
         if data is not None:
             return fallback_original(row, data)
     if row["status"] == FileStatus.CORRUPTED:

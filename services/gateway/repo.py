@@ -25,7 +25,8 @@ _FILE_COLUMNS = """
     f.status_reason, f.current_version, f.received_at, f.updated_at, f.attention,
     v.size_bytes, v.sha256, v.source, v.bucket, v.object_key, v.thumbnails, v.thumbnail_error,
     EXISTS (SELECT 1 FROM fallback_blobs b
-            WHERE b.file_id = f.file_id AND b.version_number = f.current_version) AS in_fallback
+            WHERE b.file_id = f.file_id AND b.version_number = f.current_version
+              AND b.owner = f.owner) AS in_fallback
 """
 _FROM = """
     FROM files f
@@ -100,15 +101,21 @@ async def fetch_page(
 
 
 async def fetch_fallback_bytes(
-    pool: asyncpg.Pool, file_id: uuid.UUID, version_number: int
+    pool: asyncpg.Pool, file_id: uuid.UUID, version_number: int, owner: str
 ) -> bytes | None:
-    """The decoded original of a version kept in the fallback table, or ``None``.
+    """The decoded original of ``owner``'s version kept in the fallback table, or ``None``
+    (a row another owner's event put there is never served as this owner's file).
 
     Raises:
         DatabaseUnavailable: PostgreSQL unreachable.
     """
-    query = "SELECT data_base64 FROM fallback_blobs WHERE file_id = $1 AND version_number = $2"
-    encoded: str | None = await db_call(lambda: pool.fetchval(query, file_id, version_number))
+    query = (
+        "SELECT data_base64 FROM fallback_blobs"
+        " WHERE file_id = $1 AND version_number = $2 AND owner = $3"
+    )
+    encoded: str | None = await db_call(
+        lambda: pool.fetchval(query, file_id, version_number, owner)
+    )
     if encoded is None:
         return None
     return await asyncio.to_thread(base64.b64decode, encoded)

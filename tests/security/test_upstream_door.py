@@ -270,3 +270,41 @@ def test_add_refuses_sluices_own_bucket_and_unknown_buckets(pipeline: Pipeline) 
     assert own.returncode != 0 and "own bucket" in own.stderr + own.stdout
     other = _sluice(pipeline, "upstream", "add", "x-other", "--owner", "acme", "--bucket", "nope")
     assert other.returncode != 0 and "S3_UPSTREAM_BUCKETS" in other.stderr + other.stdout
+
+
+def test_an_upstream_html_file_named_jpg_is_rejected_and_a_bidi_name_is_cleaned(
+    pipeline: Pipeline, upstream: dict[str, Any]
+) -> None:
+    """The upload policy holds on the bus door too: HTML claiming to be ``image/jpeg`` under a
+    ``.jpg`` name is rejected (``policy``), nothing stored; a real PDF whose name hides a bidi
+    override and a zero-width space is kept under its visible name."""
+    url, name = upstream["amqp_url"], upstream["name"]
+    html = b"<!doctype html><html><body><script>alert(1)</script></body></html>\n" * 20
+    disguised = _received(
+        _put_upstream_object(pipeline, "in/cat.jpg", html), html, name="cat.jpg"
+    ).model_copy(update={"content_type": "image/jpeg"})
+    data = SAMPLE.read_bytes()
+    spoofed = _received(
+        _put_upstream_object(pipeline, "in/spoof.pdf", data), data, name="report\u202e\u200b.pdf"
+    )
+    for event in (disguised, spoofed):
+        asyncio.run(
+            _publish(url, upstream["exchange"], upstream["routing_key"], _message(event, name))
+        )
+    final: dict[str, tuple[Any, ...]] = {}
+    for _ in range(300):
+        rows = pipeline.sql(
+            "SELECT file_id::text, status, coalesce(status_reason, ''), original_name,"
+            " content_type FROM files WHERE file_id = ANY(%s::uuid[])",
+            [str(disguised.file_id), str(spoofed.file_id)],
+        )
+        final = {row[0]: row[1:] for row in rows if row[1] in ("available", "rejected")}
+        if len(final) == 2:
+            break
+        asyncio.run(asyncio.sleep(0.2))
+    status, reason, _, _ = final[str(disguised.file_id)]
+    assert (status, reason.split(":")[0]) == ("rejected", "policy"), final
+    assert not [key for key in _objects(pipeline) if str(disguised.file_id) in key]
+    assert final[str(spoofed.file_id)][0] == "available", final
+    assert final[str(spoofed.file_id)][2] == "report.pdf"
+    assert final[str(spoofed.file_id)][3] == "application/pdf"

@@ -32,7 +32,7 @@ from tests.integration.gateway.support import (
     spool_entries,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = pytest.mark.security
 
 
 def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
