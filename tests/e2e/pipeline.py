@@ -95,7 +95,7 @@ class Pipeline:
             channel = await connection.channel()
             queue = Topology(prefix=self.prefix).queue(stage)
             for message in messages:
-                await channel.default_exchange.publish(message, routing_key=queue)
+                await channel.default_exchange.publish(message, routing_key=queue, timeout=30)
 
     def wait_final(
         self, file_id: str, owner: str = "alice", timeout_s: float = 120

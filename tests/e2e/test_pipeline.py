@@ -303,7 +303,7 @@ async def _publish(prefix: str, event: FileReceived) -> None:
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         exchange = await channel.get_exchange(f"{prefix}.events")
-        await exchange.publish(event_message(event), routing_key=event.routing_key)
+        await exchange.publish(event_message(event), routing_key=event.routing_key, timeout=30)
 
 
 def test_upstream_service_publishes_file_received_with_an_s3_source(

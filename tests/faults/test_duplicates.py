@@ -51,7 +51,7 @@ async def _publish(cluster: Cluster, messages: list[tuple[str, str, bytes]]) -> 
                 else await channel.get_exchange(exchange_name)
             )
             event = parse_event(body)
-            await exchange.publish(event_message(event), routing_key=routing_key)
+            await exchange.publish(event_message(event), routing_key=routing_key, timeout=30)
 
 
 def _snapshot(cluster: Cluster) -> dict[str, Any]:

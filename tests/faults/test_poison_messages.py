@@ -92,7 +92,7 @@ async def publish(
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         message_id=message_id,
     )
-    await channel.default_exchange.publish(message, routing_key=queue, mandatory=True)
+    await channel.default_exchange.publish(message, routing_key=queue, mandatory=True, timeout=30)
 
 
 async def _publish_event(amqp_url: str, queue: str, event: BaseEvent) -> None:
