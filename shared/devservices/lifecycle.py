@@ -1,5 +1,6 @@
 """The generic check / start / wait of one service: healthy is left alone, busy is given a
-moment, missing is started and waited for, and a failure names the log to read."""
+moment (then restarted, where the service knows how: a wedged local RabbitMQ), missing is
+started and waited for, and a failure names the log to read."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ class _Service:
     shared: bool = False  # one per machine (RabbitMQ, PostgreSQL): never ours to stop
     managed_pid: Callable[[], int | None] = lambda: None
     forget_pid: Callable[[], None] = lambda: None
+    # Restart it when it listens but stays unhealthy (given the problem); False when it cannot.
+    recover: Callable[[str], bool] = lambda _problem: False
 
 
 def _ensure(svc: _Service, timeout_s: float, progress: Progress) -> ServiceStatus:
@@ -54,6 +57,11 @@ def _ensure(svc: _Service, timeout_s: float, progress: Progress) -> ServiceStatu
         problem, _ = _wait_healthy(svc, t0 + min(timeout_s, _BUSY_GRACE_S), None)
         if problem is None:
             return done(False, "healthy")
+        if svc.recover(problem):
+            progress(f"{svc.name}: running but not answering ({problem}); restarted it")
+            problem, _ = _wait_healthy(svc, time.monotonic() + timeout_s, None)
+            if problem is None:
+                return done(True, "restarted")
         managed = svc.managed_pid() is not None
         hint = " (it runs from this state_dir: down() stops it)" if managed else ""
         what = f"is running but not healthy{hint}: {problem}"

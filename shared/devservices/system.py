@@ -1,8 +1,14 @@
 """RabbitMQ and PostgreSQL: daemons shared with the whole machine, checked by logging in and
-started through the distribution's own commands, never stopped from here."""
+started through the distribution's own commands; never stopped from here, except a local
+RabbitMQ node that listens but no longer answers (restarted: :func:`_restart_wedged_rabbitmq`)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
+import signal
+import time
 from pathlib import Path
 
 import structlog
@@ -28,21 +34,47 @@ RABBITMQ_PLUGINS = ("rabbitmq_management", "rabbitmq_prometheus")
 _PLUGIN_PORTS = (15672, 15692)
 
 
+#: The quorum queue :func:`_check_amqp` declares and publishes to (one message at most).
+PROBE_QUEUE = "sluice.devservices.probe"
+_PROBE_S = 15.0
+
+
 def _check_amqp(url: str) -> str | None:
+    """None when RabbitMQ at ``url`` logs in, declares a quorum queue and confirms a persistent
+    message to it within :data:`_PROBE_S` seconds (what every stage does first), else why not.
+
+    A login alone is not enough: a node can accept connections while its quorum queues no
+    longer answer (seen on RabbitMQ 3.10 after heavy quorum-queue churn)."""
     host, port = _host_port(url, 5672)
     if not _port_open(host, port):
         return f"nothing listens on {host}:{port}"
 
-    async def login() -> None:
+    async def probe() -> None:
         import aio_pika
 
-        connection = await aio_pika.connect(url, timeout=5)
-        await connection.close()
+        async with asyncio.timeout(_PROBE_S):
+            connection = await aio_pika.connect(url, timeout=5)
+            try:
+                channel = await connection.channel(publisher_confirms=True)
+                await channel.declare_queue(
+                    PROBE_QUEUE,
+                    durable=True,
+                    arguments={"x-queue-type": "quorum", "x-max-length": 1},
+                )
+                await channel.default_exchange.publish(
+                    aio_pika.Message(b"probe", delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                    routing_key=PROBE_QUEUE,
+                    mandatory=True,
+                )
+            finally:
+                await connection.close()
 
     try:
-        _run_async(login)
+        _run_async(probe)
+    except TimeoutError:
+        return f"no answer to a quorum-queue declare and publish within {_PROBE_S:g} s"
     except Exception as exc:
-        return f"AMQP login failed: {exc!r}"
+        return f"AMQP probe failed: {exc!r}"
     return None
 
 
@@ -55,6 +87,28 @@ def _start_rabbitmq(config: DevServicesConfig) -> None:
     if server is None:
         raise ServiceStartError("rabbitmq-server not found; install the rabbitmq-server package")
     _run_start_command("rabbitmq", [server, "-detached"], config.logs_dir)
+
+
+def _restart_wedged_rabbitmq(config: DevServicesConfig, problem: str) -> bool:
+    """Restart the local RabbitMQ node that listens but does not answer (``problem``): stop it
+    with ``rabbitmqctl stop`` (or, if that does not return in 60 s, kill its Erlang VM), then
+    start it again. Messages in durable queues survive, as after any restart. Returns False,
+    doing nothing, for a remote broker or one that cannot be stopped from here."""
+    host, _ = _host_port(config.amqp_url, 5672)
+    ctl = _which("rabbitmqctl")
+    if host not in _LOCAL_HOSTS or ctl is None:
+        return False
+    log.warning("devservice.rabbitmq_wedged", problem=problem, action="restart")
+    if _run([ctl, "-q", "stop"], timeout_s=60).returncode != 0:
+        beams = _run(["pgrep", "-u", "rabbitmq", "-f", "beam.smp"], timeout_s=10).stdout.split()
+        for pid in beams:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while _port_open(host, 5672) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    _start_rabbitmq(config)
+    return True
 
 
 def _enable_rabbitmq_plugins(config: DevServicesConfig) -> str | None:

@@ -209,6 +209,30 @@ async def test_a_refused_body_closes_the_connection_at_once(
     assert cut.held_s < 0.5, cut.held_s
 
 
+async def test_a_refused_small_body_is_read_away_so_its_answer_arrives_whole(
+    gateway: Gateway, make_settings: MakeSettings, tmp_path: Path
+) -> None:
+    """The client sends its whole 256 KiB body after the server has answered 401: the server
+    reads it away before closing (the lingering close), so the client's socket is not reset
+    and the answer can be read after the body was sent."""
+    settings = make_settings(tmp_path, port=free_port(), **EDGE)
+    body = b"x" * (256 * 1024)
+    head = _request_head({"Content-Type": "multipart/form-data; boundary=b"}, len(body))
+    async with serving(settings):
+        reader, writer = await asyncio.open_connection("127.0.0.1", settings.gateway.port)
+        writer.write(head)
+        await writer.drain()
+        await asyncio.sleep(0.1)  # answered by now, before any byte of the body
+        for start in range(0, len(body), 16 * 1024):
+            writer.write(body[start : start + 16 * 1024])
+            await writer.drain()
+        await asyncio.sleep(0.1)
+        answer = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:100]
+    assert b'"code":"unauthorized"' in answer, answer
+
+
 async def test_idle_connections_are_closed_and_past_the_limit_requests_are_503(
     gateway: Gateway, make_settings: MakeSettings, tmp_path: Path
 ) -> None:
