@@ -100,6 +100,7 @@ from shared.devservices.seaweedfs import (
 from shared.devservices.system import (
     _check_amqp,
     _check_postgresql,
+    _check_rabbitmq_limits,
     _enable_rabbitmq_plugins,
     _pg_log,
     _restart_wedged_rabbitmq,
@@ -159,6 +160,10 @@ def up(
             progress(f"clamd: stopped pid {pid}, started with an older clamd.conf")
         statuses = [_ensure(svc, timeout_s, progress) for svc in chosen]
         names = [svc.name for svc in chosen]
+        if "rabbitmq" in names and (done := _check_rabbitmq_limits(config)):
+            progress(f"rabbitmq: {done}")
+            i = names.index("rabbitmq")
+            statuses[i] = replace(statuses[i], started_by_us=True, detail=done)
         if "rabbitmq" in names and (problem := _enable_rabbitmq_plugins(config)):
             log.warning("devservice.rabbitmq_plugins_off", problem=problem)
             i = names.index("rabbitmq")

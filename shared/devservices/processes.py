@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -199,9 +200,28 @@ def _run(command: list[str], *, timeout_s: float) -> subprocess.CompletedProcess
         return subprocess.CompletedProcess(command, 127, "", str(exc))
 
 
-def _run_start_command(name: str, command: list[str], log_dir: Path) -> None:
+def _raise_open_files_limit(wanted: int) -> None:
+    """In a child about to start a daemon: raise its open-files limit (``RLIMIT_NOFILE``) to
+    ``wanted``, or as far as the hard limit allows when we may not raise that."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, max(hard, wanted)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(wanted, hard)), hard))
+
+
+def _run_start_command(
+    name: str,
+    command: list[str],
+    log_dir: Path,
+    *,
+    open_files: int | None = None,
+    cwd: Path | None = None,
+) -> None:
     """Run a command that starts a system daemon; its output goes to ``<log_dir>/<name>-start.log``
-    rather than to pipes, which a daemon inheriting them would hold open (and us waiting)."""
+    rather than to pipes, which a daemon inheriting them would hold open (and us waiting).
+    ``open_files``: the daemon's open-files limit, raised from ours (see
+    :func:`_raise_open_files_limit`)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     out_path = log_dir / f"{name}-start.log"
     with open(out_path, "w+b") as out:
@@ -214,6 +234,8 @@ def _run_start_command(name: str, command: list[str], log_dir: Path) -> None:
                 timeout=120,
                 check=False,
                 close_fds=True,
+                cwd=cwd,
+                preexec_fn=(lambda: _raise_open_files_limit(open_files)) if open_files else None,
             ).returncode
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise ServiceStartError(f"{name}: {' '.join(command)} failed: {exc}") from exc

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pwd
+import resource
 import signal
 import time
 from pathlib import Path
@@ -33,6 +35,12 @@ log = structlog.get_logger(__name__)
 RABBITMQ_PLUGINS = ("rabbitmq_management", "rabbitmq_prometheus")
 _PLUGIN_PORTS = (15672, 15692)
 
+
+#: The open-files limit a RabbitMQ node started from here gets (RabbitMQ's production advice;
+#: capped by this process's hard limit), and the least a running local node may have before
+#: it is restarted with it.
+RABBITMQ_OPEN_FILES = 65536
+RABBITMQ_MIN_OPEN_FILES = 16384
 
 #: The quorum queue :func:`_check_amqp` declares and publishes to (one message at most).
 PROBE_QUEUE = "sluice.devservices.probe"
@@ -72,7 +80,7 @@ def _check_amqp(url: str) -> str | None:
     try:
         _run_async(probe)
     except TimeoutError:
-        return f"no answer to a quorum-queue declare and publish within {_PROBE_S:g} s"
+        return f"no answer within {_PROBE_S:g} s to a login, quorum-queue declare and publish"
     except Exception as exc:
         return f"AMQP probe failed: {exc!r}"
     return None
@@ -86,7 +94,66 @@ def _start_rabbitmq(config: DevServicesConfig) -> None:
     server = _which("rabbitmq-server")
     if server is None:
         raise ServiceStartError("rabbitmq-server not found; install the rabbitmq-server package")
-    _run_start_command("rabbitmq", [server, "-detached"], config.logs_dir)
+    command, home = _as_rabbitmq_user(server)
+    _run_start_command(
+        "rabbitmq", command, config.logs_dir, open_files=RABBITMQ_OPEN_FILES, cwd=home
+    )
+
+
+def _as_rabbitmq_user(server: str) -> tuple[list[str], Path | None]:
+    """The command that starts the node detached, and the directory to run it in. Run as root,
+    Debian's ``rabbitmq-server`` switches to the ``rabbitmq`` user with ``su``, whose PAM
+    session sets the open-files limit back to the default (1024); ``setpriv`` switches without
+    PAM, so the node keeps the limit this process gives it. Elsewhere, ``rabbitmq-server
+    -detached`` as it is."""
+    real = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+    setpriv = _which("setpriv")
+    if os.geteuid() != 0 or setpriv is None or not real.exists():
+        return [server, "-detached"], None
+    try:
+        home = Path(pwd.getpwnam("rabbitmq").pw_dir)
+    except KeyError:
+        return [server, "-detached"], None
+    switch = [setpriv, "--reuid=rabbitmq", "--regid=rabbitmq", "--init-groups", "--reset-env"]
+    return [*switch, str(real), "-detached"], home if home.is_dir() else None
+
+
+def _rabbitmq_open_files() -> int | None:
+    """The open-files limit (soft ``RLIMIT_NOFILE``) of the local RabbitMQ node's Erlang VM, or
+    None when there is none or it cannot be read."""
+    pids = _run(["pgrep", "-u", "rabbitmq", "-f", "beam.smp"], timeout_s=10).stdout.split()
+    for pid in pids:
+        try:
+            limits = Path(f"/proc/{pid}/limits").read_text()
+        except OSError:
+            continue
+        for line in limits.splitlines():
+            if line.startswith("Max open files"):
+                soft = line.split()[3]
+                return None if soft == "unlimited" else int(soft)
+    return None
+
+
+def _check_rabbitmq_limits(config: DevServicesConfig) -> str | None:
+    """Restart the local RabbitMQ node if it runs with fewer than
+    :data:`RABBITMQ_MIN_OPEN_FILES` open files allowed; returns what was done, or None.
+
+    RabbitMQ 3.10 takes a file handle from its own budget (``file_handle_cache``, sized from
+    the limit) for every connection and its quorum queues take more: with the usual default of
+    1024, a few hundred quorum queues (one test run's) exhaust it, and from then on every new
+    AMQP connection waits forever in ``rabbit_networking:setup_socket`` (seen: the node answers
+    ``rabbitmqctl ping`` and logs nothing). RabbitMQ's docs ask for 65536 in production."""
+    host, _ = _host_port(config.amqp_url, 5672)
+    if host not in _LOCAL_HOSTS:
+        return None
+    limit = _rabbitmq_open_files()
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if limit is None or limit >= min(RABBITMQ_MIN_OPEN_FILES, hard):
+        return None  # enough, or as much as a restart from here could give it
+    problem = f"it runs with an open-files limit of {limit}"
+    if not _restart_wedged_rabbitmq(config, problem):
+        return None
+    return f"restarted: {problem}, raised to {_rabbitmq_open_files()}"
 
 
 def _restart_wedged_rabbitmq(config: DevServicesConfig, problem: str) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import resource
 import urllib.error
 import urllib.request
 import uuid
@@ -28,6 +29,7 @@ from shared.devservices import (
     status,
     up,
 )
+from shared.devservices.system import RABBITMQ_MIN_OPEN_FILES, _rabbitmq_open_files
 from tests.faults.private_clamd import PrivateClamd
 
 pytestmark = pytest.mark.integration
@@ -79,6 +81,15 @@ def test_up_is_idempotent(config: DevServicesConfig, first_up: list[ServiceStatu
     assert [s.name for s in second if s.started_by_us] == []
     assert _pids(config) == pids_before
     assert [s.healthy for s in status(config)] == [True] * 4
+
+
+def test_the_local_rabbitmq_may_open_enough_files(first_up: list[ServiceStatus]) -> None:
+    """A node with the default 1024 open files stops taking connections after a few hundred
+    quorum queues: ``up`` (re)starts it with the limit raised (docs/development.md)."""
+    limit = _rabbitmq_open_files()
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert limit is not None, "no local RabbitMQ node found"
+    assert limit >= min(RABBITMQ_MIN_OPEN_FILES, hard), limit
 
 
 def test_up_creates_missing_buckets(config: DevServicesConfig, s3: Any) -> None:
