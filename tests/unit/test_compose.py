@@ -27,6 +27,7 @@ COMPOSE_DIR = ROOT / "compose"
 SPOOL_DIR = "/var/lib/sluice/spool"
 
 INFRA = ("rabbitmq", "postgres", "minio", "clamav")
+RABBITMQ_NODES = ("rabbitmq", "rabbitmq-2", "rabbitmq-3")
 ONE_SHOTS = ("minio-init", "migrate")
 WORKERS = ("scan", "store", "thumbnail", "commit", "fallback")
 SLUICE_LONG_RUNNING = ("gateway", *WORKERS)
@@ -263,10 +264,14 @@ def test_dockerfile_installs_the_project() -> None:
     instructions = [line for line in instructions if not line.startswith("#")]
     assert instructions[0] == "FROM python:3.11-slim"
     assert any("apt-get install" in line and "libmagic1" in line for line in instructions)
-    assert any(re.search(r"pip install (-e )?\.(\s|$)", line) for line in instructions)
+    # The runtime dependencies at the versions of requirements.lock (as constraints).
+    assert any(
+        re.search(r"pip install -c requirements\.lock (-e )?\.(\s|$)", line)
+        for line in instructions
+    )
     copied = [line.split()[1:-1] for line in instructions if line.startswith("COPY ")]
     sources = {source for sources in copied for source in sources}
-    assert {"pyproject.toml", "shared", "services", "migrations"} <= sources
+    assert {"pyproject.toml", "requirements.lock", "shared", "services", "migrations"} <= sources
     for source in sources:
         assert (ROOT / source).exists(), f"the Dockerfile copies {source}, which does not exist"
 
@@ -338,7 +343,7 @@ def _listening_ports(name: str, services: dict[str, dict[str, Any]]) -> set[int]
         ports.add(int(env["SLUICE_GATEWAY_PORT"]))
     if name == "gateway" and env.get("SLUICE_GATEWAY_METRICS_HOST") == "0.0.0.0":
         ports.add(int(env["SLUICE_GATEWAY_METRICS_PORT"]))  # /metrics, off the public port
-    if name == "rabbitmq":
+    if name in RABBITMQ_NODES:
         plugins = _host_file(service, "/etc/rabbitmq/enabled_plugins").read_text()
         ports.add(5672)
         if "rabbitmq_prometheus" in plugins:
@@ -403,11 +408,18 @@ def test_every_scrape_target_is_a_service_listening_on_that_port(
         for dns in job.get("dns_sd_configs", []):
             assert dns["type"] == "A"
             targets.update((name, int(dns["port"])) for name in dns["names"])
+    aliases = {
+        alias: name
+        for name, service in services.items()
+        for alias in (service.get("networks") or {}).get("default", {}).get("aliases", [])
+        if alias != "rabbitmq"  # the cluster's shared name: any node
+    }
+    targets = {(aliases.get(host, host), port) for host, port in targets}
     for host, port in targets:
         assert host in services, f"scrape target {host} is no compose service"
         assert port in _listening_ports(host, services), f"{host} does not listen on {port}"
     scraped = {host for host, _ in targets}
-    assert {"gateway", "rabbitmq", *TOPOLOGY_WORKERS} <= scraped
+    assert {"gateway", *RABBITMQ_NODES, *TOPOLOGY_WORKERS} <= scraped
     gateway_env = services["gateway"]["environment"]
     assert ("gateway", int(gateway_env["SLUICE_GATEWAY_PORT"])) not in targets  # no /metrics
     assert ("gateway", int(gateway_env["SLUICE_GATEWAY_METRICS_PORT"])) in targets
@@ -495,3 +507,43 @@ def test_grafana_admin_password_comes_from_the_env_file(
 ) -> None:
     password = services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
     assert password.startswith("${GRAFANA_ADMIN_PASSWORD:?")
+
+
+# -- scale: a RabbitMQ cluster, replicas per stage ---------------------------------------------
+
+
+def test_rabbitmq_is_a_cluster_of_three_nodes_behind_one_name(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    conf = _host_file(services["rabbitmq"], "/etc/rabbitmq/conf.d/10-cluster.conf").read_text()
+    listed = re.findall(r"^cluster_formation\.classic_config\.nodes\.\d+ = (\S+)$", conf, re.M)
+    assert "cluster_formation.peer_discovery_backend = classic_config" in conf.splitlines()
+    hostnames = [services[name]["hostname"] for name in RABBITMQ_NODES]
+    assert sorted(listed) == sorted(f"rabbit@{host}" for host in hostnames)
+    cookies = {services[name]["environment"]["RABBITMQ_ERLANG_COOKIE"] for name in RABBITMQ_NODES}
+    assert len(cookies) == 1
+    for name in RABBITMQ_NODES:
+        node = services[name]
+        assert "rabbitmq" in node["networks"]["default"]["aliases"], name
+        assert _host_file(node, "/etc/rabbitmq/conf.d/10-cluster.conf") == _host_file(
+            services["rabbitmq"], "/etc/rabbitmq/conf.d/10-cluster.conf"
+        )
+        data = [str(v).split(":")[0] for v in node["volumes"] if ":/var/lib/rabbitmq" in str(v)]
+        assert len(data) == 1, name
+    data_volumes = {
+        str(v).split(":")[0]
+        for name in RABBITMQ_NODES
+        for v in services[name]["volumes"]
+        if str(v).endswith(":/var/lib/rabbitmq")
+    }
+    assert len(data_volumes) == 3, "each node needs its own data volume"
+
+
+@pytest.mark.parametrize(("stage", "at_least"), [("scan", 2), ("store", 2), ("thumbnail", 3)])
+def test_stages_run_several_replicas_by_default(
+    services: dict[str, dict[str, Any]], example_env: dict[str, str], stage: str, at_least: int
+) -> None:
+    replicas = _interpolate(str(services[stage]["deploy"]["replicas"]), {})
+    assert int(replicas) >= at_least
+    with_env = _interpolate(str(services[stage]["deploy"]["replicas"]), example_env)
+    assert int(with_env) >= 1
