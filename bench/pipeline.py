@@ -3,14 +3,15 @@ in the same run.
 
 Usage::
 
-    python bench/pipeline.py [--files 200] [--concurrency 8] [--workers-per-stage 1 2]
-                             [--camera-share 0.5] [--timeout 900]
+    python bench/pipeline.py [--files 200] [--concurrency 8] [--rate 0] [--workers-per-stage 1 2]
+                             [--camera-share 0.5] [--raw-seconds 5] [--timeout 900]
 
 It starts the real services (``shared.devservices``), then, for each number K of workers per
 stage: a fresh database ``sluice_bench`` (migrated), AMQP prefix ``bench``, bucket
 ``sluice-bench`` and spool; the gateway, K processes of each stage (scan, store, thumbnail,
 commit) and one fallback worker, as separate processes (``python -m services ...``). It
-uploads the corpus over HTTP, ``--concurrency`` at a time, waits until every file is final,
+uploads the corpus over HTTP, ``--concurrency`` at a time (and at most ``--rate`` per second,
+to measure latencies below capacity), waits until every file is final,
 stops the processes, and prints:
 
 - files/s and MB/s end to end (first upload sent to last file final);
@@ -321,20 +322,27 @@ async def _delete_topology(amqp_url: str) -> None:
 
 
 async def upload_all(
-    url: str, key: str, uploads: list[Upload], concurrency: int
+    url: str, key: str, uploads: list[Upload], concurrency: int, rate: float = 0.0
 ) -> tuple[list[str], list[float], int]:
-    """Send every upload; the accepted file ids, each 202's latency (s), and the refusals."""
+    """Send every upload, ``concurrency`` at a time and, when ``rate`` > 0, starting at most
+    ``rate`` per second (evenly spaced); the accepted file ids, each 202's latency (s), and the
+    number refused."""
     accepted: list[str] = []
     latencies: list[float] = []
     refused = 0
     queue = list(reversed(uploads))
     headers = {"Authorization": f"Bearer {key}"}
+    started = time.monotonic()
+    sent = 0
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120) as client:
 
         async def sender() -> None:
-            nonlocal refused
+            nonlocal refused, sent
             while queue:
                 upload = queue.pop()
+                if rate > 0:
+                    sent += 1
+                    await asyncio.sleep(max(0.0, started + (sent - 1) / rate - time.monotonic()))
                 files = {"file": (upload.name, upload.data, upload.content_type)}
                 start = time.perf_counter()
                 answer = await client.post("/v1/files", files=files)
@@ -418,7 +426,7 @@ def run_pipeline(workers: int, uploads: list[Upload], args: argparse.Namespace) 
         before = run.cpu()
         start = time.monotonic()
         accepted, latencies, refused = asyncio.run(
-            upload_all(f"http://127.0.0.1:{run.port}", key, uploads, args.concurrency)
+            upload_all(f"http://127.0.0.1:{run.port}", key, uploads, args.concurrency, args.rate)
         )
         end = wait_final(run.database_url, accepted, args.timeout)
         after = run.cpu()
@@ -480,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="the whole pipeline against raw stage rates")
     parser.add_argument("--files", type=int, default=200, help="uploads per run")
     parser.add_argument("--concurrency", type=int, default=8, help="uploads in flight at once")
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="uploads started per second (0: no limit)"
+    )
     parser.add_argument(
         "--workers-per-stage", type=int, nargs="+", default=[1, 2], help="one run per value"
     )
