@@ -255,12 +255,20 @@ class ThumbnailSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SLUICE_THUMBNAIL_", frozen=True)
 
     sizes_px: tuple[int, ...] = Field(
-        (256, 1024), min_length=1, description="Long sides of the WebP thumbnails, pixels."
+        (256, 1024), min_length=1, description="Long sides of the thumbnails, pixels."
     )
     max_pixels: int = Field(
         50_000_000, ge=1, description="Decompression-bomb limit: width x height, pixels."
     )
     webp_quality: int = Field(80, ge=1, le=100, description="WebP quality, 1-100.")
+    jpeg_quality: int = Field(80, ge=1, le=100, description="JPEG quality, 1-100.")
+    jpeg_min_size_px: int = Field(
+        512,
+        ge=16,
+        le=8192,
+        description="Thumbnails of this long side or more are JPEG (the 1024 px preview), unless "
+        "the image has transparency; smaller ones are WebP. Pixels.",
+    )
     max_concurrent_renders: int = Field(
         2,
         ge=1,
