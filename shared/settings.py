@@ -274,7 +274,28 @@ class ThumbnailSettings(BaseSettings):
         ge=1,
         le=64,
         description="Images decoded at once per process; bounds memory (~250 MiB each at the "
-        "pixel limit).",
+        "pixel limit). The worker renders at least as many at once as it has render processes.",
+    )
+    processes: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Render processes per thumbnail worker; unset: one per CPU core the worker "
+        "may use.",
+    )
+    max_tasks_per_child: int = Field(
+        200,
+        ge=1,
+        le=1_000_000,
+        description="Images per render process before the processes are replaced by new ones "
+        "(memory stays flat).",
+    )
+    max_crashes: int = Field(
+        2,
+        ge=1,
+        le=10,
+        description="Render processes an image may kill (a decoder crash) before it gets a "
+        "permanent thumbnail_error; after the first it is rendered alone.",
     )
 
     @field_validator("sizes_px")

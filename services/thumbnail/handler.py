@@ -13,7 +13,9 @@ file_id, received_at, original_name)``. Any other bucket or key (an event of own
 naming ``alice/...``) is :class:`~shared.errors.ForgedEvent`, dead-lettered at once: the stage
 never reads an object the event's owner does not own, nor writes thumbnails next to it.
 
-Decoding runs in a worker thread so the event loop keeps serving other messages. Thumbnail keys
+Decoding runs in a render process (``services.thumbnail.pool``: every core, a decoder crash
+contained), or in a worker thread when no pool is given, so the event loop keeps serving other
+messages. Thumbnail keys
 are deterministic (``shared.naming.thumbnail_key``), so a redelivered event overwrites the same
 objects instead of adding new ones.
 """
@@ -21,9 +23,12 @@ objects instead of adding new ones.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
+from services.thumbnail.pool import RenderPool
 from services.thumbnail.render import JPEG, WEBP, is_thumbnailable, render_thumbnails
 from shared.claims import check_stored_object
 from shared.errors import ChecksumMismatch, InvalidEvent, ThumbnailError
@@ -41,6 +46,8 @@ class Deps:
     settings: ThumbnailSettings
     #: At most ``settings.max_concurrent_renders`` decodes at once, whatever the prefetch.
     renders: asyncio.Semaphore
+    #: The render processes; ``None``: render in a thread of this process.
+    pool: RenderPool | None = None
 
 
 async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
@@ -74,17 +81,20 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
             actual=actual,
         )
     try:
+        options: dict[str, Any] = {
+            "sizes_px": deps.settings.sizes_px,
+            "max_pixels": deps.settings.max_pixels,
+            "webp_quality": deps.settings.webp_quality,
+            "jpeg_quality": deps.settings.jpeg_quality,
+            "jpeg_min_size_px": deps.settings.jpeg_min_size_px,
+        }
         async with deps.renders:
-            rendered = await asyncio.to_thread(
-                render_thumbnails,
-                data,
-                event.content_type,
-                sizes_px=deps.settings.sizes_px,
-                max_pixels=deps.settings.max_pixels,
-                webp_quality=deps.settings.webp_quality,
-                jpeg_quality=deps.settings.jpeg_quality,
-                jpeg_min_size_px=deps.settings.jpeg_min_size_px,
-            )
+            if deps.pool is not None:
+                rendered = await deps.pool.render(data, event.content_type, **options)
+            else:
+                rendered = await asyncio.to_thread(
+                    functools.partial(render_thumbnails, data, event.content_type, **options)
+                )
     except ThumbnailError as exc:
         return [
             event.follow(

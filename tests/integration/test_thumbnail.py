@@ -16,10 +16,12 @@ import pytest
 from PIL import Image
 
 from services.thumbnail.handler import Deps, handle
+from services.thumbnail.pool import RenderPool
 from shared.adapters.storage import S3ObjectStorage
 from shared.events import FileReceived, FileScanned, FileStored, FileThumbnailed
 from shared.naming import object_key
 from shared.settings import ThumbnailSettings
+from tests.integration import crashing_render
 from tests.localenv import FreshBucket, Local
 
 pytestmark = pytest.mark.integration
@@ -33,9 +35,12 @@ async def storage(local: Local, fresh_bucket: FreshBucket) -> AsyncIterator[S3Ob
         yield store
 
 
-async def stored(storage: S3ObjectStorage, name: str, content_type: str) -> FileStored:
-    """``samples/<name>`` put in the bucket as a file's original; its ``file.stored``."""
-    data = (SAMPLES / name).read_bytes()
+async def stored(
+    storage: S3ObjectStorage, name: str, content_type: str, data: bytes | None = None
+) -> FileStored:
+    """``samples/<name>`` (or ``data``) put in the bucket as a file's original; its
+    ``file.stored``."""
+    data = (SAMPLES / name).read_bytes() if data is None else data
     sha = hashlib.sha256(data).hexdigest()
     file_id, when = uuid.uuid4(), datetime.now(UTC)
     key = object_key("alice", file_id, when, name)
@@ -54,9 +59,12 @@ async def stored(storage: S3ObjectStorage, name: str, content_type: str) -> File
     return scanned.follow(FileStored, bucket=storage.bucket, key=key)
 
 
-def deps(storage: S3ObjectStorage, **settings: Any) -> Deps:
+def deps(storage: S3ObjectStorage, pool: RenderPool | None = None, **settings: Any) -> Deps:
     return Deps(
-        storage=storage, settings=ThumbnailSettings(**settings), renders=asyncio.Semaphore(1)
+        storage=storage,
+        settings=ThumbnailSettings(**settings),
+        renders=asyncio.Semaphore(2),
+        pool=pool,
     )
 
 
@@ -109,3 +117,27 @@ async def test_a_lower_jpeg_threshold_makes_both_sizes_jpeg(storage: S3ObjectSto
         (".thumb-256.jpg", "image/jpeg"),
         (".thumb-1024.jpg", "image/jpeg"),
     ]
+
+
+async def test_with_render_processes_a_decoder_crash_is_a_thumbnail_error(
+    storage: S3ObjectStorage,
+) -> None:
+    """The stage with its render pool: a photo gets its thumbnails from a child process, and an
+    image whose decoder kills its process (``tests/integration/crashing_render.py``) is
+    committed with a ``thumbnail_error`` while the worker goes on."""
+    pool = RenderPool(
+        processes=2, max_tasks_per_child=50, max_crashes=2, render=crashing_render.render
+    )
+    try:
+        photo = await stored(storage, "photo-rotated.jpg", "image/jpeg")
+        crasher = await stored(storage, "crash.jpg", "image/jpeg", data=b"abort")
+        [good], [bad] = await asyncio.gather(
+            handle(photo, deps(storage, pool)), handle(crasher, deps(storage, pool))
+        )
+    finally:
+        await pool.close()
+    assert isinstance(good, FileThumbnailed) and len(good.thumbnails) == 2
+    assert isinstance(bad, FileThumbnailed) and bad.thumbnails == ()
+    assert bad.thumbnail_error == (
+        "decoder crashed: the image killed 2 render processes (content_type=image/jpeg)"
+    )
