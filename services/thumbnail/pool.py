@@ -8,7 +8,9 @@ libjpeg, libwebp, libheif) kills a child process, not the worker.
 - **Crashes.** A dead child breaks the whole executor (Python's ``BrokenProcessPool``): every
   image in flight fails with it, the one that killed it and its bystanders alike. So the pool is
   replaced, and each of those images is rendered again *alone*, in a process of its own: an
-  image that kills that one too is the culprit. Once an image has killed
+  image that kills that one too is the culprit. (That process must first answer a trivial
+  task: one that cannot even start, e.g. a main module that starts a pool when it is imported
+  again by ``spawn``, is :class:`RetryableError`, not the image's fault.) Once an image has killed
   ``SLUICE_THUMBNAIL_MAX_CRASHES`` processes, :meth:`RenderPool.render` raises
   :class:`ThumbnailError` and the file is committed with that ``thumbnail_error``, like a
   corrupt image. The count lives in the one handling of the message: the worker survives the
@@ -30,7 +32,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from services.thumbnail.render import Thumbnail, render_thumbnails
-from shared.errors import ThumbnailError
+from shared.errors import RetryableError, ThumbnailError
 
 __all__ = ["RenderFunction", "RenderPool", "cpu_count"]
 
@@ -91,6 +93,8 @@ class RenderPool:
         Raises:
             ThumbnailError: what the render raised (corrupt, bomb, ...), or ``decoder crashed``
                 once the image has killed ``max_crashes`` processes.
+            RetryableError: a process to render the image alone could not even run
+                ``os.getpid``.
         """
         executor = self._take()
         crashes = 0
@@ -108,11 +112,24 @@ class RenderPool:
                     f"decoder crashed: the image killed {crashes} render {processes}",
                     content_type=content_type,
                 )
-            executor = self._new(1)  # alone: a crash now is this image's own
+            executor = await self._alone(content_type)  # a crash now is this image's own
 
     async def close(self) -> None:
         """Stop the processes (images in flight are finished first)."""
         await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+
+    async def _alone(self, content_type: str) -> ProcessPoolExecutor:
+        """A new process of its own, checked to run a trivial task."""
+        executor = self._new(1)
+        try:
+            await asyncio.wrap_future(executor.submit(os.getpid))
+        except BrokenProcessPool as exc:
+            executor.shutdown(wait=False)
+            raise RetryableError(
+                "render process cannot start: it died before its first task",
+                content_type=content_type,
+            ) from exc
+        return executor
 
     def _new(self, processes: int) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(processes, mp_context=self._context)

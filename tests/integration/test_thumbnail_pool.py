@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -93,3 +95,43 @@ async def test_processes_are_replaced_after_max_tasks_per_child() -> None:
         await pool.close()
     assert pids[0] == pids[1] and pids[2] == pids[3] and pids[4] == pids[5]
     assert len(set(pids)) == 3
+
+
+UNGUARDED_MAIN = """
+import asyncio
+import multiprocessing
+from services.thumbnail.pool import RenderPool
+
+# No `if __name__ == "__main__":` guard: each spawned child runs this module again while it
+# starts, and its own pool refuses to start a process then, so no render process ever starts.
+async def main():
+    pool = RenderPool(processes=1, max_tasks_per_child=10, max_crashes=2)
+    try:
+        await pool.render(b"", "image/jpeg")
+    except Exception as exc:
+        if multiprocessing.current_process().name != "MainProcess":
+            raise  # in a child that is starting: it dies
+        print("RESULT", type(exc).__name__, exc, flush=True)
+    await pool.close()
+
+asyncio.run(main())
+"""
+
+
+def test_processes_that_cannot_start_are_not_blamed_on_the_image(tmp_path: Path) -> None:
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED_MAIN)
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        cwd=repo,
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    results = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
+    assert results == [
+        "RESULT RetryableError render process cannot start: it died before its first task "
+        "(content_type=image/jpeg)"
+    ], done.stderr[-2000:]
