@@ -20,18 +20,23 @@ about 2 MB, of a real photo).
    size from the half-scale decode (shrinking) and from the quarter-scale one (enlarging, as
    ``render_thumbnails`` does); the 256 px from the 1024 px; every codec setting per size.
 
+3. Wall-clock renders per second of the grain photo with as many at once as the machine has
+   cores: in threads of this process (what the worker did before its render pool) and in a
+   :class:`RenderPool` of one process per core (what it does now); the ratio pool / threads.
+
 Each timing is the best of ``--rounds`` rounds of ``--seconds``. Not a test: nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import functools
 import io
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from PIL import Image, ImageChops, ImageOps, ImageStat
@@ -40,6 +45,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 from services.thumbnail import render  # noqa: E402
+from services.thumbnail.pool import RenderPool, cpu_count  # noqa: E402
 
 SAMPLES = {
     "photo-rotated.jpg": "image/jpeg",
@@ -210,6 +216,33 @@ def steps(name: str, data: bytes, seconds: float, rounds: int) -> None:
         )
 
 
+async def parallel(data: bytes, seconds: float, rounds: int) -> None:
+    """Wall-clock renders per second, one per core at once: threads, then the render pool."""
+    cores = cpu_count()
+
+    async def rate(render_one: Callable[[], Awaitable[object]]) -> float:
+        await asyncio.gather(*(render_one() for _ in range(cores)))  # warm up, start processes
+        best = 0.0
+        for _ in range(rounds):
+            count, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                await asyncio.gather(*(render_one() for _ in range(cores)))
+                count += cores
+            best = max(best, count / (time.perf_counter() - start))
+        return best
+
+    threads = await rate(lambda: asyncio.to_thread(new_render, data, "image/jpeg"))
+    pool = RenderPool(processes=cores, max_tasks_per_child=200, max_crashes=2)
+    try:
+        processes = await rate(lambda: pool.render(data, "image/jpeg"))
+    finally:
+        await pool.close()
+    print(
+        f"\ncamera grain, {cores} at once, wall clock: threads {threads:.1f}/s, "
+        f"render pool of {cores} processes {processes:.1f}/s, ratio {processes / threads:.2f}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="render_thumbnails vs the previous way")
     parser.add_argument("--seconds", type=float, default=2.0, help="duration of one round")
@@ -224,6 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     throughput(cases, args.seconds, args.rounds)
     for name, data in cameras:
         steps(name, data, args.seconds / 4, args.rounds)
+    asyncio.run(parallel(cameras[1][1], args.seconds, args.rounds))
     return 0
 
 

@@ -278,10 +278,10 @@ class ThumbnailSettings(BaseSettings):
     )
     processes: int | None = Field(
         None,
-        ge=1,
+        ge=0,
         le=64,
         description="Render processes per thumbnail worker; unset: one per CPU core the worker "
-        "may use.",
+        "may use; 0: render in threads of the worker (faster, but a decoder crash kills it).",
     )
     max_tasks_per_child: int = Field(
         200,

@@ -16,15 +16,22 @@ from shared.stage import Stage
 
 async def build(settings: Settings) -> Stage:
     """Open S3, start the render processes (``SLUICE_THUMBNAIL_PROCESSES``, default one per
-    core) and return the ``thumbnail`` stage (consumes ``file.stored``); images rendered at once:
-    the larger of the processes and ``SLUICE_THUMBNAIL_MAX_CONCURRENT_RENDERS``. An S3 outage
-    opens its circuit breaker (probe: ``HeadBucket``) rather than spending attempts."""
+    core; 0: none, images are rendered in threads) and return the ``thumbnail`` stage
+    (consumes ``file.stored``); images rendered at once: the larger of the processes and
+    ``SLUICE_THUMBNAIL_MAX_CONCURRENT_RENDERS``. An S3 outage opens its circuit breaker
+    (probe: ``HeadBucket``) rather than spending attempts."""
     storage = await S3ObjectStorage(settings.s3).__aenter__()
-    processes = settings.thumbnail.processes or cpu_count()
-    pool = RenderPool(
-        processes=processes,
-        max_tasks_per_child=settings.thumbnail.max_tasks_per_child,
-        max_crashes=settings.thumbnail.max_crashes,
+    processes = settings.thumbnail.processes
+    if processes is None:
+        processes = cpu_count()
+    pool = (
+        RenderPool(
+            processes=processes,
+            max_tasks_per_child=settings.thumbnail.max_tasks_per_child,
+            max_crashes=settings.thumbnail.max_crashes,
+        )
+        if processes
+        else None  # 0: in threads of this process
     )
     deps = Deps(
         storage=storage,
@@ -34,7 +41,8 @@ async def build(settings: Settings) -> Stage:
     )
 
     async def close() -> None:
-        await pool.close()
+        if pool is not None:
+            await pool.close()
         await storage.__aexit__(None, None, None)
 
     return Stage(

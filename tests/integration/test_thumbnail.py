@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from services.thumbnail.handler import Deps, handle
+from services.thumbnail.main import build
 from services.thumbnail.pool import RenderPool
 from shared.adapters.storage import S3ObjectStorage
 from shared.events import FileReceived, FileScanned, FileStored, FileThumbnailed
@@ -141,3 +142,31 @@ async def test_with_render_processes_a_decoder_crash_is_a_thumbnail_error(
     assert bad.thumbnail_error == (
         "decoder crashed: the image killed 2 render processes (content_type=image/jpeg)"
     )
+
+
+@pytest.mark.parametrize("processes", [0, 1])
+async def test_the_stage_built_from_settings_renders_with_or_without_processes(
+    local: Local, fresh_bucket: FreshBucket, tmp_path: Path, processes: int
+) -> None:
+    """``SLUICE_THUMBNAIL_PROCESSES``: 1 renders in a child process, 0 in a thread."""
+    bucket = fresh_bucket("sluice-test-thumbnail")
+    settings = local.settings(
+        tmp_path,
+        amqp=local.amqp("unused"),
+        database=local.database("unused"),
+        s3=local.s3(bucket),
+        thumbnail=ThumbnailSettings(processes=processes),
+    )
+    stage = await build(settings)
+    try:
+        async with S3ObjectStorage(local.s3(bucket)) as storage:
+            event = await stored(storage, "photo-rotated.jpg", "image/jpeg")
+        [out] = await stage.handle(event)
+    finally:
+        assert stage.close is not None
+        await stage.close()
+    assert isinstance(out, FileThumbnailed)
+    assert [(t.width, t.height, t.content_type) for t in out.thumbnails] == [
+        (256, 171, "image/webp"),
+        (600, 400, "image/jpeg"),
+    ]
