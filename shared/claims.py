@@ -51,10 +51,10 @@ def check_stored_object(event: FileStored | FileThumbnailed, own_bucket: str) ->
         )
     if isinstance(event, FileThumbnailed):
         for thumb in event.thumbnails:
-            if thumb.key != thumbnail_key(expected, thumb.size_px):
+            own = thumbnail_key(expected, thumb.size_px, thumb.content_type)
+            if thumb.key != own:
                 raise ForgedEvent(
-                    f"file.thumbnailed names thumbnail key {thumb.key!r}, not "
-                    f"{thumbnail_key(expected, thumb.size_px)!r}",
+                    f"file.thumbnailed names thumbnail key {thumb.key!r}, not {own!r}",
                     **context,
                 )
 

@@ -216,15 +216,22 @@ class FileStored(_Event):
 
 
 class Thumbnail(BaseModel):
-    """One stored WebP thumbnail."""
+    """One stored thumbnail: a WebP, or a JPEG (the preview of an opaque image)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     size_px: int = Field(ge=1, description="Requested long side, pixels.")
-    key: str = Field(description="Object key of the WebP thumbnail.")
+    key: str = Field(
+        description="Object key of the thumbnail: `{original key}.thumb-{size_px}.webp` or `.jpg`."
+    )
     width: int = Field(ge=1, description="Width, pixels.")
     height: int = Field(ge=1, description="Height, pixels.")
-    size_bytes: int = Field(ge=1, description="Size of the WebP object, bytes.")
+    size_bytes: int = Field(ge=1, description="Size of the object, bytes.")
+    content_type: Literal["image/webp", "image/jpeg"] = Field(
+        "image/webp",
+        description="Media type of the object; absent from events made before JPEG previews, "
+        "whose thumbnails are all WebP.",
+    )
 
 
 class FileThumbnailed(_Event):

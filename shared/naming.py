@@ -53,6 +53,14 @@ def object_key(owner: str, file_id: uuid.UUID, received_at: datetime, original_n
     return f"{owner}/{file_id}-{stamp}-{sanitise_name(original_name)}"
 
 
-def thumbnail_key(original_key: str, size_px: int) -> str:
-    """The key of a thumbnail, next to its original: ``{original key}.thumb-{size}.webp``."""
-    return f"{original_key}.thumb-{size_px}.webp"
+#: The content types a thumbnail can have, and the extension of its key.
+THUMBNAIL_EXTENSIONS = {"image/webp": "webp", "image/jpeg": "jpg"}
+
+
+def thumbnail_key(original_key: str, size_px: int, content_type: str = "image/webp") -> str:
+    """The key of a thumbnail, next to its original: ``{original key}.thumb-{size}.webp``, or
+    ``.jpg`` for a JPEG (the 1024 px preview of an opaque image).
+
+    Raises ``KeyError`` for a content type not in :data:`THUMBNAIL_EXTENSIONS`.
+    """
+    return f"{original_key}.thumb-{size_px}.{THUMBNAIL_EXTENSIONS[content_type]}"

@@ -255,18 +255,47 @@ class ThumbnailSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SLUICE_THUMBNAIL_", frozen=True)
 
     sizes_px: tuple[int, ...] = Field(
-        (256, 1024), min_length=1, description="Long sides of the WebP thumbnails, pixels."
+        (256, 1024), min_length=1, description="Long sides of the thumbnails, pixels."
     )
     max_pixels: int = Field(
         50_000_000, ge=1, description="Decompression-bomb limit: width x height, pixels."
     )
     webp_quality: int = Field(80, ge=1, le=100, description="WebP quality, 1-100.")
+    jpeg_quality: int = Field(80, ge=1, le=100, description="JPEG quality, 1-100.")
+    jpeg_min_size_px: int = Field(
+        512,
+        ge=16,
+        le=8192,
+        description="Thumbnails of this long side or more are JPEG (the 1024 px preview), unless "
+        "the image has transparency; smaller ones are WebP. Pixels.",
+    )
     max_concurrent_renders: int = Field(
         2,
         ge=1,
         le=64,
         description="Images decoded at once per process; bounds memory (~250 MiB each at the "
-        "pixel limit).",
+        "pixel limit). The worker renders at least as many at once as it has render processes.",
+    )
+    processes: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="Render processes per thumbnail worker; unset: one per CPU core the worker "
+        "may use; 0: render in threads of the worker (faster, but a decoder crash kills it).",
+    )
+    max_tasks_per_child: int = Field(
+        200,
+        ge=1,
+        le=1_000_000,
+        description="Images per render process before the processes are replaced by new ones "
+        "(memory stays flat).",
+    )
+    max_crashes: int = Field(
+        2,
+        ge=1,
+        le=10,
+        description="Render processes an image may kill (a decoder crash) before it gets a "
+        "permanent thumbnail_error; after the first it is rendered alone.",
     )
 
     @field_validator("sizes_px")

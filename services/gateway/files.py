@@ -152,6 +152,7 @@ async def get_file(file_id: uuid.UUID, owner: Owner, deps: Deps) -> FileDetail:
                 width=thumb["width"],
                 height=thumb["height"],
                 size_bytes=thumb["size_bytes"],
+                content_type=thumb.get("content_type", "image/webp"),  # rows before JPEG previews
                 url=url,
             )
         )

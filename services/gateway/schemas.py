@@ -51,12 +51,15 @@ class StageEvent(_Body):
 
 
 class ThumbnailOut(_Body):
-    """A stored WebP thumbnail and a presigned URL to fetch it."""
+    """A stored thumbnail (WebP, or a JPEG preview) and a presigned URL to fetch it."""
 
     size_px: int = Field(description="Requested long side, pixels.")
     width: int = Field(description="Width, pixels.")
     height: int = Field(description="Height, pixels.")
-    size_bytes: int = Field(description="Size of the WebP object, bytes.")
+    size_bytes: int = Field(description="Size of the object, bytes.")
+    content_type: str = Field(
+        description="`image/webp`, or `image/jpeg` for the preview (1024 px) of an opaque image."
+    )
     url: str | None = Field(description="Presigned GET URL (expires at `urls.expires_at`).")
 
 

@@ -1,9 +1,11 @@
-"""The thumbnail stage: ``file.stored`` → WebP thumbnails by the original → ``file.thumbnailed``.
+"""The thumbnail stage: ``file.stored`` → thumbnails by the original → ``file.thumbnailed``.
 
-Images (JPEG, PNG, GIF, WebP, HEIC/HEIF) get one WebP per configured long side (256 and 1024 px
-by default); everything else passes through with no thumbnails. An image that cannot be
-thumbnailed (truncated, corrupt, a decompression bomb) is not an error of the pipeline: the file
-is still stored and committed, and ``thumbnail_error`` says why it has no thumbnails.
+Images (JPEG, PNG, GIF, WebP, HEIC/HEIF) get one thumbnail per configured long side (256 and
+1024 px by default): a WebP, or a JPEG from ``jpeg_min_size_px`` up when the image is opaque
+(``services.thumbnail.render``); everything else passes through with no thumbnails. An image
+that cannot be thumbnailed (truncated, corrupt, a decompression bomb) is not an error of the
+pipeline: the file is still stored and committed, and ``thumbnail_error`` says why it has no
+thumbnails.
 
 Before it reads anything, the stage checks what the event claims (``shared.claims``): the
 original is in Sluice's own bucket at the file's own key, ``shared.naming.object_key(owner,
@@ -11,7 +13,9 @@ file_id, received_at, original_name)``. Any other bucket or key (an event of own
 naming ``alice/...``) is :class:`~shared.errors.ForgedEvent`, dead-lettered at once: the stage
 never reads an object the event's owner does not own, nor writes thumbnails next to it.
 
-Decoding runs in a worker thread so the event loop keeps serving other messages. Thumbnail keys
+Decoding runs in a render process (``services.thumbnail.pool``: every core, a decoder crash
+contained), or in a worker thread when no pool is given, so the event loop keeps serving other
+messages. Thumbnail keys
 are deterministic (``shared.naming.thumbnail_key``), so a redelivered event overwrites the same
 objects instead of adding new ones.
 """
@@ -19,10 +23,13 @@ objects instead of adding new ones.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
-from services.thumbnail.render import is_thumbnailable, render_thumbnails
+from services.thumbnail.pool import RenderPool
+from services.thumbnail.render import JPEG, WEBP, is_thumbnailable, render_thumbnails
 from shared.claims import check_stored_object
 from shared.errors import ChecksumMismatch, InvalidEvent, ThumbnailError
 from shared.events import BaseEvent, FileStored, FileThumbnailed, Thumbnail
@@ -39,6 +46,8 @@ class Deps:
     settings: ThumbnailSettings
     #: At most ``settings.max_concurrent_renders`` decodes at once, whatever the prefetch.
     renders: asyncio.Semaphore
+    #: The render processes; ``None``: render in a thread of this process.
+    pool: RenderPool | None = None
 
 
 async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
@@ -72,15 +81,20 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
             actual=actual,
         )
     try:
+        options: dict[str, Any] = {
+            "sizes_px": deps.settings.sizes_px,
+            "max_pixels": deps.settings.max_pixels,
+            "webp_quality": deps.settings.webp_quality,
+            "jpeg_quality": deps.settings.jpeg_quality,
+            "jpeg_min_size_px": deps.settings.jpeg_min_size_px,
+        }
         async with deps.renders:
-            rendered = await asyncio.to_thread(
-                render_thumbnails,
-                data,
-                event.content_type,
-                sizes_px=deps.settings.sizes_px,
-                max_pixels=deps.settings.max_pixels,
-                webp_quality=deps.settings.webp_quality,
-            )
+            if deps.pool is not None:
+                rendered = await deps.pool.render(data, event.content_type, **options)
+            else:
+                rendered = await asyncio.to_thread(
+                    functools.partial(render_thumbnails, data, event.content_type, **options)
+                )
     except ThumbnailError as exc:
         return [
             event.follow(
@@ -90,12 +104,12 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
 
     thumbnails = []
     for thumb in rendered:
-        key = thumbnail_key(event.key, thumb.size_px)
+        key = thumbnail_key(event.key, thumb.size_px, thumb.content_type)
         await deps.storage.put_bytes(
             key,
             thumb.data,
             sha256_hex=hashlib.sha256(thumb.data).hexdigest(),
-            content_type="image/webp",
+            content_type=thumb.content_type,
             metadata={
                 "source-sha256": event.sha256,
                 "width": str(thumb.width),
@@ -109,6 +123,7 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
                 width=thumb.width,
                 height=thumb.height,
                 size_bytes=len(thumb.data),
+                content_type=thumb.content_type,
             )
         )
     return [
@@ -122,13 +137,19 @@ async def _already_stored(event: FileStored, deps: Deps) -> tuple[Thumbnail, ...
     """The thumbnails a previous delivery stored for this original, or ``None`` if any is missing.
 
     Each thumbnail carries the SHA-256 of its original and its size in its object metadata, so a
-    redelivered ``file.stored`` answers without decoding the image again.
+    redelivered ``file.stored`` answers without decoding the image again. A size from
+    ``jpeg_min_size_px`` up is a JPEG, or a WebP when the image has transparency: the JPEG key
+    is looked up first.
     """
     found = []
     for size_px in deps.settings.sizes_px:
-        key = thumbnail_key(event.key, size_px)
-        info = await deps.storage.head(key, bucket=event.bucket)
-        if info is None or info.metadata.get("source-sha256") != event.sha256:
+        types = (JPEG, WEBP) if size_px >= deps.settings.jpeg_min_size_px else (WEBP,)
+        for content_type in types:
+            key = thumbnail_key(event.key, size_px, content_type)
+            info = await deps.storage.head(key, bucket=event.bucket)
+            if info is not None and info.metadata.get("source-sha256") == event.sha256:
+                break
+        else:
             return None
         try:
             width, height = int(info.metadata["width"]), int(info.metadata["height"])
@@ -136,7 +157,12 @@ async def _already_stored(event: FileStored, deps: Deps) -> tuple[Thumbnail, ...
             return None
         found.append(
             Thumbnail(
-                size_px=size_px, key=key, width=width, height=height, size_bytes=info.size_bytes
+                size_px=size_px,
+                key=key,
+                width=width,
+                height=height,
+                size_bytes=info.size_bytes,
+                content_type=content_type,
             )
         )
     return tuple(found)

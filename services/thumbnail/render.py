@@ -1,4 +1,4 @@
-"""Make WebP thumbnails of an uploaded image: pure, synchronous, CPU-bound.
+"""Make the thumbnails of an uploaded image: pure, synchronous, CPU-bound.
 
 The thumbnail consumer runs :func:`render_thumbnails` in a worker thread; Pillow releases the GIL
 while it decodes, resamples and encodes. Nothing here reads or writes Pillow's global settings
@@ -6,8 +6,12 @@ while it decodes, resamples and encodes. Nothing here reads or writes Pillow's g
 
 What a thumbnail is (seed 000: photos jpg/jpeg/png/gif/webp/heic/heif):
 
-- WebP, long side ``min(size_px, original long side)``: never upscaled, so a thumbnail whose long
-  side is below its ``size_px`` records that the original was smaller;
+- long side ``min(size_px, original long side)``: never upscaled, so a thumbnail whose long side
+  is below its ``size_px`` records that the original was smaller;
+- JPEG when ``size_px`` is at least ``jpeg_min_size_px`` (512 by default: the 1024 px preview)
+  and the image is opaque, WebP otherwise (the 256 px thumbnail, and any image with
+  transparency), as Immich makes JPEG previews and WebP thumbnails; the choice and its
+  measurements are in docs/performance.md § Thumbnails;
 - upright: the EXIF Orientation is applied (HEIC: libheif applies ``irot``/``imir`` itself);
 - the primary image of a HEIC, never its embedded preview, and the first frame of an animation;
 - no metadata: no EXIF (so no GPS position), no XMP, no ICC profile; an image with an ICC
@@ -21,13 +25,14 @@ import io
 import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Final, Literal
 
 import pillow_heif
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
 from shared.errors import ThumbnailError
 
-__all__ = ["Thumbnail", "is_thumbnailable", "render_thumbnails"]
+__all__ = ["JPEG", "WEBP", "Thumbnail", "ThumbnailType", "is_thumbnailable", "render_thumbnails"]
 
 pillow_heif.register_heif_opener()
 
@@ -41,8 +46,32 @@ _FORMATS: dict[str, tuple[str, ...]] = {
     "image/heif": ("HEIF",),
 }
 
+#: The content types of thumbnails.
+ThumbnailType = Literal["image/jpeg", "image/webp"]
+JPEG: Final = "image/jpeg"
+WEBP: Final = "image/webp"
+
 #: The largest width or height a WebP can have (libwebp ``WEBP_MAX_DIMENSION``).
 _WEBP_MAX_PX = 16383
+
+#: The filters: the largest thumbnail is made from the decoded image (Hamming; bicubic when a
+#: reduced-scale JPEG decode is a little smaller than it, see :data:`_DRAFT_SLACK`), the smaller
+#: ones from the largest (Lanczos); ``reduce()`` (a box filter, by an integer factor) first while
+#: it leaves at least twice the size to resample. Chosen by measurement (bench/bench_render.py,
+#: docs/performance.md § Thumbnails): from a 4032x3024 JPEG decoded at half scale, Hamming costs
+#: 18 ms where Lanczos costs 39-50 ms, and its JPEG q80 preview is closer to a full-scale Lanczos
+#: render than the Lanczos + WebP previews were.
+_SHRINK_FILTER = Image.Resampling.HAMMING
+_ENLARGE_FILTER = Image.Resampling.BICUBIC
+_SMALLER_FILTER = Image.Resampling.LANCZOS
+_REDUCING_GAP = 2.0
+
+#: How much smaller than the largest thumbnail a JPEG's reduced-scale decode may be, as a
+#: fraction: a 4032x3024 photo decodes at 1/4 scale (1008x756, 27 ms of CPU for a 2 MB file)
+#: rather than 1/2 (2016x1512, 30 ms) for its 1024x768 preview, which is then enlarged by 1.6 %
+#: (bicubic, 13 ms) instead of shrunk (Hamming, 19 ms), for the same PSNR against a full-scale
+#: Lanczos render (within 0.1 dB). libjpeg's scaled IDCT is itself a good low-pass filter.
+_DRAFT_SLACK = 0.03
 
 #: Most scans (SOS markers) a JPEG may have. Each scan of a progressive JPEG is a pass over every
 #: block of the image, so a small file of many near-empty scans keeps libjpeg busy for minutes;
@@ -64,16 +93,18 @@ _DECODE_ERRORS = (
 
 @dataclass(frozen=True)
 class Thumbnail:
-    """One WebP thumbnail.
+    """One thumbnail.
 
     ``size_px`` is the requested long side; ``width`` and ``height`` are the real pixel size,
-    whose long side is ``min(size_px, original long side)``. ``data`` is the WebP file.
+    whose long side is ``min(size_px, original long side)``. ``data`` is the file, of
+    ``content_type`` :data:`JPEG` or :data:`WEBP`.
     """
 
     size_px: int
     width: int
     height: int
     data: bytes
+    content_type: ThumbnailType = WEBP
 
 
 def is_thumbnailable(content_type: str) -> bool:
@@ -92,18 +123,28 @@ def render_thumbnails(
     sizes_px: Sequence[int] = (256, 1024),
     max_pixels: int = 50_000_000,
     webp_quality: int = 80,
-    webp_method: int = 4,
+    webp_method: int = 1,
+    jpeg_quality: int = 80,
+    jpeg_min_size_px: int = 512,
 ) -> list[Thumbnail]:
-    """Decode ``data`` once and make one WebP thumbnail per distinct size, in the order given.
+    """Decode ``data`` once and make one thumbnail per distinct size, in the order given.
 
     ``sizes_px`` are long sides in pixels (1 to 16383); ``max_pixels`` bounds width x height of
-    the image, checked from its header before any pixel is decoded; ``webp_quality`` is 0-100;
-    ``webp_method`` is libwebp's speed/size trade-off, 0 (fastest) to 6 (smallest), 4 its
-    default (encoding dominates the cost: on a 600x400 photo method 2 encodes about 2.4 times
-    faster than 4 for about 2.5 % more bytes).
-    The largest thumbnail is made from the decoded image, the smaller ones from it. A JPEG is
-    decoded at a reduced DCT scale (``Image.draft``) when that still gives at least the largest
-    size. Pillow's own bomb check (``Image.MAX_IMAGE_PIXELS``) still applies on top of ours.
+    the image, checked from its header before any pixel is decoded. A size of at least
+    ``jpeg_min_size_px`` is a JPEG of ``jpeg_quality`` (0-100) unless the image has transparency;
+    the others are WebP of ``webp_quality`` (0-100) and ``webp_method``, libwebp's speed/size
+    trade-off, 0 (fastest) to 6 (smallest). The defaults are measured (docs/performance.md §
+    Thumbnails): on a 4032x3024 photo a 1024 px JPEG q80 encodes in about 2 ms, a WebP q80 in
+    14-19 ms at method 0 and 60-70 ms at method 4, and is closer to the reference; a 256 px WebP
+    at method 1 costs 2.5 ms instead of 6 at method 4, for about 15 % more bytes.
+
+    The largest thumbnail is made from the decoded image (Hamming filter), the smaller ones from
+    it (Lanczos), each after a ``reduce()`` by an integer factor while that leaves at least twice
+    the size to resample. A JPEG is decoded at a reduced DCT scale (``Image.draft``) when that
+    still gives the largest size, less 3 % (then enlarged with a bicubic filter: a 4032x3024
+    photo decodes at 1008x756 for its 1024x768 preview). The EXIF orientation is applied and the
+    ICC profile converted once the image is down to the largest size. Pillow's own bomb check
+    (``Image.MAX_IMAGE_PIXELS``) still applies on top of ours.
 
     Raises :class:`ThumbnailError` when ``content_type`` is not thumbnailable, when the bytes are
     not an image of that type, are truncated or corrupt, exceed ``max_pixels``, or are a JPEG of
@@ -117,6 +158,8 @@ def render_thumbnails(
         raise ValueError(f"webp_quality must be 0..100, got {webp_quality}")
     if not 0 <= webp_method <= 6:
         raise ValueError(f"webp_method must be 0..6, got {webp_method}")
+    if not 0 <= jpeg_quality <= 100:
+        raise ValueError(f"jpeg_quality must be 0..100, got {jpeg_quality}")
     if max_pixels < 1:
         raise ValueError(f"max_pixels must be positive, got {max_pixels}")
     media_type = _normalise(content_type)
@@ -124,18 +167,31 @@ def render_thumbnails(
         raise ThumbnailError(
             f"not a thumbnailable content type: {content_type}", content_type=content_type
         )
-    largest = _decode(data, media_type, max(sizes), max_pixels)
-    width, height = largest.size  # upright, full size
+    image, (width, height) = _decode(data, media_type, max(sizes), max_pixels)
     by_size: dict[int, Thumbnail] = {}
     for size in sorted(sizes, reverse=True):
-        target = _fit(width, height, size)
-        if largest.size != target:
-            largest = largest.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
-        if not by_size:  # the first (largest) resize: colour-manage and settle the mode once
-            largest = _finish(largest)
-        by_size[size] = Thumbnail(
-            size, target[0], target[1], _encode(largest, webp_quality, webp_method)
+        target = _fit(width, height, size)  # from the full size, orientation not applied
+        if image.size != target:
+            if by_size:
+                resample = _SMALLER_FILTER
+            elif image.width < target[0] or image.height < target[1]:
+                resample = _ENLARGE_FILTER  # a reduced-scale decode, at most 3 % smaller
+            else:
+                resample = _SHRINK_FILTER
+            image = image.resize(target, resample, reducing_gap=_REDUCING_GAP)
+        if not by_size:  # the largest: orient, colour-manage and settle the mode once, small
+            image = _orient(image, media_type)
+            if image.size != target:  # turned by 90 degrees: so are the smaller sizes
+                width, height = height, width
+            image = _finish(image)
+        thumb_type: ThumbnailType = (
+            JPEG if size >= jpeg_min_size_px and image.mode != "RGBA" else WEBP
         )
+        if thumb_type == JPEG:
+            encoded = _encode_jpeg(image, jpeg_quality)
+        else:
+            encoded = _encode_webp(image, webp_quality, webp_method)
+        by_size[size] = Thumbnail(size, image.width, image.height, encoded, thumb_type)
     return [by_size[size] for size in sizes]
 
 
@@ -152,8 +208,15 @@ def _fit(width: int, height: int, size: int) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _decode(data: bytes, media_type: str, largest_px: int, max_pixels: int) -> Image.Image:
-    """Open, bomb-check, decode (JPEG: reduced DCT scale), orient and normalise the mode."""
+def _decode(
+    data: bytes, media_type: str, largest_px: int, max_pixels: int
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Open, bomb-check, decode (JPEG: reduced DCT scale) and normalise the mode; return the
+    image and its full width and height (a reduced-scale decode is smaller).
+
+    The EXIF orientation is left in ``info`` for :func:`_orient`: turning the image is cheaper
+    once it is down to thumbnail size.
+    """
     if _FORMATS[media_type] == ("HEIF",):
         _check_heif_complete(data, media_type)
     try:
@@ -167,12 +230,14 @@ def _decode(data: bytes, media_type: str, largest_px: int, max_pixels: int) -> I
         if image.format in ("JPEG", "MPO"):
             _check_jpeg_scans(data, media_type)
         if image.format in ("JPEG", "MPO") and largest_px < max(width, height):
-            # Reduced DCT scale at least as large as the biggest thumbnail. Only for JPEG: on a
-            # HEIF, pillow-heif's draft() swaps in the file's embedded preview image instead.
-            image.draft("RGB", _fit(width, height, largest_px))
+            # Reduced DCT scale at least as large as the biggest thumbnail, less the slack.
+            # Only for JPEG: on a HEIF, pillow-heif's draft() swaps in the file's embedded
+            # preview image instead.
+            want_w, want_h = _fit(width, height, largest_px)
+            slack = 1 - _DRAFT_SLACK
+            image.draft("RGB", (max(1, int(want_w * slack)), max(1, int(want_h * slack))))
         image.load()  # the first frame only, for GIF, APNG and animated WebP
-        ImageOps.exif_transpose(image, in_place=True)
-        return _normalise_mode(image)
+        return _normalise_mode(image), (width, height)
     except ThumbnailError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -340,10 +405,31 @@ def _finish(image: Image.Image) -> Image.Image:
     return image
 
 
-def _encode(image: Image.Image, quality: int, method: int) -> bytes:
+def _orient(image: Image.Image, media_type: str) -> Image.Image:
+    """Apply the EXIF (or XMP) Orientation ``image.info`` still carries, as Pillow reads it.
+
+    ``resize()`` keeps ``info``, so this runs on the resized image. Raises
+    :class:`ThumbnailError` for an EXIF block Pillow cannot parse.
+    """
+    try:
+        ImageOps.exif_transpose(image, in_place=True)
+    except _DECODE_ERRORS as exc:
+        raise ThumbnailError(f"corrupt image: {exc}", content_type=media_type) from exc
+    return image
+
+
+def _encode_webp(image: Image.Image, quality: int, method: int) -> bytes:
     """WebP bytes of ``image`` with no EXIF, XMP or ICC chunk."""
     out = io.BytesIO()
     image.save(
         out, format="WEBP", quality=quality, method=method, exif=b"", xmp=b"", icc_profile=None
     )
+    return out.getvalue()
+
+
+def _encode_jpeg(image: Image.Image, quality: int) -> bytes:
+    """Baseline JPEG bytes of ``image`` (L or RGB; 4:2:0 chroma) with a JFIF header only: no
+    EXIF, XMP, ICC or comment segment (``image.info`` is empty, see :func:`_finish`)."""
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=quality, exif=b"", xmp=b"", icc_profile=None)
     return out.getvalue()

@@ -36,9 +36,11 @@ from tests.faults.corpus import (
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
+FORMATS = {"image/webp": "WEBP", "image/jpeg": "JPEG"}
 GOOD_SAMPLES = ["photo-rotated.jpg", "photo.png", "animation.gif", "photo.webp", "photo.heic"]
 MIB = 1024 * 1024
-#: Growth of the worker's peak RSS allowed over the whole batch. The batch holds one legitimate
+#: Growth of a process's peak RSS allowed over the whole batch: the worker's, or one of its render
+#: processes' (services/thumbnail/pool.py), where images are decoded. The batch holds one legitimate
 #: image just under the 50 Mpx decompression-bomb limit (7000x7000 RGB). Pillow keeps RGB at 4
 #: bytes a pixel, so its decoded pixels are 187 MiB, and the resize first ``reduce``s by 2 (another
 #: 47 MiB) before LANCZOS: about 240 MiB for one image at the limit, measured +255 to +270 MiB
@@ -58,6 +60,20 @@ def peak_rss_bytes(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     raise AssertionError(f"no VmHWM for pid {pid}")
+
+
+def child_peaks(pid: int) -> dict[int, int]:
+    """``VmHWM`` of each live child of ``pid`` (its render processes among them), bytes."""
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    peaks = {}
+    for child in children:
+        try:
+            peaks[child] = peak_rss_bytes(child)
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # exited meanwhile
+    return peaks
 
 
 async def _take_dead_letters(amqp_url: str, prefix: str) -> list[tuple[str, str, str]]:
@@ -101,14 +117,15 @@ def outcome_of(row: dict[str, Any]) -> str:
 
 
 def check_thumbnails(pipeline: Pipeline, case: BadImage, thumbnails: list[dict[str, Any]]) -> None:
-    """Both WebP thumbnails are in the bucket, decode, and have the size the row records."""
+    """Both thumbnails are in the bucket, decode as the content type the row records (a WebP, or
+    a JPEG preview), and have the size the row records."""
     s3 = devservices.s3_client()
     assert sorted(t["size_px"] for t in thumbnails) == [256, 1024], case.name
     by_size = {t["size_px"]: t for t in thumbnails}
     for thumb in thumbnails:
         data = s3.get_object(Bucket=pipeline.bucket, Key=thumb["key"])["Body"].read()
         with Image.open(io.BytesIO(data)) as image:
-            assert image.format == "WEBP", case.name
+            assert image.format == FORMATS[thumb["content_type"]], case.name
             image.load()
             assert image.size == (thumb["width"], thumb["height"]), case.name
         assert max(image.size) <= thumb["size_px"], case.name
@@ -135,6 +152,7 @@ def test_bad_images_end_cleanly_within_a_memory_bound(pipeline: Pipeline) -> Non
     for file_id in good_ids:
         assert pipeline.wait_final(file_id)["status"] == "available"
     peak_before = peak_rss_bytes(pid)
+    children_before = child_peaks(pid)
 
     accepted: dict[str, str] = {}  # case name -> file id
     refused: dict[str, str] = {}  # case name -> gateway error
@@ -149,6 +167,7 @@ def test_bad_images_end_cleanly_within_a_memory_bound(pipeline: Pipeline) -> Non
         name: pipeline.wait_final(file_id, timeout_s=90) for name, file_id in accepted.items()
     }
     peak_after = peak_rss_bytes(pid)
+    children_after = child_peaks(pid)
     assert pipeline.process.poll() is None, f"sluice run died; log: {pipeline.log_path}"
 
     # Each case: an outcome it is allowed to have.
@@ -205,6 +224,13 @@ def test_bad_images_end_cleanly_within_a_memory_bound(pipeline: Pipeline) -> Non
     duplicates = sum(versions[i] != 1 for i in ids) + sum(commits[i] != 1 for i in ids)
 
     growth = peak_after - peak_before
+    # A render process started during the batch (after a crash, or a recycled one) is compared
+    # with the smallest render process of the warm-up.
+    fresh = min(children_before.values(), default=0)
+    child_growth = max(
+        (peak - children_before.get(child, fresh) for child, peak in children_after.items()),
+        default=0,
+    )
     counts = Counter(outcomes.values())
     reasons = {o: n for o, n in sorted(counts.items()) if o not in (THUMBNAILS, REFUSED)}
     statuses = Counter(info["status"] for info in finals.values())
@@ -216,6 +242,7 @@ def test_bad_images_end_cleanly_within_a_memory_bound(pipeline: Pipeline) -> Non
         f"committed_rejected={statuses['rejected']} dead_lettered={len(dead_letters)} "
         f"duplicates={duplicates} worker_peak_rss={peak_before / MIB:.0f}->"
         f"{peak_after / MIB:.0f}MiB (+{growth / MIB:.0f}, bound +{MAX_GROWTH_BYTES / MIB:.0f}) "
+        f"render_processes={len(children_after)} peak_rss_growth=+{child_growth / MIB:.0f}MiB "
         f"elapsed={time.monotonic() - started:.1f}s"
     )
     print(line)
@@ -224,3 +251,7 @@ def test_bad_images_end_cleanly_within_a_memory_bound(pipeline: Pipeline) -> Non
     assert not dead_letters, Counter(dead_letters).most_common(5)
     assert duplicates == 0, {"versions": versions, "commits": commits}
     assert growth < MAX_GROWTH_BYTES, f"peak RSS grew by {growth / MIB:.0f} MiB"
+    assert children_after, "no render processes: the images were decoded in the worker"
+    assert child_growth < MAX_GROWTH_BYTES, (
+        f"a render process's peak RSS grew by {child_growth / MIB:.0f} MiB"
+    )

@@ -59,6 +59,23 @@ def test_the_files_own_object_passes() -> None:
     )
 
 
+def test_a_thumbnail_key_must_carry_its_content_types_extension() -> None:
+    event = stored(received())
+
+    def thumbnailed(key: str, content_type: Any) -> FileThumbnailed:
+        thumb = Thumbnail(
+            size_px=1024, key=key, width=1, height=1, size_bytes=1, content_type=content_type
+        )
+        return event.follow(
+            FileThumbnailed, bucket=event.bucket, key=event.key, thumbnails=(thumb,)
+        )
+
+    check_stored_object(thumbnailed(event.key + ".thumb-1024.jpg", "image/jpeg"), "sluice")
+    check_stored_object(thumbnailed(event.key + ".thumb-1024.webp", "image/webp"), "sluice")
+    with pytest.raises(ForgedEvent, match=r"names thumbnail key '.*\.thumb-1024\.webp', not"):
+        check_stored_object(thumbnailed(event.key + ".thumb-1024.webp", "image/jpeg"), "sluice")
+
+
 def test_another_owners_key_is_forged() -> None:
     alice = received("alice")
     theft = stored(received(), key=stored(alice).key)

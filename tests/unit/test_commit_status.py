@@ -212,5 +212,14 @@ def test_stage_fields_per_event() -> None:
     assert stage_fields(thumbnailed) == StageFields(
         bucket="b",
         object_key="k",
-        thumbnails=[{"size_px": 256, "key": "t", "width": 256, "height": 171, "size_bytes": 9000}],
+        thumbnails=[
+            {
+                "size_px": 256,
+                "key": "t",
+                "width": 256,
+                "height": 171,
+                "size_bytes": 9000,
+                "content_type": "image/webp",  # what the gateway answers for each thumbnail
+            }
+        ],
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -40,3 +41,7 @@ def test_object_key_format() -> None:
     key = object_key("alice", file_id, when, "../My Photo.jpg")
     assert key == f"alice/{file_id}-20261121T093005Z-My_Photo.jpg"
     assert thumbnail_key(key, 256) == key + ".thumb-256.webp"
+    assert thumbnail_key(key, 1024, "image/webp") == key + ".thumb-1024.webp"
+    assert thumbnail_key(key, 1024, "image/jpeg") == key + ".thumb-1024.jpg"
+    with pytest.raises(KeyError):
+        thumbnail_key(key, 1024, "image/png")

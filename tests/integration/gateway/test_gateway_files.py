@@ -37,6 +37,7 @@ async def test_status_history_presigned_urls_and_content(
     owner, headers = alice
     data = jpeg(50_000)
     thumb = b"RIFF\x00\x00\x00\x00WEBPVP8 thumbnail"
+    preview = b"\xff\xd8\xff\xe0 preview"
     key = f"{owner}/{uuid.uuid4()}-20250101T000000Z-r_sum_.jpg"
     sha = hashlib.sha256(data).hexdigest()
     # Stored under a type a browser would render: the presigned URL still answers the
@@ -48,13 +49,27 @@ async def test_status_history_presigned_urls_and_content(
         sha256_hex=hashlib.sha256(thumb).hexdigest(),
         content_type="image/webp",
     )
+    await storage.put_bytes(
+        key + ".thumb-1024.jpg",
+        preview,
+        sha256_hex=hashlib.sha256(preview).hexdigest(),
+        content_type="image/jpeg",
+    )
     thumbnails = [
-        {
+        {  # a row written before JPEG previews: no content_type, a WebP
             "size_px": 256,
             "key": key + ".thumb-256.webp",
             "width": 32,
             "height": 24,
             "size_bytes": len(thumb),
+        },
+        {
+            "size_px": 1024,
+            "key": key + ".thumb-1024.jpg",
+            "width": 64,
+            "height": 48,
+            "size_bytes": len(preview),
+            "content_type": "image/jpeg",
         },
     ]
     file_id = await insert_file(
@@ -77,9 +92,21 @@ async def test_status_history_presigned_urls_and_content(
             "attachment; filename*=UTF-8''..%2Fr%C3%A9sum%C3%A9.jpg"
         )
         assert original.headers["content-type"] == "image/jpeg"
-        [thumb_out] = body["thumbnails"]
+        thumb_out, preview_out = body["thumbnails"]
         assert (thumb_out["size_px"], thumb_out["width"], thumb_out["height"]) == (256, 32, 24)
-        assert (await s3.get(thumb_out["url"])).content == thumb
+        assert (preview_out["size_px"], preview_out["width"], preview_out["height"]) == (
+            1024,
+            64,
+            48,
+        )
+        for out, data_, content_type in (
+            (thumb_out, thumb, "image/webp"),
+            (preview_out, preview, "image/jpeg"),
+        ):
+            assert out["content_type"] == content_type
+            fetched = await s3.get(out["url"])
+            assert fetched.content == data_
+            assert fetched.headers["content-type"] == content_type
 
     content = await gw.client.get(body["urls"]["content"], headers=headers)
     assert content.status_code == 200
