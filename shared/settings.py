@@ -432,7 +432,12 @@ def load(cls: type[S]) -> S:
 
 
 class Settings:
-    """Every settings group, built once at start (:meth:`from_env`) and passed down."""
+    """Every settings group, built once at start (:meth:`from_env`) and passed down.
+
+    Raises:
+        ConfigError: the quarantine bucket (``SLUICE_SPOOL_S3_BUCKET``) is the final bucket or
+            an upstream bucket.
+    """
 
     def __init__(
         self,
@@ -451,6 +456,12 @@ class Settings:
         status: StatusSettings | None = None,
         breaker: BreakerSettings | None = None,
     ) -> None:
+        if spool.s3_bucket == s3.bucket_name or spool.s3_bucket in s3.upstream_buckets:
+            raise ConfigError(
+                f"invalid settings: SLUICE_SPOOL_S3_BUCKET: the quarantine bucket "
+                f"{spool.s3_bucket!r} must be neither S3_BUCKET_NAME nor one of "
+                "S3_UPSTREAM_BUCKETS (unscanned files would be read or served as stored ones)"
+            )
         self.amqp = amqp
         self.s3 = s3
         self.database = database

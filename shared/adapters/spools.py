@@ -71,22 +71,28 @@ class Spools:
         return await self.writing.open_writer(name, expected_bytes)
 
     async def size(self, source: str) -> int:
+        """The spooled file's size, bytes, from the spool ``source`` names."""
         return await self.of(source).size(source)
 
     async def read_bytes(self, source: str) -> bytes:
+        """The whole spooled file, from the spool ``source`` names."""
         return await self.of(source).read_bytes(source)
 
     async def iter_chunks(self, source: str) -> AsyncIterator[bytes]:
+        """The spooled file in chunks, from the spool ``source`` names."""
         async for chunk in self.of(source).iter_chunks(source):
             yield chunk
 
     async def delete(self, source: str) -> bool:
+        """Remove the spooled file and its tombstone; ``False`` if already gone."""
         return await self.of(source).delete(source)
 
     async def abandon(self, source: str) -> None:
+        """Leave the ``.abandoned`` tombstone of ``source`` and remove its bytes."""
         await self.of(source).abandon(source)
 
     async def is_abandoned(self, source: str) -> bool:
+        """Whether ``source``'s tombstone is there."""
         return await self.of(source).is_abandoned(source)
 
     async def promote(
@@ -99,6 +105,7 @@ class Spools:
         size_bytes: int,
         content_type: str,
     ) -> bool:
+        """Server-side copy of a quarantined file, checked (``False`` for ``spool://``)."""
         return await self.of(source).promote(
             source,
             bucket=bucket,

@@ -19,7 +19,7 @@ from shared.adapters.spool import LocalSpool, valid_name
 from shared.adapters.storage import b64_sha256
 from shared.claims import own_spool_entry
 from shared.errors import ConfigError, InvalidSource, QuarantineUnavailable, StorageUnavailable
-from shared.settings import SpoolSettings, load
+from shared.settings import Settings, SpoolSettings, load
 from tests.unit.test_scan_store_handlers import CLEAN, FakeSources, FakeStore, received, scanned
 
 MiB = 1024 * 1024
@@ -48,6 +48,19 @@ def test_a_bad_spool_setting_names_its_variable(
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError, match=variable):
         load(SpoolSettings)
+
+
+@pytest.mark.parametrize(
+    "s3", [{"S3_BUCKET_NAME": "photos"}, {"S3_UPSTREAM_BUCKETS": '["upstream", "photos"]'}]
+)
+def test_the_quarantine_bucket_is_neither_the_final_nor_an_upstream_one(
+    monkeypatch: pytest.MonkeyPatch, s3: dict[str, str]
+) -> None:
+    monkeypatch.setenv("SLUICE_SPOOL_S3_BUCKET", "photos")
+    for name, value in s3.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match="SLUICE_SPOOL_S3_BUCKET"):
+        Settings.from_env()
 
 
 def test_references_name_their_backend() -> None:
