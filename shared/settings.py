@@ -166,8 +166,9 @@ class SpoolSettings(BaseSettings):
         ge=5 * MiB,
         le=5 * 1024 * MiB,
         description="Part size of the multipart upload into the quarantine bucket, bytes (the "
-        "most an upload holds in memory); a file of one part is promoted with its S3 checksum "
-        "checked, a bigger one is read back to check its SHA-256.",
+        "most an upload holds in memory): a file of at most one part goes up in one PutObject "
+        "and is promoted with its S3 checksum checked; a bigger one is a multipart upload, read "
+        "back after promotion to check its SHA-256.",
     )
     dir: Path = Field(
         Path(".sluice/spool"),

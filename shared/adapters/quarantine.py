@@ -10,12 +10,15 @@ does, which a local directory cannot offer.
 A reference is ``quarantine://<name>`` (the object key is ``<name>``, a spool name of
 :func:`shared.adapters.spool.valid_name`), so any process reads it whatever its own backend.
 
-Writes (:class:`QuarantineWriter`) are a multipart upload with a SHA-256 per part
-(``ChecksumAlgorithm=SHA256``, ``SLUICE_SPOOL_S3_PART_SIZE_BYTES`` parts), the whole hashed as
-it streams. An object appears only at ``CompleteMultipartUpload``; any error, or leaving the
-writer without :meth:`QuarantineWriter.commit`, aborts the upload, so no half-written object is
-ever visible. An abort S3 did not answer (it was down) leaves an incomplete upload, invisible to
-readers, which ``sluice spool clean`` aborts (:meth:`QuarantineSpool.entries`).
+Writes (:class:`QuarantineWriter`) hash the whole as it streams. A file bigger than one part
+(``SLUICE_SPOOL_S3_PART_SIZE_BYTES``, 8 MiB) is a multipart upload with a SHA-256 per part
+(``ChecksumAlgorithm=SHA256``): the object appears only at ``CompleteMultipartUpload``, and any
+error, or leaving the writer without :meth:`QuarantineWriter.commit`, aborts the upload. A file
+of at most one part (every PDF, most images) is held in memory and sent at commit in one
+``PutObject`` with its whole SHA-256 (``ChecksumSHA256``, verified by S3): one request instead
+of three, and a full-object checksum. Either way no half-written object is ever visible. An
+abort S3 did not answer (it was down) leaves an incomplete upload, invisible to readers, which
+``sluice spool clean`` aborts (:meth:`QuarantineSpool.entries`).
 
 The tombstone of an upload the gateway answered 503 is an empty object ``<name>.abandoned``,
 as in the directory. S3 has no disk to fill: :meth:`QuarantineSpool.check_room` has no floor to
@@ -30,11 +33,12 @@ Promotion (:meth:`QuarantineSpool.promote`), as SeaweedFS 4.48 was seen to behav
    that object and no other), ``MetadataDirective=REPLACE``, the sniffed ``ContentType`` and
    user metadata ``sha256`` (the whole SHA-256, hex, as ``S3ObjectStorage.put_multipart``
    writes it);
-3. the copy is checked: a quarantine object of one part carries S3's composite checksum
-   ``base64(SHA-256(part SHA-256))-1``, which follows from the event's SHA-256 alone and which
-   ``CopyObject`` keeps, so the copy's checksum (HEAD) proves its bytes without reading them; an
-   object of several parts is read back and hashed. A copy that fails the check is deleted and
-   :class:`~shared.errors.ChecksumMismatch` raised.
+3. the copy is checked: a quarantine object written in one ``PutObject`` carries the full
+   SHA-256 as its ``ChecksumSHA256`` (and one written as a one-part multipart upload S3's
+   composite ``base64(SHA-256(part SHA-256))-1``): both follow from the event's SHA-256 alone,
+   and ``CopyObject`` keeps them, so the copy's checksum (HEAD) proves its bytes without reading
+   them; an object of several parts is read back and hashed. A copy that fails the check is
+   deleted and :class:`~shared.errors.ChecksumMismatch` raised.
 
 Every S3 failure of the quarantine raises :class:`~shared.errors.QuarantineUnavailable`.
 """
@@ -106,17 +110,21 @@ class QuarantineEntry:
 
 
 class QuarantineWriter:
-    """One upload into the quarantine bucket as a multipart upload, hashed as it streams
-    (the :class:`~shared.ports.SpoolWriter` port). Use as an async context manager: leaving it
+    """One upload into the quarantine bucket, hashed as it streams (the
+    :class:`~shared.ports.SpoolWriter` port). Use as an async context manager: leaving it
     without :meth:`commit` aborts the upload.
 
-    Holds at most one part (``part_size_bytes``) in memory.
+    Bytes are held until they pass one part (``part_size_bytes``): a file that never does goes
+    up at :meth:`commit` in one ``PutObject`` with its whole SHA-256 as ``ChecksumSHA256``
+    (one request, which S3 verifies and applies whole or not at all); a bigger one becomes a
+    multipart upload, started when the first part is full, each part with its SHA-256, aborted
+    on any error. Holds at most one part in memory.
     """
 
-    def __init__(self, spool: QuarantineSpool, key: str, upload_id: str, part_size: int) -> None:
+    def __init__(self, spool: QuarantineSpool, key: str, part_size: int) -> None:
         self._spool = spool
         self._key = key
-        self._upload_id = upload_id
+        self._upload_id: str | None = None
         self._part_size = part_size
         self._sha256 = hashlib.sha256()
         self._buffer = bytearray()
@@ -130,7 +138,8 @@ class QuarantineWriter:
         return self._sha256.hexdigest()
 
     async def write(self, chunk: bytes) -> None:
-        """Append ``chunk``; a full part is sent with its SHA-256 (``UploadPart``).
+        """Append ``chunk``; once more than a part is held, a part is sent with its SHA-256
+        (``UploadPart``, after ``CreateMultipartUpload`` for the first).
 
         Raises:
             QuarantineUnavailable: S3 did not take the part; the upload is aborted.
@@ -139,7 +148,7 @@ class QuarantineWriter:
         self.size_bytes += len(chunk)
         self._buffer += chunk
         try:
-            while len(self._buffer) >= self._part_size:
+            while len(self._buffer) > self._part_size:
                 part = bytes(self._buffer[: self._part_size])
                 del self._buffer[: self._part_size]
                 await self._send(part)
@@ -147,7 +156,24 @@ class QuarantineWriter:
             await self.abort()
             raise
 
+    async def _start(self) -> str:
+        storage = self._spool.storage
+        created = await self._spool.call(
+            "CreateMultipartUpload",
+            lambda: storage.client.create_multipart_upload(
+                Bucket=storage.bucket,
+                Key=self._key,
+                ContentType="application/octet-stream",
+                ChecksumAlgorithm="SHA256",
+            ),
+            key=self._key,
+        )
+        upload_id: str = created["UploadId"]
+        self._upload_id = upload_id
+        return upload_id
+
     async def _send(self, body: bytes) -> None:
+        upload_id = self._upload_id or await self._start()
         number = len(self._parts) + 1
         checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
         storage = self._spool.storage
@@ -156,7 +182,7 @@ class QuarantineWriter:
             lambda: storage.client.upload_part(
                 Bucket=storage.bucket,
                 Key=self._key,
-                UploadId=self._upload_id,
+                UploadId=upload_id,
                 PartNumber=number,
                 Body=body,
                 ChecksumSHA256=checksum,
@@ -169,44 +195,59 @@ class QuarantineWriter:
         )
 
     async def commit(self) -> None:
-        """Send the last part and complete the upload: the object appears, whole.
+        """Make the object appear, whole: one verified ``PutObject`` for a file of at most one
+        part, else the last part and ``CompleteMultipartUpload``.
 
         Raises:
-            QuarantineUnavailable: S3 did not take it; the upload is aborted, nothing appears.
+            QuarantineUnavailable: S3 did not take it; nothing appears (the upload is aborted).
+            ChecksumMismatch: S3 received other bytes than were hashed (BadDigest).
         """
         storage = self._spool.storage
         try:
-            if self._buffer or not self._parts:
+            if self._upload_id is None:
+                with _quarantine_errors():
+                    await storage.put_bytes(
+                        self._key,
+                        bytes(self._buffer),
+                        sha256_hex=self.sha256,
+                        content_type="application/octet-stream",
+                    )
+            else:
+                upload_id = self._upload_id
                 await self._send(bytes(self._buffer))
-                self._buffer = bytearray()
-            await self._spool.call(
-                "CompleteMultipartUpload",
-                lambda: storage.client.complete_multipart_upload(
-                    Bucket=storage.bucket,
-                    Key=self._key,
-                    UploadId=self._upload_id,
-                    MultipartUpload={"Parts": self._parts},
-                ),
-                key=self._key,
-            )
+                await self._spool.call(
+                    "CompleteMultipartUpload",
+                    lambda: storage.client.complete_multipart_upload(
+                        Bucket=storage.bucket,
+                        Key=self._key,
+                        UploadId=upload_id,
+                        MultipartUpload={"Parts": self._parts},
+                    ),
+                    key=self._key,
+                )
         except BaseException:
             await self.abort()
             raise
+        self._buffer = bytearray()
         self._done = True
 
     async def abort(self) -> None:
-        """Abort the multipart upload (idempotent). An abort S3 does not answer is logged: the
-        incomplete upload stays invisible until ``sluice spool clean`` aborts it."""
+        """Drop what is held and abort the multipart upload if one was started (idempotent).
+        An abort S3 does not answer is logged: the incomplete upload stays invisible until
+        ``sluice spool clean`` aborts it."""
         if self._done:
             return
         self._done = True
         self._buffer = bytearray()
+        if self._upload_id is None:
+            return
         storage = self._spool.storage
+        upload_id = self._upload_id
         try:
             await self._spool.call(
                 "AbortMultipartUpload",
                 lambda: storage.client.abort_multipart_upload(
-                    Bucket=storage.bucket, Key=self._key, UploadId=self._upload_id
+                    Bucket=storage.bucket, Key=self._key, UploadId=upload_id
                 ),
                 key=self._key,
             )
@@ -295,24 +336,14 @@ class QuarantineSpool:
         return None
 
     async def open_writer(self, name: str, expected_bytes: int = 0) -> QuarantineWriter:
-        """Start the multipart upload of ``name`` (``CreateMultipartUpload``, SHA-256 parts).
+        """A writer for ``name`` (:class:`QuarantineWriter`); S3 is first contacted when a part
+        is full or at :meth:`QuarantineWriter.commit`.
 
         Raises:
-            InvalidSource: bad name. QuarantineUnavailable: S3 down.
+            InvalidSource: bad name.
         """
         key = self.key(self.reference(name))
-        storage = self.storage
-        created = await self.call(
-            "CreateMultipartUpload",
-            lambda: storage.client.create_multipart_upload(
-                Bucket=storage.bucket,
-                Key=key,
-                ContentType="application/octet-stream",
-                ChecksumAlgorithm="SHA256",
-            ),
-            key=key,
-        )
-        return QuarantineWriter(self, key, created["UploadId"], self.part_size_bytes)
+        return QuarantineWriter(self, key, self.part_size_bytes)
 
     async def size(self, source: str) -> int:
         """The quarantined file's size, bytes (HEAD).

@@ -10,6 +10,7 @@ one-part upload is ``base64(SHA-256(part SHA-256))-1``, and ``CopyObject`` keeps
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import time
@@ -24,7 +25,7 @@ from services.store.handler import Deps, already_stored, handle
 from shared.adapters.quarantine import QuarantineSpool, one_part_checksum
 from shared.adapters.sources import SpoolOrS3SourceReader
 from shared.adapters.spools import Spools, open_spools
-from shared.adapters.storage import S3ObjectStorage
+from shared.adapters.storage import S3ObjectStorage, b64_sha256
 from shared.errors import ChecksumMismatch, InvalidSource, QuarantineUnavailable, SourceMissing
 from shared.events import FileReceived, FileScanned, FileStored
 from shared.ops.spoolclean import clean_quarantine
@@ -141,8 +142,11 @@ async def test_s3_down_is_quarantine_unavailable(local: Local, tmp_path: Path) -
     settings = settings_for(local, tmp_path, endpoint=f"http://127.0.0.1:{free_port()}")
     async with open_spools(settings) as spools:
         started = time.monotonic()
-        with pytest.raises(QuarantineUnavailable):
-            await spools.open_writer(str(uuid.uuid4()))
+        for size in (100, PART + 1):  # one PutObject at commit; a multipart upload's first part
+            with pytest.raises(QuarantineUnavailable):
+                async with await spools.open_writer(str(uuid.uuid4())) as writer:
+                    await writer.write(os.urandom(size))
+                    await writer.commit()
         with pytest.raises(QuarantineUnavailable):
             await spools.read_bytes(f"quarantine://{uuid.uuid4()}")
         assert time.monotonic() - started < 10
@@ -201,8 +205,8 @@ async def test_promotion_copies_server_side_and_checks_the_sha256(
     assert answer["Metadata"] == {"sha256": sha}
     info = await final.head(key)
     assert already_stored(info, size_bytes=size, sha256_hex=sha)
-    if size <= PART:  # one part: S3's own checksum proves the copy
-        assert info is not None and info.checksum_sha256 == one_part_checksum(sha)
+    if size <= PART:  # one PutObject: S3's full-object checksum proves the copy
+        assert info is not None and info.checksum_sha256 == b64_sha256(sha)
 
 
 async def test_a_copy_that_is_not_the_events_bytes_is_removed(spools: Spools, raw_s3: Any) -> None:
@@ -234,6 +238,38 @@ async def test_promoting_a_file_that_is_gone_is_source_missing(spools: Spools) -
             size_bytes=1,
             content_type="x/y",
         )
+
+
+async def test_seaweedfs_gives_a_one_part_upload_the_composite_checksum(
+    spools: Spools, raw_s3: Any
+) -> None:
+    data = os.urandom(1000)
+    part = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    upload = raw_s3.create_multipart_upload(
+        Bucket=QUARANTINE, Key="one-part", ChecksumAlgorithm="SHA256"
+    )
+    answer = raw_s3.upload_part(
+        Bucket=QUARANTINE,
+        Key="one-part",
+        UploadId=upload["UploadId"],
+        PartNumber=1,
+        Body=data,
+        ChecksumSHA256=part,
+    )
+    raw_s3.complete_multipart_upload(
+        Bucket=QUARANTINE,
+        Key="one-part",
+        UploadId=upload["UploadId"],
+        MultipartUpload={
+            "Parts": [{"ETag": answer["ETag"], "PartNumber": 1, "ChecksumSHA256": part}]
+        },
+    )
+    raw_s3.copy_object(
+        Bucket=FINAL, Key="copy", CopySource={"Bucket": QUARANTINE, "Key": "one-part"}
+    )
+    for bucket, key in ((QUARANTINE, "one-part"), (FINAL, "copy")):
+        head = raw_s3.head_object(Bucket=bucket, Key=key, ChecksumMode="ENABLED")
+        assert head["ChecksumSHA256"] == one_part_checksum(hashlib.sha256(data).hexdigest())
 
 
 async def test_seaweedfs_honours_copy_source_if_match(spools: Spools, raw_s3: Any) -> None:
@@ -322,8 +358,8 @@ async def test_spool_clean_empties_the_quarantine_of_what_no_stage_needs(
     await spool_bytes(spools, refused.removeprefix("quarantine://"), b"x")
     await spools.abandon(refused)
     unfinished = str(uuid.uuid4())
-    # Never committed: an incomplete multipart upload.
-    await (await spools.open_writer(unfinished)).write(b"half")
+    # Never committed: an incomplete multipart upload (a part was sent).
+    await (await spools.open_writer(unfinished)).write(os.urandom(PART + 1))
     raw_s3.put_object(Bucket=QUARANTINE, Key="not-sluice.txt", Body=b"?")
     states = States({done: "available", flying: "scanned"})
     quarantine: QuarantineSpool = spools.quarantine
