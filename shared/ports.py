@@ -156,8 +156,8 @@ class SpoolWriter(Protocol):
         ...
 
     async def commit(self) -> None:
-        """Make the file readable under its reference, whole (rename; complete the multipart
-        upload).
+        """Make the file readable under its reference, whole (the rename; the quarantine's one
+        ``PutObject`` or ``CompleteMultipartUpload``).
 
         Raises:
             SpoolFull, StorageUnavailable: as :meth:`write`; nothing is left readable.

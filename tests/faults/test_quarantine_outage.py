@@ -5,8 +5,9 @@ A private SeaweedFS (``tests/faults/private_seaweedfs.py``) holds both the quara
 the final bucket. It is killed a few seconds into a run of mixed uploads and stays down far
 longer than the stages' retry budget. While it is down:
 
-- every new upload is answered 503 ``storage_unavailable`` with ``Retry-After`` (its multipart
-  upload cannot even start, or is aborted): refused, never half-accepted;
+- every new upload is answered 503 ``storage_unavailable`` with ``Retry-After`` (its
+  ``PutObject`` or multipart upload into the quarantine bucket fails, and nothing is
+  published): refused, never half-accepted;
 - files already accepted wait: their bytes are in the quarantine bucket, so the Base64 fallback
   has nothing to keep (``fallback_blobs`` stays empty); the scan, store and thumbnail stages'
   circuit breakers open on S3 and hold their messages in their queues; no dead-letter queue
