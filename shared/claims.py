@@ -12,9 +12,9 @@ Sluice touch another owner's file (``docs/events.md`` § What each stage checks)
   (:func:`check_stored_object`);
 - an event about a file already recorded carries the file's recorded owner
   (:func:`check_owner`);
-- a ``spool://`` source is the file's own spool entry only when it is ``spool://<file_id>``,
-  the name the gateway spools every upload under (:func:`own_spool_entry`); nothing removes
-  another file's bytes from the spool.
+- a spooled source is the file's own spool entry only when it is ``spool://<file_id>`` or
+  ``quarantine://<file_id>``, the name the gateway spools every upload under
+  (:func:`own_spool_entry`); nothing removes another file's bytes from the spool.
 
 A check that fails raises :class:`~shared.errors.ForgedEvent` (permanent: the message is
 dead-lettered at once), whose message names the claim and what holds.
@@ -22,6 +22,7 @@ dead-lettered at once), whose message names the claim and what holds.
 
 from __future__ import annotations
 
+from shared.adapters.quarantine import SCHEME as QUARANTINE_SCHEME
 from shared.adapters.spool import SCHEME as SPOOL_SCHEME
 from shared.errors import ForgedEvent
 from shared.events import BaseEvent, FileStored, FileThumbnailed
@@ -75,8 +76,9 @@ def check_owner(event: BaseEvent, recorded_owner: str | None) -> None:
 
 def own_spool_entry(event: BaseEvent) -> bool:
     """Whether ``event.source`` is the spool entry of ``event``'s own file,
-    ``spool://<file_id>`` (the gateway spools an upload under its file id)."""
-    return event.source == f"{SPOOL_SCHEME}{event.file_id}"
+    ``spool://<file_id>`` or ``quarantine://<file_id>`` (the gateway spools an upload under its
+    file id)."""
+    return event.source in (f"{SPOOL_SCHEME}{event.file_id}", f"{QUARANTINE_SCHEME}{event.file_id}")
 
 
 def _context(event: BaseEvent) -> dict[str, str]:

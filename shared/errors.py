@@ -18,6 +18,7 @@ dead-lettered once the attempts are exhausted.
     │   ├── BrokerUnavailable        RabbitMQ refused, closed, or did not confirm a publish
     │   ├── OutboxFull               the gateway's event outbox is at its bound, RabbitMQ away
     │   ├── StorageUnavailable       S3 connection refused, timeout, 5xx
+    │   │   └── QuarantineUnavailable  the same, on the quarantine bucket (the S3 spool)
     │   ├── ScannerUnavailable       clamd unreachable, timeout, broken connection, error answer
     │   ├── DatabaseUnavailable      PostgreSQL connection lost or refused
     │   └── SpoolFull                the spool's disk cannot take an upload (full, or the floor)
@@ -116,6 +117,16 @@ class OutboxFull(RetryableError):
 
 class StorageUnavailable(RetryableError):
     """S3 refused the connection, timed out, or answered 5xx."""
+
+
+class QuarantineUnavailable(StorageUnavailable):
+    """The quarantine bucket (``SLUICE_SPOOL_BACKEND=s3``) cannot be read or written: S3 refused
+    the connection, timed out, or answered 5xx.
+
+    The bytes of such a file are in S3 already, so unlike another S3 outage of the store stage
+    it does not go to the Base64 fallback: the stages that read the quarantine wait for S3 behind
+    their circuit breaker (``shared.breaker``), and the gateway answers new uploads 503.
+    """
 
 
 class ScannerUnavailable(RetryableError):

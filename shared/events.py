@@ -71,7 +71,8 @@ class _Event(BaseModel):
     source: str = Field(
         min_length=1,
         max_length=2048,
-        description="Where the original bytes are: `spool://<name>` or `s3://<bucket>/<key>`.",
+        description="Where the original bytes are: `spool://<name>`, `quarantine://<name>` "
+        "(the S3 spool) or `s3://<bucket>/<key>`.",
     )
     size_bytes: int = Field(ge=0, le=5 * 1024**4, description="Size of the original, bytes.")
     sha256: Sha256Hex

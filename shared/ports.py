@@ -4,7 +4,9 @@
   (:class:`shared.adapters.sources.SpoolOrS3SourceReader`);
 - :class:`Scanner`: an antivirus verdict on bytes, and the engine's version
   (:class:`shared.adapters.scanner.ClamdScanner`);
-- :class:`Spool`: removing a spooled file (:class:`shared.adapters.spool.LocalSpool`);
+- :class:`Spool`: where uploads wait until stored, with its :class:`SpoolWriter` (a directory,
+  :class:`shared.adapters.spool.LocalSpool`, or an S3 quarantine bucket,
+  :class:`shared.adapters.quarantine.QuarantineSpool`: two, chosen by ``SLUICE_SPOOL_BACKEND``);
 - :class:`ObjectStore`: head, get and put of one object in the bucket
   (:class:`shared.adapters.storage.S3ObjectStorage`);
 - :class:`FileStateWriter`: the commit stage's transactions on file state, with their
@@ -27,6 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import TracebackType
 from typing import Any, Protocol
 
 from shared.adapters.scanner import ScanVerdict
@@ -48,6 +51,7 @@ __all__ = [
     "Scanner",
     "SourceReader",
     "Spool",
+    "SpoolWriter",
     "StageFields",
 ]
 
@@ -128,18 +132,151 @@ class UpstreamRegistry(Protocol):
         ...
 
 
-class Spool(Protocol):
-    """The spool directory where uploaded bytes wait until stored."""
+class SpoolWriter(Protocol):
+    """One upload being spooled, hashed as it is written (``async with``: leaving the block
+    without :meth:`commit` aborts it, and nothing of it is ever readable)."""
 
-    async def is_abandoned(self, source: str) -> bool:
-        """Whether the gateway refused the upload behind ``source`` (answered 503)."""
+    @property
+    def size_bytes(self) -> int:
+        """Bytes written so far."""
+        ...
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 of what was written so far, lowercase hex."""
+        ...
+
+    async def write(self, chunk: bytes) -> None:
+        """Append ``chunk``.
+
+        Raises:
+            SpoolFull: no room (local disk full). StorageUnavailable: the quarantine bucket
+                cannot be written (S3 down); the upload is aborted either way.
+        """
+        ...
+
+    async def commit(self) -> None:
+        """Make the file readable under its reference, whole (the rename; the quarantine's one
+        ``PutObject`` or ``CompleteMultipartUpload``).
+
+        Raises:
+            SpoolFull, StorageUnavailable: as :meth:`write`; nothing is left readable.
+        """
+        ...
+
+    async def abort(self) -> None:
+        """Drop what was written (idempotent)."""
+        ...
+
+    async def __aenter__(self) -> SpoolWriter: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class Spool(Protocol):
+    """Where uploaded bytes wait, unscanned, until the store stage has stored them: a local
+    directory (``spool://<name>``, :class:`shared.adapters.spool.LocalSpool`) or an S3
+    quarantine bucket (``quarantine://<name>``,
+    :class:`shared.adapters.quarantine.QuarantineSpool`); :class:`shared.adapters.spools.Spools`
+    reads both and writes to the configured one.
+
+    A reference names its backend, so any process reads a file whatever its own setting. Every
+    method taking ``source`` raises :class:`~shared.errors.InvalidSource` for a reference that
+    is not this spool's or a name that is not allowed.
+    """
+
+    @property
+    def chunk_bytes(self) -> int:
+        """Size of the chunks :meth:`iter_chunks` yields, bytes."""
+        ...
+
+    def reference(self, name: str) -> str:
+        """The reference of spooled file ``name`` (``spool://<name>``, ``quarantine://<name>``)."""
+        ...
+
+    def owns(self, source: str) -> bool:
+        """Whether ``source`` is a reference of this spool (by its scheme)."""
+        ...
+
+    async def check_room(self, expected_bytes: int = 0) -> int | None:
+        """Free bytes if a file of ``expected_bytes`` fits, ``None`` when the spool has no such
+        bound (an S3 bucket).
+
+        Raises:
+            SpoolFull: the local disk would go below its floor.
+        """
+        ...
+
+    async def open_writer(self, name: str, expected_bytes: int = 0) -> SpoolWriter:
+        """A writer for a new spooled file ``name`` of about ``expected_bytes`` (0: unknown).
+
+        Raises:
+            InvalidSource: bad name. SpoolFull: no room. StorageUnavailable: S3 down.
+        """
+        ...
+
+    async def size(self, source: str) -> int:
+        """The spooled file's size, bytes.
+
+        Raises:
+            SourceMissing: it is not there. StorageUnavailable: S3 down.
+        """
+        ...
+
+    async def read_bytes(self, source: str) -> bytes:
+        """The whole spooled file (unverified: the source reader checks it).
+
+        Raises:
+            SourceMissing: it is not there. StorageUnavailable: S3 down.
+        """
+        ...
+
+    def iter_chunks(self, source: str) -> AsyncIterator[bytes]:
+        """The spooled file in :attr:`chunk_bytes` chunks.
+
+        Raises (on iteration): SourceMissing, StorageUnavailable.
+        """
         ...
 
     async def delete(self, source: str) -> bool:
-        """Remove the spooled file of a ``spool://`` reference; ``False`` if already gone.
+        """Remove the spooled file and any tombstone; ``False`` if the bytes were already gone.
 
         Raises:
-            InvalidSource: not a valid spool reference.
+            StorageUnavailable: S3 down.
+        """
+        ...
+
+    async def abandon(self, source: str) -> None:
+        """Remove the bytes of an upload the gateway refused (503), leaving a ``<name>.abandoned``
+        tombstone so a scan stage that gets the event anyway rejects it as abandoned."""
+        ...
+
+    async def is_abandoned(self, source: str) -> bool:
+        """Whether the gateway refused the upload behind ``source`` (its tombstone is there)."""
+        ...
+
+    async def promote(
+        self,
+        source: str,
+        *,
+        bucket: str,
+        key: str,
+        sha256_hex: str,
+        size_bytes: int,
+        content_type: str,
+    ) -> bool:
+        """Copy the spooled file server-side to ``bucket``/``key``, verified against
+        ``sha256_hex`` and ``size_bytes``; ``False`` when this spool cannot (a local directory:
+        the store stage uploads the bytes itself).
+
+        Raises:
+            SourceMissing: the spooled file is gone. ChecksumMismatch: the copy is not the
+                event's bytes (removed again). StorageUnavailable: S3 down.
         """
         ...
 

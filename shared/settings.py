@@ -11,7 +11,7 @@ S3_SECRET_KEY, S3_BUCKET_NAME, S3_REGION, S3_FORCE_PATH_STYLE``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, ValidationError, field_validator
@@ -143,11 +143,38 @@ class DatabaseSettings(BaseSettings):
 
 
 class SpoolSettings(BaseSettings):
-    """Where the gateway parks uploaded bytes until they are stored (``SLUICE_SPOOL_*``)."""
+    """Where the gateway parks uploaded bytes until they are stored (``SLUICE_SPOOL_*``): a
+    local directory (``spool://`` references) or an S3 quarantine bucket (``quarantine://``),
+    docs/architecture.md § The spool."""
 
     model_config = SettingsConfigDict(env_prefix="SLUICE_SPOOL_", frozen=True)
 
-    dir: Path = Field(Path(".sluice/spool"), description="Spool directory, shared by the stages.")
+    backend: Literal["local", "s3"] = Field(
+        "local",
+        description="Where the gateway spools new uploads: local (the directory SLUICE_SPOOL_DIR) "
+        "or s3 (the quarantine bucket SLUICE_SPOOL_S3_BUCKET, on the S3 of S3_*). Every process "
+        "reads both kinds of reference whatever this says.",
+    )
+    s3_bucket: str = Field(
+        "sluice-quarantine",
+        pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+        description="The quarantine bucket: uploads wait there, unscanned, until the store stage "
+        "promotes them to S3_BUCKET_NAME (server-side copy) and the commit stage removes them.",
+    )
+    s3_part_size_bytes: int = Field(
+        8 * MiB,
+        ge=5 * MiB,
+        le=5 * 1024 * MiB,
+        description="Part size of the multipart upload into the quarantine bucket, bytes (the "
+        "most an upload holds in memory): a file of at most one part goes up in one PutObject "
+        "and is promoted with its S3 checksum checked; a bigger one is a multipart upload, read "
+        "back after promotion to check its SHA-256.",
+    )
+    dir: Path = Field(
+        Path(".sluice/spool"),
+        description="Spool directory, shared by the stages; with the s3 backend it still holds "
+        "the gateway's event outbox (.outbox/).",
+    )
     chunk_bytes: int = Field(256 * 1024, ge=4096, le=64 * MiB, description="Read/write chunk size.")
     min_free_bytes: int = Field(
         256 * MiB,
@@ -435,7 +462,12 @@ def load(cls: type[S]) -> S:
 
 
 class Settings:
-    """Every settings group, built once at start (:meth:`from_env`) and passed down."""
+    """Every settings group, built once at start (:meth:`from_env`) and passed down.
+
+    Raises:
+        ConfigError: the quarantine bucket (``SLUICE_SPOOL_S3_BUCKET``) is the final bucket or
+            an upstream bucket.
+    """
 
     def __init__(
         self,
@@ -454,6 +486,12 @@ class Settings:
         status: StatusSettings | None = None,
         breaker: BreakerSettings | None = None,
     ) -> None:
+        if spool.s3_bucket == s3.bucket_name or spool.s3_bucket in s3.upstream_buckets:
+            raise ConfigError(
+                f"invalid settings: SLUICE_SPOOL_S3_BUCKET: the quarantine bucket "
+                f"{spool.s3_bucket!r} must be neither S3_BUCKET_NAME nor one of "
+                "S3_UPSTREAM_BUCKETS (unscanned files would be read or served as stored ones)"
+            )
         self.amqp = amqp
         self.s3 = s3
         self.database = database

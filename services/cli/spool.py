@@ -1,5 +1,6 @@
 """``sluice spool clean [--older-than D] [--dry-run]``: remove stale spool entries, never files
-in flight."""
+in flight, from the configured spool (``SLUICE_SPOOL_BACKEND``: the directory, or the S3
+quarantine bucket)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from rich.table import Table
 
 from services.cli._common import console, parse_duration, run_async, settings_from_env
 
-spool_app = typer.Typer(no_args_is_help=True, help="The spool directory.")
+spool_app = typer.Typer(no_args_is_help=True, help="The spool (directory or S3 quarantine bucket).")
 
 
 @spool_app.command("clean")
@@ -22,10 +23,12 @@ def spool_clean(
 ) -> None:
     """Remove stale spool entries: unfinished uploads, 503 tombstones, bytes of final or never
     recorded files. Bytes of files in flight, waiting in a dead-letter queue or whose event waits
-    in the gateway's outbox always stay."""
+    in the gateway's outbox always stay. With SLUICE_SPOOL_BACKEND=s3 the quarantine bucket is
+    cleaned, and unfinished multipart uploads are aborted."""
     from shared.adapters.db import FileStateReader, create_pool
     from shared.adapters.outbox import EventOutbox
-    from shared.ops.spoolclean import CleanReport, clean_spool
+    from shared.adapters.spools import open_spools
+    from shared.ops.spoolclean import CleanReport, clean_quarantine, clean_spool
 
     settings = settings_from_env()
     threshold_s = parse_duration(older_than)
@@ -35,6 +38,15 @@ def spool_clean(
         waiting = await outbox.waiting_sources()
         pool = await create_pool(settings.database)
         try:
+            if settings.spool.backend == "s3":
+                async with open_spools(settings) as spools:
+                    return await clean_quarantine(
+                        spools.quarantine,
+                        FileStateReader(pool),
+                        older_than_s=threshold_s,
+                        dry_run=dry_run,
+                        waiting=waiting,
+                    )
             return await clean_spool(
                 settings.spool.dir,
                 FileStateReader(pool),

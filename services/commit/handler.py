@@ -31,8 +31,9 @@ What an event claims is checked first (``shared.claims``), and a claim that does
   owner's file; and every ``UPDATE files`` matches ``file_id`` AND ``owner`` as well;
 - a ``file.stored`` or ``file.thumbnailed`` must name Sluice's own bucket and the file's own
   key (``shared.naming.object_key``), and its thumbnails the keys next to it;
-- only the file's own spool entry, ``spool://<file_id>``, is deleted, and only once its owner
-  is checked: a ``file.rejected`` naming another file's entry deletes nothing.
+- only the file's own spool entry, ``spool://<file_id>`` or ``quarantine://<file_id>``, is
+  deleted, and only once its owner is checked: a ``file.rejected`` naming another file's entry
+  deletes nothing.
 """
 
 from __future__ import annotations
@@ -42,9 +43,8 @@ from typing import Any, Final
 
 import structlog
 
-from shared.adapters.spool import SCHEME
 from shared.claims import check_owner, check_stored_object, own_spool_entry
-from shared.errors import InvalidEvent, InvalidSource
+from shared.errors import InvalidEvent, InvalidSource, StorageUnavailable
 from shared.events import (
     BaseEvent,
     FileCommitted,
@@ -310,20 +310,20 @@ async def _recorded_commit(
 
 
 async def _clean_spool(event: BaseEvent, spool: Spool) -> None:
-    """Delete the file's own spool entry, ``spool://<file_id>`` (idempotent); other sources
-    are not ours to delete, nor is another file's spool entry.
+    """Delete the file's own spool entry, ``spool://<file_id>`` or ``quarantine://<file_id>``
+    (idempotent); other sources are not ours to delete, nor is another file's spool entry.
 
-    A failure is logged, not raised: the file is committed, and a leftover spool file costs
-    disk space only.
+    A failure is logged, not raised: the file is committed, and a leftover spool file (or
+    quarantine object, S3 being down) costs space only until ``sluice spool clean``.
     """
-    if not event.source.startswith(SCHEME):
+    if not spool.owns(event.source):
         return
     if not own_spool_entry(event):
         log.warning("spool source is not the file's own entry; left alone", source=event.source)
         return
     try:
         removed = await spool.delete(event.source)
-    except (OSError, InvalidSource) as exc:
+    except (OSError, InvalidSource, StorageUnavailable) as exc:
         log.warning("spool cleanup failed", source=event.source, error=repr(exc))
         return
     if removed:

@@ -1,4 +1,5 @@
-"""Wiring of the commit stage: a PostgreSQL pool, the spool, and the handler."""
+"""Wiring of the commit stage: a PostgreSQL pool, the spools (directory and quarantine bucket),
+and the handler."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import structlog
 from services.commit.handler import Deps, handle
 from services.commit.repository import FileRepository
 from shared.adapters.db import create_pool, ping
-from shared.adapters.spool import LocalSpool
+from shared.adapters.spools import open_spools
 from shared.breaker import Dependency, DependencyName
 from shared.errors import DatabaseUnavailable
 from shared.settings import Settings
@@ -35,17 +36,16 @@ async def build(settings: Settings) -> Stage:
     Raises:
         DatabaseUnavailable: PostgreSQL cannot be reached.
     """
+    stack = contextlib.AsyncExitStack()
+    spool = await stack.enter_async_context(open_spools(settings))
     pool = await create_pool(settings.database)
     repository = FileRepository(pool)
-    deps = Deps(
-        repository=repository,
-        spool=LocalSpool(settings.spool.dir, settings.spool.chunk_bytes),
-        bucket=settings.s3.bucket_name,
-    )
+    stack.push_async_callback(repository.close)
+    deps = Deps(repository=repository, spool=spool, bucket=settings.s3.bucket_name)
     return Stage(
         name=NAME,
         handle=functools.partial(handle, deps=deps),
-        close=repository.close,
+        close=stack.aclose,
         background=functools.partial(
             publish_stuck, repository, settings.status.stuck_after_s, STUCK_INTERVAL_S
         ),

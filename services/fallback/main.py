@@ -15,10 +15,10 @@ from services.fallback.repository import FallbackRepository
 from shared.adapters import broker
 from shared.adapters.db import create_pool, ping
 from shared.adapters.sources import SpoolOrS3SourceReader
-from shared.adapters.spool import LocalSpool
+from shared.adapters.spools import open_spools
 from shared.adapters.storage import S3ObjectStorage
 from shared.breaker import Dependency, DependencyName
-from shared.errors import DatabaseUnavailable
+from shared.errors import DatabaseUnavailable, QuarantineUnavailable
 from shared.events import BaseEvent
 from shared.settings import Settings
 from shared.stage import Stage
@@ -43,7 +43,7 @@ async def build(settings: Settings) -> Stage:
     storage = await stack.enter_async_context(
         S3ObjectStorage(settings.s3, stored_bytes_stage=FALLBACK)
     )
-    spool = LocalSpool(settings.spool.dir, settings.spool.chunk_bytes)
+    spool = await stack.enter_async_context(open_spools(settings))
     deps = Deps(
         sources=SpoolOrS3SourceReader.for_settings(spool, storage, settings.s3),
         repository=repository,
@@ -97,5 +97,8 @@ async def build(settings: Settings) -> Stage:
             Dependency(
                 DependencyName.POSTGRESQL, (DatabaseUnavailable,), functools.partial(ping, pool)
             ),
+            # A quarantined file reaches the fallback only if S3 answered the store stage's
+            # probe; should S3 then fail its read, wait for S3 rather than dead-letter it.
+            Dependency(DependencyName.S3, (QuarantineUnavailable,), storage.ping),
         ),
     )

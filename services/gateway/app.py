@@ -41,9 +41,15 @@ from services.gateway.relay import OutboxRelay
 from services.gateway.slots import OwnerSlots
 from shared.adapters import broker, db
 from shared.adapters.outbox import EventOutbox
-from shared.adapters.spool import LocalSpool
+from shared.adapters.spools import open_spools
 from shared.adapters.storage import S3ObjectStorage
-from shared.errors import BrokerUnavailable, DatabaseUnavailable, GatewayStartError, OutboxFull
+from shared.errors import (
+    BrokerUnavailable,
+    DatabaseUnavailable,
+    GatewayStartError,
+    OutboxFull,
+    StorageUnavailable,
+)
 from shared.policy import UploadPolicy
 from shared.settings import Settings
 from shared.telemetry.health import metrics_endpoint
@@ -55,7 +61,8 @@ log = structlog.get_logger("sluice.gateway")
 #: Longest a single readiness check may take, seconds.
 READY_CHECK_TIMEOUT_S = 3.0
 #: Readiness checks whose failure means uploads are refused (503); the others only degrade.
-REFUSING_CHECKS = frozenset({"outbox"})
+#: ``quarantine`` is checked only with the S3 spool (``SLUICE_SPOOL_BACKEND=s3``).
+REFUSING_CHECKS = frozenset({"outbox", "quarantine"})
 #: The scopes of the keys that see ``/readyz``'s checks: any ops key.
 READINESS_DETAIL_SCOPES: tuple[keys.Scope, ...] = OPS_READ
 _UNTRACED_HANDLERS = ("/healthz", "/readyz")
@@ -84,6 +91,14 @@ async def open_deps(settings: Settings, stack: contextlib.AsyncExitStack) -> Gat
     except Exception as exc:
         raise BrokerUnavailable(f"cannot declare the topology: {exc!r}") from exc
     storage = await stack.enter_async_context(S3ObjectStorage(settings.s3))
+    spools = await stack.enter_async_context(
+        open_spools(settings, min_free_bytes=settings.spool.min_free_bytes)
+    )
+    if settings.spool.backend == "s3":
+        try:
+            await spools.quarantine.ensure_bucket()
+        except StorageUnavailable as exc:  # uploads are answered 503 until S3 is back
+            log.warning("gateway.quarantine_unavailable", error=str(exc))
     outbox = EventOutbox(settings.spool.dir, settings.gateway.outbox_max_events)
     deps = GatewayDeps(
         settings=settings,
@@ -91,9 +106,7 @@ async def open_deps(settings: Settings, stack: contextlib.AsyncExitStack) -> Gat
         connection=connection,
         publisher=publisher,
         storage=storage,
-        spool=LocalSpool(
-            settings.spool.dir, settings.spool.chunk_bytes, settings.spool.min_free_bytes
-        ),
+        spool=spools,
         topology=topology,
         policy=UploadPolicy.from_settings(settings.gateway),
         outbox=outbox,
@@ -117,7 +130,8 @@ async def open_deps(settings: Settings, stack: contextlib.AsyncExitStack) -> Gat
 
 async def check_readiness(deps: GatewayDeps) -> dict[str, str]:
     """Each check's state: ``"ok"`` or what failed (``database``, ``broker``, ``storage``,
-    ``outbox``)."""
+    ``outbox``, and with the S3 spool ``quarantine``: the quarantine bucket, without which
+    uploads are refused)."""
 
     async def database() -> None:
         await deps.pool.fetchval("SELECT 1")
@@ -137,6 +151,8 @@ async def check_readiness(deps: GatewayDeps) -> dict[str, str]:
         "storage": deps.storage.ping,
         "outbox": outbox,
     }
+    if deps.settings.spool.backend == "s3":
+        checks["quarantine"] = deps.spool.quarantine.ping
 
     async def run(check: Callable[[], Awaitable[None]]) -> str:
         try:

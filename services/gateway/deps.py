@@ -13,7 +13,7 @@ from services.gateway.relay import OutboxRelay
 from services.gateway.slots import OwnerSlots
 from shared.adapters.broker import Publisher
 from shared.adapters.outbox import EventOutbox
-from shared.adapters.spool import LocalSpool
+from shared.adapters.spools import Spools
 from shared.adapters.storage import S3ObjectStorage
 from shared.policy import UploadPolicy
 from shared.settings import Settings
@@ -30,7 +30,7 @@ class GatewayDeps:
     connection: AbstractRobustConnection
     publisher: Publisher
     storage: S3ObjectStorage
-    spool: LocalSpool
+    spool: Spools
     topology: Topology
     policy: UploadPolicy
     outbox: EventOutbox

@@ -21,7 +21,7 @@ HTTP   code                         when
 503    ``outbox_full``              RabbitMQ is away and the event outbox is at its bound
 503    ``broker_unavailable``       RabbitMQ unreachable (routes that need it, e.g. ops replay)
 503    ``database_unavailable``     PostgreSQL unreachable
-503    ``storage_unavailable``      S3 unreachable
+503    ``storage_unavailable``      S3 unreachable (with the S3 spool: an upload is refused)
 503    ``not_ready``                ``/readyz`` with an ops key: uploads would be refused
 507    ``insufficient_storage``     the spool's disk is full or below SLUICE_SPOOL_MIN_FREE_BYTES
 =====  ===========================  ======================================================
@@ -46,6 +46,7 @@ from shared.errors import (
     DatabaseUnavailable,
     OutboxFull,
     PolicyRefusal,
+    QuarantineUnavailable,
     RetryableError,
     SluiceError,
     SpoolFull,
@@ -112,6 +113,7 @@ def unavailable(exc: SluiceError) -> ApiError:
         OutboxFull: "outbox_full",
         DatabaseUnavailable: "database_unavailable",
         StorageUnavailable: "storage_unavailable",
+        QuarantineUnavailable: "storage_unavailable",
     }
     code = codes.get(type(exc), "unavailable")
     return ApiError(

@@ -1,9 +1,10 @@
 """Streaming multipart/form-data into the spool, with the upload policy checked on the way.
 
 The body is read chunk by chunk (``Request.stream()``) and fed to python-multipart's streaming
-``MultipartParser``; the ``file`` part goes straight to a
-:class:`~shared.adapters.spool.SpoolWriter` (which hashes it with SHA-256 as it writes), so
-memory stays flat whatever the file size.
+``MultipartParser``; the ``file`` part goes straight to the spool's writer (a
+:class:`~shared.ports.SpoolWriter`: a file in the directory, or a multipart upload into the S3
+quarantine bucket, hashing it with SHA-256 as it writes), so memory stays flat whatever the
+file size (at most one multipart part for the quarantine).
 
 The first :data:`~shared.policy.HEAD_BYTES` of the file are held back until libmagic
 has sniffed them and the policy has accepted the type, so a refused type never touches the
@@ -14,7 +15,8 @@ passed, and the partial spool file is removed.
 Disk space is checked twice: before the body is read (the request's ``Content-Length`` against
 the spool's free space and ``SLUICE_SPOOL_MIN_FREE_BYTES``), and again when the spool file is
 opened; a full disk while writing removes the partial file. Each answers 507
-``insufficient_storage``.
+``insufficient_storage``. The quarantine bucket has no disk to check; S3 down while writing
+aborts the multipart upload and answers 503 ``storage_unavailable``.
 """
 
 from __future__ import annotations
@@ -30,9 +32,9 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from services.gateway.errors import ApiError, insufficient_storage, refused
 from services.gateway.fields import MAX_KIND_CHARS, long_kind, parse_kind, parse_metadata
-from shared.adapters.spool import LocalSpool, SpoolWriter
 from shared.errors import PolicyRefusal, SpoolFull
 from shared.policy import HEAD_BYTES, UploadPolicy, clean_name, sniff
+from shared.ports import Spool, SpoolWriter
 
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
@@ -48,7 +50,8 @@ log = structlog.get_logger("sluice.gateway")
 
 @dataclass(frozen=True)
 class Upload:
-    """A file spooled as ``spool://<name>`` and the form fields that came with it."""
+    """A file spooled as ``<name>`` (``spool://<name>`` or ``quarantine://<name>``) and the
+    form fields that came with it."""
 
     name: str
     original_name: str
@@ -91,7 +94,7 @@ class FormReader:
 
     def __init__(
         self,
-        spool: LocalSpool,
+        spool: Spool,
         policy: UploadPolicy,
         name: str,
         boundary: bytes,
@@ -257,7 +260,7 @@ async def read_upload(
     *,
     content_type: str | None,
     content_length: str | None,
-    spool: LocalSpool,
+    spool: Spool,
     policy: UploadPolicy,
     name: str,
     max_metadata_bytes: int,

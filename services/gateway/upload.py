@@ -9,6 +9,10 @@ is at its bound (``SLUICE_GATEWAY_OUTBOX_MAX_EVENTS``) is the upload refused: 50
 ``Retry-After``, its spooled bytes removed (an ``.abandoned`` tombstone stays in case the broker
 did take the event), so a client that retries never leaves an orphan behind.
 
+The bytes go to the configured spool (``SLUICE_SPOOL_BACKEND``): the local directory, or the S3
+quarantine bucket. With the quarantine bucket, S3 down means 503 ``storage_unavailable`` with
+``Retry-After``: the multipart upload is aborted, no event is published, nothing is accepted.
+
 The event is published from a PRODUCER span (a child of the request's SERVER span) whose W3C
 ``traceparent`` it carries, also through the outbox: the file's trace starts here and every
 stage continues it.
@@ -32,8 +36,7 @@ from services.gateway.edge import BodyTimeout
 from services.gateway.errors import ApiError, insufficient_storage, unavailable
 from services.gateway.form import read_upload
 from services.gateway.schemas import ErrorBody, UploadAccepted
-from shared.adapters.spool import LocalSpool
-from shared.errors import BrokerUnavailable, OutboxFull, SpoolFull
+from shared.errors import BrokerUnavailable, OutboxFull, SpoolFull, StorageUnavailable
 from shared.events import FileReceived
 from shared.telemetry import metrics, tracing
 
@@ -69,7 +72,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         422: "Missing `file` part, bad `kind` or `metadata`.",
         429: "Too many uploads of this owner in progress on this gateway (retry after "
         "`Retry-After` seconds).",
-        503: "RabbitMQ is away and the event outbox is full (retry after `Retry-After` seconds).",
+        503: "RabbitMQ is away and the event outbox is full, or (S3 spool) the quarantine bucket "
+        "cannot be written (retry after `Retry-After` seconds).",
         507: "The spool's disk is full or below its free-space floor (retry after `Retry-After`).",
     }.items()
 }
@@ -132,7 +136,10 @@ async def _accept(
         raise ApiError(400, "incomplete_body", "the client went away mid-upload") from None
     except BodyTimeout as exc:  # the partial spool file is gone (read_upload)
         raise ApiError(408, "request_timeout", exc.detail) from None
-    source = LocalSpool.reference(upload.name)
+    except StorageUnavailable as exc:  # the quarantine bucket; its multipart upload is aborted
+        log.warning("gateway.quarantine_unavailable", error=str(exc))
+        raise unavailable(exc) from None
+    source = deps.spool.reference(upload.name)
     try:
         event = FileReceived.new(
             file_id=file_id,
@@ -146,7 +153,7 @@ async def _accept(
             metadata=upload.metadata,
         )
     except ValidationError as exc:
-        await deps.spool.delete(source)
+        await _remove(deps, source)
         raise ApiError(422, "invalid_request", f"cannot describe the file: {exc}") from None
     with tracing.producer_span(
         deps.topology.exchange, event.routing_key, str(event.event_id)
@@ -205,15 +212,29 @@ async def _keep_in_outbox(
         try:
             await deps.spool.abandon(event.source)
         except OSError:
-            await deps.spool.delete(event.source)
+            await _remove(deps, event.source)
+        except StorageUnavailable as gone:
+            log.warning("gateway.abandon_failed", error=str(gone), source=event.source)
         log.warning("gateway.outbox_disk_full", error=str(exc), event_id=str(event.event_id))
         raise insufficient_storage(exc) from exc
     except OutboxFull as exc:
         # The broker may have taken the event although its confirm was lost: leave a
         # tombstone so the scan stage rejects the file as abandoned (shared/adapters/spool.py).
-        await deps.spool.abandon(event.source)
+        try:
+            await deps.spool.abandon(event.source)
+        except StorageUnavailable as gone:  # S3 spool, S3 down too: `sluice spool clean` later
+            log.warning("gateway.abandon_failed", error=str(gone), source=event.source)
         log.warning("gateway.outbox_full", error=str(exc), event_id=str(event.event_id))
         raise unavailable(exc) from exc
     metrics.OUTBOX_KEPT.inc()
     deps.relay.wake()
     log.info("gateway.event_kept", event_id=str(event.event_id))
+
+
+async def _remove(deps: GatewayDeps, source: str) -> None:
+    """Remove the spooled bytes of an upload that is not accepted; an S3 spool that cannot be
+    reached leaves them to ``sluice spool clean`` (the file was never announced)."""
+    try:
+        await deps.spool.delete(source)
+    except StorageUnavailable as exc:
+        log.warning("gateway.spool_delete_failed", error=str(exc), source=source)

@@ -48,7 +48,6 @@ from dataclasses import dataclass
 
 import structlog
 
-from shared.adapters.spool import SCHEME as SPOOL_SCHEME
 from shared.errors import PolicyRefusal, SourceMissing
 from shared.events import BaseEvent, FileRejected, FileScanned
 from shared.policy import UploadPolicy, sniff
@@ -90,7 +89,7 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
             event.source, expected_sha256=event.sha256, expected_size=event.size_bytes
         )
     except SourceMissing:
-        if event.source.startswith(SPOOL_SCHEME):
+        if deps.spool.owns(event.source):
             status = await deps.states.status(event.file_id, event.version_number)
             if status in PAST_SCANNING:
                 log.info("late redelivery; file already past scanning", status=status)

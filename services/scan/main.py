@@ -10,7 +10,7 @@ from shared.adapters import db
 from shared.adapters.db import FileStateReader, create_pool
 from shared.adapters.scanner import ClamdScanner
 from shared.adapters.sources import SpoolOrS3SourceReader
-from shared.adapters.spool import LocalSpool
+from shared.adapters.spools import open_spools
 from shared.adapters.storage import S3ObjectStorage
 from shared.breaker import Dependency, DependencyName
 from shared.errors import DatabaseUnavailable, ScannerUnavailable, StorageUnavailable
@@ -20,9 +20,10 @@ from shared.stage import Stage
 
 
 async def build(settings: Settings) -> Stage:
-    """Open the spool, S3 (for ``s3://`` sources) and a read-only view of file states (to
-    recognise late redeliveries), and return the ``scan`` stage, which applies the upload
-    policy of ``SLUICE_GATEWAY_*`` (the gateway's) to every file.
+    """Open the spools (directory and quarantine bucket), S3 (for ``s3://`` sources) and a
+    read-only view of file states (to recognise late redeliveries), and return the ``scan``
+    stage, which applies the upload policy of ``SLUICE_GATEWAY_*`` (the gateway's) to every
+    file.
 
     Nothing is contacted yet: clamd and S3 are reached per message. Their outages, and
     PostgreSQL's, open the stage's circuit breaker (probes: clamd ``PING``, ``SELECT 1``, S3
@@ -30,7 +31,7 @@ async def build(settings: Settings) -> Stage:
     """
     stack = contextlib.AsyncExitStack()
     storage = await stack.enter_async_context(S3ObjectStorage(settings.s3))
-    spool = LocalSpool(settings.spool.dir, settings.spool.chunk_bytes)
+    spool = await stack.enter_async_context(open_spools(settings))
     pool = await create_pool(settings.database)
     stack.push_async_callback(pool.close)
     scanner = ClamdScanner(settings.clamd.host, settings.clamd.port, settings.clamd.timeout_s)
@@ -54,6 +55,8 @@ async def build(settings: Settings) -> Stage:
             Dependency(
                 DependencyName.POSTGRESQL, (DatabaseUnavailable,), functools.partial(db.ping, pool)
             ),
+            # StorageUnavailable covers the quarantine bucket's QuarantineUnavailable; the
+            # quarantine bucket is on the same S3, whose HeadBucket of the final bucket answers.
             Dependency(DependencyName.S3, (StorageUnavailable,), storage.ping),
         ),
     )

@@ -15,25 +15,36 @@ sent in one PUT; bigger ones are streamed as a multipart upload that is aborted 
 stream hashes to the event's SHA-256. Either way S3 verifies the checksum it is sent (AWS S3
 docs, "Checking object integrity"), so the bucket never holds bytes the event did not announce.
 The spooled bytes stay: the commit stage removes them once the file's final state is recorded.
+
+A file in the S3 quarantine bucket (``quarantine://``, the S3 spool) is *promoted* instead: a
+server-side copy to the key, checked against the event's SHA-256
+(:meth:`~shared.adapters.quarantine.QuarantineSpool.promote`), its bytes never passing through
+this process. Any S3 unavailability while promoting is
+:class:`~shared.errors.QuarantineUnavailable`: the stage's circuit breaker waits for S3 rather
+than sending the file to the Base64 fallback, since its bytes are in S3 already.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shared.adapters.quarantine import SCHEME as QUARANTINE
 from shared.adapters.storage import b64_sha256
+from shared.errors import QuarantineUnavailable, StorageUnavailable
 from shared.events import BaseEvent, FileStored
 from shared.naming import object_key
-from shared.ports import ObjectInfo, ObjectStore, SourceReader
+from shared.ports import ObjectInfo, ObjectStore, SourceReader, Spool
 
 
 @dataclass(frozen=True)
 class Deps:
-    """What the store stage works through; ``multipart_threshold_bytes`` from ``S3Settings``."""
+    """What the store stage works through; ``multipart_threshold_bytes`` from ``S3Settings``;
+    ``spool`` promotes quarantined files (``None``: every source is read and uploaded)."""
 
     sources: SourceReader
     storage: ObjectStore
     multipart_threshold_bytes: int
+    spool: Spool | None = None
 
 
 def already_stored(info: ObjectInfo | None, *, size_bytes: int, sha256_hex: str) -> bool:
@@ -57,22 +68,49 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
         InvalidSource: a reference that is not allowed.
         StorageUnavailable: S3 down, timed out, 5xx (retried; after the last attempt the dead
             letter feeds the fallback worker).
+        QuarantineUnavailable: the same for a ``quarantine://`` source (the stage's breaker
+            waits for S3).
     """
     key = object_key(event.owner, event.file_id, event.received_at, event.original_name)
-    existing = await deps.storage.head(key)
-    if not already_stored(existing, size_bytes=event.size_bytes, sha256_hex=event.sha256):
-        if event.size_bytes < deps.multipart_threshold_bytes:
-            data = await deps.sources.read(
-                event.source, expected_sha256=event.sha256, expected_size=event.size_bytes
-            )
-            await deps.storage.put_bytes(
-                key, data, sha256_hex=event.sha256, content_type=event.content_type
-            )
-        else:
-            await deps.storage.put_multipart(
-                key,
-                deps.sources.iter_chunks(event.source),
-                sha256_hex=event.sha256,
-                content_type=event.content_type,
-            )
+    try:
+        await _store(event, key, deps)
+    except StorageUnavailable as exc:
+        if not event.source.startswith(QUARANTINE) or isinstance(exc, QuarantineUnavailable):
+            raise
+        raise QuarantineUnavailable(exc.message, **exc.context) from exc
     return [event.follow(FileStored, bucket=deps.storage.bucket, key=key)]
+
+
+async def _store(event: BaseEvent, key: str, deps: Deps) -> None:
+    """Put the event's bytes at ``key`` unless they are there already: promoted from the
+    quarantine bucket, or read from the source and uploaded."""
+    existing = await deps.storage.head(key)
+    if already_stored(existing, size_bytes=event.size_bytes, sha256_hex=event.sha256):
+        return
+    if (
+        deps.spool is not None
+        and deps.spool.owns(event.source)
+        and await deps.spool.promote(
+            event.source,
+            bucket=deps.storage.bucket,
+            key=key,
+            sha256_hex=event.sha256,
+            size_bytes=event.size_bytes,
+            content_type=event.content_type,
+        )
+    ):
+        return
+    if event.size_bytes < deps.multipart_threshold_bytes:
+        data = await deps.sources.read(
+            event.source, expected_sha256=event.sha256, expected_size=event.size_bytes
+        )
+        await deps.storage.put_bytes(
+            key, data, sha256_hex=event.sha256, content_type=event.content_type
+        )
+    else:
+        await deps.storage.put_multipart(
+            key,
+            deps.sources.iter_chunks(event.source),
+            sha256_hex=event.sha256,
+            content_type=event.content_type,
+        )

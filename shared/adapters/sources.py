@@ -1,8 +1,10 @@
 """Reading the bytes an event's ``source`` points at, checked against the event.
 
-Events carry a source reference, a size and a SHA-256, never the bytes (the brief). Two schemes:
+Events carry a source reference, a size and a SHA-256, never the bytes (the brief). Three schemes:
 
-- ``spool://<name>``: a file the gateway spooled (:class:`~shared.adapters.spool.LocalSpool`);
+- ``spool://<name>`` and ``quarantine://<name>``: a file the gateway spooled, in the local
+  directory or in the S3 quarantine bucket (the :class:`~shared.ports.Spool` port,
+  :class:`~shared.adapters.spools.Spools` for both);
 - ``s3://<bucket>/<key>``: an object an upstream service wrote. Only buckets in
   ``allowed_buckets`` (by default Sluice's own) may be read, so an event cannot make Sluice
   copy an object from a bucket it was never meant to take files from.
@@ -19,10 +21,9 @@ import hashlib
 from collections.abc import AsyncIterator, Collection
 from typing import Self
 
-from shared.adapters.spool import SCHEME as SPOOL_SCHEME
-from shared.adapters.spool import LocalSpool
 from shared.adapters.storage import S3ObjectStorage, parse_s3_uri
 from shared.errors import ChecksumMismatch, InvalidSource, SourceMissing
+from shared.ports import Spool
 from shared.settings import S3Settings
 
 S3_SCHEME = "s3://"
@@ -33,7 +34,7 @@ class SpoolOrS3SourceReader:
     """The :class:`~shared.ports.SourceReader` port over the spool and S3.
 
     Args:
-        spool: where ``spool://`` references live.
+        spool: where ``spool://`` and ``quarantine://`` references live.
         storage: the S3 client ``s3://`` references are read through.
         allowed_buckets: buckets ``s3://`` references may name; default ``{storage.bucket}``.
         max_bytes: largest source :meth:`read` loads into memory, bytes.
@@ -41,7 +42,7 @@ class SpoolOrS3SourceReader:
 
     def __init__(
         self,
-        spool: LocalSpool,
+        spool: Spool,
         storage: S3ObjectStorage,
         *,
         allowed_buckets: Collection[str] | None = None,
@@ -53,7 +54,7 @@ class SpoolOrS3SourceReader:
         self.max_bytes = max_bytes
 
     @classmethod
-    def for_settings(cls, spool: LocalSpool, storage: S3ObjectStorage, s3: S3Settings) -> Self:
+    def for_settings(cls, spool: Spool, storage: S3ObjectStorage, s3: S3Settings) -> Self:
         """A reader over ``spool`` and ``storage`` that allows the bucket of ``storage`` and the
         upstream buckets of ``S3_UPSTREAM_BUCKETS`` (what every stage reads sources with)."""
         return cls(spool, storage, allowed_buckets={storage.bucket, *s3.upstream_buckets})
@@ -65,19 +66,17 @@ class SpoolOrS3SourceReader:
         return bucket, key
 
     async def _size(self, source: str) -> int:
-        if source.startswith(SPOOL_SCHEME):
-            path = self._spool.path(source)
-            try:
-                return (await asyncio.to_thread(path.stat)).st_size
-            except FileNotFoundError:
-                raise SourceMissing("spooled file is gone", source=source) from None
+        if self._spool.owns(source):
+            return await self._spool.size(source)
         if source.startswith(S3_SCHEME):
             bucket, key = self._s3_location(source)
             info = await self._storage.head(key, bucket=bucket)
             if info is None:
                 raise SourceMissing("source object is gone", source=source)
             return info.size_bytes
-        raise InvalidSource("unknown source scheme (spool:// or s3:// expected)", source=source)
+        raise InvalidSource(
+            "unknown source scheme (spool://, quarantine:// or s3:// expected)", source=source
+        )
 
     async def read(self, source: str, *, expected_sha256: str, expected_size: int) -> bytes:
         """The whole source, checked against the event's size (bytes) and SHA-256 (hex).
@@ -88,6 +87,7 @@ class SpoolOrS3SourceReader:
         Raises:
             ChecksumMismatch: the size or SHA-256 differs (context: expected, actual).
             SourceMissing: the spooled file or the object is gone.
+            QuarantineUnavailable: S3 down, for a ``quarantine://`` source.
             InvalidSource: unknown scheme, bad spool name, foreign bucket, or the source is
                 bigger than ``max_bytes``.
             StorageUnavailable: S3 down.
@@ -104,7 +104,7 @@ class SpoolOrS3SourceReader:
                 expected=expected_size,
                 actual=actual_size,
             )
-        if source.startswith(SPOOL_SCHEME):
+        if self._spool.owns(source):
             data = await self._spool.read_bytes(source)
         else:
             bucket, key = self._s3_location(source)
@@ -123,7 +123,8 @@ class SpoolOrS3SourceReader:
     async def iter_chunks(self, source: str) -> AsyncIterator[bytes]:
         """The source in chunks, unverified: the consumer hashes what it reads.
 
-        ``spool://`` is streamed from disk in the spool's ``chunk_bytes``; ``s3://`` is read
+        A spooled file is streamed (from disk, or from the quarantine bucket) in the spool's
+        ``chunk_bytes``; ``s3://`` is read
         whole (at most ``max_bytes``) and cut into chunks of the same size.
 
         Raises (on iteration):
@@ -131,7 +132,7 @@ class SpoolOrS3SourceReader:
             InvalidSource: unknown scheme, bad name, foreign bucket, bigger than ``max_bytes``.
             StorageUnavailable: S3 down.
         """
-        if source.startswith(SPOOL_SCHEME):
+        if self._spool.owns(source):
             async for chunk in self._spool.iter_chunks(source):
                 yield chunk
             return

@@ -35,6 +35,17 @@ from shared.telemetry.metrics import SPOOL_FREE_BYTES
 
 SCHEME = "spool://"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+#: The suffix of an upload the gateway refused (its tombstone), and of one being written.
+ABANDONED, PARTIAL = ".abandoned", ".partial"
+
+
+def valid_name(name: str) -> bool:
+    """Whether ``name`` may name a spooled file: one segment of letters, digits, ``.``, ``_``
+    and ``-`` (at most 200), not ending ``.partial`` or ``.abandoned``; the same for both
+    backends, so a reference can never leave the spool directory or name a tombstone."""
+    return bool(_NAME.fullmatch(name)) and not name.endswith((PARTIAL, ABANDONED))
+
+
 #: What ``write(2)``, ``fsync(2)`` or ``rename(2)`` answer when the disk (or the quota) is full.
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -152,7 +163,9 @@ class SpoolWriter:
 
 
 class LocalSpool:
-    """The spool directory; the one real implementation of the spool port.
+    """The spool directory (``SLUICE_SPOOL_BACKEND=local``, the default): one of the two
+    implementations of the :class:`~shared.ports.Spool` port (the other is the S3 quarantine
+    bucket, :class:`shared.adapters.quarantine.QuarantineSpool`).
 
     ``min_free_bytes`` is the free-space floor of :meth:`check_room`, in bytes
     (``SLUICE_SPOOL_MIN_FREE_BYTES``; only the gateway, which writes the spool, sets it).
@@ -169,6 +182,11 @@ class LocalSpool:
         """The source reference of spooled file ``name`` (``spool://<name>``)."""
         return SCHEME + name
 
+    @staticmethod
+    def owns(source: str) -> bool:
+        """Whether ``source`` is a ``spool://`` reference."""
+        return source.startswith(SCHEME)
+
     def path(self, source: str) -> Path:
         """The local path of a ``spool://`` reference.
 
@@ -178,7 +196,7 @@ class LocalSpool:
         if not source.startswith(SCHEME):
             raise InvalidSource("not a spool reference", source=source)
         name = source.removeprefix(SCHEME)
-        if not _NAME.fullmatch(name) or name.endswith((".partial", ".abandoned")):
+        if not valid_name(name):
             raise InvalidSource("spool name not allowed", source=source)
         return self.root / name
 
@@ -262,6 +280,33 @@ class LocalSpool:
                 yield chunk
         finally:
             handle.close()
+
+    async def size(self, source: str) -> int:
+        """The spooled file's size, bytes (``stat``).
+
+        Raises:
+            SourceMissing: it is not there. InvalidSource: bad reference.
+        """
+        path = self.path(source)
+        try:
+            return (await asyncio.to_thread(path.stat)).st_size
+        except FileNotFoundError:
+            raise SourceMissing("spooled file is gone", source=source) from None
+
+    async def promote(
+        self,
+        source: str,
+        *,
+        bucket: str,
+        key: str,
+        sha256_hex: str,
+        size_bytes: int,
+        content_type: str,
+    ) -> bool:
+        """``False``: a local directory has no server-side copy; the store stage reads the
+        bytes and uploads them."""
+        self.path(source)
+        return False
 
     async def exists(self, source: str) -> bool:
         """Whether the spooled file is there."""

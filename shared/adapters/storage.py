@@ -119,6 +119,24 @@ class S3ObjectStorage:
     async def __aexit__(self, *exc_info: object) -> None:
         await self._stack.aclose()
 
+    @property
+    def client(self) -> Any:
+        """The aiobotocore S3 client, open inside ``async with``: for the adapters that need an
+        operation this class does not wrap (the quarantine spool, ``shared.adapters.quarantine``),
+        called through :meth:`call`."""
+        return self._client
+
+    async def call(self, name: str, operation: Callable[[], Awaitable[T]], **context: Any) -> T:
+        """Run the S3 ``operation`` (named ``name``, e.g. ``CopyObject``) in a CLIENT span,
+        with library errors translated as everywhere in this module (``context`` names the
+        ``bucket``, default this one, and ``key``).
+
+        Raises:
+            SourceMissing: 404 / NoSuchKey / NoSuchBucket. ChecksumMismatch: BadDigest.
+            StorageUnavailable: unreachable, timeout, 429, 5xx. PermanentError: other 4xx.
+        """
+        return await self._call(name, operation, **context)
+
     async def _call(self, name: str, operation: Callable[[], Awaitable[T]], **context: Any) -> T:
         """Run the S3 ``operation`` (named ``name``, e.g. ``PutObject``) in a CLIENT span
         ``S3.<name>``, translating library errors (module docstring)."""

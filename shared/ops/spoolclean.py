@@ -3,7 +3,8 @@
 The commit stage removes a file's spooled bytes once its final state is recorded, so in normal
 operation the spool holds only files in flight. What can stay behind:
 
-- ``<name>.partial``: an upload the gateway never finished (it died mid-request);
+- ``<name>.partial``: an upload the gateway never finished (it died mid-request; in the
+  quarantine bucket, an incomplete multipart upload whose abort S3 did not answer);
 - ``<name>.abandoned``: the tombstone of an upload answered with 503 (``shared/adapters/spool.py``),
   needed only while the event that might have escaped could still arrive;
 - ``<name>``: bytes whose ``file.received`` was never published (the gateway died between
@@ -14,6 +15,10 @@ operation the spool holds only files in flight. What can stay behind:
 bytes of a file that is in flight or waiting in a dead-letter queue (its version's recorded
 status is not :data:`~shared.status.FINAL`: anything but ``available`` or ``rejected``): those
 are still needed for a replay or a repair.
+
+:func:`clean_spool` cleans the local directory, :func:`clean_quarantine` the S3 quarantine
+bucket (``SLUICE_SPOOL_BACKEND=s3``), by the same rules: there an incomplete multipart upload is
+aborted, and an object is deleted.
 """
 
 from __future__ import annotations
@@ -21,11 +26,12 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from shared.adapters.quarantine import QuarantineEntry, QuarantineSpool
 from shared.adapters.spool import LocalSpool
 from shared.ports import FileStates
 from shared.status import FINAL
@@ -89,21 +95,77 @@ async def clean_spool(
     Raises:
         DatabaseUnavailable: the version statuses cannot be read.
     """
-    report = CleanReport()
     now = time.time()
     paths = await asyncio.to_thread(lambda: sorted(p for p in root.iterdir() if p.is_file()))
+    found: list[_Found] = []
     for path in paths:
         try:
             stat = await asyncio.to_thread(path.stat)
         except FileNotFoundError:
             continue  # removed meanwhile by the pipeline
-        kind, base = _kind(path.name)
+
+        async def remove(path: Path = path) -> None:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+
+        found.append(_Found(path.name, now - stat.st_mtime, stat.st_size, remove))
+    return await _clean(found, LocalSpool.reference, states, older_than_s, dry_run, waiting)
+
+
+async def clean_quarantine(
+    quarantine: QuarantineSpool,
+    states: FileStates,
+    *,
+    older_than_s: float,
+    dry_run: bool = False,
+    waiting: Collection[str] = (),
+) -> CleanReport:
+    """:func:`clean_spool` for the S3 quarantine bucket: ``waiting`` holds ``quarantine://``
+    sources; an incomplete multipart upload is a ``.partial`` entry (aborted), an object's age
+    is from its ``LastModified``.
+
+    Raises:
+        DatabaseUnavailable: the version statuses cannot be read.
+        QuarantineUnavailable: S3 down.
+    """
+    found: list[_Found] = []
+    for item in await quarantine.entries():
+
+        async def remove(item: QuarantineEntry = item) -> None:
+            await quarantine.remove_entry(item)
+
+        found.append(_Found(item.name, item.age_s, item.size_bytes, remove))
+    return await _clean(found, quarantine.reference, states, older_than_s, dry_run, waiting)
+
+
+@dataclass(frozen=True)
+class _Found:
+    """An entry as listed, and how to remove it."""
+
+    name: str
+    age_s: float
+    size_bytes: int
+    remove: Callable[[], Awaitable[None]]
+
+
+async def _clean(
+    found: list[_Found],
+    reference: Callable[[str], str],
+    states: FileStates,
+    older_than_s: float,
+    dry_run: bool,
+    waiting: Collection[str],
+) -> CleanReport:
+    """The rules of :func:`clean_spool` over listed entries; ``reference`` makes a name's
+    source reference (to look it up in ``waiting``)."""
+    report = CleanReport()
+    for listed in found:
+        kind, base = _kind(listed.name)
         file_id = _file_id(base)
         entry = SpoolEntry(
-            path.name, kind if file_id else "unknown", now - stat.st_mtime, stat.st_size
+            listed.name, kind if file_id else "unknown", listed.age_s, listed.size_bytes
         )
         stale = entry.age_s >= older_than_s
-        if entry.kind == "file" and LocalSpool.reference(path.name) in waiting:
+        if entry.kind == "file" and reference(listed.name) in waiting:
             entry = SpoolEntry(entry.name, "file", entry.age_s, entry.size_bytes, "in outbox")
             stale = False
         elif entry.kind == "file" and stale and file_id is not None:
@@ -114,6 +176,6 @@ async def clean_spool(
             report.kept.append(entry)
             continue
         if not dry_run:
-            await asyncio.to_thread(path.unlink, missing_ok=True)
+            await listed.remove()
         report.removed.append(entry)
     return report

@@ -133,6 +133,10 @@ class FakeStates:
 class FakeSpool:
     abandoned: set[str] = field(default_factory=set)
 
+    @staticmethod
+    def owns(source: str) -> bool:
+        return source.startswith(("spool://", "quarantine://"))
+
     async def is_abandoned(self, source: str) -> bool:
         return source in self.abandoned
 
