@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import os
 import pwd
+import re
 import resource
 import signal
 import time
@@ -118,19 +119,30 @@ def _as_rabbitmq_user(server: str) -> tuple[list[str], Path | None]:
     return [*switch, str(real), "-detached"], home if home.is_dir() else None
 
 
-def _rabbitmq_open_files() -> int | None:
-    """The open-files limit (soft ``RLIMIT_NOFILE``) of the local RabbitMQ node's Erlang VM, or
-    None when there is none or it cannot be read."""
-    pids = _run(["pgrep", "-u", "rabbitmq", "-f", "beam.smp"], timeout_s=10).stdout.split()
-    for pid in pids:
-        try:
-            limits = Path(f"/proc/{pid}/limits").read_text()
-        except OSError:
-            continue
-        for line in limits.splitlines():
-            if line.startswith("Max open files"):
-                soft = line.split()[3]
-                return None if soft == "unlimited" else int(soft)
+def _listener_pid(port: int) -> int | None:
+    """The pid of the process listening on local TCP ``port`` (``ss -ltnp``), or None.
+
+    Other RabbitMQ nodes may run on the machine (the fault tests start private ones on other
+    ports): the node is the one that listens on the configured port, not any ``beam.smp``."""
+    output = _run(["ss", "-H", "-ltnp", f"sport = :{port}"], timeout_s=10).stdout
+    found = re.search(r"pid=(\d+)", output)
+    return int(found.group(1)) if found else None
+
+
+def _rabbitmq_open_files(port: int = 5672) -> int | None:
+    """The open-files limit (soft ``RLIMIT_NOFILE``) of the RabbitMQ node listening on local
+    ``port``, or None when there is none or it cannot be read."""
+    pid = _listener_pid(port)
+    if pid is None:
+        return None
+    try:
+        limits = Path(f"/proc/{pid}/limits").read_text()
+    except OSError:
+        return None
+    for line in limits.splitlines():
+        if line.startswith("Max open files"):
+            soft = line.split()[3]
+            return None if soft == "unlimited" else int(soft)
     return None
 
 
@@ -143,17 +155,17 @@ def _check_rabbitmq_limits(config: DevServicesConfig) -> str | None:
     1024, a few hundred quorum queues (one test run's) exhaust it, and from then on every new
     AMQP connection waits forever in ``rabbit_networking:setup_socket`` (seen: the node answers
     ``rabbitmqctl ping`` and logs nothing). RabbitMQ's docs ask for 65536 in production."""
-    host, _ = _host_port(config.amqp_url, 5672)
+    host, port = _host_port(config.amqp_url, 5672)
     if host not in _LOCAL_HOSTS:
         return None
-    limit = _rabbitmq_open_files()
+    limit = _rabbitmq_open_files(port)
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if limit is None or limit >= min(RABBITMQ_MIN_OPEN_FILES, hard):
         return None  # enough, or as much as a restart from here could give it
     problem = f"it runs with an open-files limit of {limit}"
     if not _restart_wedged_rabbitmq(config, problem):
         return None
-    return f"restarted: {problem}, raised to {_rabbitmq_open_files()}"
+    return f"restarted: {problem}, raised to {_rabbitmq_open_files(port)}"
 
 
 def _restart_wedged_rabbitmq(config: DevServicesConfig, problem: str) -> bool:
@@ -161,18 +173,17 @@ def _restart_wedged_rabbitmq(config: DevServicesConfig, problem: str) -> bool:
     with ``rabbitmqctl stop`` (or, if that does not return in 60 s, kill its Erlang VM), then
     start it again. Messages in durable queues survive, as after any restart. Returns False,
     doing nothing, for a remote broker or one that cannot be stopped from here."""
-    host, _ = _host_port(config.amqp_url, 5672)
+    host, port = _host_port(config.amqp_url, 5672)
     ctl = _which("rabbitmqctl")
     if host not in _LOCAL_HOSTS or ctl is None:
         return False
     log.warning("devservice.rabbitmq_wedged", problem=problem, action="restart")
-    if _run([ctl, "-q", "stop"], timeout_s=60).returncode != 0:
-        beams = _run(["pgrep", "-u", "rabbitmq", "-f", "beam.smp"], timeout_s=10).stdout.split()
-        for pid in beams:
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(pid), signal.SIGKILL)
+    pid = _listener_pid(port)
+    if _run([ctl, "-q", "stop"], timeout_s=60).returncode != 0 and pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)  # the node on our port only, never another one
         deadline = time.monotonic() + 30
-        while _port_open(host, 5672) and time.monotonic() < deadline:
+        while _port_open(host, port) and time.monotonic() < deadline:
             time.sleep(0.5)
     _start_rabbitmq(config)
     return True
