@@ -141,7 +141,7 @@ def test_many_hosts_share_nothing_on_disk_and_lose_nothing(hosts: Hosts) -> None
     results = asyncio.run(scenario())
     assert results.refused == [], results.refused[:3]
     wait_drained(hosts, results, timeout_s=300)
-    report = verify(hosts, results, "many hosts: 2 gateways, 3 thumbnail, 2 of each stage")
+    report = verify(hosts, results, "many hosts, nothing shared on disk, S3 spool")
     lost = report.accepted - report.available - report.rejected
 
     # Nothing spooled is left in any process's directory (a gateway's outbox holds at most its
@@ -157,8 +157,7 @@ def test_many_hosts_share_nothing_on_disk_and_lose_nothing(hosts: Hosts) -> None
     assert spooled == [], spooled
     assert quarantined == 0
     REPORTS.append(
-        report.line("many hosts, nothing shared on disk")
-        + f" lost={lost} processes={len(hosts.processes)}"
+        f"[fault many-hosts] lost={lost} processes={len(hosts.processes)}"
         f" ({', '.join(f'{kind}={n}' for kind, n in REPLICAS.items())}) kills=2"
         f" spooled_left={len(spooled)} quarantine_left={quarantined}"
     )
