@@ -324,6 +324,14 @@ class ThumbnailSettings(BaseSettings):
         description="Render processes an image may kill (a decoder crash) before it gets a "
         "permanent thumbnail_error; after the first it is rendered alone.",
     )
+    render_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="Longest a render process may spend on one image, seconds; past it the "
+        "process is killed and counted as a crash (an image that hangs its decoder gets "
+        "thumbnail_error 'decoder timed out' after SLUICE_THUMBNAIL_MAX_CRASHES).",
+    )
 
     @field_validator("sizes_px")
     @classmethod

@@ -29,6 +29,7 @@ async def build(settings: Settings) -> Stage:
             processes=processes,
             max_tasks_per_child=settings.thumbnail.max_tasks_per_child,
             max_crashes=settings.thumbnail.max_crashes,
+            render_timeout_s=settings.thumbnail.render_timeout_s,
         )
         if processes
         else None  # 0: in threads of this process

@@ -15,6 +15,11 @@ libjpeg, libwebp, libheif) kills a child process, not the worker.
   :class:`ThumbnailError` and the file is committed with that ``thumbnail_error``, like a
   corrupt image. The count lives in the one handling of the message: the worker survives the
   crash, so nothing is redelivered for it.
+- **Hangs.** An image whose render takes longer than ``SLUICE_THUMBNAIL_RENDER_TIMEOUT_S``
+  (a decoder in an endless loop) has the executor's processes killed, which breaks it as a
+  crash does, and counts as one: the image is rendered again alone, and once it has used up
+  its ``SLUICE_THUMBNAIL_MAX_CRASHES`` it gets ``thumbnail_error`` ``decoder timed out``.
+  Without this a hung decoder would hold a render process, and the message, for ever.
 - **Recycling.** After ``SLUICE_THUMBNAIL_MAX_TASKS_PER_CHILD`` images per process the executor
   is replaced by a new one, and the old one's processes exit once their images are done, so a
   leak in a decoder cannot grow without bound. (Python 3.11's own ``max_tasks_per_child`` can
@@ -24,6 +29,7 @@ libjpeg, libwebp, libheif) kills a child process, not the worker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 from collections.abc import Callable
@@ -57,12 +63,30 @@ def _run(
         return exc.message, exc.context
 
 
+class _TimedOut(Exception):
+    """A render ran past the pool's timeout; its executor's processes were killed."""
+
+
+def _kill_processes(executor: ProcessPoolExecutor) -> None:
+    """SIGKILL every process of ``executor`` (``kill_workers`` from Python 3.14; before it,
+    the executor's process table, which it keeps under ``_processes``)."""
+    kill_workers = getattr(executor, "kill_workers", None)
+    if kill_workers is not None:
+        kill_workers()
+        return
+    processes: dict[int, Any] = getattr(executor, "_processes", None) or {}
+    for process in list(processes.values()):
+        with contextlib.suppress(Exception):
+            process.kill()
+
+
 class RenderPool:
     """Render processes for one worker.
 
     ``processes`` (1-64) run at once; each executor takes ``processes * max_tasks_per_child``
-    images before it is replaced; an image may kill ``max_crashes`` (1-10) processes. ``render``
-    is the function run in the children (``render_thumbnails`` unless a test gives its own).
+    images before it is replaced; an image may kill ``max_crashes`` (1-10) processes, a render
+    past ``render_timeout_s`` seconds counting as one. ``render`` is the function run in the
+    children (``render_thumbnails`` unless a test gives its own).
     """
 
     def __init__(
@@ -71,6 +95,7 @@ class RenderPool:
         processes: int,
         max_tasks_per_child: int,
         max_crashes: int,
+        render_timeout_s: float = 60.0,
         render: RenderFunction = render_thumbnails,
     ) -> None:
         if not 1 <= processes <= 64 or max_tasks_per_child < 1 or not 1 <= max_crashes <= 10:
@@ -82,6 +107,7 @@ class RenderPool:
         self._processes = processes
         self._per_executor = processes * max_tasks_per_child
         self._max_crashes = max_crashes
+        self._timeout_s = render_timeout_s
         self._render = render
         self._executor = self._new(processes)
         self._taken = 0
@@ -101,13 +127,20 @@ class RenderPool:
         while True:
             try:
                 return await self._submit(executor, data, content_type, options)
-            except BrokenProcessPool:
+            except (BrokenProcessPool, _TimedOut) as exc:
+                timed_out = isinstance(exc, _TimedOut)
                 crashes += 1
                 if executor is self._executor:  # the first of its images to see it broken
                     self._executor, self._taken = self._new(self._processes), 0
                 executor.shutdown(wait=False)
             if crashes >= self._max_crashes:
                 processes = "process" if crashes == 1 else "processes"
+                if timed_out:
+                    raise ThumbnailError(
+                        f"decoder timed out: no result in {self._timeout_s:g} s, "
+                        f"{crashes} render {processes} killed",
+                        content_type=content_type,
+                    )
                 raise ThumbnailError(
                     f"decoder crashed: the image killed {crashes} render {processes}",
                     content_type=content_type,
@@ -149,10 +182,12 @@ class RenderPool:
         content_type: str,
         options: dict[str, Any],
     ) -> list[Thumbnail]:
+        future = executor.submit(_run, self._render, data, content_type, options)
         try:
-            result = await asyncio.wrap_future(
-                executor.submit(_run, self._render, data, content_type, options)
-            )
+            result = await asyncio.wait_for(asyncio.wrap_future(future), self._timeout_s)
+        except TimeoutError:
+            _kill_processes(executor)  # breaks it: the images beside this one are retried
+            raise _TimedOut from None
         finally:
             if executor is not self._executor:  # a process of its own: done with it
                 executor.shutdown(wait=False)

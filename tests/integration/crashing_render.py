@@ -2,13 +2,15 @@
 
 ``render`` behaves as ``render_thumbnails`` except on marker inputs: ``b"abort"`` calls
 ``os.abort()`` (SIGABRT, as a failed assertion in a C decoder would), ``b"kill"`` sends the
-process SIGKILL, ``b"pid"`` answers one thumbnail whose data is the child's process id.
+process SIGKILL, ``b"pid"`` answers one thumbnail whose data is the child's process id,
+``b"hang"`` never returns (a decoder in an endless loop).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from typing import Any
 
 from services.thumbnail.render import Thumbnail, render_thumbnails
@@ -19,6 +21,9 @@ def render(data: bytes, content_type: str, **options: Any) -> list[Thumbnail]:
         os.abort()
     if data == b"kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if data == b"hang":
+        while True:
+            time.sleep(1)
     if data == b"pid":
         return [Thumbnail(1, 1, 1, str(os.getpid()).encode())]
     return render_thumbnails(data, content_type, **options)

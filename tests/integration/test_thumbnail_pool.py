@@ -73,6 +73,34 @@ async def test_images_in_flight_beside_a_crash_still_get_their_thumbnails(
     assert "decoder crashed" in str(results[1])
 
 
+async def test_an_image_that_hangs_its_decoder_times_out_and_the_others_go_on() -> None:
+    """A render past the timeout has its processes killed (the image beside it is rendered
+    again, alone), is retried alone, then gets a permanent ``decoder timed out``."""
+    pool = RenderPool(
+        processes=2,
+        max_tasks_per_child=100,
+        max_crashes=2,
+        render_timeout_s=2.0,
+        render=crashing_render.render,
+    )
+    try:
+        expected = render_thumbnails(PHOTO, "image/jpeg")
+        started = asyncio.get_running_loop().time()
+        hung, beside = await asyncio.gather(
+            pool.render(b"hang", "image/jpeg"),
+            pool.render(PHOTO, "image/jpeg"),
+            return_exceptions=True,
+        )
+        elapsed = asyncio.get_running_loop().time() - started
+        assert isinstance(hung, ThumbnailError), hung
+        assert "decoder timed out: no result in 2 s, 2 render processes killed" in str(hung)
+        assert beside == expected
+        assert 4.0 <= elapsed < 30.0, elapsed  # two timeouts, not one, and not for ever
+        assert await pool.render(PHOTO, "image/jpeg") == expected
+    finally:
+        await pool.close()
+
+
 async def test_with_max_crashes_1_the_first_crash_is_final() -> None:
     """With max_crashes=1 the first crash is final: no render alone."""
     pool = RenderPool(
