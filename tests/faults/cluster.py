@@ -118,18 +118,23 @@ class Cluster:
         assert done.returncode == 0, f"sluice {' '.join(args)} failed: {done.stderr[-2000:]}"
         return done.stdout
 
-    def start(self, name: str) -> None:
-        """Start (or start again) one process; its output goes to ``<tmp>/<name>.log``."""
+    def process_spec(self, name: str) -> tuple[list[str], dict[str, str], Path]:
+        """What ``start(name)`` runs: the ``sluice`` arguments, the environment, the directory."""
         command = ["gateway"] if name == "gateway" else ["worker", name]
         env = dict(self.env)
         if name != "gateway":
             port = self.health_ports.setdefault(name, free_port())
             env["SLUICE_WORKER_HEALTH_PORT"] = str(port)
+        return command, env, ROOT
+
+    def start(self, name: str) -> None:
+        """Start (or start again) one process; its output goes to ``<tmp>/<name>.log``."""
+        command, env, cwd = self.process_spec(name)
         log = (self.tmp / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
             [sys.executable, "-m", "services", *command],
             env=env,
-            cwd=ROOT,
+            cwd=cwd,
             stdout=log,
             stderr=log,
         )

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,28 +45,18 @@ class Hosts(Cluster):
     def host_dir(self, name: str) -> Path:
         return self.tmp / "hosts" / name
 
-    def start(self, name: str) -> None:
+    def process_spec(self, name: str) -> tuple[list[str], dict[str, str], Path]:
         kind = name.rsplit("-", 1)[0]
         home = self.host_dir(name)
         (home / "spool").mkdir(parents=True, exist_ok=True)
         env = {**self.env, "SLUICE_SPOOL_DIR": str(home / "spool"), "SLUICE_STATE_DIR": str(home)}
+        port = str(self.health_ports.setdefault(name, free_port()))
         if kind == "gateway":
-            self.health_ports.setdefault(name, free_port())
-            env["SLUICE_GATEWAY_PORT"] = str(self.health_ports[name])
+            env["SLUICE_GATEWAY_PORT"] = port
             env["SLUICE_GATEWAY_METRICS_PORT"] = str(free_port())
-            command = ["gateway"]
-        else:
-            env["SLUICE_WORKER_HEALTH_PORT"] = str(self.health_ports.setdefault(name, free_port()))
-            command = ["worker", kind]
-        log = (self.tmp / f"{name}.log").open("ab")
-        self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", "services", *command],
-            env=env,
-            cwd=home,
-            stdout=log,
-            stderr=log,
-        )
-        self.starts[name] = self.starts.get(name, 0) + 1
+            return ["gateway"], env, home
+        env["SLUICE_WORKER_HEALTH_PORT"] = port
+        return ["worker", kind], env, home
 
     def gateway_url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.health_ports[name]}"
