@@ -46,6 +46,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -84,9 +85,22 @@ SERVICES = {"clamd": "clamd", "weed": "SeaweedFS", "beam.smp": "RabbitMQ", "post
 
 @dataclass(frozen=True)
 class Upload:
+    """One upload; a JPEG's bytes are made unique (:func:`unique`) when read, so a corpus of
+    thousands of camera photos holds only its few base images in memory."""
+
     name: str
-    data: bytes
+    base: bytes
     content_type: str
+    number: int | None = None
+
+    @property
+    def data(self) -> bytes:
+        return self.base if self.number is None else unique(self.base, self.number)
+
+    @property
+    def size_bytes(self) -> int:
+        extra = 0 if self.number is None else 4 + len(f"sluice bench {self.number}")
+        return len(self.base) + extra
 
 
 # -- the corpus ---------------------------------------------------------------------------------
@@ -120,12 +134,11 @@ def corpus(files: int, camera_share: float, seed: int = 1) -> list[Upload]:
     uploads = []
     for n in range(files):
         if rng.random() < camera_share:
-            uploads.append(Upload(f"camera-{n}.jpg", unique(rng.choice(cameras), n), "image/jpeg"))
+            uploads.append(Upload(f"camera-{n}.jpg", rng.choice(cameras), "image/jpeg", n))
         else:
             name, data, content_type = rng.choice(samples)
-            if content_type == "image/jpeg":
-                data = unique(data, n)
-            uploads.append(Upload(f"{n}-{name}", data, content_type))
+            number = n if content_type == "image/jpeg" else None
+            uploads.append(Upload(f"{n}-{name}", data, content_type, number))
     return uploads
 
 
@@ -151,9 +164,15 @@ def pillow_thumbnail(upload: Upload) -> bytes:
         return out.getvalue()
 
 
+#: Uploads the raw rates cycle over, their bytes made beforehand (outside the timing).
+RAW_SAMPLE = 400
+
+
 def raw_rates(uploads: list[Upload], seconds: float) -> dict[str, float]:
-    """Files per second of each stage's own work on ``uploads`` (images only for thumbnails)."""
+    """Files per second of each stage's own work on ``uploads`` (images only for thumbnails);
+    the first :data:`RAW_SAMPLE` uploads, their bytes made before timing."""
     config = devservices.DevServicesConfig.from_env()
+    uploads = [Upload(u.name, u.data, u.content_type) for u in uploads[:RAW_SAMPLE]]
     images = [u for u in uploads if u.content_type.startswith("image/")]
     s3 = devservices.s3_client(config, timeout_s=30.0)
     clamd = pyclamd.ClamdNetworkSocket("127.0.0.1", config.clamd_port, timeout=60)
@@ -284,9 +303,13 @@ class Run:
             totals[name.split("-")[0]] = totals.get(name.split("-")[0], 0.0) + _cpu_s(
                 [psutil.Process(process.pid)]
             )
-        for proc in psutil.process_iter(["name"]):
+        for proc in psutil.process_iter(["name", "ppid"]):
             label = SERVICES.get(proc.info["name"] or "")
-            if label:
+            try:  # a service's own children (PostgreSQL's backends) count with their parent
+                nested = label and psutil.Process(proc.info["ppid"]).name() == proc.info["name"]
+            except psutil.Error:
+                nested = False
+            if label and not nested:
                 totals[label] = totals.get(label, 0.0) + _cpu_s([proc])
         return totals
 
@@ -302,11 +325,13 @@ class Run:
 
 
 def _cpu_s(processes: Iterable[psutil.Process]) -> float:
+    """CPU seconds of ``processes`` and their children: the live ones, and those that exited
+    and were waited for (a thumbnail worker's recycled render processes)."""
     total = 0.0
     for proc in processes:
         try:
             times = proc.cpu_times()
-            total += times.user + times.system
+            total += times.user + times.system + times.children_user + times.children_system
             total += sum(_cpu_s([child]) for child in proc.children(recursive=False))
         except psutil.Error:
             pass
@@ -399,6 +424,63 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
+class MemorySampler(threading.Thread):
+    """Every ``interval_s``: how many files are final, and the resident memory (RSS, bytes) of
+    each Sluice process, alone and with its children (the thumbnail stage's render processes).
+
+    ``growth()`` compares each process at the first sample with at least ``share`` of the
+    files final against the last sample: the issue's "no process grows by more than 10 % after
+    the first 500 of 5,000".
+    """
+
+    def __init__(self, run: Run, file_count: int, interval_s: float = 2.0) -> None:
+        super().__init__(daemon=True)
+        self.run_ = run
+        self.file_count = file_count
+        self.interval_s = interval_s
+        self.samples: list[tuple[int, dict[str, tuple[int, int]]]] = []
+        self.stopped = threading.Event()
+
+    def sample(self, conn: psycopg.Connection[tuple[int]]) -> None:
+        (final,) = conn.execute(
+            "SELECT count(*) FROM files WHERE status = ANY(%s)", ([str(s) for s in FINAL],)
+        ).fetchone() or (0,)
+        rss: dict[str, tuple[int, int]] = {}
+        for name, process in self.run_.processes.items():
+            try:
+                proc = psutil.Process(process.pid)
+                own = int(proc.memory_info().rss)
+                children = sum(int(c.memory_info().rss) for c in proc.children(recursive=True))
+            except psutil.Error:
+                continue
+            rss[name] = (own, own + children)
+        self.samples.append((final, rss))
+
+    def run(self) -> None:
+        with psycopg.connect(self.run_.database_url, autocommit=True) as conn:
+            while not self.stopped.wait(self.interval_s):
+                self.sample(conn)
+            self.sample(conn)
+
+    def growth(self, share: float = 0.1) -> dict[str, tuple[float, float, float]]:
+        """Per process: RSS (MiB) once ``share`` of the files are final, at the end, and the
+        largest seen, the process alone."""
+        if not self.samples:
+            return {}
+        threshold = share * self.file_count
+        early = next((rss for final, rss in self.samples if final >= threshold), None)
+        if early is None:
+            return {}
+        last = self.samples[-1][1]
+        peak = {name: max(rss[name][0] for _, rss in self.samples if name in rss) for name in last}
+        mib = 1024 * 1024
+        return {
+            name: (early[name][0] / mib, last[name][0] / mib, peak[name] / mib)
+            for name in last
+            if name in early
+        }
+
+
 @dataclass
 class Result:
     workers: int
@@ -410,6 +492,7 @@ class Result:
     to_final: list[float]
     to_last_event: list[float]
     cpu_per_file: dict[str, float]
+    memory: dict[str, tuple[float, float, float]] = field(default_factory=dict)
 
     @property
     def files_per_s(self) -> float:
@@ -424,12 +507,16 @@ def run_pipeline(workers: int, uploads: list[Upload], args: argparse.Namespace) 
     try:
         run.start()
         before = run.cpu()
+        sampler = MemorySampler(run, len(uploads))
+        sampler.start()
         start = time.monotonic()
         accepted, latencies, refused = asyncio.run(
             upload_all(f"http://127.0.0.1:{run.port}", key, uploads, args.concurrency, args.rate)
         )
         end = wait_final(run.database_url, accepted, args.timeout)
         after = run.cpu()
+        sampler.stopped.set()
+        sampler.join()
         to_final, to_last = lags(run.database_url)
     finally:
         run.stop()
@@ -439,12 +526,13 @@ def run_pipeline(workers: int, uploads: list[Upload], args: argparse.Namespace) 
         workers=workers,
         files=files,
         refused=refused,
-        megabytes=sum(len(u.data) for u in uploads) / 1e6,
+        megabytes=sum(u.size_bytes for u in uploads) / 1e6,
         elapsed_s=end - start,
         accepted_latency=latencies,
         to_final=to_final,
         to_last_event=to_last,
         cpu_per_file={k: (after[k] - before.get(k, 0.0)) / files for k in after},
+        memory=sampler.growth(),
     )
 
 
@@ -482,6 +570,11 @@ def report(results: list[Result], raw: dict[str, float]) -> None:
         "CPU ms/file gateway+scan+store+commit",
         (f"{sum(r.cpu_per_file.get(k, 0.0) for k in pipeline_kinds) * 1e3:.1f}" for r in results),
     )
+    for r in results:
+        print(f"\nRSS, K={r.workers} (MiB; the process alone): at 10 % of files final -> end, peak")
+        for name, (early, last, peak) in sorted(r.memory.items()):
+            growth = (last - early) / early * 100 if early else 0.0
+            print(f"  {name:<14}{early:>8.0f} -> {last:>5.0f} ({growth:+5.1f} %), peak {peak:.0f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -503,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
 
     devservices.up(buckets=[BUCKET])
     uploads = corpus(args.files, args.camera_share)
-    megabytes = sum(len(u.data) for u in uploads) / 1e6
+    megabytes = sum(u.size_bytes for u in uploads) / 1e6
     print(f"corpus: {len(uploads)} files, {megabytes:.1f} MB, {os.cpu_count()} cores")
     results = []
     for workers in args.workers_per_stage:

@@ -165,10 +165,17 @@ class SpoolSettings(BaseSettings):
         8 * MiB,
         ge=5 * MiB,
         le=5 * 1024 * MiB,
-        description="Part size of the multipart upload into the quarantine bucket, bytes (the "
-        "most an upload holds in memory): a file of at most one part goes up in one PutObject "
-        "and is promoted with its S3 checksum checked; a bigger one is a multipart upload, read "
-        "back after promotion to check its SHA-256.",
+        description="Part size of the multipart upload into the quarantine bucket, bytes: a file "
+        "of at most one part goes up in one PutObject and is promoted with its S3 checksum "
+        "checked; a bigger one is a multipart upload, read back after promotion to check its "
+        "SHA-256. An upload holds at most (SLUICE_SPOOL_S3_PARTS_IN_FLIGHT + 1) parts in memory.",
+    )
+    s3_parts_in_flight: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description="Parts of one multipart upload into the quarantine bucket sent at once while "
+        "the next fills (1: one at a time, the client's body waiting on each UploadPart).",
     )
     dir: Path = Field(
         Path(".sluice/spool"),

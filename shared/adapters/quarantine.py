@@ -45,6 +45,7 @@ Every S3 failure of the quarantine raises :class:`~shared.errors.QuarantineUnava
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -118,17 +119,25 @@ class QuarantineWriter:
     up at :meth:`commit` in one ``PutObject`` with its whole SHA-256 as ``ChecksumSHA256``
     (one request, which S3 verifies and applies whole or not at all); a bigger one becomes a
     multipart upload, started when the first part is full, each part with its SHA-256, aborted
-    on any error. Holds at most one part in memory.
+    on any error. Up to ``parts_in_flight`` parts are sent at once while the next one fills,
+    so the client's body keeps flowing during an ``UploadPart`` (one at a time, a 100 MiB
+    upload went at 0.39 x a raw ``PutObject``, two at once at 0.51; ``docs/performance.md``).
+    Holds at most ``parts_in_flight + 1`` parts in memory.
     """
 
-    def __init__(self, spool: QuarantineSpool, key: str, part_size: int) -> None:
+    def __init__(
+        self, spool: QuarantineSpool, key: str, part_size: int, parts_in_flight: int = 1
+    ) -> None:
         self._spool = spool
         self._key = key
         self._upload_id: str | None = None
         self._part_size = part_size
+        self._parts_in_flight = max(1, parts_in_flight)
         self._sha256 = hashlib.sha256()
         self._buffer = bytearray()
         self._parts: list[dict[str, Any]] = []
+        self._sending: set[asyncio.Task[None]] = set()
+        self._part_count = 0
         self._done = False
         self.size_bytes = 0
 
@@ -151,10 +160,32 @@ class QuarantineWriter:
             while len(self._buffer) > self._part_size:
                 part = bytes(self._buffer[: self._part_size])
                 del self._buffer[: self._part_size]
-                await self._send(part)
+                await self._launch(part)
         except BaseException:
             await self.abort()
             raise
+
+    async def _launch(self, body: bytes) -> None:
+        """Send ``body`` as the next part in the background, once fewer than
+        ``parts_in_flight`` are being sent (a failed one raises here)."""
+        self._part_count += 1
+        number = self._part_count
+        if self._upload_id is None:
+            await self._start()
+        while len(self._sending) >= self._parts_in_flight:
+            await self._wait_sent(asyncio.FIRST_COMPLETED)
+        task = asyncio.create_task(self._send(body, number), name=f"quarantine-part-{number}")
+        self._sending.add(task)
+
+    async def _wait_sent(self, return_when: str = asyncio.ALL_COMPLETED) -> None:
+        """Wait for one (``FIRST_COMPLETED``) or every part being sent; raises the first
+        failure."""
+        if not self._sending:
+            return
+        done, _ = await asyncio.wait(self._sending, return_when=return_when)
+        self._sending -= done
+        for task in done:
+            task.result()
 
     async def _start(self) -> str:
         storage = self._spool.storage
@@ -172,9 +203,8 @@ class QuarantineWriter:
         self._upload_id = upload_id
         return upload_id
 
-    async def _send(self, body: bytes) -> None:
+    async def _send(self, body: bytes, number: int) -> None:
         upload_id = self._upload_id or await self._start()
-        number = len(self._parts) + 1
         checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
         storage = self._spool.storage
         answer = await self._spool.call(
@@ -214,14 +244,16 @@ class QuarantineWriter:
                     )
             else:
                 upload_id = self._upload_id
-                await self._send(bytes(self._buffer))
+                await self._launch(bytes(self._buffer))
+                await self._wait_sent()
+                parts = sorted(self._parts, key=lambda part: int(part["PartNumber"]))
                 await self._spool.call(
                     "CompleteMultipartUpload",
                     lambda: storage.client.complete_multipart_upload(
                         Bucket=storage.bucket,
                         Key=self._key,
                         UploadId=upload_id,
-                        MultipartUpload={"Parts": self._parts},
+                        MultipartUpload={"Parts": parts},
                     ),
                     key=self._key,
                 )
@@ -239,6 +271,10 @@ class QuarantineWriter:
             return
         self._done = True
         self._buffer = bytearray()
+        for task in self._sending:
+            task.cancel()
+        await asyncio.gather(*self._sending, return_exceptions=True)
+        self._sending.clear()
         if self._upload_id is None:
             return
         storage = self._spool.storage
@@ -271,15 +307,22 @@ class QuarantineSpool:
     """The quarantine bucket, the :class:`~shared.ports.Spool` port over S3.
 
     ``storage`` is an open :class:`S3ObjectStorage` whose bucket is the quarantine bucket
-    (``SLUICE_SPOOL_S3_BUCKET``); ``part_size_bytes`` the multipart part size of writes;
+    (``SLUICE_SPOOL_S3_BUCKET``); ``part_size_bytes`` the multipart part size of writes and
+    ``parts_in_flight`` how many parts one write sends at once;
     ``chunk_bytes`` the size of the chunks :meth:`iter_chunks` yields.
     """
 
     def __init__(
-        self, storage: S3ObjectStorage, *, part_size_bytes: int, chunk_bytes: int = 256 * 1024
+        self,
+        storage: S3ObjectStorage,
+        *,
+        part_size_bytes: int,
+        parts_in_flight: int = 1,
+        chunk_bytes: int = 256 * 1024,
     ) -> None:
         self.storage = storage
         self.part_size_bytes = part_size_bytes
+        self.parts_in_flight = parts_in_flight
         self.chunk_bytes = chunk_bytes
 
     @property
@@ -343,7 +386,7 @@ class QuarantineSpool:
             InvalidSource: bad name.
         """
         key = self.key(self.reference(name))
-        return QuarantineWriter(self, key, self.part_size_bytes)
+        return QuarantineWriter(self, key, self.part_size_bytes, self.parts_in_flight)
 
     async def size(self, source: str) -> int:
         """The quarantined file's size, bytes (HEAD).

@@ -92,7 +92,8 @@ def uploads(raw_s3: Any, bucket: str) -> list[str]:
 # -- writing -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("size", [0, 1, 300_000, PART, PART + 1, 2 * PART + 12_345])
+# 5 * PART + 7: six parts, more than SLUICE_SPOOL_S3_PARTS_IN_FLIGHT (2) sent at once
+@pytest.mark.parametrize("size", [0, 1, 300_000, PART, PART + 1, 2 * PART + 12_345, 5 * PART + 7])
 async def test_a_write_lands_whole_in_the_quarantine_bucket(
     spools: Spools, raw_s3: Any, size: int
 ) -> None:
@@ -124,7 +125,7 @@ async def test_an_error_mid_write_aborts_the_multipart_upload(spools: Spools, ra
     name = str(uuid.uuid4())
     with pytest.raises(RuntimeError, match="client went away"):
         async with await spools.open_writer(name) as writer:
-            await writer.write(os.urandom(PART + 10))
+            await writer.write(os.urandom(3 * PART + 10))  # three parts on their way
             raise RuntimeError("client went away")
     assert name not in keys(raw_s3, QUARANTINE)
     assert uploads(raw_s3, QUARANTINE) == []
