@@ -111,3 +111,14 @@ if [[ ! -f $stamp || pyproject.toml -nt $stamp || requirements.lock -nt $stamp ]
     .venv/bin/python -m pip check
     touch "$stamp"
 fi
+
+# -- Node: tus-js-client ------------------------------------------------------------------------
+# web/package-lock.json pins tus-js-client, which the tests drive from Node
+# (tests/e2e/tus_client.cjs) and the upload page vendors. Installed when node and npm are there.
+if command -v npm >/dev/null && command -v node >/dev/null; then
+    if [[ ! -d web/node_modules || web/package-lock.json -nt web/node_modules ]]; then
+        echo "bootstrap: npm ci in web/"
+        (cd web && npm ci --no-audit --no-fund --loglevel=error)
+        touch web/node_modules
+    fi
+fi

@@ -283,6 +283,36 @@ class GatewaySettings(BaseSettings):
     )
 
 
+# -- tus resumable uploads (``/v1/uploads/``, docs/uploads.md) ---------------------------------
+
+
+class TusSettings(BaseSettings):
+    """Resumable uploads over tus 1.0 (``SLUICE_TUS_*``): how long an unfinished upload is
+    kept, how often expired ones are cleaned, which browser origins may use them."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICE_TUS_", frozen=True)
+
+    expiry_s: int = Field(
+        24 * 3600,
+        ge=60,
+        le=30 * 86400,
+        description="Lifetime of an upload from its creation, seconds (tus expiration: "
+        "Upload-Expires); past it the upload answers 410 and the cleaner removes its bytes.",
+    )
+    clean_interval_s: float = Field(
+        300.0,
+        ge=0,
+        le=86400,
+        description="How often each gateway removes expired uploads, seconds (0: never; "
+        "`sluice spool clean` does it too).",
+    )
+    cors_origins: tuple[str, ...] = Field(
+        ("*",),
+        description="Origins browsers may send tus requests from (CORS on /v1/uploads only; "
+        "empty: none). Keys are bearer tokens, never cookies, so * lends a page nothing.",
+    )
+
+
 class ThumbnailSettings(BaseSettings):
     """Thumbnail sizes and decoder limits (``SLUICE_THUMBNAIL_*``)."""
 
@@ -500,6 +530,7 @@ class Settings:
         tracing: TracingSettings | None = None,
         status: StatusSettings | None = None,
         breaker: BreakerSettings | None = None,
+        tus: TusSettings | None = None,
     ) -> None:
         if spool.s3_bucket == s3.bucket_name or spool.s3_bucket in s3.upstream_buckets:
             raise ConfigError(
@@ -520,6 +551,7 @@ class Settings:
         self.tracing = tracing or TracingSettings()
         self.status = status or StatusSettings()
         self.breaker = breaker or BreakerSettings()
+        self.tus = tus or TusSettings()
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -542,6 +574,7 @@ class Settings:
             tracing=load(TracingSettings),
             status=load(StatusSettings),
             breaker=load(BreakerSettings),
+            tus=load(TusSettings),
         )
 
 
@@ -553,6 +586,7 @@ SETTINGS_GROUPS: tuple[type[BaseSettings], ...] = (
     SpoolSettings,
     ClamdSettings,
     GatewaySettings,
+    TusSettings,
     ThumbnailSettings,
     FallbackSettings,
     WorkerSettings,

@@ -24,9 +24,11 @@ def spool_clean(
     """Remove stale spool entries: unfinished uploads, 503 tombstones, bytes of final or never
     recorded files. Bytes of files in flight, waiting in a dead-letter queue or whose event waits
     in the gateway's outbox always stay. With SLUICE_SPOOL_BACKEND=s3 the quarantine bucket is
-    cleaned, and unfinished multipart uploads are aborted."""
+    cleaned, and unfinished multipart uploads are aborted. Resumable (tus) uploads past their
+    Upload-Expires are removed whatever --older-than says (never in a dry run)."""
     from shared.adapters.db import FileStateReader, create_pool
     from shared.adapters.outbox import EventOutbox
+    from shared.adapters.resumable import clean_expired
     from shared.adapters.spools import open_spools
     from shared.ops.spoolclean import CleanReport, clean_quarantine, clean_spool
 
@@ -58,6 +60,12 @@ def spool_clean(
             await pool.close()
 
     report = run_async(main)
+
+    async def expire_uploads() -> list[str]:
+        async with open_spools(settings) as spools:
+            return [] if dry_run else await clean_expired(spools.uploads)
+
+    expired = run_async(expire_uploads)
     table = Table(
         "entry", "kind", "age", "size", "status", title="would remove" if dry_run else "removed"
     )
@@ -75,4 +83,5 @@ def spool_clean(
     console.print(
         f"{'would remove' if dry_run else 'removed'} {len(report.removed)}, kept {len(report.kept)}"
         + (f" (not Sluice's: {', '.join(unknown[:5])})" if unknown else "")
+        + (f"; {len(expired)} expired resumable uploads removed" if expired else "")
     )

@@ -31,7 +31,7 @@ from opentelemetry.trace import Span
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as http_metrics
 
-from services.gateway import errors, files, keys, ops_api, ops_page, upload
+from services.gateway import errors, files, keys, ops_api, ops_page, tus, upload
 from services.gateway.access import AccessLog
 from services.gateway.auth import OPS_READ, authenticate_request
 from services.gateway.deps import GatewayDeps
@@ -125,6 +125,18 @@ async def open_deps(settings: Settings, stack: contextlib.AsyncExitStack) -> Gat
         await relaying
 
     stack.push_async_callback(stop)
+    if settings.tus.clean_interval_s > 0:
+        stop_cleaner = asyncio.Event()
+        cleaning = asyncio.create_task(
+            tus.clean_periodically(spools.uploads, settings.tus.clean_interval_s, stop_cleaner),
+            name="tus-cleaner",
+        )
+
+        async def stop_cleaning() -> None:
+            stop_cleaner.set()
+            await cleaning
+
+        stack.push_async_callback(stop_cleaning)
     return deps
 
 
@@ -215,8 +227,10 @@ def create_app(settings: Settings) -> FastAPI:
     errors.install(app)
     app.add_middleware(AccessLog)
     app.add_middleware(BodyDeadline, read_timeout_s=settings.gateway.body_read_timeout_s)
+    app.add_middleware(tus.TusEdge, origins=settings.tus.cors_origins)
     instrument(app)
     app.include_router(upload.router)
+    app.include_router(tus.router)
     app.include_router(files.router)
     app.include_router(ops_api.router)
     app.include_router(ops_page.router)

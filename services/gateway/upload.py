@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
 from typing import Annotated, Any
 
 import structlog
@@ -33,12 +32,13 @@ from starlette.requests import ClientDisconnect
 from services.gateway.auth import Owner
 from services.gateway.deps import GatewayDeps, get_deps
 from services.gateway.edge import BodyTimeout
-from services.gateway.errors import ApiError, insufficient_storage, unavailable
+from services.gateway.errors import ApiError, unavailable
 from services.gateway.form import read_upload
+from services.gateway.publish import announce, remove_spooled
 from services.gateway.schemas import ErrorBody, UploadAccepted
-from shared.errors import BrokerUnavailable, OutboxFull, SpoolFull, StorageUnavailable
+from shared.errors import StorageUnavailable
 from shared.events import FileReceived
-from shared.telemetry import metrics, tracing
+from shared.telemetry import metrics
 
 log = structlog.get_logger("sluice.gateway")
 router = APIRouter()
@@ -153,16 +153,9 @@ async def _accept(
             metadata=upload.metadata,
         )
     except ValidationError as exc:
-        await _remove(deps, source)
+        await remove_spooled(deps, source)
         raise ApiError(422, "invalid_request", f"cannot describe the file: {exc}") from None
-    with tracing.producer_span(
-        deps.topology.exchange, event.routing_key, str(event.event_id)
-    ) as span:
-        span.set_attribute("sluice.file_id", str(file_id))
-        headers = tracing.inject({})
-        if not await _publish_now(deps, event, headers):
-            span.set_attribute("sluice.outbox", True)
-            await _keep_in_outbox(deps, event, headers)
+    await announce(deps, event)
     status_url = f"/v1/files/{file_id}"
     response.headers["Location"] = status_url
     log.info(
@@ -180,61 +173,3 @@ async def _accept(
         content_type=upload.content_type,
         original_name=upload.original_name,
     )
-
-
-async def _publish_now(deps: GatewayDeps, event: FileReceived, headers: Mapping[str, Any]) -> bool:
-    """Publish ``event`` with a confirm; ``False`` if it must wait in the outbox instead (the
-    broker is not connected, it did not confirm, or older events wait there)."""
-    if not deps.broker_connected() or not deps.outbox.is_empty():
-        return False
-    try:
-        await deps.publisher.publish(event, headers=headers)
-    except BrokerUnavailable as exc:
-        log.warning("gateway.publish_failed", error=str(exc), event_id=str(event.event_id))
-        return False
-    return True
-
-
-async def _keep_in_outbox(
-    deps: GatewayDeps, event: FileReceived, headers: Mapping[str, Any]
-) -> None:
-    """Write ``event`` to the outbox for the relay.
-
-    Raises:
-        ApiError: 503 ``outbox_full`` (bytes removed, tombstone left) when the outbox is at its
-            bound; 507 ``insufficient_storage`` (bytes removed) when the disk cannot take it.
-    """
-    try:
-        await deps.outbox.put(event, headers)
-    except SpoolFull as exc:
-        # The disk that holds the outbox holds the bytes too: free them. The tombstone may not
-        # fit either; then the bytes go without it.
-        try:
-            await deps.spool.abandon(event.source)
-        except OSError:
-            await _remove(deps, event.source)
-        except StorageUnavailable as gone:
-            log.warning("gateway.abandon_failed", error=str(gone), source=event.source)
-        log.warning("gateway.outbox_disk_full", error=str(exc), event_id=str(event.event_id))
-        raise insufficient_storage(exc) from exc
-    except OutboxFull as exc:
-        # The broker may have taken the event although its confirm was lost: leave a
-        # tombstone so the scan stage rejects the file as abandoned (shared/adapters/spool.py).
-        try:
-            await deps.spool.abandon(event.source)
-        except StorageUnavailable as gone:  # S3 spool, S3 down too: `sluice spool clean` later
-            log.warning("gateway.abandon_failed", error=str(gone), source=event.source)
-        log.warning("gateway.outbox_full", error=str(exc), event_id=str(event.event_id))
-        raise unavailable(exc) from exc
-    metrics.OUTBOX_KEPT.inc()
-    deps.relay.wake()
-    log.info("gateway.event_kept", event_id=str(event.event_id))
-
-
-async def _remove(deps: GatewayDeps, source: str) -> None:
-    """Remove the spooled bytes of an upload that is not accepted; an S3 spool that cannot be
-    reached leaves them to ``sluice spool clean`` (the file was never announced)."""
-    try:
-        await deps.spool.delete(source)
-    except StorageUnavailable as exc:
-        log.warning("gateway.spool_delete_failed", error=str(exc), source=source)

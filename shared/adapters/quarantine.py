@@ -68,6 +68,9 @@ from shared.errors import (
 )
 
 SCHEME = "quarantine://"
+#: Key prefix of unfinished resumable uploads (:mod:`shared.adapters.resumable`), which
+#: :meth:`QuarantineSpool.entries` leaves to their own cleaner.
+RESUMABLE_PREFIX = "tus/"
 log = structlog.get_logger("sluice.quarantine")
 
 
@@ -97,6 +100,11 @@ def _quarantine_errors() -> Iterator[None]:
         raise
     except StorageUnavailable as exc:
         raise QuarantineUnavailable(exc.message, **exc.context) from exc
+
+
+#: :func:`_quarantine_errors` for the other adapters of the quarantine bucket
+#: (:mod:`shared.adapters.resumable`).
+quarantine_errors = _quarantine_errors
 
 
 @dataclass(frozen=True)
@@ -573,6 +581,10 @@ class QuarantineSpool:
         found: list[QuarantineEntry] = []
         with _quarantine_errors():
             async for item in self.storage.list_objects():
+                if item.key.startswith(
+                    RESUMABLE_PREFIX
+                ):  # unfinished tus uploads: their own cleaner
+                    continue
                 age = (now - item.last_modified).total_seconds() if item.last_modified else 0.0
                 found.append(QuarantineEntry(item.key, age, item.size_bytes))
         client = self.storage.client
@@ -585,6 +597,8 @@ class QuarantineSpool:
             return listed
 
         for upload in await self.call("ListMultipartUploads", uploads):
+            if upload["Key"].startswith(RESUMABLE_PREFIX):
+                continue
             started = upload.get("Initiated")
             age = (now - started).total_seconds() if started else 0.0
             found.append(QuarantineEntry(upload["Key"] + PARTIAL, age, 0, upload["UploadId"]))

@@ -17,6 +17,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from shared.adapters.quarantine import QuarantineSpool
+from shared.adapters.resumable import LocalUploadStore, S3UploadStore, UploadStore
 from shared.adapters.spool import LocalSpool
 from shared.adapters.storage import S3ObjectStorage
 from shared.errors import InvalidSource
@@ -36,6 +37,13 @@ class Spools:
         self.local = local
         self.quarantine = quarantine
         self.writing: Spool = local if writing == "local" else quarantine
+        #: Unfinished resumable uploads, in the configured backend's area
+        #: (:mod:`shared.adapters.resumable`).
+        self.uploads: UploadStore = (
+            LocalUploadStore(local.root, local.chunk_bytes)
+            if writing == "local"
+            else S3UploadStore(quarantine)
+        )
 
     @property
     def chunk_bytes(self) -> int:

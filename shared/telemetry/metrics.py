@@ -108,6 +108,13 @@ UPLOADS = Counter(
     ["outcome"],
 )
 UPLOAD_BYTES = Counter("sluice_upload_bytes_total", "Bytes of uploads the gateway accepted.")
+TUS_RECEIVED_BYTES = Counter(
+    "sluice_tus_received_bytes_total",
+    "Bytes of tus PATCH (and creation-with-upload) bodies the gateway received, kept or not.",
+)
+TUS_EXPIRED = Counter(
+    "sluice_tus_expired_total", "Unfinished tus uploads removed by the cleaner once expired."
+)
 SPOOL_FREE_BYTES = Gauge(
     "sluice_spool_free_bytes",
     "Free bytes on the spool's disk when the gateway last checked (at every upload).",
