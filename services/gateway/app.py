@@ -40,9 +40,9 @@ from services.gateway.keys import KeyCache
 from services.gateway.relay import OutboxRelay
 from services.gateway.slots import OwnerSlots
 from shared.adapters import broker, db
+from shared.adapters.object_storage import open_object_storage
 from shared.adapters.outbox import EventOutbox
 from shared.adapters.spools import open_spools
-from shared.adapters.storage import S3ObjectStorage
 from shared.errors import (
     BrokerUnavailable,
     DatabaseUnavailable,
@@ -90,7 +90,7 @@ async def open_deps(settings: Settings, stack: contextlib.AsyncExitStack) -> Gat
         publisher = await broker.Publisher.create(connection, settings.amqp, topology)
     except Exception as exc:
         raise BrokerUnavailable(f"cannot declare the topology: {exc!r}") from exc
-    storage = await stack.enter_async_context(S3ObjectStorage(settings.s3))
+    storage = await stack.enter_async_context(open_object_storage(settings))
     spools = await stack.enter_async_context(
         open_spools(settings, min_free_bytes=settings.spool.min_free_bytes)
     )
