@@ -31,7 +31,7 @@ from opentelemetry.trace import Span
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as http_metrics
 
-from services.gateway import errors, files, keys, ops_api, ops_page, upload
+from services.gateway import errors, files, keys, objects, ops_api, ops_page, upload
 from services.gateway.access import AccessLog
 from services.gateway.auth import OPS_READ, authenticate_request
 from services.gateway.deps import GatewayDeps
@@ -218,6 +218,7 @@ def create_app(settings: Settings) -> FastAPI:
     instrument(app)
     app.include_router(upload.router)
     app.include_router(files.router)
+    app.include_router(objects.router)
     app.include_router(ops_api.router)
     app.include_router(ops_page.router)
 
