@@ -3,17 +3,18 @@ and 003: a local-filesystem implementation beside S3, for development and small 
 
 Layout: ``<root>/<bucket>/<key>`` holds an object's bytes, and beside it
 ``.sluice-meta.<name>.json`` its SHA-256 (base64, as S3's ``ChecksumSHA256``), content type,
-user metadata, size and the inode of the bytes it describes. ``<root>`` must exist (an
-unmounted volume is an outage, not an empty store); the bucket directory is made on first use.
+user metadata, and the inode, size and modification time of the bytes it describes.
+``<root>`` must exist (an unmounted volume is an outage, not an empty store); the bucket
+directory is made on first use.
 
 What it promises, as :class:`~shared.adapters.storage.S3ObjectStorage` does:
 
 - a write is atomic: the bytes go to a temporary file in the object's own directory, are
   hashed on the way, ``fsync``-ed, and renamed over the key only when their SHA-256 is the one
   announced; a mismatch raises :class:`ChecksumMismatch` and removes the temporary file, so
-  nothing is left behind. The sidecar is written the same way, first; a sidecar whose inode is
-  not the object's (a crash between the two renames) is ignored, so :meth:`head` never pairs
-  bytes with another write's checksum;
+  nothing is left behind. The sidecar is written the same way, first; a sidecar whose inode,
+  size or mtime is not the object's (a crash between the two renames) is ignored, so
+  :meth:`head` never pairs bytes with another write's checksum;
 - a key never leaves the bucket directory (:func:`shared.adapters.local_keys.key_parts`), and
   no symbolic link is followed, in the key's directories or at the object itself;
 - the same errors for the same situations: an object that is not there is ``None`` from
@@ -202,13 +203,14 @@ class LocalObjectStorage:
                         actual=digest.hexdigest(),
                     )
                 os.fsync(handle.fileno())
-                inode = os.fstat(handle.fileno()).st_ino
+                written = os.fstat(handle.fileno())
             meta = {
                 "checksum_sha256": b64_sha256(sha256_hex),
                 "content_type": content_type,
                 "metadata": metadata,
                 "size_bytes": size,
-                "inode": inode,
+                "inode": written.st_ino,
+                "mtime_ns": written.st_mtime_ns,
             }
             fd = os.open(meta_temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW)
             with os.fdopen(fd, "w") as handle:
@@ -332,7 +334,7 @@ class LocalObjectStorage:
             if not stat.S_ISREG(status.st_mode):
                 os.close(fd)
                 return None
-            meta = _read_sidecar(sidecar, status.st_ino)
+            meta = _read_sidecar(sidecar, status)
         except BaseException:
             os.close(fd)
             raise
@@ -499,9 +501,9 @@ def _scan(directory: Path) -> list[tuple[str, bool, int, float]]:
     return sorted((name, d, s.st_size, s.st_mtime) for name, d, s in found)
 
 
-def _read_sidecar(path: Path, inode: int) -> dict[str, Any]:
+def _read_sidecar(path: Path, status: os.stat_result) -> dict[str, Any]:
     """The sidecar's fields, or ``{}`` when it is missing, unreadable as JSON, or describes
-    other bytes than the object of inode ``inode``."""
+    other bytes than the object whose ``stat`` is ``status`` (inode, size, mtime)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         with os.fdopen(fd, "rb") as handle:
@@ -512,7 +514,10 @@ def _read_sidecar(path: Path, inode: int) -> dict[str, Any]:
         if exc.errno in _NOT_AN_OBJECT:
             return {}
         raise
-    if not isinstance(meta, dict) or meta.get("inode") != inode:
+    if not isinstance(meta, dict):
+        return {}
+    written = (meta.get("inode"), meta.get("size_bytes"), meta.get("mtime_ns"))
+    if written != (status.st_ino, status.st_size, status.st_mtime_ns):
         return {}
     return meta
 
