@@ -7,8 +7,10 @@
 - :class:`Spool`: where uploads wait until stored, with its :class:`SpoolWriter` (a directory,
   :class:`shared.adapters.spool.LocalSpool`, or an S3 quarantine bucket,
   :class:`shared.adapters.quarantine.QuarantineSpool`: two, chosen by ``SLUICE_SPOOL_BACKEND``);
-- :class:`ObjectStore`: head, get and put of one object in the bucket
-  (:class:`shared.adapters.storage.S3ObjectStorage`);
+- :class:`ObjectStore`: the objects of one bucket: probe, head, get, stream, put, delete, list,
+  download URLs (:class:`shared.adapters.storage.S3ObjectStorage`, and
+  :class:`shared.adapters.local_storage.LocalObjectStorage` on a directory; chosen by
+  ``shared.adapters.object_storage.open_object_storage``);
 - :class:`FileStateWriter`: the commit stage's transactions on file state, with their
   :class:`FileStateTransaction` (:class:`services.commit.repository.FileRepository`);
 - :class:`FallbackStore`: files kept Base64 while S3 is down, and their migration back
@@ -282,26 +284,48 @@ class Spool(Protocol):
 
 
 class ObjectStore(Protocol):
-    """The part of S3 object storage the stages use (one bucket)."""
+    """Object storage of one bucket, as every caller uses it (seeds 001 and 003: upload,
+    download, delete, exists, list behind one abstraction). The same errors for the same
+    situations whatever the backend: ``StorageUnavailable`` when the store cannot be reached
+    (retried; the store stage's fallback), ``SourceMissing`` or ``None`` for an object that is
+    not there, ``ChecksumMismatch`` for bytes that do not hash to what was announced."""
 
     @property
     def bucket(self) -> str:
         """The bucket objects are written to."""
         ...
 
+    async def ping(self) -> None:
+        """The store answers and the bucket exists (readiness probes, circuit breakers).
+
+        Raises:
+            StorageUnavailable: the store cannot be reached. SourceMissing: no bucket (S3).
+        """
+        ...
+
     async def get_bytes(self, key: str, *, bucket: str | None = None) -> bytes:
         """The whole object.
 
         Raises:
-            SourceMissing: no such object. StorageUnavailable: S3 down.
+            SourceMissing: no such object. StorageUnavailable: the store is down.
         """
         ...
 
     async def head(self, key: str, *, bucket: str | None = None) -> ObjectInfo | None:
-        """Size, type, stored SHA-256 and metadata of an object, or ``None`` if absent.
+        """Size, type, stored SHA-256 (base64) and metadata of an object, or ``None`` if absent.
 
         Raises:
-            StorageUnavailable: S3 down.
+            StorageUnavailable: the store is down.
+        """
+        ...
+
+    def open_stream(
+        self, key: str, chunk_bytes: int = 256 * 1024
+    ) -> AbstractAsyncContextManager[tuple[ObjectInfo, AsyncIterator[bytes]]]:
+        """The object opened for streaming: its info and an iterator of chunks.
+
+        Raises:
+            SourceMissing: no such object. StorageUnavailable: the store is down.
         """
         ...
 
@@ -314,10 +338,11 @@ class ObjectStore(Protocol):
         content_type: str,
         metadata: dict[str, str] | None = None,
     ) -> None:
-        """One PUT that S3 verifies against ``sha256_hex``.
+        """One write that the store verifies against ``sha256_hex``; nothing is written
+        unless it matches.
 
         Raises:
-            ChecksumMismatch: S3 refused the bytes (BadDigest). StorageUnavailable: S3 down.
+            ChecksumMismatch: the bytes do not match (S3: BadDigest). StorageUnavailable: down.
         """
         ...
 
@@ -329,11 +354,42 @@ class ObjectStore(Protocol):
         sha256_hex: str,
         content_type: str,
     ) -> None:
-        """A multipart upload, SHA-256 per part, aborted unless the whole is ``sha256_hex``.
+        """A streamed write, abandoned unless the whole is ``sha256_hex``; the whole SHA-256
+        is also kept as user metadata ``sha256``.
 
         Raises:
-            ChecksumMismatch: the stream or a part does not match. StorageUnavailable: S3 down.
+            ChecksumMismatch: the stream or a part does not match. StorageUnavailable: down.
         """
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Delete the object (no error if it is already gone).
+
+        Raises:
+            StorageUnavailable: the store is down.
+        """
+        ...
+
+    def list_objects(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        """Every object under ``prefix`` (key, size, time), in bounded memory.
+
+        Raises (on iteration):
+            StorageUnavailable: the store is down.
+        """
+        ...
+
+    async def presigned_get_url(
+        self,
+        key: str,
+        ttl_s: int | None = None,
+        *,
+        download_name: str | None = None,
+        content_type: str | None = None,
+    ) -> str:
+        """A URL that serves ``key`` without an API key for ``ttl_s`` seconds: S3's presigned
+        URL, or the gateway's signed ``/v1/objects/…`` path (local backend). With
+        ``download_name`` (percent-encoded) an ``attachment`` of that name, with
+        ``content_type``, both covered by the signature."""
         ...
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
@@ -398,6 +398,44 @@ class FallbackSettings(BaseSettings):
     )
 
 
+class StorageSettings(BaseSettings):
+    """Which object store holds originals and thumbnails (``SLUICE_STORAGE_*``; seeds 001 and
+    003: one storage abstraction, a local-filesystem and an S3 implementation chosen by
+    ``STORAGE_BACKEND``). docs/storage.md."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICE_STORAGE_", frozen=True)
+
+    backend: Literal["s3", "local"] = Field(
+        "s3",
+        description="Where originals and thumbnails are stored: s3 (the bucket S3_BUCKET_NAME on "
+        "S3_ENDPOINT) or local (the directory SLUICE_STORAGE_LOCAL_DIR, one host or a shared "
+        "volume; docs/storage.md).",
+    )
+    local_dir: Path = Field(
+        Path(".sluice/objects"),
+        description="Root directory of the local backend; it must exist (an unmounted volume is "
+        "an outage, not an empty store). Objects live in <dir>/<S3_BUCKET_NAME>/<key>.",
+    )
+    signing_secret: SecretStr | None = Field(
+        None,
+        description="HMAC-SHA256 key of the local backend's signed download URLs (at least 32 "
+        "characters); unset: a key file made once in SLUICE_STORAGE_LOCAL_DIR (mode 0600). Set "
+        "it, the same on every host, when gateways run on more than one host.",
+    )
+
+    @field_validator("local_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("signing_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters")
+        return value
+
+
 class WorkerSettings(BaseSettings):
     """Stage worker processes (``SLUICE_WORKER_*``)."""
 
@@ -502,7 +540,8 @@ def load(cls: type[S]) -> S:
         for error in exc.errors():
             field = ".".join(str(part) for part in error["loc"][:1])
             variable = f"{prefix}{field}".upper()
-            problems.append(f"{variable}: {error['msg']} (got {error.get('input')!r})")
+            shown = "a value (not shown)" if "secret" in field else repr(error.get("input"))
+            problems.append(f"{variable}: {error['msg']} (got {shown})")
         raise ConfigError("invalid settings: " + "; ".join(problems)) from None
 
 
@@ -511,7 +550,8 @@ class Settings:
 
     Raises:
         ConfigError: the quarantine bucket (``SLUICE_SPOOL_S3_BUCKET``) is the final bucket or
-            an upstream bucket.
+            an upstream bucket; or the S3 spool (``SLUICE_SPOOL_BACKEND=s3``) with the local
+            storage backend (``SLUICE_STORAGE_BACKEND=local``).
     """
 
     def __init__(
@@ -531,7 +571,15 @@ class Settings:
         status: StatusSettings | None = None,
         breaker: BreakerSettings | None = None,
         tus: TusSettings | None = None,
+        storage: StorageSettings | None = None,
     ) -> None:
+        storage = storage or StorageSettings()
+        if storage.backend == "local" and spool.backend == "s3":
+            raise ConfigError(
+                "invalid settings: SLUICE_SPOOL_BACKEND=s3 needs SLUICE_STORAGE_BACKEND=s3: the "
+                "quarantine bucket promotes files by a server-side S3 copy, which the local "
+                "storage backend (SLUICE_STORAGE_BACKEND=local) cannot receive"
+            )
         if spool.s3_bucket == s3.bucket_name or spool.s3_bucket in s3.upstream_buckets:
             raise ConfigError(
                 f"invalid settings: SLUICE_SPOOL_S3_BUCKET: the quarantine bucket "
@@ -552,6 +600,7 @@ class Settings:
         self.status = status or StatusSettings()
         self.breaker = breaker or BreakerSettings()
         self.tus = tus or TusSettings()
+        self.storage = storage
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -575,6 +624,7 @@ class Settings:
             status=load(StatusSettings),
             breaker=load(BreakerSettings),
             tus=load(TusSettings),
+            storage=load(StorageSettings),
         )
 
 
@@ -589,6 +639,7 @@ SETTINGS_GROUPS: tuple[type[BaseSettings], ...] = (
     TusSettings,
     ThumbnailSettings,
     FallbackSettings,
+    StorageSettings,
     WorkerSettings,
     StatusSettings,
     LogSettings,

@@ -32,7 +32,7 @@ from rich.table import Column, Table
 from services.cli._common import parse_duration, run_async, settings_from_env, topology_of
 from shared.adapters.broker import Publisher, connect
 from shared.adapters.db import create_pool
-from shared.adapters.storage import S3ObjectStorage
+from shared.adapters.object_storage import open_object_storage
 from shared.ops.reconcile import (
     Findings,
     FixResult,
@@ -170,7 +170,7 @@ def _run(
             )
             pool = await create_pool(database)
             try:
-                async with S3ObjectStorage(settings.s3) as storage:
+                async with open_object_storage(settings) as storage:
                     with progress:
                         report = await reconcile_storage(pool, storage, options, on_progress)
                 if publisher is None:

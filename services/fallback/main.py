@@ -14,9 +14,9 @@ from services.fallback.handler import Deps, handle
 from services.fallback.repository import FallbackRepository
 from shared.adapters import broker
 from shared.adapters.db import create_pool, ping
+from shared.adapters.object_storage import open_object_storage
 from shared.adapters.sources import SpoolOrS3SourceReader
 from shared.adapters.spools import open_spools
-from shared.adapters.storage import S3ObjectStorage
 from shared.breaker import Dependency, DependencyName
 from shared.errors import DatabaseUnavailable, QuarantineUnavailable
 from shared.events import BaseEvent
@@ -41,7 +41,7 @@ async def build(settings: Settings) -> Stage:
     repository = FallbackRepository(pool)
     stack.push_async_callback(repository.close)
     storage = await stack.enter_async_context(
-        S3ObjectStorage(settings.s3, stored_bytes_stage=FALLBACK)
+        open_object_storage(settings, stored_bytes_stage=FALLBACK)
     )
     spool = await stack.enter_async_context(open_spools(settings))
     deps = Deps(

@@ -31,7 +31,7 @@ from opentelemetry.trace import Span
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as http_metrics
 
-from services.gateway import errors, files, keys, ops_api, ops_page, tus, upload
+from services.gateway import errors, files, keys, objects, ops_api, ops_page, tus, upload
 from services.gateway.access import AccessLog
 from services.gateway.auth import OPS_READ, authenticate_request
 from services.gateway.deps import GatewayDeps
@@ -40,9 +40,9 @@ from services.gateway.keys import KeyCache
 from services.gateway.relay import OutboxRelay
 from services.gateway.slots import OwnerSlots
 from shared.adapters import broker, db
+from shared.adapters.object_storage import open_object_storage
 from shared.adapters.outbox import EventOutbox
 from shared.adapters.spools import open_spools
-from shared.adapters.storage import S3ObjectStorage
 from shared.errors import (
     BrokerUnavailable,
     DatabaseUnavailable,
@@ -90,7 +90,7 @@ async def open_deps(settings: Settings, stack: contextlib.AsyncExitStack) -> Gat
         publisher = await broker.Publisher.create(connection, settings.amqp, topology)
     except Exception as exc:
         raise BrokerUnavailable(f"cannot declare the topology: {exc!r}") from exc
-    storage = await stack.enter_async_context(S3ObjectStorage(settings.s3))
+    storage = await stack.enter_async_context(open_object_storage(settings))
     spools = await stack.enter_async_context(
         open_spools(settings, min_free_bytes=settings.spool.min_free_bytes)
     )
@@ -232,6 +232,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(upload.router)
     app.include_router(tus.router)
     app.include_router(files.router)
+    app.include_router(objects.router)
     app.include_router(ops_api.router)
     app.include_router(ops_page.router)
 

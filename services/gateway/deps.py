@@ -14,8 +14,8 @@ from services.gateway.slots import OwnerSlots
 from shared.adapters.broker import Publisher
 from shared.adapters.outbox import EventOutbox
 from shared.adapters.spools import Spools
-from shared.adapters.storage import S3ObjectStorage
 from shared.policy import UploadPolicy
+from shared.ports import ObjectStore
 from shared.settings import Settings
 from shared.topology import Topology
 
@@ -29,7 +29,7 @@ class GatewayDeps:
     pool: asyncpg.Pool
     connection: AbstractRobustConnection
     publisher: Publisher
-    storage: S3ObjectStorage
+    storage: ObjectStore
     spool: Spools
     topology: Topology
     policy: UploadPolicy

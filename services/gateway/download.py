@@ -26,10 +26,10 @@ from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
 
 from shared.adapters.broker import Publisher
-from shared.adapters.storage import S3ObjectStorage
 from shared.errors import BrokerUnavailable
 from shared.events import FileCorrupted, version_description
 from shared.naming import sanitise_name
+from shared.ports import ObjectStore
 
 log = structlog.get_logger("sluice.gateway")
 
@@ -69,7 +69,7 @@ def fallback_original(row: Any, data: bytes) -> Response:
     return Response(data, media_type=row["content_type"], headers=original_headers(row, len(data)))
 
 
-async def report_missing(publisher: Publisher, storage: S3ObjectStorage, row: Any) -> None:
+async def report_missing(publisher: Publisher, storage: ObjectStore, row: Any) -> None:
     """Log the missing object and publish the version's ``file.corrupted`` (seed 004).
 
     A failed publish is logged, not raised: the caller gets its 404 either way, and
@@ -96,7 +96,7 @@ async def report_missing(publisher: Publisher, storage: S3ObjectStorage, row: An
 
 
 async def open_original(
-    storage: S3ObjectStorage, row: Any, chunk_bytes: int, key: str | None = None
+    storage: ObjectStore, row: Any, chunk_bytes: int, key: str | None = None
 ) -> StreamingResponse:
     """A streaming answer with the original object of ``row`` (a ``files`` ⋈ version row), at
     ``key`` (default: the version's ``object_key``), with :func:`original_headers`.

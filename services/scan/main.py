@@ -8,10 +8,10 @@ import functools
 from services.scan.handler import Deps, handle
 from shared.adapters import db
 from shared.adapters.db import FileStateReader, create_pool
+from shared.adapters.object_storage import open_object_storage
 from shared.adapters.scanner import ClamdScanner
 from shared.adapters.sources import SpoolOrS3SourceReader
 from shared.adapters.spools import open_spools
-from shared.adapters.storage import S3ObjectStorage
 from shared.breaker import Dependency, DependencyName
 from shared.errors import DatabaseUnavailable, ScannerUnavailable, StorageUnavailable
 from shared.policy import UploadPolicy
@@ -30,7 +30,7 @@ async def build(settings: Settings) -> Stage:
     ``HeadBucket``); a failure while they answer is retried by the run loop.
     """
     stack = contextlib.AsyncExitStack()
-    storage = await stack.enter_async_context(S3ObjectStorage(settings.s3))
+    storage = await stack.enter_async_context(open_object_storage(settings))
     spool = await stack.enter_async_context(open_spools(settings))
     pool = await create_pool(settings.database)
     stack.push_async_callback(pool.close)

@@ -6,9 +6,9 @@ import contextlib
 import functools
 
 from services.store.handler import Deps, handle
+from shared.adapters.object_storage import open_object_storage
 from shared.adapters.sources import SpoolOrS3SourceReader
 from shared.adapters.spools import open_spools
-from shared.adapters.storage import S3ObjectStorage
 from shared.breaker import Dependency, DependencyName
 from shared.errors import QuarantineUnavailable, StorageUnavailable
 from shared.settings import Settings
@@ -17,7 +17,8 @@ from shared.topology import FALLBACK_ROUTE
 
 
 async def build(settings: Settings) -> Stage:
-    """Open the spools and S3 and return the ``store`` stage.
+    """Open the spools and the object store (``SLUICE_STORAGE_BACKEND``) and return the
+    ``store`` stage.
 
     S3 is reached per message, not here: a store that starts while S3 is down retries, then
     dead-letters to the fallback worker (seed 000: S3 down → Base64 in the database). A file in
@@ -28,7 +29,7 @@ async def build(settings: Settings) -> Stage:
     """
     stack = contextlib.AsyncExitStack()
     storage = await stack.enter_async_context(
-        S3ObjectStorage(settings.s3, stored_bytes_stage="store")
+        open_object_storage(settings, stored_bytes_stage="store")
     )
     spool = await stack.enter_async_context(open_spools(settings))
     deps = Deps(

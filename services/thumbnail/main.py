@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 
 from services.thumbnail.handler import Deps, handle
 from services.thumbnail.pool import RenderPool, cpu_count
-from shared.adapters.storage import S3ObjectStorage
+from shared.adapters.object_storage import open_object_storage
 from shared.breaker import Dependency, DependencyName
 from shared.errors import StorageUnavailable
 from shared.settings import Settings
@@ -15,12 +16,14 @@ from shared.stage import Stage
 
 
 async def build(settings: Settings) -> Stage:
-    """Open S3, start the render processes (``SLUICE_THUMBNAIL_PROCESSES``, default one per
-    core; 0: none, images are rendered in threads) and return the ``thumbnail`` stage
-    (consumes ``file.stored``); images rendered at once: the larger of the processes and
-    ``SLUICE_THUMBNAIL_MAX_CONCURRENT_RENDERS``. An S3 outage opens its circuit breaker
-    (probe: ``HeadBucket``) rather than spending attempts."""
-    storage = await S3ObjectStorage(settings.s3).__aenter__()
+    """Open the object store (``SLUICE_STORAGE_BACKEND``), start the render processes
+    (``SLUICE_THUMBNAIL_PROCESSES``, default one per core; 0: none, images are rendered in
+    threads) and return the ``thumbnail`` stage (consumes ``file.stored``); images rendered at
+    once: the larger of the processes and ``SLUICE_THUMBNAIL_MAX_CONCURRENT_RENDERS``. An
+    outage of the store opens its circuit breaker (probe: S3 ``HeadBucket``, or the local
+    root's check) rather than spending attempts."""
+    stack = contextlib.AsyncExitStack()
+    storage = await stack.enter_async_context(open_object_storage(settings))
     processes = settings.thumbnail.processes
     if processes is None:
         processes = cpu_count()
@@ -44,7 +47,7 @@ async def build(settings: Settings) -> Stage:
     async def close() -> None:
         if pool is not None:
             await pool.close()
-        await storage.__aexit__(None, None, None)
+        await stack.aclose()
 
     return Stage(
         name="thumbnail",

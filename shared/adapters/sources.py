@@ -21,9 +21,9 @@ import hashlib
 from collections.abc import AsyncIterator, Collection
 from typing import Self
 
-from shared.adapters.storage import S3ObjectStorage, parse_s3_uri
+from shared.adapters.storage import parse_s3_uri
 from shared.errors import ChecksumMismatch, InvalidSource, SourceMissing
-from shared.ports import Spool
+from shared.ports import ObjectStore, Spool
 from shared.settings import S3Settings
 
 S3_SCHEME = "s3://"
@@ -35,7 +35,8 @@ class SpoolOrS3SourceReader:
 
     Args:
         spool: where ``spool://`` and ``quarantine://`` references live.
-        storage: the S3 client ``s3://`` references are read through.
+        storage: the object store ``s3://`` references are read through (with the local
+            backend, ``s3://<bucket>/<key>`` is ``<bucket>/<key>`` below its root).
         allowed_buckets: buckets ``s3://`` references may name; default ``{storage.bucket}``.
         max_bytes: largest source :meth:`read` loads into memory, bytes.
     """
@@ -43,7 +44,7 @@ class SpoolOrS3SourceReader:
     def __init__(
         self,
         spool: Spool,
-        storage: S3ObjectStorage,
+        storage: ObjectStore,
         *,
         allowed_buckets: Collection[str] | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
@@ -54,7 +55,7 @@ class SpoolOrS3SourceReader:
         self.max_bytes = max_bytes
 
     @classmethod
-    def for_settings(cls, spool: Spool, storage: S3ObjectStorage, s3: S3Settings) -> Self:
+    def for_settings(cls, spool: Spool, storage: ObjectStore, s3: S3Settings) -> Self:
         """A reader over ``spool`` and ``storage`` that allows the bucket of ``storage`` and the
         upstream buckets of ``S3_UPSTREAM_BUCKETS`` (what every stage reads sources with)."""
         return cls(spool, storage, allowed_buckets={storage.bucket, *s3.upstream_buckets})

@@ -144,8 +144,11 @@ def up(
     on a local node if they are off (a failure to is named in the rabbitmq status's
     ``detail``, not raised), and create ``config.s3_bucket`` and each of ``buckets`` if
     missing. ``only`` limits all this to the named services (of :data:`SERVICES`; the plugins
-    go with rabbitmq, the buckets with seaweedfs). ``timeout_s`` bounds the wait for each
-    service, in seconds. Returns one status per service, in the order of :data:`SERVICES`.
+    go with rabbitmq, the buckets with seaweedfs). Without ``only``, SeaweedFS is left out when
+    nothing needs S3 (``SLUICE_STORAGE_BACKEND=local`` and the local spool:
+    :attr:`DevServicesConfig.needs_s3`); the local storage root is then made if missing.
+    ``timeout_s`` bounds the wait for each service, in seconds. Returns one status per service,
+    in the order of :data:`SERVICES`.
 
     Raises:
         ServiceStartError: a service cannot be found, started, or made healthy in time; or
@@ -170,6 +173,8 @@ def up(
             statuses[i] = replace(statuses[i], detail=f"{statuses[i].detail}; plugins: {problem}")
         if "seaweedfs" in names:
             _ensure_buckets(config, [config.s3_bucket, *buckets])
+        if only is None and not config.needs_s3 and config.storage_local_dir is not None:
+            config.storage_local_dir.mkdir(parents=True, exist_ok=True)
     return statuses
 
 
@@ -238,6 +243,8 @@ def _chosen(only: Collection[str] | None) -> tuple[str, ...]:
 
 def _services(config: DevServicesConfig, only: Collection[str] | None = None) -> list[_Service]:
     names = _chosen(only)
+    if only is None and not config.needs_s3:
+        names = tuple(name for name in names if name != "seaweedfs")
     return [svc for svc in _all_services(config) if svc.name in names]
 
 

@@ -38,15 +38,29 @@ class DevServicesConfig:
     seaweedfs_ports: Mapping[str, int] = field(default_factory=dict)
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     database_url: str = "postgresql://postgres@127.0.0.1:5432/postgres"
+    #: ``SLUICE_STORAGE_BACKEND``: with ``local`` (and the local spool) no S3 is needed.
+    storage_backend: str = "s3"
+    #: ``SLUICE_SPOOL_BACKEND``: ``s3`` needs S3 whatever the storage backend.
+    spool_backend: str = "local"
+    #: ``SLUICE_STORAGE_LOCAL_DIR``; default ``<state_dir>/objects``.
+    storage_local_dir: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state_dir", Path(self.state_dir).resolve())
+        local_dir = self.storage_local_dir or self.state_dir / "objects"
+        object.__setattr__(self, "storage_local_dir", Path(local_dir).expanduser().resolve())
+
+    @property
+    def needs_s3(self) -> bool:
+        """Whether Sluice configured this way talks to S3 at all (docs/storage.md)."""
+        return self.storage_backend != "local" or self.spool_backend == "s3"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DevServicesConfig:
         """Build a config from ``S3_ENDPOINT`` (its port), ``S3_ACCESS_KEY``, ``S3_SECRET_KEY``,
-        ``S3_BUCKET_NAME``, ``SLUICE_CLAMD_PORT``, ``SLUICE_STATE_DIR``, ``SLUICE_AMQP_URL`` and
-        ``SLUICE_DATABASE_URL``; unset variables keep the defaults.
+        ``S3_BUCKET_NAME``, ``SLUICE_CLAMD_PORT``, ``SLUICE_STATE_DIR``, ``SLUICE_AMQP_URL``,
+        ``SLUICE_DATABASE_URL``, ``SLUICE_STORAGE_BACKEND``, ``SLUICE_SPOOL_BACKEND`` and
+        ``SLUICE_STORAGE_LOCAL_DIR``; unset variables keep the defaults.
 
         Raises:
             ConfigError: a port is not an integer in 1..65535 (names the variable).
@@ -70,6 +84,11 @@ class DevServicesConfig:
             clamd_port=clamd_port,
             amqp_url=env.get("SLUICE_AMQP_URL") or default.amqp_url,
             database_url=env.get("SLUICE_DATABASE_URL") or default.database_url,
+            storage_backend=env.get("SLUICE_STORAGE_BACKEND") or default.storage_backend,
+            spool_backend=env.get("SLUICE_SPOOL_BACKEND") or default.spool_backend,
+            storage_local_dir=Path(local)
+            if (local := env.get("SLUICE_STORAGE_LOCAL_DIR"))
+            else None,
         )
 
     @property

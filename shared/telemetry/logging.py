@@ -44,9 +44,13 @@ MIN_SECRET_CHARS = 8
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     # scheme://user:password@host → scheme://user:***@host (RFC 3986 userinfo)
     (re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@"), rf"\g<head>{MASK}@"),
-    # presigned URLs: SigV4 signature and session token, SigV2 signature
+    # presigned URLs: SigV4 signature and session token, SigV2 signature, and the local storage
+    # backend's signed URLs (``signature=``)
     (
-        re.compile(r"(?P<head>[?&](?:X-Amz-Signature|X-Amz-Security-Token|Signature)=)[^&\s\"']+"),
+        re.compile(
+            r"(?P<head>[?&](?:X-Amz-Signature|X-Amz-Security-Token|Signature|signature)=)"
+            r"[^&\s\"']+"
+        ),
         rf"\g<head>{MASK}",
     ),
     (re.compile(r"\bslk_[A-Za-z0-9_-]{8,}"), f"slk_{MASK}"),

@@ -113,19 +113,36 @@ class Pipeline:
 
 
 def start_pipeline(
-    tmp: Path, name: str, extra_env: Mapping[str, str] | None = None
+    tmp: Path,
+    name: str,
+    extra_env: Mapping[str, str] | None = None,
+    *,
+    local_storage: bool = False,
 ) -> Iterator[Pipeline]:
     """Start a fresh pipeline (fresh database, topology, bucket, spool); stop it with SIGTERM.
 
-    ``extra_env`` is added to (or overrides) the processes' environment."""
+    ``extra_env`` is added to (or overrides) the processes' environment. With ``local_storage``
+    objects go to the local backend in ``tmp/objects`` (``SLUICE_STORAGE_BACKEND=local``), S3
+    is neither started nor emptied, and ``S3_ENDPOINT`` points at a closed port
+    (``http://127.0.0.1:1``), so anything that still talked to S3 would fail."""
     base_db = "postgresql://postgres@127.0.0.1:5432"
     database = f"sluice_{name}"
     with psycopg.connect(f"{base_db}/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
     bucket = f"sluice-{name}"
     upstream = f"{bucket}-upstream"
-    devservices.up(buckets=[bucket, upstream])
-    empty_bucket(bucket)
+    storage_env: dict[str, str] = {}
+    if local_storage:
+        devservices.up(only=["rabbitmq", "postgresql", "clamd"])
+        (tmp / "objects").mkdir()
+        storage_env = {
+            "SLUICE_STORAGE_BACKEND": "local",
+            "SLUICE_STORAGE_LOCAL_DIR": str(tmp / "objects"),
+            "S3_ENDPOINT": "http://127.0.0.1:1",
+        }
+    else:
+        devservices.up(buckets=[bucket, upstream])
+        empty_bucket(bucket)
     amqp_url = "amqp://guest:guest@127.0.0.1:5672/"
     asyncio.run(_delete_topology(amqp_url, name))
     port, metrics_port = free_port(), free_port()
@@ -142,6 +159,7 @@ def start_pipeline(
         "SLUICE_GATEWAY_PORT": str(port),
         "SLUICE_GATEWAY_METRICS_PORT": str(metrics_port),
         "SLUICE_LOG_FORMAT": "json",
+        **storage_env,
         **(extra_env or {}),
     }
     command = [sys.executable, "-m", "services"]

@@ -43,7 +43,7 @@ from typing import Any, Literal
 import botocore.exceptions
 
 from shared.adapters.db import CONNECTION_ERRORS
-from shared.adapters.storage import ObjectInfo, S3ObjectStorage
+from shared.adapters.storage import ObjectInfo
 from shared.errors import (
     DatabaseUnavailable,
     PermanentError,
@@ -58,6 +58,7 @@ from shared.ops.reconcile.report import (
     ReconcileOptions,
     ReconcileReport,
 )
+from shared.ports import ObjectStore
 from shared.status import FINAL, IN_BUCKET, FileStatus
 
 _ORPHAN_BATCH = 500
@@ -120,7 +121,7 @@ class _Run:
     def __init__(
         self,
         checks: Any,
-        storage: S3ObjectStorage,
+        storage: ObjectStore,
         options: ReconcileOptions,
         on_progress: ProgressCallback | None,
     ) -> None:
@@ -319,7 +320,7 @@ def _mismatch(
 
 async def reconcile(
     pool: Any,
-    storage: S3ObjectStorage,
+    storage: ObjectStore,
     options: ReconcileOptions,
     on_progress: ProgressCallback | None = None,
 ) -> ReconcileReport:

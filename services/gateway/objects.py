@@ -1,0 +1,104 @@
+"""``GET /v1/objects/{key}``: the local storage backend's signed download URLs, served.
+
+With ``SLUICE_STORAGE_BACKEND=local`` the URLs of ``GET /v1/files/{id}`` (``urls.original``,
+each thumbnail's ``url``) point here instead of at S3: no API key, a signature and an expiry
+instead (``shared.adapters.signed_urls``: HMAC-SHA256, checked in constant time). A forged or
+altered URL, or one past its ``expires``, is answered 403 ``forbidden`` with the reason; a key
+that is not there 404 ``not_found``. The body is streamed with the object's ``Content-Type``
+(or the signed ``type``) and ``Content-Length``, ``nosniff`` and a ``sandbox`` CSP, as
+originals are served (``services.gateway.download``). With the S3 backend the route answers 404:
+S3 serves its own presigned URLs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from starlette.background import BackgroundTask
+from starlette.responses import StreamingResponse
+
+from services.gateway.deps import GatewayDeps, get_deps
+from services.gateway.errors import ApiError
+from shared.adapters.local_keys import is_safe_key
+from shared.adapters.local_storage import LocalObjectStorage
+from shared.errors import SourceMissing
+
+router = APIRouter(tags=["objects"])
+Deps = Annotated[GatewayDeps, Depends(get_deps)]
+
+
+def _not_found() -> ApiError:
+    return ApiError(404, "not_found", "no such object")
+
+
+@router.get(
+    "/v1/objects/{key:path}",
+    summary="An object of the local storage backend, through a signed URL",
+    responses={
+        403: {"description": "Signature does not match, or the URL has expired."},
+        404: {"description": "No such object (or the S3 backend is in use)."},
+        503: {"description": "The storage directory is unreachable."},
+    },
+)
+async def get_object(
+    key: str,
+    deps: Deps,
+    expires: Annotated[int, Query(description="Expiry, Unix seconds.")],
+    signature: Annotated[str, Query(max_length=128, description="HMAC-SHA256, hex.")],
+    name: Annotated[str | None, Query(description="Download name, percent-encoded.")] = None,
+    content_type: Annotated[
+        str | None, Query(alias="type", description="Content-Type to answer with.")
+    ] = None,
+) -> StreamingResponse:
+    """Stream the object ``key`` if the URL's signature holds and it has not expired.
+
+    Raises:
+        ApiError: 403 ``forbidden`` (forged or expired, the message says which), 404
+            ``not_found``; StorageUnavailable is answered 503 ``storage_unavailable``.
+    """
+    storage = deps.storage
+    if not isinstance(storage, LocalObjectStorage):
+        raise _not_found()
+    problem = storage.signer.problem(
+        key, expires, signature, download_name=name, content_type=content_type
+    )
+    if problem is not None:
+        raise ApiError(403, "forbidden", f"download URL refused: {problem}")
+    if not is_safe_key(key):
+        raise _not_found()
+    stack = contextlib.AsyncExitStack()
+    try:
+        info, chunks = await stack.enter_async_context(
+            storage.open_stream(key, deps.spool.chunk_bytes)
+        )
+    except SourceMissing:
+        await stack.aclose()
+        raise _not_found() from None
+    except BaseException:
+        await stack.aclose()
+        raise
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            await stack.aclose()
+
+    headers = {
+        "Content-Length": str(info.size_bytes),
+        "Cache-Control": "private, no-store",
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "sandbox",
+    }
+    if name is not None:
+        headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{name}"
+    return StreamingResponse(
+        body(),
+        media_type=content_type or info.content_type or "application/octet-stream",
+        headers=headers,
+        background=BackgroundTask(stack.aclose),
+    )

@@ -1,0 +1,147 @@
+"""Signed download URLs of the local storage backend, served by the gateway.
+
+S3 answers its own presigned URLs; a directory cannot, so with ``SLUICE_STORAGE_BACKEND=local``
+the gateway serves ``GET /v1/objects/{key}?expires=…&signature=…`` (``services.gateway.objects``)
+and this module signs and checks those URLs. The signature is HMAC-SHA256 (RFC 2104) over::
+
+    GET \\n <key> \\n <expires, Unix seconds> \\n <download name> \\n <content type>
+
+(the last two empty when not asked for), lowercase hex. Like S3's ``response-content-
+disposition`` and ``response-content-type``, the name and type are covered by the signature, so
+a holder of the URL cannot change how the object is served. Checked in constant time
+(:func:`hmac.compare_digest`).
+
+The key: ``SLUICE_STORAGE_SIGNING_SECRET`` when set; otherwise a random 256-bit key kept in
+``<SLUICE_STORAGE_LOCAL_DIR>/.sluice-signing-key`` (mode 0600), made by the first process that
+needs it and read by every other, so all processes of one host (or of one shared volume) agree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+from shared.errors import StorageUnavailable
+
+#: The key file's name in the storage root (the backend's reserved prefix: never an object key).
+KEY_FILE = ".sluice-signing-key"
+#: The gateway route's path prefix.
+ROUTE_PREFIX = "/v1/objects/"
+
+
+def _message(key: str, expires: int, download_name: str | None, content_type: str | None) -> bytes:
+    return "\n".join(("GET", key, str(expires), download_name or "", content_type or "")).encode()
+
+
+@dataclass(frozen=True)
+class UrlSigner:
+    """Signs and checks download URLs with ``secret`` (bytes, at least 32)."""
+
+    secret: bytes = field(repr=False)
+
+    def signature(
+        self,
+        key: str,
+        expires: int,
+        *,
+        download_name: str | None = None,
+        content_type: str | None = None,
+    ) -> str:
+        """HMAC-SHA256 of the URL's fields (module docstring), lowercase hex."""
+        digest = hmac.new(
+            self.secret, _message(key, expires, download_name, content_type), "sha256"
+        )
+        return digest.hexdigest()
+
+    def url(
+        self,
+        key: str,
+        ttl_s: int,
+        *,
+        download_name: str | None = None,
+        content_type: str | None = None,
+        now: float | None = None,
+    ) -> str:
+        """A path and query, relative to the gateway, that serves ``key`` for ``ttl_s`` seconds
+        from ``now`` (Unix seconds; default the clock), e.g.
+        ``/v1/objects/alice/x.jpg?expires=1767225600&signature=3f…``."""
+        expires = int(now if now is not None else time.time()) + ttl_s
+        query = {"expires": str(expires)}
+        if download_name is not None:
+            query["name"] = download_name
+        if content_type is not None:
+            query["type"] = content_type
+        query["signature"] = self.signature(
+            key, expires, download_name=download_name, content_type=content_type
+        )
+        return f"{ROUTE_PREFIX}{quote(key, safe='/')}?{urlencode(query)}"
+
+    def problem(
+        self,
+        key: str,
+        expires: int,
+        signature: str,
+        *,
+        download_name: str | None = None,
+        content_type: str | None = None,
+        now: float | None = None,
+    ) -> str | None:
+        """Why the URL must be refused, or ``None`` if it is good: ``"signature does not match"``
+        (forged, or any field changed) or ``"URL expired at <expires>"`` (Unix seconds). The
+        signature is checked first, in constant time, so an expired forgery is called forged."""
+        expected = self.signature(
+            key, expires, download_name=download_name, content_type=content_type
+        )
+        if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
+            return "signature does not match"
+        if (now if now is not None else time.time()) >= expires:
+            return f"URL expired at {expires} (Unix seconds)"
+        return None
+
+
+def secret_from_key_file(root: Path) -> bytes:
+    """The signing key kept in ``root/.sluice-signing-key``, made (mode 0600, 64 hex digits)
+    if it is not there yet. Made in a temporary file, then hard-linked into place, so a process
+    never reads a half-written key and two processes starting together end with the same one.
+
+    Raises:
+        StorageUnavailable: ``root`` is missing or not writable, or the file cannot be read.
+    """
+    path = root / KEY_FILE
+    try:
+        if not path.exists():
+            temporary = root / f".sluice-tmp-{secrets.token_hex(8)}"
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                os.write(fd, secrets.token_hex(32).encode())
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                pass  # another process made it first: use theirs
+            finally:
+                temporary.unlink()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as handle:
+            secret = handle.read().strip()
+    except OSError as exc:
+        raise StorageUnavailable(
+            f"cannot read or make the signing key file: {exc!r}", path=str(path)
+        ) from exc
+    if len(secret) < 32:
+        raise StorageUnavailable("signing key file shorter than 32 bytes", path=str(path))
+    return secret
+
+
+def sha256_of_secret(secret: bytes) -> str:
+    """A short fingerprint of ``secret`` for logs (first 12 hex digits of its SHA-256), so two
+    hosts can be compared without printing the key."""
+    return hashlib.sha256(secret).hexdigest()[:12]
