@@ -1,10 +1,12 @@
 """Taking one tus chunk (a PATCH body) into an upload, and completing an upload.
 
-A chunk is kept whole or not at all: it streams into the upload store's chunk writer, and is
-committed only once the body ended, was no longer than ``Upload-Length`` allows and, when an
-``Upload-Checksum`` came with it, matched it (460 ``checksum_mismatch`` otherwise, tus checksum
-extension). A client that goes away mid-PATCH leaves nothing of that PATCH: it resumes from the
-offset of its last whole chunk.
+A chunk streams into the upload store's chunk writer, and is committed once the body ended, was
+no longer than ``Upload-Length`` allows and, when an ``Upload-Checksum`` came with it, matched it
+(460 ``checksum_mismatch`` otherwise, tus checksum extension). A client that goes away (or
+stalls past ``SLUICE_GATEWAY_BODY_READ_TIMEOUT_S``) mid-PATCH keeps what arrived, as tus 1.0
+asks ("the Server SHOULD accept PATCH requests which are partially transmitted and store the
+bytes"), so the resume sends none of them again; unless the PATCH had an ``Upload-Checksum``,
+which a part of the body cannot be checked against: then nothing of it is kept.
 
 The policy of ``/v1/files`` applies (seed 000, :mod:`shared.policy`): once the first
 :data:`~shared.policy.HEAD_BYTES` of the file (or the whole file, when smaller) have come, the
@@ -130,11 +132,18 @@ async def receive(
             writer = await store.open_chunk(state.upload_id, offset)
             await writer.write(bytes(pending))
         await writer.commit()
-    except ClientDisconnect:
-        log.info("gateway.tus_chunk_aborted", upload_id=state.upload_id, received=received)
+    except (ClientDisconnect, BodyTimeout) as exc:
+        kept = 0
+        if checksum is None and received:  # tus 1.0: keep a partial body's bytes
+            if writer is None:
+                writer = await store.open_chunk(state.upload_id, offset)
+                await writer.write(bytes(pending))
+            await writer.commit()
+            kept = received
+        log.info("gateway.tus_chunk_cut", upload_id=state.upload_id, received=received, kept=kept)
+        if isinstance(exc, BodyTimeout):
+            raise ApiError(408, "request_timeout", exc.detail) from None
         raise ApiError(400, "incomplete_body", "the client went away mid-chunk") from None
-    except BodyTimeout as exc:
-        raise ApiError(408, "request_timeout", exc.detail) from None
     finally:
         if writer is not None:
             await writer.__aexit__(None, None, None)  # aborts unless committed
