@@ -31,6 +31,8 @@ from shared.settings import DatabaseSettings
 
 log = structlog.get_logger("sluice.gateway")
 
+#: The LISTEN connection's ``application_name``: how ops find it in ``pg_stat_activity``.
+APPLICATION_NAME = "sluice-gateway-listen"
 #: Backoff between two attempts to listen again: from the first delay, doubling, to the last.
 RECONNECT_FIRST_S = 0.1
 RECONNECT_MAX_S = 5.0
@@ -161,7 +163,9 @@ class HistoryListener:
         """One connection: LISTEN, wake everybody (they re-read what was missed), then check
         it every ``check_interval_s`` until it is lost or the listener closes."""
         connection: asyncpg.Connection = await asyncpg.connect(
-            self._database.url, timeout=self._check_interval_s
+            self._database.url,
+            timeout=self._check_interval_s,
+            server_settings={"application_name": APPLICATION_NAME},
         )
         lost = asyncio.Event()
         connection.add_termination_listener(lambda _c: lost.set())
