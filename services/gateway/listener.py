@@ -109,7 +109,6 @@ class HistoryListener:
         self._closing = asyncio.Event()
         self.connected = asyncio.Event()
         self.connections = 0
-        self.backend_pid: int | None = None
 
     @property
     def closing(self) -> bool:
@@ -145,16 +144,22 @@ class HistoryListener:
             subscription.wake()
 
     async def run(self) -> None:
-        """Listen until :meth:`close`, opening the connection again whenever it is lost."""
+        """Listen until :meth:`close`, opening the connection again whenever it is lost (backoff
+        from :data:`RECONNECT_FIRST_S` after a connection that listened, doubling to
+        :data:`RECONNECT_MAX_S` while PostgreSQL refuses)."""
         delay = RECONNECT_FIRST_S
         while not self._closing.is_set():
+            opened = self.connections
             try:
                 await self._listen_once()
-                delay = RECONNECT_FIRST_S
             except (*CONNECTION_ERRORS, asyncpg.PostgresError) as exc:
-                log.warning("gateway.listen_lost", error=repr(exc), retry_in_s=round(delay, 2))
+                log.warning("gateway.listen_lost", error=repr(exc))
+            except Exception:  # never stop listening: streams would wait for keep-alives
+                log.exception("gateway.listen_failed")
             if self._closing.is_set():
                 break
+            if self.connections > opened:
+                delay = RECONNECT_FIRST_S
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), delay * (0.5 + random.random() / 2))
             delay = min(delay * 2, RECONNECT_MAX_S)
@@ -172,7 +177,6 @@ class HistoryListener:
         try:
             await connection.add_listener(CHANNEL, self._on_notify)
             self.connections += 1
-            self.backend_pid = connection.get_server_pid()
             self.connected.set()
             log.info("gateway.listening", channel=CHANNEL, connections=self.connections)
             self._wake_all()
@@ -187,7 +191,6 @@ class HistoryListener:
                 raise ConnectionResetError("the LISTEN connection was closed by the server")
         finally:
             self.connected.clear()
-            self.backend_pid = None
             if not connection.is_closed():
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(connection.close(), 2.0)

@@ -236,23 +236,28 @@ async def event_stream(
     last = after_seq
     if last and await committed_at_or_before(pool, subscription.file_id, last):
         return
+    loop = asyncio.get_running_loop()
+    sent_at = loop.time()
     while True:
+        retry_s = keepalive_s
         try:
             rows = await fetch_events_after(pool, subscription.file_id, last)
         except DatabaseUnavailable as exc:
             log.warning("gateway.stream_read_failed", error=str(exc))
-            rows = []
-            await subscription.wait(DATABASE_RETRY_S)
-            subscription.wake()  # read again at once, whatever woke us
+            rows, retry_s = [], DATABASE_RETRY_S
         for row in rows:
             yield sse_message(row)
-            last = row["seq"]
+            last, sent_at = row["seq"], loop.time()
             if row["type"] == LAST_EVENT_TYPE:
                 return
         if subscription.closing:
             return
-        if not await subscription.wait(keepalive_s):
+        if loop.time() - sent_at >= keepalive_s:
             yield KEEPALIVE_COMMENT
+            sent_at = loop.time()
+        # Woken by a notice (or the listener listening again), else at the next keep-alive:
+        # either way the loop reads again, a safety net for a notice lost silently.
+        await subscription.wait(min(retry_s, keepalive_s - (loop.time() - sent_at)))
 
 
 _RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -221,12 +221,13 @@ async def test_past_the_limits_streams_are_refused_429_then_503(
         await reopened.aclose()
 
 
-async def test_open_streams_end_at_once_when_the_gateway_stops(
+async def test_a_quiet_stream_sends_keep_alives_and_ends_at_once_when_the_gateway_stops(
     sse: Sse, make_settings: MakeSettings, received: AbstractQueue, alice: Who, tmp_path: Path
 ) -> None:
     first = await sse.upload(alice[1], received)
     await sse.commit(first)
     settings = make_settings(tmp_path, port=free_port())
+    settings.stream = StreamSettings(keepalive_s=0.3)
     async with httpx.AsyncClient(headers=alice[1], timeout=30) as client:
         async with serving(settings) as url:
             request = client.build_request("GET", f"{url}/v1/files/{first.file_id}/events")
@@ -234,11 +235,13 @@ async def test_open_streams_end_at_once_when_the_gateway_stops(
             assert response.status_code == 200
             lines = response.aiter_lines()
             assert await anext(lines) == "event: file.received"
+            quiet = [await anext(lines) for _ in range(5)]  # data, id, blank, then 0.3 s later
+            assert quiet[2:] == ["", ": ping", ""], quiet
             stopping = time.monotonic()
         # serving() has stopped the gateway and awaited its end: the open stream did not hold
         # it for the graceful-shutdown timeout (SLUICE_AMQP_SHUTDOWN_TIMEOUT_S, 30 s) ...
         assert time.monotonic() - stopping < 5
         # ... and it ended cleanly, after the message it had begun.
         rest = [line async for line in lines]
-        assert rest[-2:] == ["id: 1", ""] and "event: file.scanned" not in rest
+        assert "event: file.scanned" not in rest
         await response.aclose()
