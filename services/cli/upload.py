@@ -216,9 +216,7 @@ def render(results: list[Uploaded]) -> tuple[Table, bool]:
 def upload(
     files: Annotated[
         list[Path],
-        typer.Argument(
-            metavar="FILE", exists=True, dir_okay=False, readable=True, show_default=False
-        ),
+        typer.Argument(exists=True, dir_okay=False, readable=True, show_default=False),
     ],
     follow: Annotated[
         bool, typer.Option("--follow", help="Follow each file to its final status.")
