@@ -28,6 +28,7 @@ import structlog
 from shared.adapters.db import CONNECTION_ERRORS
 from shared.history import CHANNEL, parse_notice
 from shared.settings import DatabaseSettings
+from shared.telemetry import metrics
 
 log = structlog.get_logger("sluice.gateway")
 
@@ -177,6 +178,7 @@ class HistoryListener:
         try:
             await connection.add_listener(CHANNEL, self._on_notify)
             self.connections += 1
+            metrics.LISTEN_CONNECTIONS.inc()
             self.connected.set()
             log.info("gateway.listening", channel=CHANNEL, connections=self.connections)
             self._wake_all()

@@ -53,6 +53,7 @@ from services.gateway.schemas import ErrorBody, StageEvent
 from shared.errors import DatabaseUnavailable
 from shared.history import LAST_EVENT_TYPE
 from shared.settings import Settings, StreamSettings
+from shared.telemetry import metrics
 
 log = structlog.get_logger("sluice.gateway")
 router = APIRouter()
@@ -87,6 +88,7 @@ class StreamSlots:
         """
         retry = {"Retry-After": str(RETRY_AFTER_S)}
         if self.open_count() >= self.total:
+            metrics.EVENT_STREAMS_REFUSED.labels("total").inc()
             raise ApiError(
                 503,
                 "too_many_streams",
@@ -96,6 +98,7 @@ class StreamSlots:
             )
         held = self._held.get(owner, 0)
         if held >= self.per_owner:
+            metrics.EVENT_STREAMS_REFUSED.labels("owner").inc()
             raise ApiError(
                 429,
                 "too_many_streams",
@@ -104,9 +107,11 @@ class StreamSlots:
                 headers=retry,
             )
         self._held[owner] = held + 1
+        metrics.EVENT_STREAMS.inc()
         return Lease(self, owner)
 
     def _give_back(self, owner: str) -> None:
+        metrics.EVENT_STREAMS.dec()
         left = self._held[owner] - 1
         if left:
             self._held[owner] = left

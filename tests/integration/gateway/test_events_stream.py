@@ -19,6 +19,7 @@ import httpx
 import pytest
 from aio_pika.abc import AbstractQueue
 from httpx_sse import aconnect_sse
+from prometheus_client import REGISTRY
 
 from services.commit.handler import Deps, handle
 from services.commit.repository import FileRepository
@@ -212,9 +213,14 @@ async def test_past_the_limits_streams_are_refused_429_then_503(
         assert opened[-1].status_code == 200
         full = await b.get(f"/v1/files/{bobs_file.file_id}/events")  # 3 open: the total
         assert full.status_code == 503 and error_of(full)[0] == "too_many_streams"
+        assert REGISTRY.get_sample_value("sluice_event_streams") == 3
+        for limit in ("owner", "total"):
+            sample = "sluice_event_streams_refused_total"
+            assert (REGISTRY.get_sample_value(sample, {"limit": limit}) or 0) >= 1
         for response in opened:
             await response.aclose()
         await asyncio.sleep(0.3)  # the server sees the disconnects and gives the slots back
+        assert REGISTRY.get_sample_value("sluice_event_streams") == 0
         again = b.build_request("GET", f"/v1/files/{bobs_file.file_id}/events")
         reopened = await b.send(again, stream=True)
         assert reopened.status_code == 200
