@@ -216,7 +216,9 @@ def render(results: list[Uploaded]) -> tuple[Table, bool]:
 def upload(
     files: Annotated[
         list[Path],
-        typer.Argument(exists=True, dir_okay=False, readable=True, show_default=False),
+        typer.Argument(
+            metavar="FILE", exists=True, dir_okay=False, readable=True, show_default=False
+        ),
     ],
     follow: Annotated[
         bool, typer.Option("--follow", help="Follow each file to its final status.")
@@ -253,8 +255,9 @@ def upload(
 
     async def main() -> bool:
         headers = {"Authorization": f"Bearer {api_key}"}
-        timeout = httpx.Timeout(60.0, read=None if follow else 60.0)
-        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout) as client:
+        # 60 s for every read, a stream's too: the gateway sends a keep-alive every 15 s, and a
+        # stream silent for longer is resumed (Last-Event-ID) on a new connection.
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60.0) as client:
             results = await upload_all(client, files, fields)
             if not follow:
                 for result in results:
@@ -273,7 +276,10 @@ def upload(
         if ok:
             out_console.print(f"[green]all {len(results)} available, SHA-256 match: exit 0[/green]")
         else:
-            out_console.print(f"[red]{failed} of {len(results)} not available: exit 1[/red]")
+            out_console.print(
+                f"[red]{failed} of {len(results)} not available with a matching SHA-256: "
+                "exit 1[/red]"
+            )
         return ok
 
     if not run_async(main):
