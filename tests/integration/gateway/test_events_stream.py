@@ -56,11 +56,13 @@ class Sse:
 
     async def upload(self, headers: dict[str, str], received: AbstractQueue) -> FileReceived:
         """Upload a JPEG and take its ``file.received`` off the test queue (not recorded yet)."""
+        await received.purge()  # what other modules' uploads left there
         async with self.client(headers) as client:
             answer = await client.post("/v1/files", files={"file": ("cat.jpg", jpeg(), "")})
         assert answer.status_code == 202, answer.text
         event = parse_event((await next_event(received)).body)
         assert isinstance(event, FileReceived)
+        assert str(event.file_id) == answer.json()["file_id"]
         return event
 
     async def commit(self, *events: Any) -> None:
