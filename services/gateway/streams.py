@@ -289,7 +289,13 @@ async def follow_file(
     owner: Owner,
     deps: Deps,
     streams: Annotated[EventStreams, Depends(get_streams)],
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            description="The `id` of the last message received: resume after it.",
+        ),
+    ] = None,
 ) -> StreamingResponse:
     """The file's recorded events, then each new one, until ``file.committed``."""
     structlog.contextvars.bind_contextvars(file_id=str(file_id))
