@@ -17,7 +17,7 @@ same-origin requests).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -29,7 +29,7 @@ from shared.adapters.broker import Publisher
 from shared.errors import BrokerUnavailable
 from shared.events import FileCorrupted, version_description
 from shared.naming import sanitise_name
-from shared.ports import ObjectStore
+from shared.ports import ObjectInfo, ObjectStore
 
 log = structlog.get_logger("sluice.gateway")
 
@@ -105,11 +105,28 @@ async def open_original(
         SourceMissing: S3 has no such object.
         StorageUnavailable: S3 down (answered 503).
     """
+    info, body, close = await open_body(storage, key or row["object_key"], chunk_bytes)
+    return StreamingResponse(
+        body,
+        media_type=row["content_type"],
+        headers=original_headers(row, info.size_bytes),
+        background=BackgroundTask(close),
+    )
+
+
+async def open_body(
+    storage: ObjectStore, key: str, chunk_bytes: int
+) -> tuple[ObjectInfo, AsyncIterator[bytes], Callable[[], Awaitable[None]]]:
+    """Open object ``key`` before an answer starts: its info, its body in ``chunk_bytes``
+    chunks, and the close to run once the answer is over (also run when the body ends; twice is
+    harmless). Nothing stays open when it raises.
+
+    Raises:
+        SourceMissing: no such object. StorageUnavailable: storage down.
+    """
     stack = contextlib.AsyncExitStack()
     try:
-        info, chunks = await stack.enter_async_context(
-            storage.open_stream(key or row["object_key"], chunk_bytes)
-        )
+        info, chunks = await stack.enter_async_context(storage.open_stream(key, chunk_bytes))
     except BaseException:
         await stack.aclose()
         raise
@@ -121,9 +138,4 @@ async def open_original(
         finally:
             await stack.aclose()
 
-    return StreamingResponse(
-        body(),
-        media_type=row["content_type"],
-        headers=original_headers(row, info.size_bytes),
-        background=BackgroundTask(stack.aclose),
-    )
+    return info, body(), stack.aclose

@@ -12,8 +12,6 @@ S3 serves its own presigned URLs.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -21,6 +19,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse
 
 from services.gateway.deps import GatewayDeps, get_deps
+from services.gateway.download import open_body
 from services.gateway.errors import ApiError
 from shared.adapters.local_keys import is_safe_key
 from shared.adapters.local_storage import LocalObjectStorage
@@ -69,24 +68,10 @@ async def get_object(
         raise ApiError(403, "forbidden", f"download URL refused: {problem}")
     if not is_safe_key(key):
         raise _not_found()
-    stack = contextlib.AsyncExitStack()
     try:
-        info, chunks = await stack.enter_async_context(
-            storage.open_stream(key, deps.spool.chunk_bytes)
-        )
+        info, body, close = await open_body(storage, key, deps.spool.chunk_bytes)
     except SourceMissing:
-        await stack.aclose()
         raise _not_found() from None
-    except BaseException:
-        await stack.aclose()
-        raise
-
-    async def body() -> AsyncIterator[bytes]:
-        try:
-            async for chunk in chunks:
-                yield chunk
-        finally:
-            await stack.aclose()
 
     headers = {
         "Content-Length": str(info.size_bytes),
@@ -95,10 +80,11 @@ async def get_object(
         "Content-Security-Policy": "sandbox",
     }
     if name is not None:
+        # ``name`` is signed as the URL carries it, already percent-encoded (RFC 5987)
         headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{name}"
     return StreamingResponse(
-        body(),
+        body,
         media_type=content_type or info.content_type or "application/octet-stream",
         headers=headers,
-        background=BackgroundTask(stack.aclose),
+        background=BackgroundTask(close),
     )

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -130,6 +130,20 @@ def test_signed_urls_serve_the_original_and_thumbnails(
         assert answer.status_code == 200, answer.text
         assert answer.headers["content-type"] == thumb["content_type"]
         assert int(answer.headers["content-length"]) == thumb["size_bytes"]
+
+
+def test_a_download_name_outside_latin_1_is_percent_encoded(pipeline: Pipeline) -> None:
+    name = 'été 日本 "quoted".png'
+    data = (SAMPLES / "photo.png").read_bytes()
+    with pipeline.client() as client:
+        answer = client.post("/v1/files", files={"file": (name, data, "image/png")})
+        assert answer.status_code == 202, answer.text
+    info = pipeline.wait_final(answer.json()["file_id"])
+    assert info["status"] == "available", info
+    download = httpx.get(pipeline.url + info["urls"]["original"], timeout=10)
+    assert download.status_code == 200 and download.content == data
+    disposition = download.headers["content-disposition"]  # RFC 5987: UTF-8, percent-encoded
+    assert disposition == "attachment; filename*=UTF-8''" + quote(info["original_name"], safe="")
 
 
 def _with(url: str, **changes: str) -> str:

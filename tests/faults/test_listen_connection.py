@@ -131,8 +131,10 @@ def test_killing_the_listen_connection_loses_no_event_of_any_open_stream(
     while listening == 0 and time.monotonic() < deadline:  # listening again after the last kill
         time.sleep(0.2)
         listening = len(
-            cluster.sql(
-                "SELECT pid FROM pg_stat_activity WHERE application_name = %s", APPLICATION_NAME
+            cluster.sql(  # this cluster's database only: other gateways may run beside it
+                "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = %s",
+                APPLICATION_NAME,
+                f"sluice_{cluster.name}",
             )
         )
     line = (
