@@ -8,6 +8,7 @@ the test's tmp path and their paths printed in the terminal output.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from PIL import Image
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
@@ -28,6 +30,7 @@ pytestmark = pytest.mark.e2e
 
 NAME = "t-upload-page"
 WAIT_S = 60
+MiB = 1024 * 1024
 STAGES = ["received", "scanned", "stored", "thumbnailed", "committed"]
 
 
@@ -270,3 +273,53 @@ def test_the_page_has_a_strict_csp_and_names_no_other_origin(pipeline: Pipeline)
         asset = httpx.get(f"{pipeline.url}/upload/static/{name}")
         assert asset.status_code == 200 and asset.content, name
     assert httpx.get(f"{pipeline.url}/upload/static/..%2Fupload_page.py").status_code == 404
+
+
+def noise_png(path: Path) -> Path:
+    """A PNG of random pixels, about 9 MiB (two tus chunks; under the 10 MiB photo limit)."""
+    Image.frombytes("RGB", (1800, 1700), os.urandom(1800 * 1700 * 3)).save(path, compress_level=1)
+    assert 5 * MiB < path.stat().st_size < 10 * MiB
+    return path
+
+
+def test_an_upload_cut_by_a_page_reload_resumes_from_the_servers_offset(
+    pipeline: Pipeline, page: WebDriver, tmp_path: Path
+) -> None:
+    big = noise_png(tmp_path / "noise.png")
+    use_key(page, pipeline.keys["alice"])
+    wait_text(page, "notice", "Key accepted")
+    # 2 MiB/s up: the second chunk takes about 2 s, time to reload the page during it.
+    page.set_network_conditions(
+        offline=False, latency=0, download_throughput=64 * MiB, upload_throughput=2 * MiB
+    )
+    try:
+        choose(page, big)
+        WebDriverWait(page, WAIT_S, poll_frequency=0.05).until(
+            lambda d: items(d)["noise.png"]["bytes"][0] > 5.5 * MiB
+        )  # the first chunk is acknowledged, the second under way
+        page.refresh()
+    finally:
+        page.delete_network_conditions()
+    stored: list[str] = page.execute_script(
+        "return Object.keys(localStorage).filter((k) => k.startsWith('tus::'))"
+        ".map((k) => JSON.parse(localStorage.getItem(k)).uploadUrl)"
+    )
+    assert len(stored) == 1, stored  # the unfinished upload, remembered for resuming
+    with pipeline.client() as client:
+        head = client.head(stored[0], headers={"Tus-Resumable": "1.0.0"})
+    assert head.status_code == 200
+    assert int(head.headers["Upload-Offset"]) == 5 * MiB  # the cut chunk kept nothing
+
+    wait_text(page, "notice", "Using the key kept in this tab")
+    choose(page, big)  # the same file again
+    item = wait_items(page, {"noise.png"})["noise.png"]
+    assert item["state"] == "available", item
+    assert "resuming an earlier upload of this file" in item["notes"], item
+    assert item["done"] == STAGES and item["thumb_loaded"], item
+    sent_after_reload = {urlsplit(e["name"]).path for e in resources(page)}
+    assert "/v1/uploads/" not in sent_after_reload  # no new upload was created
+    assert urlsplit(stored[0]).path in sent_after_reload
+    with pipeline.client() as client:
+        info = client.get(f"/v1/files/{item['file_id']}").json()
+    assert info["sha256"] == hashlib.sha256(big.read_bytes()).hexdigest()
+    assert page.execute_script("return localStorage.length") == 0  # forgotten once complete
