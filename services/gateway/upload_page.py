@@ -10,8 +10,9 @@ in the tab's ``sessionStorage`` and sends it as a bearer header to ``/v1/uploads
 Content-Security-Policy: scripts, styles and connections from this origin only, no inline script
 or style. Images from this origin and from the origin the storage backend's presigned URLs point
 at (the thumbnails): that origin is read from a URL the backend presigns, so it follows
-``S3_ENDPOINT`` and path-style or virtual-hosted addressing (``S3_FORCE_PATH_STYLE``), and adds
-nothing with the local backend, whose signed URLs are this gateway's ``/v1/objects/…``.
+``S3_ENDPOINT`` and the client's addressing style (path-style, or the bucket in the host name),
+and adds nothing with the local backend, whose signed URLs are this gateway's
+``/v1/objects/…``.
 """
 
 from __future__ import annotations
