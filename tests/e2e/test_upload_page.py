@@ -323,3 +323,50 @@ def test_an_upload_cut_by_a_page_reload_resumes_from_the_servers_offset(
         info = client.get(f"/v1/files/{item['file_id']}").json()
     assert info["sha256"] == hashlib.sha256(big.read_bytes()).hexdigest()
     assert page.execute_script("return localStorage.length") == 0  # forgotten once complete
+
+
+#: Wraps the page's ``fetch``: records each event-stream request's ``Last-Event-ID`` and cuts
+#: the first stream after its first message, as a dropped connection would.
+_CUT_FIRST_STREAM = """
+const realFetch = window.fetch;
+window.eventRequests = [];
+window.fetch = async (url, options) => {
+  const response = await realFetch(url, options);
+  if (!String(url).endsWith("/events")) {
+    return response;
+  }
+  window.eventRequests.push((options.headers || {})["Last-Event-ID"] || null);
+  if (window.eventRequests.length > 1) {
+    return response;
+  }
+  let seen = "";
+  const cut = new TransformStream({
+    transform(chunk, controller) {
+      seen += new TextDecoder().decode(chunk);
+      const end = seen.indexOf("\\n\\n");
+      if (end >= 0) {
+        controller.enqueue(new TextEncoder().encode(seen.slice(0, end + 2)));
+        controller.error(new TypeError("network error"));
+      }
+    },
+  });
+  return new Response(response.body.pipeThrough(cut), {
+    status: response.status,
+    headers: response.headers,
+  });
+};
+"""
+
+
+def test_a_cut_event_stream_is_resumed_with_last_event_id(
+    pipeline: Pipeline, page: WebDriver
+) -> None:
+    use_key(page, pipeline.keys["alice"])
+    wait_text(page, "notice", "Key accepted")
+    page.execute_script(_CUT_FIRST_STREAM)
+    choose(page, ROOT / "samples/photo.webp")
+    item = wait_items(page, {"photo.webp"})["photo.webp"]
+    assert item["state"] == "available", item
+    assert item["done"] == STAGES and item["notes"] == [], item
+    # Cut after event 1, the page asked again from there, and got the rest.
+    assert page.execute_script("return window.eventRequests") == [None, "1"]

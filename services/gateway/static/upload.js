@@ -294,13 +294,19 @@ function onStageEvent(item, message) {
   }
 }
 
-// Follows the file's events until file.committed, reconnecting with Last-Event-ID.
+// Follows the file's events until file.committed, reconnecting with Last-Event-ID after a cut
+// (the gateway then sends only the events after it: none twice, none missed).
 async function follow(item) {
   const url = `/v1/files/${encodeURIComponent(item.fileId)}/events`;
   let lastId = null;
-  for (let attempt = 0; attempt <= STREAM_RETRIES; attempt += 1) {
-    if (attempt > 0) {
-      await sleep(Math.min(1000 * attempt, 10000));
+  let failures = 0; // tries in a row that brought no event
+  for (;;) {
+    if (failures > STREAM_RETRIES) {
+      setStatus(item, "error", `lost the file's event stream; see GET /v1/files/${item.fileId}`);
+      return false;
+    }
+    if (failures > 0) {
+      await sleep(Math.min(1000 * failures, 10000));
     }
     const headers = { Authorization: `Bearer ${key()}`, Accept: "text/event-stream" };
     if (lastId !== null) {
@@ -309,8 +315,9 @@ async function follow(item) {
     let response;
     try {
       response = await fetch(url, { headers, cache: "no-store" });
-    } catch (err) {
-      continue; // the network: try again
+    } catch (_) {
+      failures += 1; // the network: try again
+      continue;
     }
     if (!response.ok) {
       const message = httpText(response.status, await response.text());
@@ -323,10 +330,13 @@ async function follow(item) {
         setStatus(item, "error", `following failed: ${message}`);
         return false;
       }
-      continue; // not recorded yet, or too many streams: try again
+      failures += 1; // not recorded yet, or too many streams: try again
+      continue;
     }
+    let received = 0;
     try {
       await readEvents(response.body, (message) => {
+        received += 1;
         if (message.id !== null) {
           lastId = message.id;
         }
@@ -338,9 +348,8 @@ async function follow(item) {
     if (item.committed) {
       return true;
     }
+    failures = received > 0 ? 1 : failures + 1;
   }
-  setStatus(item, "error", "lost the file's event stream; see GET /v1/files/" + item.fileId);
-  return false;
 }
 
 // ---- the outcome -----------------------------------------------------------------------------
