@@ -370,3 +370,35 @@ def test_a_cut_event_stream_is_resumed_with_last_event_id(
     assert item["done"] == STAGES and item["notes"] == [], item
     # Cut after event 1, the page asked again from there, and got the rest.
     assert page.execute_script("return window.eventRequests") == [None, "1"]
+
+
+#: Drops a PNG drawn in the page (a canvas) on the drop zone, as a drag from the desktop would.
+_DROP_PNG = """
+const done = arguments[arguments.length - 1];
+const canvas = document.createElement("canvas");
+canvas.width = 120;
+canvas.height = 80;
+const context = canvas.getContext("2d");
+context.fillStyle = "#3a7";
+context.fillRect(0, 0, 120, 80);
+canvas.toBlob((blob) => {
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([blob], "dropped.png", { type: "image/png" }));
+  const zone = document.getElementById("drop-zone");
+  zone.dispatchEvent(new DragEvent("dragover", { dataTransfer: transfer, bubbles: true }));
+  zone.dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true }));
+  done();
+}, "image/png");
+"""
+
+
+def test_a_file_dropped_on_the_page_is_uploaded(pipeline: Pipeline, page: WebDriver) -> None:
+    use_key(page, pipeline.keys["alice"])
+    wait_text(page, "notice", "Key accepted")
+    page.execute_async_script(_DROP_PNG)
+    item = wait_items(page, {"dropped.png"})["dropped.png"]
+    assert item["state"] == "available", item
+    assert item["thumb_loaded"], item
+    with pipeline.client() as client:
+        info = client.get(f"/v1/files/{item['file_id']}").json()
+    assert (info["original_name"], info["content_type"]) == ("dropped.png", "image/png")
