@@ -19,6 +19,7 @@ import httpx
 import pytest
 from PIL import Image
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -402,3 +403,22 @@ def test_a_file_dropped_on_the_page_is_uploaded(pipeline: Pipeline, page: WebDri
     with pipeline.client() as client:
         info = client.get(f"/v1/files/{item['file_id']}").json()
     assert (info["original_name"], info["content_type"]) == ("dropped.png", "image/png")
+
+
+def test_the_page_is_usable_from_the_keyboard_with_a_visible_focus(
+    pipeline: Pipeline, page: WebDriver
+) -> None:
+    field = page.find_element(By.ID, "api-key")
+    field.click()
+    field.send_keys(pipeline.keys["alice"] + Keys.ENTER)  # Enter submits the key
+    wait_text(page, "notice", "Key accepted")
+    focus = page.switch_to.active_element
+    for _ in range(3):  # Use key, Forget key, then the file picker
+        focus.send_keys(Keys.TAB)
+        focus = page.switch_to.active_element
+    assert focus.get_attribute("id") == "files"
+    assert page.execute_script("return getComputedStyle(document.activeElement).outlineStyle") == (
+        "solid"
+    )
+    label = page.find_element(By.CSS_SELECTOR, "label[for=files]").text
+    assert label == "Choose files to upload, or drop them here"
