@@ -312,6 +312,7 @@ def test_an_upload_cut_by_a_page_reload_resumes_from_the_servers_offset(
     assert int(head.headers["Upload-Offset"]) == 5 * MiB  # the cut chunk kept nothing
 
     wait_text(page, "notice", "Using the key kept in this tab")
+    wait_text(page, "unfinished", "Unfinished uploads in this browser: noise.png.")
     choose(page, big)  # the same file again
     item = wait_items(page, {"noise.png"})["noise.png"]
     assert item["state"] == "available", item

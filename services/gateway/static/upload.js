@@ -390,6 +390,7 @@ async function showOutcome(item) {
 async function handle(file) {
   const item = newItem(file);
   const uploaded = await uploadTurn(() => upload(item));
+  showUnfinished().catch(() => {});
   if (!uploaded) {
     return;
   }
@@ -410,6 +411,23 @@ function start(files) {
   }
 }
 
+// Names the uploads this browser left unfinished (tus-js-client keeps their URLs in
+// localStorage), so the user knows which files to choose again to resume them.
+async function showUnfinished() {
+  const storage = tus.defaultOptions.urlStorage;
+  if (!storage || !storage.findAllUploads) {
+    return;
+  }
+  const unfinished = await storage.findAllUploads();
+  const names = unfinished
+    .map((entry) => (entry.metadata && entry.metadata.filename) || "")
+    .filter((name) => name);
+  $("unfinished").textContent = names.length
+    ? `Unfinished uploads in this browser: ${names.join(", ")}. ` +
+      "Choose the same file again to resume it."
+    : "";
+}
+
 // ---- wiring ----------------------------------------------------------------------------------
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -420,6 +438,7 @@ document.addEventListener("DOMContentLoaded", () => {
   if (key()) {
     say("Using the key kept in this tab.");
   }
+  showUnfinished().catch(() => {}); // a hint only
   $("key-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const input = $("api-key");
