@@ -1,8 +1,10 @@
 """The upload page's Content-Security-Policy names exactly the origin its thumbnails come from:
-the origin of the URLs the real storage adapters presign (nothing is contacted to presign)."""
+the origin of the URLs the real storage adapters presign (nothing is contacted to presign); the
+library it serves is the one ``web/package-lock.json`` pins."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -53,3 +55,22 @@ async def test_the_s3_backend_adds_the_origin_of_its_presigned_urls(path_style: 
 )
 def test_image_origin(url: str, origin: str | None) -> None:
     assert image_origin(url) == origin
+
+
+ROOT = Path(__file__).resolve().parents[2]
+VENDOR = ROOT / "services/gateway/static/vendor"
+
+
+def test_the_vendored_tus_js_client_is_the_locked_release() -> None:
+    lock = json.loads((ROOT / "web/package-lock.json").read_text())
+    version = lock["packages"]["node_modules/tus-js-client"]["version"]
+    assert (VENDOR / "VERSION").read_text().strip() == f"tus-js-client {version}", (
+        "run scripts/vendor-web.sh"
+    )
+    assert "MIT License" in (VENDOR / "tus-js-client.LICENSE").read_text()
+    installed = ROOT / "web/node_modules/tus-js-client/dist/tus.min.js"
+    if not installed.exists():
+        pytest.skip("web/node_modules not installed (scripts/bootstrap.sh runs npm ci)")
+    assert (VENDOR / "tus.min.js").read_bytes() == installed.read_bytes(), (
+        "run scripts/vendor-web.sh"
+    )
