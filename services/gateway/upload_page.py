@@ -32,6 +32,7 @@ Deps = Annotated[GatewayDeps, Depends(get_deps)]
 #: The page's files, by the name they are served under: (path under ``static/``, media type).
 ASSETS = {
     "upload.js": ("upload.js", "text/javascript; charset=utf-8"),
+    "sse.js": ("sse.js", "text/javascript; charset=utf-8"),
     "upload.css": ("upload.css", "text/css; charset=utf-8"),
     "tus.min.js": ("vendor/tus.min.js", "text/javascript; charset=utf-8"),
     "icon.svg": ("ops.svg", "image/svg+xml"),

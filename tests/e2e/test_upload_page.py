@@ -190,7 +190,8 @@ def test_photos_and_a_pdf_reach_committed_with_their_thumbnails(
         e["initiator"] == "img" and origin(e["name"]) == S3Settings().endpoint for e in others
     ), others
     own = {urlsplit(e["name"]).path for e in loaded}
-    assert {"/upload/static/tus.min.js", "/upload/static/upload.js", "/v1/uploads/"} <= own
+    scripts = {"/upload/static/tus.min.js", "/upload/static/sse.js", "/upload/static/upload.js"}
+    assert scripts | {"/v1/uploads/"} <= own
     screenshot = tmp_path / "upload-page.png"
     assert page.save_screenshot(str(screenshot))
     report(capsys, f"upload page screenshot: {screenshot}")
@@ -270,7 +271,7 @@ def test_the_page_has_a_strict_csp_and_names_no_other_origin(pipeline: Pipeline)
     assert policy["img-src"] == f"'self' {S3Settings().endpoint}"  # the presigned thumbnails
     assert answer.headers["X-Content-Type-Options"] == "nosniff"
     assert not re.findall(r"""(?:src|href)=["'](?:https?:)?//""", answer.text)
-    for name in ("tus.min.js", "upload.js", "upload.css"):
+    for name in ("tus.min.js", "sse.js", "upload.js", "upload.css"):
         asset = httpx.get(f"{pipeline.url}/upload/static/{name}")
         assert asset.status_code == 200 and asset.content, name
     assert httpx.get(f"{pipeline.url}/upload/static/..%2Fupload_page.py").status_code == 404
