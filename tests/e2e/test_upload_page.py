@@ -424,3 +424,46 @@ def test_the_page_is_usable_from_the_keyboard_with_a_visible_focus(
     )
     label = page.find_element(By.CSS_SELECTOR, "label[for=files]").text
     assert label == "Choose files to upload, or drop them here"
+
+
+#: Wraps the page's ``fetch``: event streams lose their ``file.stored`` message, as when that
+#: event reaches the commit stage late (a retry) and is recorded after ``file.committed``.
+_DROP_STORED = """
+const realFetch = window.fetch;
+window.fetch = async (url, options) => {
+  const response = await realFetch(url, options);
+  if (!String(url).endsWith("/events")) {
+    return response;
+  }
+  let pending = "";
+  const drop = new TransformStream({
+    transform(chunk, controller) {
+      pending += new TextDecoder().decode(chunk);
+      let end;
+      while ((end = pending.indexOf("\\n\\n")) >= 0) {
+        const message = pending.slice(0, end + 2);
+        pending = pending.slice(end + 2);
+        if (!message.includes("event: file.stored\\n")) {
+          controller.enqueue(new TextEncoder().encode(message));
+        }
+      }
+    },
+  });
+  return new Response(response.body.pipeThrough(drop), {
+    status: response.status,
+    headers: response.headers,
+  });
+};
+"""
+
+
+def test_a_stage_the_stream_did_not_show_is_taken_from_the_files_history(
+    pipeline: Pipeline, page: WebDriver
+) -> None:
+    use_key(page, pipeline.keys["alice"])
+    wait_text(page, "notice", "Key accepted")
+    page.execute_script(_DROP_STORED)
+    choose(page, ROOT / "samples/photo-rotated.jpg")
+    item = wait_items(page, {"photo-rotated.jpg"})["photo-rotated.jpg"]
+    assert item["state"] == "available", item
+    assert item["done"] == STAGES, item

@@ -13,6 +13,7 @@ const MAX_UPLOADS_AT_ONCE = 2;
 // HTTP/1.1 browsers open about 6 connections per origin; an open event stream holds one.
 const MAX_STREAMS_AT_ONCE = 3;
 const STREAM_RETRIES = 20;
+const HISTORY_LOOKS = 4; // reads of an available file's history while a stage is missing
 const $ = (id) => document.getElementById(id);
 
 function key() {
@@ -310,17 +311,41 @@ async function follow(item) {
 
 // ---- the outcome -----------------------------------------------------------------------------
 
-async function showOutcome(item) {
-  const response = await fetch(`/v1/files/${encodeURIComponent(item.fileId)}`, {
-    headers: { Authorization: `Bearer ${key()}`, Accept: "application/json" },
-    cache: "no-store",
-  });
-  const text = await response.text();
-  if (!response.ok) {
-    setStatus(item, "error", `status unavailable: ${httpText(response.status, text)}`);
-    return;
+// A stage the stream did not show: the commit stage records file.committed with the final
+// event, and an earlier stage's event that reached it late (a retry) is recorded after it,
+// when the stream has ended. The file's history has it; an available file has every stage.
+function markFromHistory(item, history) {
+  for (const event of history || []) {
+    const stage = String(event.type).replace(/^file\./, "");
+    const li = part(item, `.stages li[data-stage="${stage}"]`);
+    if (li && !li.classList.contains("done")) {
+      li.classList.add("done");
+      li.textContent = `${stage} ✓ ${clock(event.recorded_at)}`;
+    }
   }
-  const info = JSON.parse(text);
+  return STAGES.every((stage) => part(item, `.stages li[data-stage="${stage}"]`).matches(".done"));
+}
+
+async function showOutcome(item) {
+  let info = null;
+  for (let look = 0; look < HISTORY_LOOKS; look += 1) {
+    if (look > 0) {
+      await sleep(1000);
+    }
+    const response = await fetch(`/v1/files/${encodeURIComponent(item.fileId)}`, {
+      headers: { Authorization: `Bearer ${key()}`, Accept: "application/json" },
+      cache: "no-store",
+    });
+    const text = await response.text();
+    if (!response.ok) {
+      setStatus(item, "error", `status unavailable: ${httpText(response.status, text)}`);
+      return;
+    }
+    info = JSON.parse(text);
+    if (markFromHistory(item, info.history) || info.status !== "available") {
+      break;
+    }
+  }
   const reason = info.status_reason ? `: ${info.status_reason}` : "";
   setStatus(item, info.status, `${info.status}${reason}`);
   const thumbs = (info.thumbnails || []).filter((t) => t.url);
