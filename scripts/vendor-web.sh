@@ -12,6 +12,10 @@ dest=services/gateway/static/vendor
 mkdir -p "$dest"
 cp "$src/dist/tus.min.js" "$dest/tus.min.js"
 cp "$src/LICENSE" "$dest/tus-js-client.LICENSE"
+# The browser bundle also carries these packages (browserify); their licences ship beside it.
+for bundled in js-base64 url-parse querystringify requires-port; do
+    cp web/node_modules/$bundled/LICENSE* "$dest/$bundled.LICENSE"
+done
 version=$(node -p "require('./$src/package.json').version")
 echo "tus-js-client $version" > "$dest/VERSION"
 echo "vendor-web: tus-js-client $version -> $dest/tus.min.js"

@@ -68,6 +68,10 @@ def test_the_vendored_tus_js_client_is_the_locked_release() -> None:
         "run scripts/vendor-web.sh"
     )
     assert "MIT License" in (VENDOR / "tus-js-client.LICENSE").read_text()
+    bundle = (VENDOR / "tus.min.js").read_text()
+    for bundled in ("js-base64", "url-parse", "querystringify", "requires-port"):
+        assert bundled in bundle, f"{bundled} no longer bundled: update scripts/vendor-web.sh"
+        assert (VENDOR / f"{bundled}.LICENSE").read_text().strip(), bundled
     installed = ROOT / "web/node_modules/tus-js-client/dist/tus.min.js"
     if not installed.exists():
         pytest.skip("web/node_modules not installed (scripts/bootstrap.sh runs npm ci)")
