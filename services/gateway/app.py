@@ -31,7 +31,18 @@ from opentelemetry.trace import Span
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as http_metrics
 
-from services.gateway import errors, files, keys, objects, ops_api, ops_page, streams, tus, upload
+from services.gateway import (
+    errors,
+    files,
+    keys,
+    objects,
+    ops_api,
+    ops_page,
+    streams,
+    tus,
+    upload,
+    upload_page,
+)
 from services.gateway.access import AccessLog
 from services.gateway.auth import OPS_READ, authenticate_request
 from services.gateway.deps import GatewayDeps
@@ -237,6 +248,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(streams.router)
     app.include_router(ops_api.router)
     app.include_router(ops_page.router)
+    app.include_router(upload_page.router)
 
     @app.get("/healthz", summary="Liveness: the process answers")
     async def healthz() -> dict[str, str]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,9 +23,6 @@ from typing import Any
 
 import pytest
 from PIL import Image
-from selenium import webdriver
-from selenium.common.exceptions import WebDriverException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
@@ -38,12 +34,12 @@ from shared.adapters import broker, db
 from shared.events import FileReceived
 from shared.settings import AmqpSettings, DatabaseSettings
 from shared.topology import Topology
+from tests.e2e.browser import chromium
 from tests.e2e.pipeline import Pipeline, free_port, queue_depths, start_pipeline
 
 pytestmark = pytest.mark.e2e
 
 NAME = "t-ops-page"
-CHROMIUM = "/usr/bin/chromium"
 WAIT_S = 30
 
 
@@ -75,37 +71,7 @@ def ops_keys(pipeline: Pipeline) -> dict[Scope, str]:
 
 @pytest.fixture
 def browser() -> Iterator[WebDriver]:
-    """Headless Chromium driven by the system chromedriver; nothing downloaded."""
-    driver_path = shutil.which("chromedriver")
-    if driver_path is None or not Path(CHROMIUM).exists():
-        pytest.fail("chromium and chromium-driver are required: run scripts/bootstrap.sh")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",  # root in CI containers
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
-        # The machine's network is closed: no background fetches (updates, sync, QUIC probes)
-        # to be refused at every start.
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-quic",
-        "--no-first-run",
-        "--window-size=1400,1100",
-        "--force-device-scale-factor=1",
-    ):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    try:
-        driver = webdriver.Chrome(options=options, service=Service(executable_path=driver_path))
-    except WebDriverException as exc:
-        pytest.fail(f"headless chromium did not start: {exc.msg}")
-    try:
-        yield driver
-    finally:
-        driver.quit()
+    yield from chromium()
 
 
 def publish(prefix: str, event: FileReceived) -> None:
