@@ -427,7 +427,10 @@ class FileStateTransaction(Protocol):
     """The writes of one event to a file's state, in one transaction."""
 
     async def record_event(self, event: BaseEvent, detail: str) -> bool:
-        """Add ``event`` to the file's history; ``False`` if its ``event_id`` is already there."""
+        """Add ``event`` to the file's history; ``False`` if its ``event_id`` is already there.
+
+        A new row gets the file's next number and its notice is sent when the transaction
+        commits (:mod:`shared.history`)."""
         ...
 
     async def event_payload(self, event_id: uuid.UUID) -> dict[str, Any] | None:

@@ -487,6 +487,42 @@ class StatusSettings(BaseSettings):
         return tuple(url.rstrip("/") for url in value)
 
 
+class StreamSettings(BaseSettings):
+    """The gateway's Server-Sent Events of a file's progress, ``GET /v1/files/{id}/events``
+    (``SLUICE_STREAM_*``, docs/uploads-progress.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICE_STREAM_", frozen=True)
+
+    max_per_owner: int = Field(
+        16,
+        ge=1,
+        le=10_000,
+        description="Event streams one owner may have open on this process; past it 429 "
+        "too_many_streams.",
+    )
+    max_total: int = Field(
+        500,
+        ge=1,
+        le=100_000,
+        description="Event streams open on this process, all owners together; past it 503 "
+        "too_many_streams. Keep it under SLUICE_GATEWAY_LIMIT_CONCURRENCY.",
+    )
+    keepalive_s: float = Field(
+        15.0,
+        gt=0,
+        le=300,
+        description="Seconds of silence after which a stream sends a keep-alive comment; also "
+        "how often the LISTEN connection is checked.",
+    )
+    first_event_wait_s: float = Field(
+        10.0,
+        ge=0,
+        le=300,
+        description="How long a stream of a file not recorded yet (just accepted) waits for "
+        "its first event before answering 404; every 404 of the route takes this long.",
+    )
+
+
 class LogSettings(BaseSettings):
     """Log output (``SLUICE_LOG_*``)."""
 
@@ -572,6 +608,7 @@ class Settings:
         breaker: BreakerSettings | None = None,
         tus: TusSettings | None = None,
         storage: StorageSettings | None = None,
+        stream: StreamSettings | None = None,
     ) -> None:
         storage = storage or StorageSettings()
         if storage.backend == "local" and spool.backend == "s3":
@@ -601,6 +638,7 @@ class Settings:
         self.breaker = breaker or BreakerSettings()
         self.tus = tus or TusSettings()
         self.storage = storage
+        self.stream = stream or StreamSettings()
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -625,6 +663,7 @@ class Settings:
             breaker=load(BreakerSettings),
             tus=load(TusSettings),
             storage=load(StorageSettings),
+            stream=load(StreamSettings),
         )
 
 
@@ -642,6 +681,7 @@ SETTINGS_GROUPS: tuple[type[BaseSettings], ...] = (
     StorageSettings,
     WorkerSettings,
     StatusSettings,
+    StreamSettings,
     LogSettings,
     TracingSettings,
 )

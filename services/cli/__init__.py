@@ -8,6 +8,7 @@
                                        fallback
     sluice gateway                     run the HTTP gateway
     sluice run                         every worker and the gateway in one process (development)
+    sluice upload FILE... [--follow]   upload through the gateway; follow each file's stages
     sluice keys create NAME [--scope]  print a new API key (stored hashed): upload (default),
                                        ops:read or ops:admin (/ops only)
     sluice upstream add|list|remove    upstream services: RabbitMQ users for the ingress exchange
@@ -47,6 +48,7 @@ from services.cli.run import run
 from services.cli.services import services_app
 from services.cli.spool import spool_app
 from services.cli.status import status
+from services.cli.upload import upload
 from services.cli.upstream import upstream_app
 from services.cli.worker import worker
 from shared.errors import SluiceError
@@ -62,7 +64,7 @@ for name, group in (
     ("upstream", upstream_app),
 ):
     app.add_typer(group, name=name)
-for command in (migrate, worker, gateway, run, reconcile, health, status, doctor, demo):
+for command in (migrate, worker, gateway, run, upload, reconcile, health, status, doctor, demo):
     app.command()(command)
 
 

@@ -19,15 +19,29 @@ from typing import Any
 from shared.adapters.db import CONNECTION_ERRORS, DATA_ERRORS
 from shared.errors import DatabaseUnavailable, InvalidData
 from shared.events import BaseEvent
+from shared.history import CHANNEL, HISTORY_LOCK_SEED
 from shared.ports import FileLock, StageFields
 from shared.status import MOVING
 
+# Taken before an event is numbered, held until the transaction ends: the next number of a file
+# is read only once the previous holder has committed (or rolled back), so numbers never repeat
+# and a number becomes visible only after every smaller one. Every transaction of the commit
+# stage takes it before the ``files`` row lock (record_event comes first), so no lock cycle.
+_LOCK_HISTORY = "SELECT pg_advisory_xact_lock(hashtextextended($1::uuid::text, $2))"
+
+# The row and its notice in one statement; the notice is sent only if the transaction commits
+# (shared.history: the payload is the file id and the number, nothing else).
 _INSERT_EVENT = """
-INSERT INTO file_events (event_id, file_id, version_number, event_type, causation_id,
-                         occurred_at, detail, payload)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)
-ON CONFLICT (event_id) DO NOTHING
-RETURNING event_id
+WITH inserted AS (
+    INSERT INTO file_events (event_id, file_id, version_number, event_type, causation_id,
+                             occurred_at, detail, payload, seq)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb,
+            (SELECT COALESCE(max(seq), 0) + 1 FROM file_events WHERE file_id = $2))
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING file_id, seq
+)
+SELECT seq, pg_notify($9, json_build_object('file_id', file_id, 'seq', seq)::text)
+FROM inserted
 """
 
 _INSERT_FILE = """
@@ -81,8 +95,12 @@ class FileTransaction:
     async def record_event(self, event: BaseEvent, detail: str) -> bool:
         """Add ``event`` to the history; ``False`` if its ``event_id`` is already there.
 
-        ``payload`` is the event as JSON; ``event_id`` is the idempotency key.
+        ``payload`` is the event as JSON; ``event_id`` is the idempotency key. A new row gets
+        the file's next ``seq`` (1, 2, 3, …, under a per-file advisory lock held until the
+        transaction ends) and a ``NOTIFY`` on :data:`shared.history.CHANNEL` with
+        ``{"file_id", "seq"}``, delivered when the transaction commits.
         """
+        await self._connection.execute(_LOCK_HISTORY, event.file_id, HISTORY_LOCK_SEED)
         inserted = await self._connection.fetchval(
             _INSERT_EVENT,
             event.event_id,
@@ -93,6 +111,7 @@ class FileTransaction:
             event.occurred_at,
             detail,
             event.model_dump(mode="json"),
+            CHANNEL,
         )
         return inserted is not None
 

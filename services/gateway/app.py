@@ -31,7 +31,7 @@ from opentelemetry.trace import Span
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as http_metrics
 
-from services.gateway import errors, files, keys, objects, ops_api, ops_page, tus, upload
+from services.gateway import errors, files, keys, objects, ops_api, ops_page, streams, tus, upload
 from services.gateway.access import AccessLog
 from services.gateway.auth import OPS_READ, authenticate_request
 from services.gateway.deps import GatewayDeps
@@ -208,6 +208,7 @@ def create_app(settings: Settings) -> FastAPI:
         async with contextlib.AsyncExitStack() as stack:
             try:
                 app.state.deps = await open_deps(settings, stack)
+                app.state.streams = await stack.enter_async_context(streams.open_streams(settings))
             except BaseException as exc:
                 app.state.startup_error = exc
                 log.error("gateway.start_failed", error=str(exc))
@@ -233,6 +234,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(tus.router)
     app.include_router(files.router)
     app.include_router(objects.router)
+    app.include_router(streams.router)
     app.include_router(ops_api.router)
     app.include_router(ops_page.router)
 
@@ -353,6 +355,7 @@ async def serve(settings: Settings, stop: asyncio.Event, *, app: FastAPI | None 
         try:
             await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            streams.close_streams(app)  # or the graceful shutdown would wait for them
             server.should_exit = True
             waiter.cancel()
             await task

@@ -17,6 +17,7 @@ import asyncpg
 
 from shared.adapters.db import CONNECTION_ERRORS
 from shared.errors import DatabaseUnavailable
+from shared.history import LAST_EVENT_TYPE
 
 T = TypeVar("T")
 
@@ -72,6 +73,50 @@ async def fetch_history(pool: asyncpg.Pool, file_id: uuid.UUID) -> list[asyncpg.
     """
     rows: list[asyncpg.Record] = await db_call(lambda: pool.fetch(query, file_id))
     return rows
+
+
+async def fetch_owner(pool: asyncpg.Pool, file_id: uuid.UUID) -> str | None:
+    """The file's recorded owner, or ``None`` if it has no row (yet).
+
+    Raises:
+        DatabaseUnavailable: PostgreSQL unreachable.
+    """
+    query = "SELECT owner FROM files WHERE file_id = $1"
+    owner: str | None = await db_call(lambda: pool.fetchval(query, file_id))
+    return owner
+
+
+async def fetch_events_after(
+    pool: asyncpg.Pool, file_id: uuid.UUID, after_seq: int
+) -> list[asyncpg.Record]:
+    """The file's recorded events numbered past ``after_seq``, in their order (``seq``,
+    ``type``, ``version_number``, ``occurred_at``, ``recorded_at``, ``detail``).
+
+    Raises:
+        DatabaseUnavailable: PostgreSQL unreachable.
+    """
+    query = """
+        SELECT seq, event_type AS type, version_number, occurred_at, recorded_at, detail
+        FROM file_events WHERE file_id = $1 AND seq > $2
+        ORDER BY seq
+    """
+    rows: list[asyncpg.Record] = await db_call(lambda: pool.fetch(query, file_id, after_seq))
+    return rows
+
+
+async def committed_at_or_before(pool: asyncpg.Pool, file_id: uuid.UUID, seq: int) -> bool:
+    """Whether the file's ``file.committed`` is numbered ``seq`` or less (a stream resumed
+    after its end has nothing more to wait for).
+
+    Raises:
+        DatabaseUnavailable: PostgreSQL unreachable.
+    """
+    query = """
+        SELECT EXISTS (SELECT 1 FROM file_events
+                       WHERE file_id = $1 AND seq <= $2 AND event_type = $3)
+    """
+    done: bool = await db_call(lambda: pool.fetchval(query, file_id, seq, LAST_EVENT_TYPE))
+    return done
 
 
 async def fetch_page(

@@ -119,6 +119,20 @@ SPOOL_FREE_BYTES = Gauge(
     "sluice_spool_free_bytes",
     "Free bytes on the spool's disk when the gateway last checked (at every upload).",
 )
+EVENT_STREAMS = Gauge(
+    "sluice_event_streams",
+    "Event streams (GET /v1/files/{id}/events) open on this gateway process.",
+)
+EVENT_STREAMS_REFUSED = Counter(
+    "sluice_event_streams_refused_total",
+    "Event streams refused past their limits: `owner` (429) or `total` (503).",
+    ["limit"],
+)
+LISTEN_CONNECTIONS = Counter(
+    "sluice_listen_connections_total",
+    "Times the gateway's LISTEN connection (file_events notices) was opened: 1, then one "
+    "per reconnect.",
+)
 
 
 def record_handled(handled: Handled) -> None:

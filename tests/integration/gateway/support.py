@@ -223,12 +223,13 @@ async def insert_file(
         ):
             await conn.execute(
                 "INSERT INTO file_events (event_id, file_id, version_number, event_type,"
-                " occurred_at, detail, payload) VALUES ($1, $2, 1, $3, $4, $5, '{}')",
+                " occurred_at, detail, payload, seq) VALUES ($1, $2, 1, $3, $4, $5, '{}', $6)",
                 uuid.uuid4(),
                 file_id,
                 kind,
                 at + timedelta(seconds=offset),
                 detail,
+                offset + 1,
             )
     return file_id
 

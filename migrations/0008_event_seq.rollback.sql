@@ -1,0 +1,2 @@
+DROP INDEX file_events_file_seq;
+ALTER TABLE file_events DROP COLUMN seq;

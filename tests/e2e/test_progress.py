@@ -1,0 +1,108 @@
+"""A file's progress, end to end: ``python -m services run`` as a real process (every stage and
+the gateway), a real upload followed through ``GET /v1/files/{id}/events``, and ``sluice upload
+--follow`` run as a command against it (a sample photo: exit 0, committed; the EICAR PDF: exit
+1 with the signature)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from httpx_sse import connect_sse
+
+from tests.e2e.pipeline import ROOT, Pipeline, start_pipeline
+
+pytestmark = pytest.mark.e2e
+STAGES = ["file.received", "file.scanned", "file.stored", "file.thumbnailed", "file.committed"]
+
+
+@pytest.fixture(scope="module")
+def pipeline(services: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    # A 404 of the event route takes the whole first-record wait: 1 s here, not 10.
+    env = {"SLUICE_STREAM_FIRST_EVENT_WAIT_S": "1"}
+    yield from start_pipeline(tmp_path_factory.mktemp("e2e-progress"), "e2e-progress", env)
+
+
+def sluice_upload(pipeline: Pipeline, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**pipeline.env, "SLUICE_URL": pipeline.url, "SLUICE_API_KEY": pipeline.keys["alice"]}
+    env["COLUMNS"] = "200"
+    return subprocess.run(
+        [sys.executable, "-m", "services", "upload", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_the_stream_of_a_real_upload_gives_every_stage_in_order_then_ends(
+    pipeline: Pipeline,
+) -> None:
+    with pipeline.client() as client:
+        answer = client.post(
+            "/v1/files", files={"file": ("photo.png", (ROOT / "samples/photo.png").read_bytes())}
+        )
+        assert answer.status_code == 202, answer.text
+        file_id = answer.json()["file_id"]
+        received = []
+        with connect_sse(client, "GET", f"/v1/files/{file_id}/events") as source:
+            assert source.response.status_code == 200
+            for message in source.iter_sse():
+                received.append((message, datetime.now(UTC)))
+        # the server ended the stream: iter_sse returned
+    assert [m.event for m, _ in received] == STAGES
+    assert [m.id for m, _ in received] == ["1", "2", "3", "4", "5"]
+    data = [json.loads(m.data) for m, _ in received]
+    assert data[-1]["detail"] == "committed: available"
+    lags = [
+        (at - datetime.fromisoformat(d["recorded_at"])).total_seconds() * 1000
+        for (_, at), d in zip(received[1:], data[1:], strict=True)
+    ]
+    print(f"\nSSE lag, recorded_at -> client (ms): {', '.join(f'{x:.1f}' for x in lags)}")
+
+
+def test_another_owner_cannot_follow_the_file(pipeline: Pipeline) -> None:
+    with pipeline.client() as client:
+        answer = client.post(
+            "/v1/files", files={"file": ("doc.pdf", (ROOT / "samples/document.pdf").read_bytes())}
+        )
+    file_id = answer.json()["file_id"]
+    pipeline.wait_final(file_id)
+    with pipeline.client("bob") as client:
+        refused = client.get(f"/v1/files/{file_id}/events")
+    assert refused.status_code == 404
+    assert refused.json()["error"]["code"] == "not_found"
+
+
+def test_sluice_upload_follow_shows_committed_and_exits_0(pipeline: Pipeline) -> None:
+    started = time.monotonic()
+    done = sluice_upload(pipeline, "samples/photo-rotated.jpg", "--follow", "--kind", "photo")
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout + done.stderr
+    assert "committed" in out and "available" in out and "match" in out
+    assert pipeline.keys["alice"] not in out
+    print(f"\nsluice upload --follow of one photo: {time.monotonic() - started:.1f} s\n{out}")
+
+
+def test_sluice_upload_follow_of_the_eicar_file_exits_1_with_the_reason(
+    pipeline: Pipeline,
+) -> None:
+    done = sluice_upload(pipeline, "samples/eicar.pdf", "samples/document.pdf", "--follow")
+    assert done.returncode == 1, done.stdout + done.stderr
+    rows = [line for line in done.stdout.splitlines() if "eicar.pdf" in line]
+    assert rows and "rejected" in rows[0] and "Eicar-Test-Signature" in rows[0], done.stdout
+    assert any("document.pdf" in line and "available" in line for line in done.stdout.splitlines())
+
+
+def test_sluice_upload_without_follow_prints_the_file_ids(pipeline: Pipeline) -> None:
+    done = sluice_upload(pipeline, "samples/photo.webp")
+    assert done.returncode == 0, done.stderr
+    file_id, name = done.stdout.split()
+    assert name == "samples/photo.webp"
+    assert pipeline.wait_final(file_id)["status"] == "available"
