@@ -43,7 +43,9 @@ def check_stored_object(event: FileStored | FileThumbnailed, own_bucket: str) ->
             f"{event.type} names bucket {event.bucket!r}, not Sluice's bucket {own_bucket!r}",
             **context,
         )
-    expected = object_key(event.owner, event.file_id, event.received_at, event.original_name)
+    expected = object_key(
+        event.owner, event.file_id, event.received_at, event.original_name, event.version_number
+    )
     if event.key != expected:
         raise ForgedEvent(
             f"{event.type} of owner {event.owner!r} names key {event.key!r}, not the file's "

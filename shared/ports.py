@@ -27,7 +27,7 @@ tested against the real implementation.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -415,12 +415,13 @@ class FileLock:
     """What a locked file looks like before the event is applied.
 
     ``version_status`` is ``None`` when the event's version has no row yet; ``owner`` is the
-    file's recorded owner.
+    file's recorded owner; ``file_status`` is the file's status (its current version's).
     """
 
     current_version: int
     version_status: str | None
     owner: str
+    file_status: str | None = None
 
 
 class FileStateTransaction(Protocol):
@@ -464,6 +465,11 @@ class FileStateTransaction(Protocol):
     async def update_file(self, event: BaseEvent, status: str, status_reason: str | None) -> None:
         """Make the event's version the file's current one, with ``status`` and its reason, if
         the file is of ``event``'s owner."""
+        ...
+
+    async def apply_edit(self, event: BaseEvent, fields: Collection[str]) -> bool:
+        """Set ``fields`` of ``event``'s file to the event's values unless a newer edit was
+        applied; whether it was applied."""
         ...
 
 
