@@ -26,7 +26,7 @@ from shared.adapters.quarantine import SCHEME as QUARANTINE_SCHEME
 from shared.adapters.spool import SCHEME as SPOOL_SCHEME
 from shared.errors import ForgedEvent
 from shared.events import BaseEvent, FileStored, FileThumbnailed
-from shared.naming import object_key, thumbnail_key
+from shared.naming import object_key, spool_name, thumbnail_key
 
 
 def check_stored_object(event: FileStored | FileThumbnailed, own_bucket: str) -> None:
@@ -77,10 +77,12 @@ def check_owner(event: BaseEvent, recorded_owner: str | None) -> None:
 
 
 def own_spool_entry(event: BaseEvent) -> bool:
-    """Whether ``event.source`` is the spool entry of ``event``'s own file,
-    ``spool://<file_id>`` or ``quarantine://<file_id>`` (the gateway spools an upload under its
-    file id)."""
-    return event.source in (f"{SPOOL_SCHEME}{event.file_id}", f"{QUARANTINE_SCHEME}{event.file_id}")
+    """Whether ``event.source`` is the spool entry of ``event``'s own file version,
+    ``spool://<name>`` or ``quarantine://<name>`` with ``name`` its
+    :func:`~shared.naming.spool_name` (the gateway spools an upload under its file id, and a
+    later version under ``<file_id>.v<n>``)."""
+    name = spool_name(event.file_id, event.version_number)
+    return event.source in (f"{SPOOL_SCHEME}{name}", f"{QUARANTINE_SCHEME}{name}")
 
 
 def _context(event: BaseEvent) -> dict[str, str]:

@@ -75,3 +75,26 @@ def thumbnail_key(original_key: str, size_px: int, content_type: str = "image/we
     Raises ``KeyError`` for a content type not in :data:`THUMBNAIL_EXTENSIONS`.
     """
     return f"{original_key}.thumb-{size_px}.{THUMBNAIL_EXTENSIONS[content_type]}"
+
+
+def spool_name(file_id: uuid.UUID, version_number: int = 1) -> str:
+    """The spool entry of a file version's upload: ``{file_id}`` for version 1 (as before
+    versions existed), ``{file_id}.v{n}`` for version ``n`` > 1, so a new version never
+    overwrites a version still in flight."""
+    return str(file_id) if version_number == 1 else f"{file_id}.v{version_number}"
+
+
+def parse_spool_name(name: str) -> tuple[uuid.UUID, int] | None:
+    """``(file_id, version_number)`` of a :func:`spool_name`, or ``None`` for any other name."""
+    base, dot, version = name.partition(".v")
+    try:
+        file_id = uuid.UUID(base)
+    except ValueError:
+        return None
+    if not dot:
+        return (file_id, 1) if name == str(file_id) else None
+    if not version.isascii() or not version.isdigit() or int(version) < 2:
+        return None
+    if spool_name(file_id, int(version)) != name:
+        return None
+    return file_id, int(version)

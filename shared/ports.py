@@ -134,6 +134,22 @@ class UpstreamRegistry(Protocol):
         ...
 
 
+class VersionNumbering(Protocol):
+    """Numbers for new versions of recorded files (``shared.adapters.versions``)."""
+
+    async def recorded_owner(self, file_id: uuid.UUID) -> str | None:
+        """The file's recorded owner, ``None`` if it is not recorded."""
+        ...
+
+    async def recorded_version(self, event_id: uuid.UUID) -> int | None:
+        """The version of the recorded event ``event_id``, ``None`` if not recorded."""
+        ...
+
+    async def reserve(self, file_id: uuid.UUID, owner: str, event_id: uuid.UUID) -> int:
+        """The new version's number for the ``file.received`` ``event_id`` (idempotent)."""
+        ...
+
+
 class SpoolWriter(Protocol):
     """One upload being spooled, hashed as it is written (``async with``: leaving the block
     without :meth:`commit` aborts it, and nothing of it is ever readable)."""
