@@ -378,6 +378,19 @@ class ObjectStore(Protocol):
         """
         ...
 
+    async def copy(
+        self, source_key: str, key: str, *, sha256_hex: str, size_bytes: int, content_type: str
+    ) -> None:
+        """Copy the object ``source_key`` to ``key`` in the same bucket, without the bytes
+        leaving the store, and prove the copy has ``size_bytes`` bytes and SHA-256
+        ``sha256_hex``; a copy that does not is removed.
+
+        Raises:
+            SourceMissing: no object at ``source_key``. ChecksumMismatch: the copy differs.
+            StorageUnavailable: the store is down.
+        """
+        ...
+
     async def delete(self, key: str) -> None:
         """Delete the object (no error if it is already gone).
 

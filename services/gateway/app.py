@@ -31,7 +31,19 @@ from opentelemetry.trace import Span
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as http_metrics
 
-from services.gateway import errors, files, keys, objects, ops_api, ops_page, streams, tus, upload
+from services.gateway import (
+    edits,
+    errors,
+    files,
+    keys,
+    objects,
+    ops_api,
+    ops_page,
+    streams,
+    tus,
+    upload,
+    versions,
+)
 from services.gateway.access import AccessLog
 from services.gateway.auth import OPS_READ, authenticate_request
 from services.gateway.deps import GatewayDeps
@@ -233,6 +245,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(upload.router)
     app.include_router(tus.router)
     app.include_router(files.router)
+    app.include_router(versions.router)
+    app.include_router(edits.router)
     app.include_router(objects.router)
     app.include_router(streams.router)
     app.include_router(ops_api.router)
