@@ -179,3 +179,33 @@ async def test_a_file_not_available_cannot_be_copied(
     answer = await quick.client.post(f"/v1/files/{file_id}/copy", headers=headers)
     assert answer.status_code == 409
     assert error_of(answer)[0] == "not_stored"
+
+
+async def test_the_openapi_document_describes_every_new_route_with_its_errors(
+    quick: Gateway,
+) -> None:
+    spec = (await quick.client.get("/openapi.json")).json()
+    expected = {
+        ("/v1/files/{file_id}/versions", "post"): {"202", "401", "404", "413", "415", "422"},
+        ("/v1/files/{file_id}/versions", "get"): {"200", "401", "404"},
+        ("/v1/files/{file_id}/versions/{version_number}", "get"): {"200", "401", "404"},
+        ("/v1/files/{file_id}/versions/{version_number}/content", "get"): {
+            "200",
+            "401",
+            "404",
+            "409",
+            "503",
+        },
+        ("/v1/files/{file_id}", "patch"): {"200", "202", "401", "404", "413", "422", "503"},
+        ("/v1/files/{file_id}/copy", "post"): {"202", "401", "404", "409", "503"},
+        ("/v1/files", "get"): {"200", "401", "422"},
+    }
+    for (path, method), codes in expected.items():
+        operation = spec["paths"][path][method]
+        assert codes <= set(operation["responses"]), (path, method)
+        assert operation["summary"], (path, method)
+    listed = {p["name"] for p in spec["paths"]["/v1/files"]["get"]["parameters"]}
+    assert {"status", "kind", "content_type", "received_after", "received_before"} <= listed
+    assert "name_prefix" in listed
+    patch_body = spec["paths"]["/v1/files/{file_id}"]["patch"]["requestBody"]
+    assert "FileEdit" in json.dumps(patch_body)
