@@ -84,11 +84,17 @@ ON CONFLICT (file_id, version_number) DO UPDATE SET
     updated_at        = now()
 """
 
-# The file's name, kind and metadata are its own: set when its row is made, then changed only
-# by file.updated (services/commit/edits.py), never by a stage event (which would undo an
-# edit). The content type is the current version's.
+# The file's kind and metadata are its own: set when its row is made, then changed only by
+# file.updated (services/commit/edits.py), never by a stage event (which would undo an edit).
+# Its name too, but for one case: when another version becomes the current one, the file takes
+# that version's name if the version was received after the last edit (the newer of the two
+# wins), so the name keeps the current version's extension. SET expressions read the row as it
+# was, so ``current_version`` there is the old one. The content type is the current version's.
 _UPDATE_FILE = """
 UPDATE files SET status = $2, status_reason = $3, current_version = $4, content_type = $5,
+                 original_name = CASE
+                     WHEN current_version <> $4 AND (edited_at IS NULL OR edited_at < $7)
+                     THEN $8 ELSE original_name END,
                  updated_at = now()
 WHERE file_id = $1 AND owner = $6
 """
@@ -209,7 +215,9 @@ class FileTransaction:
 
     async def update_file(self, event: BaseEvent, status: str, status_reason: str | None) -> None:
         """Make the event's version the file's current one, with ``status`` and its reason,
-        and its content type (name, kind and metadata stay: only ``file.updated`` edits them)."""
+        and its content type. Kind and metadata stay (only ``file.updated`` edits them); the
+        name becomes the version's when the current version changes to one received after the
+        last edit."""
         await self._connection.execute(
             _UPDATE_FILE,
             event.file_id,
@@ -218,6 +226,8 @@ class FileTransaction:
             event.version_number,
             event.content_type,
             event.owner,
+            event.received_at,
+            event.original_name,
         )
 
     async def apply_edit(self, event: BaseEvent, fields: Collection[str]) -> bool:

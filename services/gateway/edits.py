@@ -242,7 +242,11 @@ async def copy_file(
             409, "not_stored", f"only an available file can be copied (status: {row['status']})"
         )
     new_id, received_at = uuid.uuid4(), utcnow()
-    key = object_key(owner, new_id, received_at, row["original_name"])
+    name = row["original_name"]
+    policy = deps.policy
+    if policy.by_extension(name) is not policy.by_sniffed(row["content_type"]):
+        name = row["version_name"]  # renamed before this version of another type was current
+    key = object_key(owner, new_id, received_at, name)
     try:
         await storage.copy(
             row["object_key"],
@@ -267,7 +271,7 @@ async def copy_file(
         size_bytes=row["size_bytes"],
         sha256=row["sha256"],
         content_type=row["content_type"],
-        original_name=row["original_name"],
+        original_name=name,
         kind=row["kind"],
         metadata=row["metadata"] or {},
     )

@@ -111,6 +111,7 @@ async def test_current_version_is_the_latest_available(pool: Any, deps: Deps) ->
     await through(two, deps)
     row = await file_row(pool, file_id)
     assert (row["current_version"], row["status"]) == (2, "available")
+    assert row["original_name"] == "v2.jpg"  # the current version's name (no edit since)
     versions = await pool.fetch(
         "SELECT version_number, status, sha256, original_name, object_key FROM file_versions"
         " WHERE file_id = $1 ORDER BY version_number",
@@ -164,10 +165,18 @@ async def test_file_updated_is_applied_once_and_newest_wins(pool: Any, deps: Dep
         file_id,
     )
     assert len(types) == 2
-    # A later stage event of the same version does not undo the edit.
+    # A later stage event of the same version does not undo the edit, nor a version received
+    # before the edit once it is current; a version received after the edit brings its name.
     await handle(first, deps)
-    await handle(received(file_id, 2, b"v2"), deps)
-    assert (await file_row(pool, file_id))["original_name"] == "new.jpg"
+    await through(received(file_id, 2, b"v2"), deps)
+    row = await file_row(pool, file_id)
+    assert (row["current_version"], row["original_name"]) == (2, "new.jpg")
+    later = received(file_id, 3, b"v3").model_copy(
+        update={"received_at": utcnow() + timedelta(seconds=20)}
+    )
+    await through(later, deps)
+    row = await file_row(pool, file_id)
+    assert (row["current_version"], row["original_name"]) == (3, "v3.jpg")
 
 
 async def test_an_edit_of_another_owners_file_changes_nothing(pool: Any, deps: Deps) -> None:
