@@ -7,7 +7,9 @@ import uuid
 from datetime import UTC, datetime
 
 from services.commit.handler import transition
-from shared.naming import object_key
+from shared.claims import own_spool_entry
+from shared.events import FileReceived
+from shared.naming import object_key, parse_spool_name, spool_name
 from shared.ports import FileLock
 from shared.status import FileStatus
 
@@ -67,3 +69,35 @@ def test_each_version_has_its_own_key_even_in_the_same_second() -> None:
         object_key("alice", file_id, when, "a.jpg", 2)
         == f"alice/{file_id}-v2-20261203T100000Z-a.jpg"
     )
+
+
+def test_each_version_has_its_own_spool_entry() -> None:
+    file_id = uuid.UUID(int=9)
+    assert spool_name(file_id) == str(file_id)
+    assert spool_name(file_id, 3) == f"{file_id}.v3"
+    for n in (1, 2, 17):
+        assert parse_spool_name(spool_name(file_id, n)) == (file_id, n)
+    for other in (f"{file_id}.v1", f"{file_id}.v0", f"{file_id}.v02", f"{file_id}.vx", "x.v2"):
+        assert parse_spool_name(other) is None, other
+
+
+def test_the_commit_stage_removes_only_its_own_versions_spool_entry() -> None:
+    file_id = uuid.UUID(int=11)
+
+    def event(version: int, source: str) -> FileReceived:
+        return FileReceived.new(
+            file_id=file_id,
+            version_number=version,
+            owner="alice",
+            source=source,
+            size_bytes=1,
+            sha256="0" * 64,
+            content_type="image/png",
+            original_name="a.png",
+        )
+
+    assert own_spool_entry(event(2, f"spool://{file_id}.v2"))
+    assert own_spool_entry(event(2, f"quarantine://{file_id}.v2"))
+    assert not own_spool_entry(event(2, f"spool://{file_id}"))  # version 1's, maybe in flight
+    assert not own_spool_entry(event(1, f"spool://{file_id}.v2"))
+    assert own_spool_entry(event(1, f"spool://{file_id}"))
