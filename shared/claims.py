@@ -26,7 +26,7 @@ from shared.adapters.quarantine import SCHEME as QUARANTINE_SCHEME
 from shared.adapters.spool import SCHEME as SPOOL_SCHEME
 from shared.errors import ForgedEvent
 from shared.events import BaseEvent, FileStored, FileThumbnailed
-from shared.naming import object_key, thumbnail_key
+from shared.naming import object_key, spool_name, thumbnail_key
 
 
 def check_stored_object(event: FileStored | FileThumbnailed, own_bucket: str) -> None:
@@ -43,7 +43,9 @@ def check_stored_object(event: FileStored | FileThumbnailed, own_bucket: str) ->
             f"{event.type} names bucket {event.bucket!r}, not Sluice's bucket {own_bucket!r}",
             **context,
         )
-    expected = object_key(event.owner, event.file_id, event.received_at, event.original_name)
+    expected = object_key(
+        event.owner, event.file_id, event.received_at, event.original_name, event.version_number
+    )
     if event.key != expected:
         raise ForgedEvent(
             f"{event.type} of owner {event.owner!r} names key {event.key!r}, not the file's "
@@ -75,10 +77,12 @@ def check_owner(event: BaseEvent, recorded_owner: str | None) -> None:
 
 
 def own_spool_entry(event: BaseEvent) -> bool:
-    """Whether ``event.source`` is the spool entry of ``event``'s own file,
-    ``spool://<file_id>`` or ``quarantine://<file_id>`` (the gateway spools an upload under its
-    file id)."""
-    return event.source in (f"{SPOOL_SCHEME}{event.file_id}", f"{QUARANTINE_SCHEME}{event.file_id}")
+    """Whether ``event.source`` is the spool entry of ``event``'s own file version,
+    ``spool://<name>`` or ``quarantine://<name>`` with ``name`` its
+    :func:`~shared.naming.spool_name` (the gateway spools an upload under its file id, and a
+    later version under ``<file_id>.v<n>``)."""
+    name = spool_name(event.file_id, event.version_number)
+    return event.source in (f"{SPOOL_SCHEME}{name}", f"{QUARANTINE_SCHEME}{name}")
 
 
 def _context(event: BaseEvent) -> dict[str, str]:

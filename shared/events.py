@@ -442,6 +442,24 @@ class FileCommitted(_Event):
     )  # shared.status.FINAL
 
 
+# --- File edits (PATCH /v1/files/{id}; docs/files-api.md) -----------------------------------
+
+
+class FileUpdated(_Event):
+    """The owner changed the file's ``original_name``, ``kind`` or ``metadata``
+    (``PATCH /v1/files/{id}``). The gateway publishes it; the commit stage, the only writer of
+    file state, applies the fields named in ``fields`` to the file and records the event in its
+    history. The common fields describe the file's current version as the gateway read it, with
+    the new values of the edited fields. An edit older (``occurred_at``) than the last one
+    applied changes nothing, so edits delivered out of order after a retry keep the newest."""
+
+    routing_key: ClassVar[str] = "file.updated"
+    type: Literal["file.updated"] = "file.updated"
+    fields: tuple[Literal["original_name", "kind", "metadata"], ...] = Field(
+        min_length=1, description="The fields the edit sets; the others stay as they are."
+    )
+
+
 Event = Annotated[
     FileReceived
     | FileScanned
@@ -453,7 +471,8 @@ Event = Annotated[
     | FileDeferred
     | FileCorrupted
     | FileDeadLetterPurged
-    | FileDeadLettered,
+    | FileDeadLettered
+    | FileUpdated,
     Field(discriminator="type"),
 ]
 EVENT_TYPES: tuple[type[_Event], ...] = (
@@ -468,6 +487,7 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
     FileCorrupted,
     FileDeadLetterPurged,
     FileDeadLettered,
+    FileUpdated,
 )
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 BaseEvent = _Event

@@ -1,4 +1,5 @@
-"""Object keys: ``{owner}/{file_id}-{timestamp}-{sanitised original name}`` (seed 000).
+"""Object keys: ``{owner}/{file_id}-{timestamp}-{sanitised original name}`` (seed 000); a
+version after the first adds its number, ``{owner}/{file_id}-v{n}-{timestamp}-{name}``.
 
 The name part is made safe for any S3 implementation and any later download: Unicode NFC,
 path separators and control characters replaced, leading dots removed (no ``..`` segment, no
@@ -47,10 +48,20 @@ def sanitise_name(original: str) -> str:
     return _truncate_utf8(name, MAX_NAME_BYTES).rstrip("._ ") or "file"
 
 
-def object_key(owner: str, file_id: uuid.UUID, received_at: datetime, original_name: str) -> str:
-    """The original's key: ``{owner}/{file_id}-{YYYYMMDDTHHMMSSZ}-{sanitised name}``."""
+def object_key(
+    owner: str,
+    file_id: uuid.UUID,
+    received_at: datetime,
+    original_name: str,
+    version_number: int = 1,
+) -> str:
+    """The original's key: ``{owner}/{file_id}-{YYYYMMDDTHHMMSSZ}-{sanitised name}`` for
+    version 1, ``{owner}/{file_id}-v{n}-{YYYYMMDDTHHMMSSZ}-{sanitised name}`` for version
+    ``n`` > 1: each version under its own key, even two uploaded in the same second under the
+    same name (seed 004: file_id + version_number unique)."""
     stamp = received_at.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{owner}/{file_id}-{stamp}-{sanitise_name(original_name)}"
+    version = f"-v{version_number}" if version_number > 1 else ""
+    return f"{owner}/{file_id}{version}-{stamp}-{sanitise_name(original_name)}"
 
 
 #: The content types a thumbnail can have, and the extension of its key.
@@ -64,3 +75,26 @@ def thumbnail_key(original_key: str, size_px: int, content_type: str = "image/we
     Raises ``KeyError`` for a content type not in :data:`THUMBNAIL_EXTENSIONS`.
     """
     return f"{original_key}.thumb-{size_px}.{THUMBNAIL_EXTENSIONS[content_type]}"
+
+
+def spool_name(file_id: uuid.UUID, version_number: int = 1) -> str:
+    """The spool entry of a file version's upload: ``{file_id}`` for version 1 (as before
+    versions existed), ``{file_id}.v{n}`` for version ``n`` > 1, so a new version never
+    overwrites a version still in flight."""
+    return str(file_id) if version_number == 1 else f"{file_id}.v{version_number}"
+
+
+def parse_spool_name(name: str) -> tuple[uuid.UUID, int] | None:
+    """``(file_id, version_number)`` of a :func:`spool_name`, or ``None`` for any other name."""
+    base, dot, version = name.partition(".v")
+    try:
+        file_id = uuid.UUID(base)
+    except ValueError:
+        return None
+    if not dot:
+        return (file_id, 1) if name == str(file_id) else None
+    if not version.isascii() or not version.isdigit() or int(version) < 2:
+        return None
+    if spool_name(file_id, int(version)) != name:
+        return None
+    return file_id, int(version)

@@ -27,7 +27,7 @@ tested against the real implementation.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -131,6 +131,22 @@ class UpstreamRegistry(Protocol):
         Raises:
             DatabaseUnavailable: PostgreSQL cannot be reached (retryable).
         """
+        ...
+
+
+class VersionNumbering(Protocol):
+    """Numbers for new versions of recorded files (``shared.adapters.versions``)."""
+
+    async def recorded_owner(self, file_id: uuid.UUID) -> str | None:
+        """The file's recorded owner, ``None`` if it is not recorded."""
+        ...
+
+    async def recorded_version(self, event_id: uuid.UUID) -> int | None:
+        """The version of the recorded event ``event_id``, ``None`` if not recorded."""
+        ...
+
+    async def reserve(self, file_id: uuid.UUID, owner: str, event_id: uuid.UUID) -> int:
+        """The new version's number for the ``file.received`` ``event_id`` (idempotent)."""
         ...
 
 
@@ -362,6 +378,19 @@ class ObjectStore(Protocol):
         """
         ...
 
+    async def copy(
+        self, source_key: str, key: str, *, sha256_hex: str, size_bytes: int, content_type: str
+    ) -> None:
+        """Copy the object ``source_key`` to ``key`` in the same bucket, without the bytes
+        leaving the store, and prove the copy has ``size_bytes`` bytes and SHA-256
+        ``sha256_hex``; a copy that does not is removed.
+
+        Raises:
+            SourceMissing: no object at ``source_key``. ChecksumMismatch: the copy differs.
+            StorageUnavailable: the store is down.
+        """
+        ...
+
     async def delete(self, key: str) -> None:
         """Delete the object (no error if it is already gone).
 
@@ -415,12 +444,13 @@ class FileLock:
     """What a locked file looks like before the event is applied.
 
     ``version_status`` is ``None`` when the event's version has no row yet; ``owner`` is the
-    file's recorded owner.
+    file's recorded owner; ``file_status`` is the file's status (its current version's).
     """
 
     current_version: int
     version_status: str | None
     owner: str
+    file_status: str | None = None
 
 
 class FileStateTransaction(Protocol):
@@ -464,6 +494,11 @@ class FileStateTransaction(Protocol):
     async def update_file(self, event: BaseEvent, status: str, status_reason: str | None) -> None:
         """Make the event's version the file's current one, with ``status`` and its reason, if
         the file is of ``event``'s owner."""
+        ...
+
+    async def apply_edit(self, event: BaseEvent, fields: Collection[str]) -> bool:
+        """Set ``fields`` of ``event``'s file to the event's values unless a newer edit was
+        applied; whether it was applied."""
         ...
 
 

@@ -523,6 +523,20 @@ class StreamSettings(BaseSettings):
     )
 
 
+class FilesSettings(BaseSettings):
+    """The files API's edits (``SLUICE_FILES_*``, docs/files-api.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICE_FILES_", frozen=True)
+
+    edit_wait_s: float = Field(
+        5.0,
+        ge=0,
+        le=60,
+        description="How long PATCH /v1/files/{id} waits for the commit stage to apply the "
+        "edit before answering 202 with the event's id instead of the new state, seconds.",
+    )
+
+
 class LogSettings(BaseSettings):
     """Log output (``SLUICE_LOG_*``)."""
 
@@ -609,6 +623,7 @@ class Settings:
         tus: TusSettings | None = None,
         storage: StorageSettings | None = None,
         stream: StreamSettings | None = None,
+        files: FilesSettings | None = None,
     ) -> None:
         storage = storage or StorageSettings()
         if storage.backend == "local" and spool.backend == "s3":
@@ -639,6 +654,7 @@ class Settings:
         self.tus = tus or TusSettings()
         self.storage = storage
         self.stream = stream or StreamSettings()
+        self.files = files or FilesSettings()
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -664,6 +680,7 @@ class Settings:
             tus=load(TusSettings),
             storage=load(StorageSettings),
             stream=load(StreamSettings),
+            files=load(FilesSettings),
         )
 
 
@@ -684,6 +701,7 @@ SETTINGS_GROUPS: tuple[type[BaseSettings], ...] = (
     StreamSettings,
     LogSettings,
     TracingSettings,
+    FilesSettings,
 )
 
 

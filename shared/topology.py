@@ -51,6 +51,7 @@ STAGE_BINDINGS: dict[str, tuple[str, ...]] = {
         "file.corrupted",
         "file.dead_letter_purged",
         "file.dead_lettered",
+        "file.updated",
     ),
 }
 STAGES: tuple[str, ...] = tuple(STAGE_BINDINGS)

@@ -15,7 +15,9 @@ failure clears it (the replay worked). ``file.fallback`` / ``file.deferred`` rec
 outage left the bytes (PostgreSQL, or the store dead-letter queue); ``file.corrupted`` (seed 004)
 marks a stored version whose object is gone, even an ``available`` one. ``file.dead_letter_purged``
 (an operator purged one of the file's dead letters) only joins the history: the file's status stays
-as it was.
+as it was. ``file.updated`` (an edit of the file's name, kind or metadata) is applied by
+:mod:`services.commit.edits`. A new version never disturbs the file's ``available`` version until
+it is ``available`` itself (:func:`transition`).
 
 After the commit, a terminal event returns that ``file.committed`` (again for a duplicate: the
 first attempt may have committed and crashed before publishing; downstream dedupes by
@@ -43,6 +45,7 @@ from typing import Any, Final
 
 import structlog
 
+from services.commit.edits import apply_update
 from shared.claims import check_owner, check_stored_object, own_spool_entry
 from shared.errors import InvalidEvent, InvalidSource, StorageUnavailable
 from shared.events import (
@@ -58,6 +61,7 @@ from shared.events import (
     FileScanned,
     FileStored,
     FileThumbnailed,
+    FileUpdated,
 )
 from shared.ports import FileLock, FileStateTransaction, FileStateWriter, Spool, StageFields
 from shared.status import FINAL, RANK, REASONED, TERMINAL, FileStatus
@@ -140,13 +144,30 @@ def transition(
 ) -> Transition:
     """Apply a status-``incoming`` event about ``version_number`` to a file locked as ``lock``.
 
-    The version's status advances (:func:`advance_status`). The file follows its current version:
-    it changes when the event's version is the current one or newer and the version's status
-    changed; a file whose status is in :data:`~shared.status.REASONED` gets ``detail`` as its
-    reason, any other status none.
+    The version's status advances (:func:`advance_status`). The file's current version is its
+    latest ``available`` one; while it has none, its newest (docs/files-api.md § Versions). So
+    the file changes only when the version's status changed and:
+
+    - the version is the current one (a first upload moves the file along);
+    - it is newer and becomes ``available``, or the file has no ``available`` version;
+    - it is older and becomes ``available`` while the current one is not.
+
+    A new version in flight, rejected or failed leaves an ``available`` file as it was. A file
+    whose status is in :data:`~shared.status.REASONED` gets ``detail`` as its reason, any
+    other status none.
     """
     version_status = advance_status(lock.version_status, incoming)
-    if version_number < lock.current_version or version_status == lock.version_status:
+    if version_status == lock.version_status:
+        return Transition(version_status, None, None)
+    settled = lock.file_status == FileStatus.AVAILABLE
+    becomes_available = version_status is FileStatus.AVAILABLE
+    if version_number > lock.current_version:
+        follows = becomes_available or not settled
+    elif version_number < lock.current_version:
+        follows = becomes_available and not settled
+    else:
+        follows = True
+    if not follows:
         return Transition(version_status, None, None)
     reason = detail if version_status in REASONED else None
     return Transition(version_status, version_status, reason)
@@ -255,6 +276,9 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
     """
     if isinstance(event, FileDeadLetterPurged):
         await _record_only(event, deps)
+        return []
+    if isinstance(event, FileUpdated):
+        await apply_update(event, deps.repository)
         return []
     incoming = status_for(event)
     if isinstance(event, FileStored | FileThumbnailed):

@@ -12,7 +12,7 @@ Connection failures become :class:`~shared.errors.DatabaseUnavailable` (retryabl
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -51,7 +51,7 @@ VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9)
 ON CONFLICT (file_id) DO NOTHING
 """
 
-_LOCK_FILE = "SELECT current_version, owner FROM files WHERE file_id = $1 FOR UPDATE"
+_LOCK_FILE = "SELECT current_version, owner, status FROM files WHERE file_id = $1 FOR UPDATE"
 
 # A separate statement, run once the lock is held: in READ COMMITTED a new statement sees what
 # the previous lock holder committed, whereas a row joined into the locking SELECT would come
@@ -62,9 +62,10 @@ _VERSION_STATUS = "SELECT status FROM file_versions WHERE file_id = $1 AND versi
 _UPSERT_VERSION = """
 INSERT INTO file_versions (file_id, version_number, status, size_bytes, sha256, source,
                            bucket, object_key, scanner, signature_version, thumbnails,
-                           thumbnail_error, rejection_reason, signature)
+                           thumbnail_error, rejection_reason, signature,
+                           original_name, content_type, received_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, COALESCE($11::jsonb, '[]'::jsonb),
-        $12, $13, $14)
+        $12, $13, $14, $15, $16, $17)
 ON CONFLICT (file_id, version_number) DO UPDATE SET
     status            = EXCLUDED.status,
     bucket            = COALESCE(EXCLUDED.bucket, file_versions.bucket),
@@ -75,13 +76,27 @@ ON CONFLICT (file_id, version_number) DO UPDATE SET
     thumbnail_error   = COALESCE(EXCLUDED.thumbnail_error, file_versions.thumbnail_error),
     rejection_reason  = COALESCE(EXCLUDED.rejection_reason, file_versions.rejection_reason),
     signature         = COALESCE(EXCLUDED.signature, file_versions.signature),
+    original_name     = COALESCE(file_versions.original_name, EXCLUDED.original_name),
+    content_type      = CASE WHEN $18 -- file.received: a claim the scan stage replaces
+                             THEN COALESCE(file_versions.content_type, EXCLUDED.content_type)
+                             ELSE EXCLUDED.content_type END,
+    received_at       = COALESCE(file_versions.received_at, EXCLUDED.received_at),
     updated_at        = now()
 """
 
+# The file's kind and metadata are its own: set when its row is made, then changed only by
+# file.updated (services/commit/edits.py), never by a stage event (which would undo an edit).
+# Its name too, but for one case: when another version becomes the current one, the file takes
+# that version's name if the version was received after the last edit (the newer of the two
+# wins), so the name keeps the current version's extension. SET expressions read the row as it
+# was, so ``current_version`` there is the old one. The content type is the current version's.
 _UPDATE_FILE = """
-UPDATE files SET status = $2, status_reason = $3, current_version = $4, original_name = $5,
-                 content_type = $6, kind = $7, metadata = $8::jsonb, updated_at = now()
-WHERE file_id = $1 AND owner = $9
+UPDATE files SET status = $2, status_reason = $3, current_version = $4, content_type = $5,
+                 original_name = CASE
+                     WHEN current_version <> $4 AND (edited_at IS NULL OR edited_at < $7)
+                     THEN $8 ELSE original_name END,
+                 updated_at = now()
+WHERE file_id = $1 AND owner = $6
 """
 
 
@@ -155,12 +170,14 @@ class FileTransaction:
             current_version=locked["current_version"],
             version_status=version_status,
             owner=locked["owner"],
+            file_status=locked["status"],
         )
 
     async def upsert_version(self, event: BaseEvent, status: str, fields: StageFields) -> None:
         """Write the ``file_versions`` row of the event's version (seed 004: file_id +
-        version_number unique): size, SHA-256 and source from the event on creation, ``status``,
-        and each non-``None`` column of ``fields``."""
+        version_number unique): size, SHA-256, source, name and time of receipt from the event
+        on creation, ``status``, its content type (any event's but ``file.received``, whose
+        type is a claim the scan stage replaces), and each non-``None`` column of ``fields``."""
         await self._connection.execute(
             _UPSERT_VERSION,
             event.file_id,
@@ -177,6 +194,10 @@ class FileTransaction:
             fields.thumbnail_error,
             fields.rejection_reason,
             fields.signature,
+            event.original_name,
+            event.content_type,
+            event.received_at,
+            event.type == "file.received",
         )
 
     async def set_attention(self, event: BaseEvent, attention: dict[str, Any]) -> None:
@@ -193,20 +214,48 @@ class FileTransaction:
         return result != "UPDATE 0"
 
     async def update_file(self, event: BaseEvent, status: str, status_reason: str | None) -> None:
-        """Make the event's version the file's current one, with ``status`` and its reason."""
+        """Make the event's version the file's current one, with ``status`` and its reason,
+        and its content type. Kind and metadata stay (only ``file.updated`` edits them); the
+        name becomes the version's when the current version changes to one received after the
+        last edit."""
         await self._connection.execute(
             _UPDATE_FILE,
             event.file_id,
             status,
             status_reason,
             event.version_number,
-            event.original_name,
             event.content_type,
-            event.kind,
-            event.metadata,
             event.owner,
+            event.received_at,
+            event.original_name,
         )
 
+    async def apply_edit(self, event: BaseEvent, fields: Collection[str]) -> bool:
+        """Set the ``fields`` (of ``original_name``, ``kind``, ``metadata``) of ``event``'s
+        file, of ``event``'s owner, to the event's values, unless a newer edit was applied
+        (``files.edited_at``); whether it was applied."""
+        result: str = await self._connection.execute(
+            _APPLY_EDIT,
+            event.file_id,
+            event.owner,
+            event.occurred_at,
+            "original_name" in fields,
+            event.original_name,
+            "kind" in fields,
+            event.kind,
+            "metadata" in fields,
+            event.metadata,
+        )
+        return result != "UPDATE 0"
+
+
+_APPLY_EDIT = """
+UPDATE files SET original_name = CASE WHEN $4 THEN $5 ELSE original_name END,
+                 kind          = CASE WHEN $6 THEN $7 ELSE kind END,
+                 metadata      = CASE WHEN $8 THEN $9::jsonb ELSE metadata END,
+                 edited_at = $3, updated_at = now()
+WHERE file_id = $1 AND owner = $2 AND (edited_at IS NULL OR edited_at < $3)
+"""
 
 _SET_ATTENTION = """
 UPDATE files SET attention = $2::jsonb, updated_at = now() WHERE file_id = $1 AND owner = $3

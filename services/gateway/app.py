@@ -32,6 +32,7 @@ from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as http_metrics
 
 from services.gateway import (
+    edits,
     errors,
     files,
     keys,
@@ -42,6 +43,7 @@ from services.gateway import (
     tus,
     upload,
     upload_page,
+    versions,
 )
 from services.gateway.access import AccessLog
 from services.gateway.auth import OPS_READ, authenticate_request
@@ -244,6 +246,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(upload.router)
     app.include_router(tus.router)
     app.include_router(files.router)
+    app.include_router(versions.router)
+    app.include_router(edits.router)
     app.include_router(objects.router)
     app.include_router(streams.router)
     app.include_router(ops_api.router)

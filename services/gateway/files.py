@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import uuid
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -27,7 +28,13 @@ from services.gateway.download import (
     report_missing,
 )
 from services.gateway.errors import ApiError
-from services.gateway.repo import fetch_fallback_bytes, fetch_file, fetch_history, fetch_page
+from services.gateway.repo import (
+    ListFilters,
+    fetch_fallback_bytes,
+    fetch_file,
+    fetch_history,
+    fetch_page,
+)
 from services.gateway.schemas import (
     ErrorBody,
     FileDetail,
@@ -72,33 +79,91 @@ def _summary(row: Any) -> dict[str, Any]:
     }
 
 
-def _encode_cursor(received_at: datetime, file_id: uuid.UUID) -> str:
-    raw = f"{received_at.isoformat()}|{file_id}".encode()
+def _encode_cursor(received_at: datetime, file_id: uuid.UUID, query: str = "") -> str:
+    raw = f"{received_at.isoformat()}|{file_id}|{query}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+def _decode_cursor(cursor: str, query: str = "") -> tuple[datetime, uuid.UUID]:
+    """The keyset of a cursor made for the same filters (``query``, their digest): a cursor
+    of another query is 422, so a page never mixes two queries (cursors without a digest,
+    made before filters existed, go with the unfiltered list)."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, _, file_id = raw.partition("|")
-        return datetime.fromisoformat(stamp), uuid.UUID(file_id)
+        stamp, _, rest = raw.partition("|")
+        file_id, _, made_for = rest.partition("|")
+        keyset = datetime.fromisoformat(stamp), uuid.UUID(file_id)
     except (ValueError, binascii.Error):
         raise ApiError(422, "invalid_request", "cursor: not a cursor from this API") from None
+    if made_for != query:
+        raise ApiError(
+            422, "invalid_request", "cursor: made for other filters; start again without it"
+        )
+    return keyset
 
 
-@router.get("/v1/files", response_model=FileList, responses=_ERRORS, summary="List my files")
+def _query_digest(filters: ListFilters) -> str:
+    """A short digest of the filters, carried in the cursor; empty without filters."""
+    if filters == ListFilters():
+        return ""
+    text = repr(sorted((k, str(v)) for k, v in vars(filters).items() if v is not None))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_Aware = Annotated[
+    datetime | None,
+    Query(description="ISO 8601 with a time zone, e.g. `2026-12-01T00:00:00Z` (exclusive)."),
+]
+
+
+@router.get(
+    "/v1/files",
+    response_model=FileList,
+    responses={
+        **_ERRORS,
+        422: {"model": ErrorBody, "description": "A bad filter, or a cursor of other filters."},
+    },
+    summary="List my files",
+)
 async def list_files(
     owner: Owner,
     deps: Deps,
     limit: Annotated[int, Query(ge=1, le=100, description="Page size.")] = 50,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
+    status: Annotated[FileStatus | None, Query(description="Only files of this status.")] = None,
+    kind: Annotated[str | None, Query(max_length=64, description="Only this kind.")] = None,
+    content_type: Annotated[
+        str | None, Query(max_length=255, description="Only this media type, e.g. `image/jpeg`.")
+    ] = None,
+    received_after: _Aware = None,
+    received_before: _Aware = None,
+    name_prefix: Annotated[
+        str | None,
+        Query(min_length=1, max_length=1024, description="Only names starting with this."),
+    ] = None,
 ) -> FileList:
-    """The caller's files, newest first, ``limit`` per page (keyset pagination)."""
-    after = _decode_cursor(cursor) if cursor else None
-    rows = await fetch_page(deps.pool, owner, after, limit + 1)
+    """The caller's files, newest first, ``limit`` per page (keyset pagination on
+    ``(received_at, file_id)``: stable while files are added), narrowed by the filters; the
+    cursor is bound to the filters it was made with."""
+    for name, stamp in (("received_after", received_after), ("received_before", received_before)):
+        if stamp is not None and stamp.tzinfo is None:
+            raise ApiError(422, "invalid_request", f"{name}: give a time zone (e.g. Z)")
+    filters = ListFilters(
+        status=status,
+        kind=kind,
+        content_type=content_type,
+        received_after=received_after,
+        received_before=received_before,
+        name_prefix=name_prefix,
+    )
+    digest = _query_digest(filters)
+    after = _decode_cursor(cursor, digest) if cursor else None
+    rows = await fetch_page(deps.pool, owner, after, limit + 1, filters)
     page = rows[:limit]
     next_cursor = (
-        _encode_cursor(page[-1]["received_at"], page[-1]["file_id"]) if len(rows) > limit else None
+        _encode_cursor(page[-1]["received_at"], page[-1]["file_id"], digest)
+        if len(rows) > limit
+        else None
     )
     return FileList(files=[FileSummary(**_summary(row)) for row in page], next_cursor=next_cursor)
 
@@ -207,7 +272,13 @@ async def get_content(file_id: uuid.UUID, owner: Owner, deps: Deps) -> Any:
             raise ApiError(409, "not_stored", f"the file was rejected: {reason}")
         if row["status"] == FileStatus.FALLBACK and row["size_bytes"] is not None:
             # Migrated back to S3 a moment ago; the commit stage has not recorded it yet.
-            key = object_key(owner, file_id, row["received_at"], row["original_name"])
+            key = object_key(
+                owner,
+                file_id,
+                row["version_received_at"],
+                row["version_name"],
+                row["current_version"],
+            )
             try:
                 return await open_original(deps.storage, row, deps.spool.chunk_bytes, key)
             except SourceMissing:

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
@@ -25,6 +26,8 @@ _FILE_COLUMNS = """
     f.file_id, f.owner, f.original_name, f.content_type, f.kind, f.metadata, f.status,
     f.status_reason, f.current_version, f.received_at, f.updated_at, f.attention,
     v.size_bytes, v.sha256, v.source, v.bucket, v.object_key, v.thumbnails, v.thumbnail_error,
+    COALESCE(v.received_at, f.received_at) AS version_received_at,
+    COALESCE(v.original_name, f.original_name) AS version_name,
     EXISTS (SELECT 1 FROM fallback_blobs b
             WHERE b.file_id = f.file_id AND b.version_number = f.current_version
               AND b.owner = f.owner) AS in_fallback
@@ -119,28 +122,60 @@ async def committed_at_or_before(pool: asyncpg.Pool, file_id: uuid.UUID, seq: in
     return done
 
 
+@dataclass(frozen=True)
+class ListFilters:
+    """What ``GET /v1/files`` narrows the list to; ``None`` leaves a filter out.
+    ``received_after`` is exclusive, ``received_before`` exclusive; ``name_prefix`` matches
+    the start of ``original_name``, case-sensitive."""
+
+    status: str | None = None
+    kind: str | None = None
+    content_type: str | None = None
+    received_after: datetime | None = None
+    received_before: datetime | None = None
+    name_prefix: str | None = None
+
+
+def like_prefix(prefix: str) -> str:
+    """A ``LIKE`` pattern matching names that start with ``prefix`` (``\\``, ``%`` and ``_``
+    escaped)."""
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
+
+
 async def fetch_page(
     pool: asyncpg.Pool,
     owner: str,
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
+    filters: ListFilters | None = None,
 ) -> list[asyncpg.Record]:
-    """Up to ``limit`` of ``owner``'s files, newest first, strictly after the keyset ``after``
-    (``(received_at, file_id)`` of the last row of the previous page).
+    """Up to ``limit`` of ``owner``'s files matching ``filters``, newest first, strictly after
+    the keyset ``after`` (``(received_at, file_id)`` of the last row of the previous page).
+    Each filter has an index with the owner and the keyset order (migration 0009).
 
     Raises:
         DatabaseUnavailable: PostgreSQL unreachable.
     """
     stamp, last_id = after if after else (None, None)
+    f = filters or ListFilters()
+    name = like_prefix(f.name_prefix) if f.name_prefix else None
     query = f"""
         SELECT {_FILE_COLUMNS} {_FROM}
         WHERE f.owner = $1
           AND ($2::timestamptz IS NULL OR (f.received_at, f.file_id) < ($2, $3::uuid))
+          AND ($5::text IS NULL OR f.status = $5)
+          AND ($6::text IS NULL OR f.kind = $6)
+          AND ($7::text IS NULL OR f.content_type = $7)
+          AND ($8::timestamptz IS NULL OR f.received_at > $8)
+          AND ($9::timestamptz IS NULL OR f.received_at < $9)
+          AND ($10::text IS NULL OR f.original_name LIKE $10)
         ORDER BY f.received_at DESC, f.file_id DESC
         LIMIT $4
     """
+    args = (f.status, f.kind, f.content_type, f.received_after, f.received_before, name)
     rows: list[asyncpg.Record] = await db_call(
-        lambda: pool.fetch(query, owner, stamp, last_id, limit)
+        lambda: pool.fetch(query, owner, stamp, last_id, limit, *args)
     )
     return rows
 

@@ -38,6 +38,7 @@ class UploadAccepted(_Body):
     size_bytes: int = Field(description="Size of the file, bytes.")
     content_type: str = Field(description="Media type sniffed from the bytes (libmagic).")
     original_name: str = Field(description="The name kept (control characters removed).")
+    version_number: int = Field(1, description="The version this upload is: 1 for a new file.")
 
 
 class StageEvent(_Body):

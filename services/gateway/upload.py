@@ -38,6 +38,7 @@ from services.gateway.publish import announce, remove_spooled
 from services.gateway.schemas import ErrorBody, UploadAccepted
 from shared.errors import StorageUnavailable
 from shared.events import FileReceived
+from shared.naming import spool_name
 from shared.telemetry import metrics
 
 log = structlog.get_logger("sluice.gateway")
@@ -116,10 +117,17 @@ async def upload_file(
 
 
 async def _accept(
-    request: Request, response: Response, owner: str, deps: GatewayDeps
+    request: Request,
+    response: Response,
+    owner: str,
+    deps: GatewayDeps,
+    version: tuple[uuid.UUID, int, uuid.UUID] | None = None,
 ) -> UploadAccepted:
+    """Spool, describe and announce one upload: a new file, or with ``version`` =
+    ``(file_id, version_number, event_id)`` a reserved new version of a recorded file
+    (``services.gateway.versions``)."""
     started = time.perf_counter()
-    file_id = uuid.uuid4()
+    file_id, version_number, event_id = version or (uuid.uuid4(), 1, uuid.uuid4())
     structlog.contextvars.bind_contextvars(file_id=str(file_id))
     try:
         upload = await read_upload(
@@ -128,7 +136,7 @@ async def _accept(
             content_length=request.headers.get("content-length"),
             spool=deps.spool,
             policy=deps.policy,
-            name=str(file_id),
+            name=spool_name(file_id, version_number),
             max_metadata_bytes=deps.settings.gateway.max_metadata_bytes,
         )
     except ClientDisconnect:
@@ -142,7 +150,9 @@ async def _accept(
     source = deps.spool.reference(upload.name)
     try:
         event = FileReceived.new(
+            event_id=event_id,
             file_id=file_id,
+            version_number=version_number,
             owner=owner,
             source=source,
             size_bytes=upload.size_bytes,
@@ -157,7 +167,9 @@ async def _accept(
         raise ApiError(422, "invalid_request", f"cannot describe the file: {exc}") from None
     await announce(deps, event)
     status_url = f"/v1/files/{file_id}"
-    response.headers["Location"] = status_url
+    response.headers["Location"] = (
+        status_url if version_number == 1 else f"{status_url}/versions/{version_number}"
+    )
     log.info(
         "gateway.file_received",
         event_id=str(event.event_id),
@@ -172,4 +184,5 @@ async def _accept(
         size_bytes=upload.size_bytes,
         content_type=upload.content_type,
         original_name=upload.original_name,
+        version_number=version_number,
     )

@@ -13,7 +13,11 @@ what the event may name, and passes the event on unchanged but for its cleaned n
   ``spool://``: the spool is the gateway's);
 - its ``size_bytes`` is within the upload policy's largest limit and its ``metadata`` within
   ``SLUICE_GATEWAY_MAX_METADATA_BYTES``, as for an upload;
-- its ``original_name`` is cleaned as the gateway cleans names.
+- its ``original_name`` is cleaned as the gateway cleans names;
+- a ``file_id`` the commit stage has recorded already adds a version, only when the file is the
+  ``owner``'s: the event gets the next version number (``shared.adapters.versions``, the same
+  number again for a redelivered event); another owner's file id is refused
+  (docs/files-api.md § Versions).
 
 Anything else raises :class:`~shared.errors.NotAllowed`: the message is dead-lettered in
 ``<prefix>.ingress.dlq`` with the reason, and nothing reaches the pipeline, the bucket or the
@@ -32,7 +36,7 @@ import structlog
 from shared.adapters.storage import parse_s3_uri
 from shared.errors import InvalidSource, NotAllowed
 from shared.events import BaseEvent, FileReceived
-from shared.ports import UpstreamRegistry
+from shared.ports import UpstreamRegistry, VersionNumbering
 
 log = structlog.get_logger("sluice.ingress")
 
@@ -49,6 +53,7 @@ class Deps:
     max_size_bytes: int
     max_metadata_bytes: int
     clean_name: Callable[[str], str]
+    versions: VersionNumbering | None = None
 
 
 async def handle(event: BaseEvent, user_id: str | None, deps: Deps) -> list[BaseEvent]:
@@ -99,5 +104,32 @@ async def handle(event: BaseEvent, user_id: str | None, deps: Deps) -> list[Base
     name = deps.clean_name(event.original_name)
     if not name:
         raise NotAllowed("original_name has nothing but control or format characters")
-    log.info("ingress.accepted", upstream=upstream.name, owner=event.owner)
-    return [event.model_copy(update={"original_name": name})]
+    version = event.version_number
+    if deps.versions is not None:
+        version = await version_of(event, deps.versions, user_id)
+    log.info("ingress.accepted", upstream=upstream.name, owner=event.owner, version=version)
+    return [event.model_copy(update={"original_name": name, "version_number": version})]
+
+
+async def version_of(event: FileReceived, versions: VersionNumbering, user_id: str) -> int:
+    """The version ``event`` is: as recorded for an event seen before, the event's own for a
+    file not recorded yet, else a new version's reserved number.
+
+    Raises:
+        NotAllowed: the file is recorded as another owner's.
+        DatabaseUnavailable: PostgreSQL cannot be reached.
+    """
+    recorded = await versions.recorded_version(event.event_id)
+    if recorded is not None:
+        return recorded
+    owner = await versions.recorded_owner(event.file_id)
+    if owner is None:
+        return event.version_number
+    if owner != event.owner:
+        raise NotAllowed(
+            f"file {event.file_id} is not a file of owner {event.owner!r}: an upstream adds "
+            "versions only to files of the owner it names",
+            user_id=user_id,
+            file_id=str(event.file_id),
+        )
+    return await versions.reserve(event.file_id, owner, event.event_id)

@@ -9,6 +9,7 @@ from services.ingress.handler import Deps, handle
 from shared.adapters import db
 from shared.adapters.db import create_pool
 from shared.adapters.upstreams import UpstreamRecords
+from shared.adapters.versions import VersionNumbers
 from shared.breaker import Dependency, DependencyName
 from shared.errors import DatabaseUnavailable
 from shared.settings import Settings
@@ -35,6 +36,7 @@ async def build(settings: Settings) -> Stage:
         max_size_bytes=max(gateway.max_image_bytes, gateway.max_pdf_bytes),
         max_metadata_bytes=gateway.max_metadata_bytes,
         clean_name=visible_name,
+        versions=VersionNumbers(pool),
     )
     return Stage(
         name="ingress",

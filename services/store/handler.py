@@ -71,7 +71,9 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
         QuarantineUnavailable: the same for a ``quarantine://`` source (the stage's breaker
             waits for S3).
     """
-    key = object_key(event.owner, event.file_id, event.received_at, event.original_name)
+    key = object_key(
+        event.owner, event.file_id, event.received_at, event.original_name, event.version_number
+    )
     try:
         await _store(event, key, deps)
     except StorageUnavailable as exc:

@@ -405,6 +405,40 @@ class LocalObjectStorage:
         finally:
             handle.close()
 
+    async def copy(
+        self, source_key: str, key: str, *, sha256_hex: str, size_bytes: int, content_type: str
+    ) -> None:
+        """Copy ``source_key`` to ``key`` below the root, hashed as it is written and renamed
+        into place only if it is ``size_bytes`` bytes of SHA-256 ``sha256_hex`` (the same
+        atomic, checked write as :meth:`put_bytes`; the bytes never leave this process).
+
+        Raises:
+            SourceMissing: no object at ``source_key``.
+            ChecksumMismatch: the source's bytes are not ``sha256_hex``; nothing is written.
+            InvalidSource: a key that is not allowed. StorageUnavailable: root missing, I/O.
+        """
+
+        def work() -> int:
+            found = self._info(source_key, None)
+            if found is None:
+                raise SourceMissing("no such object", bucket=self.bucket, key=source_key)
+            info, fd = found
+            if info.size_bytes != size_bytes:
+                os.close(fd)
+                raise ChecksumMismatch(
+                    "the original's size is not the expected one",
+                    bucket=self.bucket,
+                    key=source_key,
+                    expected=size_bytes,
+                    actual=info.size_bytes,
+                )
+            with os.fdopen(fd, "rb") as handle:
+                pieces = iter(lambda: handle.read(self.chunk_bytes), b"")
+                return self._write(key, pieces, sha256_hex, content_type, {"sha256": sha256_hex})
+
+        size = await self._run("copy", key, work)
+        self._count_stored(size)
+
     async def delete(self, key: str) -> None:
         """Delete the object and its sidecar (no error if it is already gone), then the
         directories it leaves empty, up to the bucket directory.

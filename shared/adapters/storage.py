@@ -385,6 +385,56 @@ class S3ObjectStorage:
         finally:
             body.close()
 
+    async def copy(
+        self, source_key: str, key: str, *, sha256_hex: str, size_bytes: int, content_type: str
+    ) -> None:
+        """CopyObject ``source_key`` → ``key`` in this bucket, asking S3 for the copy's SHA-256
+        (``ChecksumAlgorithm=SHA256``), then prove it: a HEAD (``ChecksumMode=ENABLED``) whose
+        ``ChecksumSHA256`` is ``sha256_hex``, or, from a server that keeps no such checksum of
+        a copy, the copy read back and hashed (AWS S3 docs, "Checking object integrity").
+        ``sha256`` metadata is written with it, as for a multipart upload. A copy of another
+        size or SHA-256 is deleted.
+
+        Raises:
+            SourceMissing: no object at ``source_key``.
+            ChecksumMismatch: the copy is not ``size_bytes`` bytes of SHA-256 ``sha256_hex``.
+            StorageUnavailable: S3 down, timed out, 5xx.
+        """
+        context = {"source_key": source_key, "key": key}
+        await self._call(
+            "CopyObject",
+            lambda: self._client.copy_object(
+                Bucket=self.bucket,
+                Key=key,
+                CopySource={"Bucket": self.bucket, "Key": source_key},
+                ChecksumAlgorithm="SHA256",
+                MetadataDirective="REPLACE",
+                ContentType=content_type,
+                Metadata={"sha256": sha256_hex},
+            ),
+            **context,
+        )
+        copied = await self.head(key)
+        if copied is None:
+            raise SourceMissing("the copy is not there after CopyObject", **context)
+        actual = copied.checksum_sha256 or ""
+        proven = copied.size_bytes == size_bytes and actual == b64_sha256(sha256_hex)
+        if not proven and copied.size_bytes == size_bytes and (not actual or "-" in actual):
+            digest = hashlib.sha256()
+            async with self.open_stream(key) as (_, chunks):
+                async for chunk in chunks:
+                    digest.update(chunk)
+            actual = digest.hexdigest()
+            proven = actual == sha256_hex
+        if not proven:
+            await self.delete(key)
+            raise ChecksumMismatch(
+                "the copy is not the original: size or SHA-256 differs",
+                expected=sha256_hex,
+                actual=actual,
+                **context,
+            )
+
     async def delete(self, key: str) -> None:
         """Delete the object (no error if it is already gone)."""
         await self._call(

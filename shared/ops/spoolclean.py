@@ -33,6 +33,7 @@ from typing import Literal
 
 from shared.adapters.quarantine import QuarantineEntry, QuarantineSpool
 from shared.adapters.spool import LocalSpool
+from shared.naming import parse_spool_name
 from shared.ports import FileStates
 from shared.status import FINAL
 
@@ -65,11 +66,9 @@ def _kind(name: str) -> tuple[EntryKind, str]:
     return "file", name
 
 
-def _file_id(base: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(base)
-    except ValueError:
-        return None
+def _file_id(base: str) -> tuple[uuid.UUID, int] | None:
+    """``(file_id, version_number)`` of a spool entry's name (``shared.naming.spool_name``)."""
+    return parse_spool_name(base)
 
 
 async def clean_spool(
@@ -169,7 +168,7 @@ async def _clean(
             entry = SpoolEntry(entry.name, "file", entry.age_s, entry.size_bytes, "in outbox")
             stale = False
         elif entry.kind == "file" and stale and file_id is not None:
-            status = await states.status(file_id, 1)
+            status = await states.status(*file_id)
             entry = SpoolEntry(entry.name, "file", entry.age_s, entry.size_bytes, status)
             stale = status is None or status in FINAL
         if not stale or entry.kind == "unknown":

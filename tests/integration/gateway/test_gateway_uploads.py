@@ -54,6 +54,7 @@ async def test_upload_is_spooled_published_and_accepted(
         "size_bytes": len(data),
         "content_type": "image/jpeg",
         "original_name": "holiday.jpg",
+        "version_number": 1,
     }
     assert response.headers["location"] == f"/v1/files/{file_id}"
     message = await next_event(received)
