@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 from shared.adapters.scanner import ScanVerdict
 from shared.adapters.storage import ObjectInfo
-from shared.events import BaseEvent
+from shared.events import BaseEvent, FileDeleted
 
 __all__ = [
     "ClaimedFallbackRow",
@@ -464,6 +464,20 @@ class FileStateTransaction(Protocol):
     async def update_file(self, event: BaseEvent, status: str, status_reason: str | None) -> None:
         """Make the event's version the file's current one, with ``status`` and its reason, if
         the file is of ``event``'s owner."""
+        ...
+
+    async def deleted(self, event: BaseEvent) -> bool:
+        """Whether ``event``'s file is deleted or waits for its deletion (its events are then
+        dropped: docs/gdpr.md); holds the file's history lock until the transaction ends."""
+        ...
+
+    async def delete_file(self, event: FileDeleted) -> bool:
+        """Make the file ``deleted`` and remove its versions and history but the deletion
+        (everything, for an erasure); ``False`` if it was already deleted.
+
+        Raises:
+            ForgedEvent: the file is recorded with another owner.
+        """
         ...
 
 

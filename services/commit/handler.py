@@ -15,7 +15,7 @@ failure clears it (the replay worked). ``file.fallback`` / ``file.deferred`` rec
 outage left the bytes (PostgreSQL, or the store dead-letter queue); ``file.corrupted`` (seed 004)
 marks a stored version whose object is gone, even an ``available`` one. ``file.dead_letter_purged``
 (an operator purged one of the file's dead letters) only joins the history: the file's status stays
-as it was.
+as it was. ``file.deleted``, and any event of a deleted file: ``services/commit/deletion.py``.
 
 After the commit, a terminal event returns that ``file.committed`` (again for a duplicate: the
 first attempt may have committed and crashed before publishing; downstream dedupes by
@@ -43,6 +43,7 @@ from typing import Any, Final
 
 import structlog
 
+from services.commit import deletion
 from shared.claims import check_owner, check_stored_object, own_spool_entry
 from shared.errors import InvalidEvent, InvalidSource, StorageUnavailable
 from shared.events import (
@@ -52,6 +53,7 @@ from shared.events import (
     FileDeadLettered,
     FileDeadLetterPurged,
     FileDeferred,
+    FileDeleted,
     FileFallback,
     FileReceived,
     FileRejected,
@@ -253,6 +255,8 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
             not the file's own (dead-lettered; nothing is written).
         DatabaseUnavailable: PostgreSQL refused or lost the connection (retried).
     """
+    if isinstance(event, FileDeleted):
+        return await deletion.handle_deleted(event, deps.repository)
     if isinstance(event, FileDeadLetterPurged):
         await _record_only(event, deps)
         return []
@@ -262,6 +266,8 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
     detail = detail_for(event)
     committed: FileCommitted | None = None
     async with deps.repository.transaction(file_id=event.file_id, event_id=event.event_id) as tx:
+        if await tx.deleted(event):
+            return deletion.dropped(event)
         if await tx.record_event(event, detail):
             lock = await tx.lock_file(event, initial_status=incoming)
             check_owner(event, lock.owner)  # raising rolls back the history row too
@@ -291,6 +297,8 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
 async def _record_only(event: BaseEvent, deps: Deps) -> None:
     """Add ``event`` to the file's history without touching ``files`` or ``file_versions``."""
     async with deps.repository.transaction(file_id=event.file_id, event_id=event.event_id) as tx:
+        if await tx.deleted(event):
+            return
         check_owner(event, await tx.owner_of(event.file_id))
         if not await tx.record_event(event, detail_for(event)):
             log.info("duplicate event; history unchanged")

@@ -34,6 +34,7 @@ from prometheus_fastapi_instrumentator import metrics as http_metrics
 from services.gateway import errors, files, keys, objects, ops_api, ops_page, streams, tus, upload
 from services.gateway.access import AccessLog
 from services.gateway.auth import OPS_READ, authenticate_request
+from services.gateway.deletion import router as deletion_router
 from services.gateway.deps import GatewayDeps
 from services.gateway.edge import BodyDeadline, edge_protocol
 from services.gateway.keys import KeyCache
@@ -233,6 +234,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(upload.router)
     app.include_router(tus.router)
     app.include_router(files.router)
+    app.include_router(deletion_router)
     app.include_router(objects.router)
     app.include_router(streams.router)
     app.include_router(ops_api.router)

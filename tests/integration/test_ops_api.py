@@ -352,7 +352,7 @@ async def test_status_counts_each_stages_dead_letters(gateway: Ops, failed: Fail
             break
         await asyncio.sleep(0.2)
 
-    assert list(stages) == ["ingress", "scan", "store", "thumbnail", "commit", "fallback"]
+    assert list(stages) == ["ingress", "scan", "store", "thumbnail", "commit", "purge", "fallback"]
     assert counts == expected
     assert stages["scan"]["queue"] == "t_ops_api.scan"
     assert stages["scan"]["ready"] == 0 and stages["scan"]["consumers"] == 0
