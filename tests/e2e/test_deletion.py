@@ -1,0 +1,193 @@
+"""``DELETE /v1/files/{id}`` against the real pipeline, on both storage backends (docs/gdpr.md).
+
+One ``sluice run`` per backend (S3 on SeaweedFS; ``SLUICE_STORAGE_BACKEND=local``). A deleted
+file answers 404 at once on every read route; once the purge has run, nothing of it is left:
+no object or thumbnail (the bucket listed, or the local directory walked), no row in
+``file_versions`` or ``fallback_blobs``, no spool file, and no table holds its name or
+metadata; its history is the one ``file.deleted``. Files deleted while their stages still run
+end the same way: a late ``file.stored`` or ``file.thumbnailed`` never brings them back.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared import devservices
+from tests.e2e.pipeline import ROOT, Pipeline, queue_depths, start_pipeline
+
+SAMPLES = ROOT / "samples"
+PHOTO = SAMPLES / "photo-rotated.jpg"
+MARK = "dsubject-7f3a"  # in the names and metadata, to find any copy left in a table
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module", params=["s3", "local"])
+def backend(request: pytest.FixtureRequest) -> str:
+    value: str = request.param
+    return value
+
+
+@pytest.fixture(scope="module")
+def tmp(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Path:
+    return tmp_path_factory.mktemp(f"e2e-delete-{backend}")
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp: Path, backend: str) -> Iterator[Pipeline]:
+    yield from start_pipeline(tmp, f"e2edel{backend}", local_storage=backend == "local")
+
+
+def object_keys(pipeline: Pipeline, tmp: Path, backend: str, prefix: str) -> list[str]:
+    """The keys under ``prefix`` in the pipeline's bucket, as a user would list them."""
+    if backend == "local":
+        root = tmp / "objects" / pipeline.bucket
+        return sorted(
+            str(p.relative_to(root))
+            for p in root.rglob("*")
+            if p.is_file()
+            if str(p.relative_to(root)).startswith(prefix)
+        )
+    client = devservices.s3_client()
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=pipeline.bucket, Prefix=prefix)
+    return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+
+def rows_mentioning(pipeline: Pipeline, text: str) -> dict[str, int]:
+    """Table → rows whose text form contains ``text``, over every table of the database."""
+    tables = [
+        name
+        for (name,) in pipeline.sql(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'"
+            " AND table_type = 'BASE TABLE'"
+        )
+    ]
+    found = {}
+    for table in tables:
+        (count,) = pipeline.sql(
+            f'SELECT count(*) FROM "{table}" t WHERE t::text LIKE %s', f"%{text}%"
+        )[0]
+        if count:
+            found[table] = count
+    return found
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float, what: str, log: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"{what} not reached in {timeout_s}s; log: {log}"
+        time.sleep(0.2)
+
+
+def settled(pipeline: Pipeline) -> bool:
+    return not any(queue_depths(pipeline).values())
+
+
+def upload(pipeline: Pipeline, name: str, owner: str = "alice", mark: str = MARK) -> str:
+    with pipeline.client(owner) as client:
+        answer = client.post(
+            "/v1/files",
+            files={"file": (name, PHOTO.read_bytes(), "image/jpeg")},
+            data={"metadata": f'{{"subject": "{mark}"}}'},
+        )
+    assert answer.status_code == 202, answer.text
+    file_id: str = answer.json()["file_id"]
+    return file_id
+
+
+def assert_nothing_left(
+    pipeline: Pipeline, tmp: Path, backend: str, file_id: str, owner: str = "alice"
+) -> None:
+    assert object_keys(pipeline, tmp, backend, f"{owner}/{file_id}") == []
+    assert pipeline.sql("SELECT count(*) FROM file_versions WHERE file_id = %s", file_id) == [(0,)]
+    assert pipeline.sql("SELECT count(*) FROM fallback_blobs WHERE file_id = %s", file_id) == [(0,)]
+    assert [p.name for p in pipeline.spool_dir.glob(f"{file_id}*")] == []
+    assert pipeline.sql("SELECT status, original_name FROM files WHERE file_id = %s", file_id) == [
+        ("deleted", "")
+    ]
+    history = pipeline.sql(
+        "SELECT event_type, detail, payload::text FROM file_events WHERE file_id = %s", file_id
+    )
+    assert [(kind, detail) for kind, detail, _ in history] == [("file.deleted", "deleted")]
+    assert MARK not in history[0][2]
+
+
+def test_a_deleted_file_is_404_at_once_and_leaves_nothing(
+    pipeline: Pipeline, tmp: Path, backend: str
+) -> None:
+    file_id = upload(pipeline, f"{MARK}-holiday.jpg")
+    info = pipeline.wait_final(file_id)
+    assert info["status"] == "available" and len(info["thumbnails"]) == 2
+    assert len(object_keys(pipeline, tmp, backend, f"alice/{file_id}")) == 3  # original + 2
+
+    with pipeline.client() as client:
+        answer = client.delete(f"/v1/files/{file_id}")
+        assert answer.status_code == 202, answer.text
+        assert answer.json()["status"] == "deleted"
+        # At once, before any consumer ran: every read route is 404.
+        assert client.get(f"/v1/files/{file_id}").status_code == 404
+        assert client.get(f"/v1/files/{file_id}/content").status_code == 404
+        assert client.get(f"/v1/files/{file_id}/events").status_code == 404
+        assert file_id not in {f["file_id"] for f in client.get("/v1/files").json()["files"]}
+        assert client.delete(f"/v1/files/{file_id}").status_code == 404
+
+    wait_until(
+        lambda: settled(pipeline) and not object_keys(pipeline, tmp, backend, f"alice/{file_id}"),
+        60,
+        "purge",
+        pipeline.log_path,
+    )
+    assert_nothing_left(pipeline, tmp, backend, file_id)
+    assert rows_mentioning(pipeline, MARK) == {}
+
+
+def test_another_owner_gets_404_and_deletes_nothing(
+    pipeline: Pipeline, tmp: Path, backend: str
+) -> None:
+    file_id = upload(pipeline, "kept.jpg", mark="kept")
+    pipeline.wait_final(file_id)
+    with pipeline.client("bob") as client:
+        assert client.delete(f"/v1/files/{file_id}").status_code == 404
+        assert client.delete(f"/v1/files/{uuid.uuid4()}").status_code == 404
+    with pipeline.client() as client:
+        assert client.get(f"/v1/files/{file_id}").json()["status"] == "available"
+        assert client.get(f"/v1/files/{file_id}/content").status_code == 200
+    assert len(object_keys(pipeline, tmp, backend, f"alice/{file_id}")) == 3
+
+
+def test_files_deleted_in_flight_never_come_back(
+    pipeline: Pipeline, tmp: Path, backend: str
+) -> None:
+    """Each file is deleted as soon as the commit stage recorded its ``file.received``: its scan,
+    store and thumbnail are still to run, and their events arrive after the deletion."""
+    ids: list[str] = []
+    statuses: dict[str, Any] = {}
+    with pipeline.client() as client:
+        for n in range(6):
+            file_id = upload(pipeline, f"{MARK}-inflight-{n}.jpg")
+            ids.append(file_id)
+            deadline = time.monotonic() + 30
+            while (answer := client.get(f"/v1/files/{file_id}")).status_code == 404:
+                assert time.monotonic() < deadline, pipeline.log_path
+                time.sleep(0.01)
+            statuses[file_id] = answer.json()["status"]
+            assert client.delete(f"/v1/files/{file_id}").status_code == 202
+    assert set(statuses.values()) & {"received", "scanned", "stored"}, statuses
+
+    def gone() -> bool:
+        return settled(pipeline) and not any(
+            object_keys(pipeline, tmp, backend, f"alice/{file_id}") for file_id in ids
+        )
+
+    wait_until(gone, 90, "every in-flight file purged", pipeline.log_path)
+    time.sleep(2)  # anything late would have landed by now
+    assert settled(pipeline)
+    for file_id in ids:
+        assert_nothing_left(pipeline, tmp, backend, file_id)
+    assert rows_mentioning(pipeline, MARK) == {}
