@@ -21,12 +21,12 @@ is either recorded before the deletion (and removed by it) or dropped after it.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Final
 
 import structlog
 
 from shared.claims import check_owner
+from shared.erasure import owner_digest
 from shared.events import (
     BaseEvent,
     FileCommitted,
@@ -81,11 +81,6 @@ WITH inserted AS (
 )
 SELECT pg_notify($6, json_build_object('file_id', file_id, 'seq', seq)::text) FROM inserted
 """
-
-
-def owner_digest(owner: str) -> str:
-    """The SHA-256 (hex) an erasure keeps instead of the owner's name (``gdpr_erasures``)."""
-    return hashlib.sha256(owner.encode()).hexdigest()
 
 
 def history_payload(event: FileDeleted) -> dict[str, Any]:
