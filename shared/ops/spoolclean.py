@@ -34,7 +34,7 @@ from typing import Literal
 from shared.adapters.quarantine import QuarantineEntry, QuarantineSpool
 from shared.adapters.spool import LocalSpool
 from shared.ports import FileStates
-from shared.status import FINAL
+from shared.status import FINAL, FileStatus
 
 EntryKind = Literal["file", "partial", "abandoned", "unknown"]
 
@@ -171,7 +171,7 @@ async def _clean(
         elif entry.kind == "file" and stale and file_id is not None:
             status = await states.status(file_id, 1)
             entry = SpoolEntry(entry.name, "file", entry.age_s, entry.size_bytes, status)
-            stale = status is None or status in FINAL
+            stale = status is None or status in FINAL or status == FileStatus.DELETED
         if not stale or entry.kind == "unknown":
             report.kept.append(entry)
             continue

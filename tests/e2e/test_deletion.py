@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from shared import devservices
@@ -222,3 +223,11 @@ def test_reconcile_knows_deleted_files(pipeline: Pipeline, tmp: Path, backend: s
     assert counts["orphans"] == 0, report
     assert counts["deleted_awaiting_purge"] == 1, report
     assert pipeline.sql("SELECT count(*) FROM files WHERE status = 'corrupted'") == [(0,)]
+
+
+def test_openapi_describes_the_new_routes_and_their_errors(pipeline: Pipeline) -> None:
+    spec = httpx.get(f"{pipeline.url}/openapi.json", timeout=10).json()
+    delete = spec["paths"]["/v1/files/{file_id}"]["delete"]
+    assert {"202", "401", "404", "422", "503"} <= set(delete["responses"])
+    erase = spec["paths"]["/ops/api/gdpr/erasures"]["post"]
+    assert {"200", "400", "401", "403", "422", "503"} <= set(erase["responses"])
