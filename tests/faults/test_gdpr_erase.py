@@ -52,7 +52,9 @@ def cluster(services: object, s3: PrivateSeaweedFS, tmp_path: Path) -> Iterator[
             "SLUICE_AMQP_RETRY_BASE_DELAY_S": "0.5",
             "SLUICE_AMQP_RETRY_MAX_DELAY_S": "2",
             "S3_TIMEOUT_S": "5",
-            "SLUICE_FALLBACK_PROBE_INTERVAL_S": "1",
+            # The migration back to S3 waits 20 s after S3's return: the erasure meets the
+            # fallback rows (bob's is migrated afterwards).
+            "SLUICE_FALLBACK_PROBE_INTERVAL_S": "20",
             # A removed key stops working within the key cache's TTL: none here, to check it.
             "SLUICE_GATEWAY_KEY_CACHE_TTL_S": "0",
         },
@@ -207,6 +209,8 @@ def test_erase_leaves_nothing_of_the_owner_and_keeps_the_others(
     ]
     assert receipt["counts"]["rows_left"] == 0
     assert receipt["counts"]["files"] >= 10  # available, fallback, dead-lettered, in flight
+    assert receipt["counts"]["fallback_rows"] == 3
+    assert receipt["counts"]["dead_letters"] == 1
     # alice's key is gone.
     answer = httpx.get(f"{cluster.url}/v1/files", headers={"Authorization": f"Bearer {alice}"})
     assert answer.status_code == 401
