@@ -108,9 +108,10 @@ def advance_status(current: str | None, incoming: str) -> FileStatus:
     """The status after ``incoming`` arrives at a version whose status is ``current``.
 
     Forward only (``docs/architecture.md`` § Statuses): the higher rank
-    (:data:`~shared.status.RANK`) wins, a terminal status (:data:`~shared.status.TERMINAL`)
-    never moves, ``available`` moves only to ``corrupted``, ``None`` (no row yet) takes
-    ``incoming``. ``current`` is the text PostgreSQL holds; the answer is a
+    (:data:`~shared.status.RANK`) wins, ``deleted`` ends every status, any other terminal
+    status (:data:`~shared.status.TERMINAL`) never moves, ``available`` moves only to
+    ``corrupted`` (or ``deleted``), ``None`` (no row yet) takes ``incoming``. ``current`` is
+    the text PostgreSQL holds; the answer is a
     :class:`~shared.status.FileStatus`. E.g.
     ``advance_status("stored", "scanned") == "stored"``,
     ``advance_status("available", "rejected") == "available"``,
@@ -121,7 +122,7 @@ def advance_status(current: str | None, incoming: str) -> FileStatus:
     """
     old = None if current is None else _parse(current)
     new = _parse(incoming)
-    if old is None:
+    if old is None or new is FileStatus.DELETED:  # a deletion ends every status
         return new
     if old in TERMINAL:
         return old
