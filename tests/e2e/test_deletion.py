@@ -10,9 +10,12 @@ end the same way: a late ``file.stored`` or ``file.thumbnailed`` never brings th
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,6 +26,8 @@ import httpx
 import pytest
 
 from shared import devservices
+from shared.adapters.broker import event_message
+from shared.events import FileReceived
 from tests.e2e.pipeline import ROOT, Pipeline, queue_depths, start_pipeline
 
 SAMPLES = ROOT / "samples"
@@ -231,3 +236,49 @@ def test_openapi_describes_the_new_routes_and_their_errors(pipeline: Pipeline) -
     assert {"202", "401", "404", "422", "503"} <= set(delete["responses"])
     erase = spec["paths"]["/ops/api/gdpr/erasures"]["post"]
     assert {"200", "400", "401", "403", "422", "503"} <= set(erase["responses"])
+
+
+def test_an_open_event_stream_ends_with_the_deletion(pipeline: Pipeline) -> None:
+    """A file whose scan dead-lettered (its spooled bytes are gone) never gets its
+    ``file.committed``: its event stream stays open until the file is deleted, then sends
+    ``file.deleted`` and ends."""
+    file_id = uuid.uuid4()
+    event = FileReceived.new(
+        file_id=file_id,
+        owner="alice",
+        source=f"spool://{file_id}",
+        size_bytes=3,
+        sha256=hashlib.sha256(b"abc").hexdigest(),
+        content_type="image/jpeg",
+        original_name=f"{MARK}-stuck.jpg",
+    )
+    asyncio.run(pipeline.publish_to_queue("scan", event_message(event)))
+    received: list[str] = []
+
+    def follow() -> None:
+        with (
+            pipeline.client() as client,
+            client.stream("GET", f"/v1/files/{file_id}/events", timeout=60) as answer,
+        ):
+            assert answer.status_code == 200
+            for line in answer.iter_lines():
+                if line.startswith("event: "):
+                    received.append(line.removeprefix("event: "))
+
+    wait_until(
+        lambda: (
+            pipeline.sql("SELECT attention IS NOT NULL FROM files WHERE file_id = %s", file_id)
+            == [(True,)]
+        ),
+        30,
+        "the dead letter recorded",
+        pipeline.log_path,
+    )
+    reader = threading.Thread(target=follow)
+    reader.start()
+    wait_until(lambda: bool(received), 10, "the stream's first event", pipeline.log_path)
+    with pipeline.client() as client:
+        assert client.delete(f"/v1/files/{file_id}").status_code == 202
+    reader.join(20)
+    assert not reader.is_alive(), received
+    assert received[-1] == "file.deleted" and "file.committed" not in received
