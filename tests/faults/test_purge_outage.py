@@ -53,8 +53,6 @@ def cluster(services: object, s3: PrivateSeaweedFS, tmp_path: Path) -> Iterator[
     )
     cluster.prepare()
     cluster.start_all()
-    cluster.start("purge")
-    cluster.wait_ready(("purge",))
     yield cluster
     cluster.stop_all()
 
