@@ -38,13 +38,14 @@ from typing import Any
 
 import asyncpg
 import structlog
+from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.adapters import broker
 from shared.adapters.db import create_pool
 from shared.adapters.object_storage import open_object_storage
 from shared.adapters.spools import open_spools
 from shared.erasure import owner_digest
-from shared.errors import InvalidOwner
+from shared.errors import InvalidOwner, StorageUnavailable
 from shared.events import FileDeleted, utcnow
 from shared.ops.deadletters import Selection, purge
 from shared.settings import Settings
@@ -140,7 +141,10 @@ def _deletion(row: Any, owner: str, erasure_id: uuid.UUID) -> FileDeleted:
 async def _erase_objects(settings: Settings, owner: str) -> int:
     count = 0
     async with open_object_storage(settings) as storage:
-        keys = [info.key async for info in storage.list_objects(f"{owner}/")]
+        try:
+            keys = [info.key async for info in storage.list_objects(f"{owner}/")]
+        except (BotoCoreError, ClientError, OSError) as exc:
+            raise StorageUnavailable(f"cannot list the owner's objects: {exc!r}") from exc
         for key in keys:
             await storage.delete(key)
             count += 1
