@@ -460,6 +460,54 @@ class FileUpdated(_Event):
     )
 
 
+# --- Deletion (DELETE /v1/files/{id}, sluice gdpr erase) -------------------------------------
+
+
+class FileDeleted(_Event):
+    """The file is deleted: its owner asked (``DELETE /v1/files/{id}``), an erasure of its owner
+    did (``sluice gdpr erase``), or the commit stage saw a stage event arrive for a file already
+    deleted and asks for its bytes to be purged again (seed 000: GDPR deletion).
+
+    The commit stage records it as the file's status ``deleted`` and removes the rest of the
+    file's history, names and metadata; the purge worker removes every byte (objects of every
+    version, thumbnails, fallback rows, spool entries). Consumers other than those two (a
+    mirror) need only ``file_id`` and ``owner``. The description fields (name, size, ...) are
+    those of the file's current version when it was deleted; none of them is kept in the
+    history. docs/gdpr.md.
+    """
+
+    routing_key: ClassVar[str] = "file.deleted"
+    type: Literal["file.deleted"] = "file.deleted"
+    reason: Literal["owner", "erasure", "late_event"] = Field(
+        description="Who asked: the owner (`DELETE /v1/files/{id}`), an erasure of the owner "
+        "(`sluice gdpr erase`), or the commit stage, for a stage event that arrived after the "
+        "deletion (its bytes are purged again)."
+    )
+    erasure_id: uuid.UUID | None = Field(
+        None, description="The erasure (table `gdpr_erasures`) when `reason` is `erasure`."
+    )
+
+    @classmethod
+    def of_file(
+        cls,
+        described: dict[str, Any],
+        *,
+        reason: Literal["owner", "erasure"],
+        erasure_id: uuid.UUID | None = None,
+    ) -> Self:
+        """The deletion of one file, from its description (:func:`version_description`). Its
+        ``event_id`` is a UUIDv5 of the file id, so deleting a file twice is one deletion."""
+        fields = dict(described)
+        fields.update(
+            event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"file.deleted:{fields['file_id']}"),
+            causation_id=None,
+            occurred_at=utcnow(),
+            reason=reason,
+            erasure_id=erasure_id,
+        )
+        return cls(**fields)
+
+
 Event = Annotated[
     FileReceived
     | FileScanned
@@ -472,7 +520,8 @@ Event = Annotated[
     | FileCorrupted
     | FileDeadLetterPurged
     | FileDeadLettered
-    | FileUpdated,
+    | FileUpdated
+    | FileDeleted,
     Field(discriminator="type"),
 ]
 EVENT_TYPES: tuple[type[_Event], ...] = (
@@ -488,6 +537,7 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
     FileDeadLetterPurged,
     FileDeadLettered,
     FileUpdated,
+    FileDeleted,
 )
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 BaseEvent = _Event

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 from shared.adapters.scanner import ScanVerdict
 from shared.adapters.storage import ObjectInfo
-from shared.events import BaseEvent
+from shared.events import BaseEvent, FileDeleted
 
 __all__ = [
     "ClaimedFallbackRow",
@@ -499,6 +499,19 @@ class FileStateTransaction(Protocol):
     async def apply_edit(self, event: BaseEvent, fields: Collection[str]) -> bool:
         """Set ``fields`` of ``event``'s file to the event's values unless a newer edit was
         applied; whether it was applied."""
+
+    async def deleted(self, event: BaseEvent) -> bool:
+        """Whether ``event``'s file is deleted or waits for its deletion (its events are then
+        dropped: docs/gdpr.md); holds the file's history lock until the transaction ends."""
+        ...
+
+    async def delete_file(self, event: FileDeleted) -> bool:
+        """Make the file ``deleted`` and remove its versions and history but the deletion
+        (everything, for an erasure); ``False`` if it was already deleted.
+
+        Raises:
+            ForgedEvent: the file is recorded with another owner.
+        """
         ...
 
 

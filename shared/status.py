@@ -9,6 +9,7 @@ it reads with the sets below, so a status is named once::
     any status before available ─► rejected          infected, unscannable, invalid, abandoned,
                                                      policy
     stored, available ─► corrupted                   the object is lost (seed 004)
+    any status ─► deleted                            DELETE /v1/files/{id} (seed 000: GDPR)
 
 The ordering rules (``docs/architecture.md`` § Statuses): a status only moves forward
 (:data:`RANK`, higher wins), so events that arrive out of order after a retry never move a file
@@ -50,6 +51,9 @@ class FileStatus(StrEnum):
     CORRUPTED = "corrupted"
     """The stored object was found missing or damaged, by a read or by ``sluice reconcile
     --fix`` (``file.corrupted``, seed 004)."""
+    DELETED = "deleted"
+    """Its owner deleted it (``file.deleted``, seed 000: GDPR deletion): its bytes are purged,
+    its history keeps only that a deletion happened (docs/gdpr.md)."""
 
 
 #: Status → rank: a status only moves to a higher rank. ``fallback`` and ``deferred`` sit
@@ -65,6 +69,7 @@ RANK: Final[Mapping[FileStatus, int]] = {
     FileStatus.AVAILABLE: 5,
     FileStatus.REJECTED: 5,
     FileStatus.CORRUPTED: 6,
+    FileStatus.DELETED: 7,
 }
 
 #: The pipeline's outcomes: its work on the version is over. The commit stage answers them with
@@ -75,7 +80,7 @@ RANK: Final[Mapping[FileStatus, int]] = {
 FINAL: Final = frozenset({FileStatus.AVAILABLE, FileStatus.REJECTED})
 
 #: Statuses that never change again.
-TERMINAL: Final = frozenset({FileStatus.REJECTED, FileStatus.CORRUPTED})
+TERMINAL: Final = frozenset({FileStatus.REJECTED, FileStatus.CORRUPTED, FileStatus.DELETED})
 
 #: Every status after ``received``: the scan stage's verdict is recorded (only a clean scan
 #: leads to ``fallback``, ``deferred``, ``stored`` and on; ``rejected`` is a verdict). A

@@ -10,7 +10,8 @@
                            ── file.{received,scanned,                          │ sluice.dlx
                                rejected,stored,thumbnailed,                    │ (direct, key =
                                fallback,deferred,corrupted,                    │  stage name)
-                               dead_letter_purged} ─────────► sluice.commit   ─┘
+                               dead_letter_purged,deleted} ─► sluice.commit   ─┤
+                           ── file.deleted ───────────────► sluice.purge      ─┘
     sluice.<stage>.retry  (wait queue, per-message TTL) ──expired──► sluice.<stage> only
     sluice.dlx (direct) ── <stage> ──► sluice.<stage>.dlq
                └── store.fallback ──► sluice.fallback (the store stage's dead letters for an
@@ -52,7 +53,9 @@ STAGE_BINDINGS: dict[str, tuple[str, ...]] = {
         "file.dead_letter_purged",
         "file.dead_lettered",
         "file.updated",
+        "file.deleted",
     ),
+    "purge": ("file.deleted",),
 }
 STAGES: tuple[str, ...] = tuple(STAGE_BINDINGS)
 #: The fallback worker's stage name; its queue takes the store stage's S3-outage dead letters.

@@ -20,6 +20,7 @@
     sluice fallback status [--json]    what the S3-outage fallback holds, oldest first
     sluice status [--watch] [--json]   per stage: depth, in flight, dead letters, rates, p50/p95
     sluice doctor [--older-than D]     stuck files: in a dead-letter queue, or not final by now
+    sluice gdpr erase|export --owner X erase every byte of an owner; export its files and history
     sluice demo                        quickstart: run it all, upload samples/, print a table
 
 Each group lives in ``services/cli/<group>.py``; what several share (settings from the
@@ -40,6 +41,7 @@ from services.cli.doctor import doctor
 from services.cli.events import events_app
 from services.cli.fallback import fallback_app
 from services.cli.gateway import gateway
+from services.cli.gdpr import gdpr_app
 from services.cli.health import health
 from services.cli.keys import keys_app
 from services.cli.migrate import migrate
@@ -62,6 +64,7 @@ for name, group in (
     ("spool", spool_app),
     ("fallback", fallback_app),
     ("upstream", upstream_app),
+    ("gdpr", gdpr_app),
 ):
     app.add_typer(group, name=name)
 for command in (migrate, worker, gateway, run, upload, reconcile, health, status, doctor, demo):

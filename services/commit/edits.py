@@ -11,6 +11,9 @@ Edits). In one transaction (``FileRepository.transaction``):
    written);
 3. the named fields are set, unless an edit made later (``occurred_at``) was applied already:
    edits that arrive out of order after a retry keep the newest. The status never moves.
+
+An edit of a file deleted (or waiting for its deletion, or of an erased owner) is dropped
+before anything else: a deleted file's name and metadata never come back (docs/gdpr.md).
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ async def apply_update(event: FileUpdated, repository: FileStateWriter) -> None:
         DatabaseUnavailable: PostgreSQL refused or lost the connection (retried).
     """
     async with repository.transaction(file_id=event.file_id, event_id=event.event_id) as tx:
+        if await tx.deleted(event):  # a deleted file's name and metadata never come back
+            log.info("edit of a deleted file dropped")
+            return
         owner = await tx.owner_of(event.file_id)
         if owner is None:
             raise ForgedEvent(

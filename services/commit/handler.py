@@ -18,6 +18,7 @@ marks a stored version whose object is gone, even an ``available`` one. ``file.d
 as it was. ``file.updated`` (an edit of the file's name, kind or metadata) is applied by
 :mod:`services.commit.edits`. A new version never disturbs the file's ``available`` version until
 it is ``available`` itself (:func:`transition`).
+as it was. ``file.deleted``, and any event of a deleted file: ``services/commit/deletion.py``.
 
 After the commit, a terminal event returns that ``file.committed`` (again for a duplicate: the
 first attempt may have committed and crashed before publishing; downstream dedupes by
@@ -45,6 +46,7 @@ from typing import Any, Final
 
 import structlog
 
+from services.commit import deletion
 from services.commit.edits import apply_update
 from shared.claims import check_owner, check_stored_object, own_spool_entry
 from shared.errors import InvalidEvent, InvalidSource, StorageUnavailable
@@ -55,6 +57,7 @@ from shared.events import (
     FileDeadLettered,
     FileDeadLetterPurged,
     FileDeferred,
+    FileDeleted,
     FileFallback,
     FileReceived,
     FileRejected,
@@ -110,9 +113,10 @@ def advance_status(current: str | None, incoming: str) -> FileStatus:
     """The status after ``incoming`` arrives at a version whose status is ``current``.
 
     Forward only (``docs/architecture.md`` § Statuses): the higher rank
-    (:data:`~shared.status.RANK`) wins, a terminal status (:data:`~shared.status.TERMINAL`)
-    never moves, ``available`` moves only to ``corrupted``, ``None`` (no row yet) takes
-    ``incoming``. ``current`` is the text PostgreSQL holds; the answer is a
+    (:data:`~shared.status.RANK`) wins, ``deleted`` ends every status, any other terminal
+    status (:data:`~shared.status.TERMINAL`) never moves, ``available`` moves only to
+    ``corrupted`` (or ``deleted``), ``None`` (no row yet) takes ``incoming``. ``current`` is
+    the text PostgreSQL holds; the answer is a
     :class:`~shared.status.FileStatus`. E.g.
     ``advance_status("stored", "scanned") == "stored"``,
     ``advance_status("available", "rejected") == "available"``,
@@ -123,7 +127,7 @@ def advance_status(current: str | None, incoming: str) -> FileStatus:
     """
     old = None if current is None else _parse(current)
     new = _parse(incoming)
-    if old is None:
+    if old is None or new is FileStatus.DELETED:  # a deletion ends every status
         return new
     if old in TERMINAL:
         return old
@@ -274,6 +278,8 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
             not the file's own (dead-lettered; nothing is written).
         DatabaseUnavailable: PostgreSQL refused or lost the connection (retried).
     """
+    if isinstance(event, FileDeleted):
+        return await deletion.handle_deleted(event, deps.repository)
     if isinstance(event, FileDeadLetterPurged):
         await _record_only(event, deps)
         return []
@@ -286,6 +292,8 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
     detail = detail_for(event)
     committed: FileCommitted | None = None
     async with deps.repository.transaction(file_id=event.file_id, event_id=event.event_id) as tx:
+        if await tx.deleted(event):
+            return deletion.dropped(event)
         if await tx.record_event(event, detail):
             lock = await tx.lock_file(event, initial_status=incoming)
             check_owner(event, lock.owner)  # raising rolls back the history row too
@@ -315,6 +323,8 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
 async def _record_only(event: BaseEvent, deps: Deps) -> None:
     """Add ``event`` to the file's history without touching ``files`` or ``file_versions``."""
     async with deps.repository.transaction(file_id=event.file_id, event_id=event.event_id) as tx:
+        if await tx.deleted(event):
+            return
         check_owner(event, await tx.owner_of(event.file_id))
         if not await tx.record_event(event, detail_for(event)):
             log.info("duplicate event; history unchanged")

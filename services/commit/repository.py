@@ -16,9 +16,10 @@ from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from typing import Any
 
+from services.commit import deletion
 from shared.adapters.db import CONNECTION_ERRORS, DATA_ERRORS
 from shared.errors import DatabaseUnavailable, InvalidData
-from shared.events import BaseEvent
+from shared.events import BaseEvent, FileDeleted
 from shared.history import CHANNEL, HISTORY_LOCK_SEED
 from shared.ports import FileLock, StageFields
 from shared.status import MOVING
@@ -247,6 +248,19 @@ class FileTransaction:
             event.metadata,
         )
         return result != "UPDATE 0"
+
+    async def deleted(self, event: BaseEvent) -> bool:
+        """Whether ``event``'s file is deleted or waits for its deletion (``services.commit.
+        deletion.is_deleted``); takes the file's history lock."""
+        return await deletion.is_deleted(self._connection, event)
+
+    async def delete_file(self, event: FileDeleted) -> bool:
+        """Apply the deletion ``event`` (``services.commit.deletion.delete_file``).
+
+        Raises:
+            ForgedEvent: the file is recorded with another owner.
+        """
+        return await deletion.delete_file(self._connection, event)
 
 
 _APPLY_EDIT = """

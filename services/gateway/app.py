@@ -47,6 +47,7 @@ from services.gateway import (
 )
 from services.gateway.access import AccessLog
 from services.gateway.auth import OPS_READ, authenticate_request
+from services.gateway.deletion import router as deletion_router
 from services.gateway.deps import GatewayDeps
 from services.gateway.edge import BodyDeadline, edge_protocol
 from services.gateway.keys import KeyCache
@@ -248,6 +249,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(files.router)
     app.include_router(versions.router)
     app.include_router(edits.router)
+    app.include_router(deletion_router)
     app.include_router(objects.router)
     app.include_router(streams.router)
     app.include_router(ops_api.router)

@@ -17,6 +17,8 @@ POST   ``/ops/api/dead-letters/replay``       move the matching ones back to the
                                               may)
 POST   ``/ops/api/dead-letters/purge``        remove the matching ones; ``"confirm": true``   admin
                                               and a ``reason`` required
+POST   ``/ops/api/gdpr/erasures``             erase an owner (docs/gdpr.md);                  admin
+                                              ``"confirm": true``
 =====  =====================================  ==============================================  =====
 
 "read": an ``ops:read`` or ``ops:admin`` key; "admin": an ``ops:admin`` key only.
@@ -47,8 +49,9 @@ from services.gateway.auth import OPS_ADMIN, OpsAdmin, OpsReader, check_scope
 from services.gateway.deps import GatewayDeps, get_deps
 from services.gateway.errors import ApiError, unavailable
 from services.gateway.schemas import ErrorBody
-from shared.errors import BrokerUnavailable, ConfigError
+from shared.errors import BrokerUnavailable, ConfigError, DatabaseUnavailable, StorageUnavailable
 from shared.ops import deadletters
+from shared.ops.gdpr import erase_owner
 from shared.ops.pipeline import collect_status, default_worker_urls
 from shared.topology import DEAD_LETTER_STAGES
 
@@ -81,7 +84,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorBody, "description": "RabbitMQ unreachable."},
 }
 
-StageName = Literal["ingress", "scan", "store", "thumbnail", "commit"]
+StageName = Literal["ingress", "scan", "store", "thumbnail", "commit", "purge"]
 assert set(get_args(StageName)) == set(DEAD_LETTER_STAGES)
 
 
@@ -332,3 +335,40 @@ async def post_purge(body: PurgeRequest, operator: OpsAdmin, deps: Deps) -> dict
 def _logged(body: Filters) -> dict[str, Any]:
     logged: dict[str, Any] = jsonable_encoder(body, include=set(Filters.model_fields))
     return logged
+
+
+class ErasureRequest(BaseModel):
+    """Body of ``POST /ops/api/gdpr/erasures``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    owner: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="The owner to erase."
+    )
+    confirm: bool = Field(False, description="Must be true: an erasure cannot be undone.")
+
+
+@router.post(
+    "/gdpr/erasures",
+    responses={
+        **_RESPONSES,
+        400: {"model": ErrorBody, "description": "`confirm` not true."},
+        503: {"model": ErrorBody, "description": "PostgreSQL, RabbitMQ or S3 unreachable."},
+    },
+    summary="Erase every byte and personal field of an owner; returns the erasure receipt",
+)
+async def post_erasure(body: ErasureRequest, operator: OpsAdmin, deps: Deps) -> dict[str, Any]:
+    """As ``sluice gdpr erase --owner X`` (docs/gdpr.md): ``{"erasure_id", "owner_sha256",
+    "requested_by", "started_at", "finished_at", "counts"}``, also stored in
+    ``gdpr_erasures``. ``counts.rows_left`` > 0: the commit stage had not removed every row
+    within 60 s; send the request again."""
+    if not body.confirm:
+        raise ApiError(400, "confirm_required", 'an erasure cannot be undone: send "confirm": true')
+    try:
+        receipt = await erase_owner(
+            deps.settings, body.owner, requested_by=f"ops-api:{operator.owner}"
+        )
+    except (BrokerUnavailable, DatabaseUnavailable, StorageUnavailable) as exc:
+        raise unavailable(exc) from None
+    log.info("ops.gdpr_erasure", operator=operator.owner, erasure_id=str(receipt.erasure_id))
+    return receipt.as_json()

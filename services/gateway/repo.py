@@ -38,6 +38,14 @@ _FROM = """
         ON v.file_id = f.file_id AND v.version_number = f.current_version
 """
 
+# A deleted file reads like a file that does not exist, from the moment DELETE answered (the
+# gateway's tombstone in file_deletions) and after the commit stage recorded it (status
+# 'deleted'): docs/gdpr.md. ``f`` is the files row; every read of a file's rows adds it.
+VISIBLE = """
+    f.status <> 'deleted'
+    AND NOT EXISTS (SELECT 1 FROM file_deletions d WHERE d.file_id = f.file_id)
+"""
+
 
 async def db_call(operation: Callable[[], Awaitable[T]]) -> T:
     """Await ``operation``, turning a lost or refused connection into DatabaseUnavailable.
@@ -57,7 +65,7 @@ async def fetch_file(pool: asyncpg.Pool, file_id: uuid.UUID, owner: str) -> asyn
     Raises:
         DatabaseUnavailable: PostgreSQL unreachable.
     """
-    query = f"SELECT {_FILE_COLUMNS} {_FROM} WHERE f.file_id = $1 AND f.owner = $2"
+    query = f"SELECT {_FILE_COLUMNS} {_FROM} WHERE f.file_id = $1 AND f.owner = $2 AND {VISIBLE}"
     row: asyncpg.Record | None = await db_call(lambda: pool.fetchrow(query, file_id, owner))
     return row
 
@@ -84,7 +92,7 @@ async def fetch_owner(pool: asyncpg.Pool, file_id: uuid.UUID) -> str | None:
     Raises:
         DatabaseUnavailable: PostgreSQL unreachable.
     """
-    query = "SELECT owner FROM files WHERE file_id = $1"
+    query = f"SELECT owner FROM files f WHERE f.file_id = $1 AND {VISIBLE}"
     owner: str | None = await db_call(lambda: pool.fetchval(query, file_id))
     return owner
 
@@ -162,7 +170,7 @@ async def fetch_page(
     name = like_prefix(f.name_prefix) if f.name_prefix else None
     query = f"""
         SELECT {_FILE_COLUMNS} {_FROM}
-        WHERE f.owner = $1
+        WHERE f.owner = $1 AND {VISIBLE}
           AND ($2::timestamptz IS NULL OR (f.received_at, f.file_id) < ($2, $3::uuid))
           AND ($5::text IS NULL OR f.status = $5)
           AND ($6::text IS NULL OR f.kind = $6)

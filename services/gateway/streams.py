@@ -51,6 +51,7 @@ from services.gateway.listener import HistoryListener, Subscription
 from services.gateway.repo import committed_at_or_before, fetch_events_after, fetch_owner
 from services.gateway.schemas import ErrorBody, StageEvent
 from shared.errors import DatabaseUnavailable
+from shared.events import FileDeleted
 from shared.history import LAST_EVENT_TYPE
 from shared.settings import Settings, StreamSettings
 from shared.telemetry import metrics
@@ -236,7 +237,8 @@ async def event_stream(
     keepalive_s: float,
 ) -> AsyncIterator[bytes]:
     """The SSE bytes of ``subscription``'s file: its events numbered past ``after_seq``, as they
-    are recorded, ending after ``file.committed`` or when the listener closes. A read that
+    are recorded, ending after ``file.committed`` (or ``file.deleted``) or when the listener
+    closes. A read that
     PostgreSQL fails is tried again (the stream stays open, with keep-alives)."""
     last = after_seq
     if last and await committed_at_or_before(pool, subscription.file_id, last):
@@ -253,7 +255,7 @@ async def event_stream(
         for row in rows:
             yield sse_message(row)
             last, sent_at = row["seq"], loop.time()
-            if row["type"] == LAST_EVENT_TYPE:
+            if row["type"] in (LAST_EVENT_TYPE, FileDeleted.routing_key):  # gdpr.md
                 return
         if subscription.closing:
             return

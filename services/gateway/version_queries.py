@@ -1,6 +1,8 @@
 """The gateway's read queries on a file's versions (``file_versions`` ⋈ ``files``).
 
-Every query filters by owner, so another owner's file reads as one that does not exist.
+Every query filters by owner, so another owner's file reads as one that does not exist, and
+by :data:`~services.gateway.repo.VISIBLE`, so a deleted file's versions are gone from the
+moment DELETE answered.
 Versions recorded before migration 0009 have no name, type or receipt time of their own: they
 read the file's.
 """
@@ -11,7 +13,7 @@ import uuid
 
 import asyncpg
 
-from services.gateway.repo import db_call
+from services.gateway.repo import VISIBLE, db_call
 
 _VERSION_COLUMNS = """
     v.file_id, v.version_number, v.status, v.size_bytes, v.sha256, v.source, v.bucket,
@@ -37,7 +39,7 @@ async def fetch_versions(
         DatabaseUnavailable: PostgreSQL unreachable.
     """
     query = f"""SELECT {_VERSION_COLUMNS}
-        WHERE v.file_id = $1 AND f.owner = $2 ORDER BY v.version_number"""
+        WHERE v.file_id = $1 AND f.owner = $2 AND {VISIBLE} ORDER BY v.version_number"""
     rows: list[asyncpg.Record] = await db_call(lambda: pool.fetch(query, file_id, owner))
     return rows
 
@@ -51,7 +53,7 @@ async def fetch_version(
         DatabaseUnavailable: PostgreSQL unreachable.
     """
     query = f"""SELECT {_VERSION_COLUMNS}
-        WHERE v.file_id = $1 AND f.owner = $2 AND v.version_number = $3"""
+        WHERE v.file_id = $1 AND f.owner = $2 AND v.version_number = $3 AND {VISIBLE}"""
     row: asyncpg.Record | None = await db_call(
         lambda: pool.fetchrow(query, file_id, owner, version_number)
     )

@@ -138,6 +138,15 @@ def migrate(settings: DatabaseSettings, migrations_dir: Path = MIGRATIONS_DIR) -
     return [m.id for m in pending]
 
 
+_VERSION_STATUS = """
+SELECT CASE WHEN EXISTS (SELECT 1 FROM file_deletions WHERE file_id = $1)
+              OR EXISTS (SELECT 1 FROM files WHERE file_id = $1 AND status = 'deleted')
+            THEN 'deleted'
+            ELSE (SELECT status FROM file_versions WHERE file_id = $1 AND version_number = $2)
+       END
+"""
+
+
 class FileStateReader:
     """Reads a file version's status (the ``FileStates`` port); the commit stage writes it."""
 
@@ -145,17 +154,14 @@ class FileStateReader:
         self._pool = pool
 
     async def status(self, file_id: uuid.UUID, version_number: int) -> str | None:
-        """The recorded status of the version, or ``None``.
+        """The recorded status of the version, or ``None``; ``deleted`` for a file deleted or
+        waiting for its deletion (docs/gdpr.md), whose versions are gone.
 
         Raises:
             DatabaseUnavailable: PostgreSQL cannot be reached.
         """
         try:
-            value = await self._pool.fetchval(
-                "SELECT status FROM file_versions WHERE file_id = $1 AND version_number = $2",
-                file_id,
-                version_number,
-            )
+            value = await self._pool.fetchval(_VERSION_STATUS, file_id, version_number)
         except CONNECTION_ERRORS as exc:
             raise DatabaseUnavailable(
                 f"cannot read file state: {exc!r}", file_id=str(file_id)

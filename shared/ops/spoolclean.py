@@ -35,7 +35,7 @@ from shared.adapters.quarantine import QuarantineEntry, QuarantineSpool
 from shared.adapters.spool import LocalSpool
 from shared.naming import parse_spool_name
 from shared.ports import FileStates
-from shared.status import FINAL
+from shared.status import FINAL, FileStatus
 
 EntryKind = Literal["file", "partial", "abandoned", "unknown"]
 
@@ -170,7 +170,7 @@ async def _clean(
         elif entry.kind == "file" and stale and file_id is not None:
             status = await states.status(*file_id)
             entry = SpoolEntry(entry.name, "file", entry.age_s, entry.size_bytes, status)
-            stale = status is None or status in FINAL
+            stale = status is None or status in FINAL or status == FileStatus.DELETED
         if not stale or entry.kind == "unknown":
             report.kept.append(entry)
             continue

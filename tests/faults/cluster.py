@@ -28,14 +28,16 @@ from shared.settings import DatabaseSettings
 from tests.databases import fresh_database
 from tests.e2e.pipeline import ROOT, _delete_topology, empty_bucket, free_port
 
-#: The pipeline's stage workers (the ones the kill test kills); the fallback runs beside them.
+#: The pipeline's stage workers (the ones the kill test kills); the purge worker (deleted files'
+#: bytes) and the fallback run beside them.
 WORKERS = ("scan", "store", "thumbnail", "commit")
-PROCESSES = ("gateway", *WORKERS, "fallback")
+PROCESSES = ("gateway", *WORKERS, "purge", "fallback")
 
 
 @dataclass
 class Cluster:
-    """Six processes (gateway, scan, store, thumbnail, commit, fallback) under one test name.
+    """Seven processes (gateway, scan, store, thumbnail, commit, purge, fallback) under one test
+    name.
 
     ``s3`` is a private SeaweedFS (``tests/faults/private_seaweedfs.py``) for a test that stops
     S3; by default the shared development one is used."""
@@ -174,7 +176,7 @@ class Cluster:
         return answer.status_code == 200
 
     def wait_ready(
-        self, names: tuple[str, ...] = (*WORKERS, "fallback"), timeout_s: float = 60
+        self, names: tuple[str, ...] = (*WORKERS, "purge", "fallback"), timeout_s: float = 60
     ) -> None:
         """Wait until every named worker reports ready."""
         deadline = time.monotonic() + timeout_s

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import sys
 import uuid
@@ -341,7 +342,15 @@ async def test_cli_ops_flag_is_a_deprecated_alias_of_ops_admin(
 
 
 async def test_status_counts_each_stages_dead_letters(gateway: Ops, failed: Failed) -> None:
-    expected = {"ingress": 0, "scan": 3, "store": 0, "thumbnail": 0, "commit": 3, "fallback": None}
+    expected = {
+        "ingress": 0,
+        "scan": 3,
+        "store": 0,
+        "thumbnail": 0,
+        "commit": 3,
+        "purge": 0,
+        "fallback": None,
+    }
     deadline = asyncio.get_running_loop().time() + 20  # RabbitMQ's statistics lag up to 5 s
     while True:
         response = await gateway.client.get("/ops/api/status", headers=gateway.ops)
@@ -352,7 +361,7 @@ async def test_status_counts_each_stages_dead_letters(gateway: Ops, failed: Fail
             break
         await asyncio.sleep(0.2)
 
-    assert list(stages) == ["ingress", "scan", "store", "thumbnail", "commit", "fallback"]
+    assert list(stages) == ["ingress", "scan", "store", "thumbnail", "commit", "purge", "fallback"]
     assert counts == expected
     assert stages["scan"]["queue"] == "t_ops_api.scan"
     assert stages["scan"]["ready"] == 0 and stages["scan"]["consumers"] == 0
@@ -583,3 +592,46 @@ async def test_the_page_and_its_assets_are_served_without_a_key_and_fetch_nothin
         assert "http://" not in asset.text and "https://" not in asset.text
     assert (await gateway.client.get("/ops/static/ops.html")).status_code == 404
     assert (await gateway.client.get("/ops/static/..%2Fauth.py")).status_code == 404
+
+
+async def test_gdpr_erasure_needs_an_admin_key_and_confirm_and_takes_the_owner_s_dead_letters(
+    gateway: Ops, amqp: Broker
+) -> None:
+    owner = f"erase-{uuid.uuid4().hex[:8]}"
+    kept = received("kept.png")  # acme's
+    gone = support_received(owner).model_copy(update={"source": f"spool://{uuid.uuid4()}.bin"})
+    consumer = StageConsumer(Stage("scan", scan_fails), AMQP, TOPOLOGY)
+    await consumer.start()
+    try:
+        publisher = await amqp.publisher()
+        for event in (kept, gone):
+            await publisher.publish(event)
+        deadline = asyncio.get_running_loop().time() + 15
+        while await amqp.depth(TOPOLOGY.dead_letter_queue("scan")) < 2:
+            assert asyncio.get_running_loop().time() < deadline, "dead letters did not arrive"
+            await asyncio.sleep(0.05)
+    finally:
+        await consumer.stop()
+
+    async def erase(body: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
+        return await gateway.client.post("/ops/api/gdpr/erasures", json=body, headers=headers)
+
+    unconfirmed = await erase({"owner": owner}, gateway.ops)
+    assert unconfirmed.status_code == 400 and error_of(unconfirmed)[0] == "confirm_required"
+    for headers in (gateway.read, gateway.upload):
+        assert (await erase({"owner": owner, "confirm": True}, headers)).status_code == 403
+    assert (await erase({"owner": "../etc", "confirm": True}, gateway.ops)).status_code == 422
+    assert await amqp.depth(TOPOLOGY.dead_letter_queue("scan")) == 2  # nothing erased yet
+
+    answer = await erase({"owner": owner, "confirm": True}, gateway.ops)
+    assert answer.status_code == 200, answer.text
+    receipt = answer.json()
+    assert receipt["requested_by"] == "ops-api:night-shift"
+    assert receipt["counts"]["dead_letters"] == 1 and receipt["counts"]["rows_left"] == 0
+    assert await amqp.depth(TOPOLOGY.dead_letter_queue("scan")) == 1  # acme's stays
+    row = await gateway.pool.fetchrow(
+        "SELECT owner_sha256, requested_by, counts FROM gdpr_erasures WHERE erasure_id = $1",
+        uuid.UUID(receipt["erasure_id"]),
+    )
+    assert row["owner_sha256"] == hashlib.sha256(owner.encode()).hexdigest()
+    assert row["counts"] == receipt["counts"]

@@ -223,7 +223,15 @@ async def test_status_shows_the_numbers_of_a_known_run(pipeline: Pipeline) -> No
     )
     by_stage = rows(body)
 
-    assert list(by_stage) == ["ingress", "scan", "store", "thumbnail", "commit", "fallback"]
+    assert list(by_stage) == [
+        "ingress",
+        "scan",
+        "store",
+        "thumbnail",
+        "commit",
+        "purge",
+        "fallback",
+    ]
     assert {s: queue_side(by_stage[s]) for s in QUEUE_SIDE} == QUEUE_SIDE
     assert by_stage["commit"]["queue"] == f"{pipeline.prefix}.commit"
     scan, store = by_stage["scan"], by_stage["store"]

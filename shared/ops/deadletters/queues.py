@@ -39,7 +39,7 @@ class Selection:
     ``stages``: whose dead-letter queues; ``error_type``: exactly this ``x-sluice-error-type``
     (or RabbitMQ's reason, e.g. ``delivery_limit``); ``older_than_s``: last failure at least
     this many seconds ago (a message without a failure time never matches); ``file_id``: this
-    file only (a UUID, any case).
+    file only (a UUID, any case); ``owner``: this owner's files only (``sluice gdpr erase``).
 
     Raises:
         ValueError: an unknown stage, no stage, or a negative ``older_than_s``.
@@ -49,6 +49,7 @@ class Selection:
     error_type: str | None = None
     older_than_s: float | None = None
     file_id: str | None = None
+    owner: str | None = None
 
     def __post_init__(self) -> None:
         unknown = [stage for stage in self.stages if stage not in DEAD_LETTER_STAGES]
@@ -62,7 +63,12 @@ class Selection:
     @property
     def everything(self) -> bool:
         """Whether every message of the selected stages matches (no filter but the stages)."""
-        return self.error_type is None and self.older_than_s is None and self.file_id is None
+        return (
+            self.error_type is None
+            and self.older_than_s is None
+            and self.file_id is None
+            and self.owner is None
+        )
 
     def matches(self, letter: DeadLetter, now: datetime) -> bool:
         """Whether ``letter`` is selected, its age taken at ``now`` (UTC)."""
@@ -71,6 +77,8 @@ class Selection:
         if self.error_type is not None and letter.error_type != self.error_type:
             return False
         if self.file_id is not None and (letter.file_id or "").lower() != self.file_id.lower():
+            return False
+        if self.owner is not None and letter.owner != self.owner:
             return False
         if self.older_than_s is not None:
             last = letter.last_failed_at

@@ -45,6 +45,7 @@ COUNTERS = (
     "out_of_order_keys",  # listed keys that broke the chosen listing order
     "versions_in_other_buckets",  # versions whose bucket is another one: not checked
     "already_corrupted",  # versions marked corrupted before the run: not checked again
+    "deleted_awaiting_purge",  # objects of deleted files the purge worker has not removed yet
 )
 
 

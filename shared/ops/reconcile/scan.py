@@ -275,6 +275,10 @@ class _Run:
         for info, file_id in zip(batch, ids, strict=True):
             if info.key in referenced:
                 continue  # recorded meanwhile, or met out of order and checked on the DB side
+            if statuses.get(file_id) == FileStatus.DELETED:
+                # Its purge is queued or retrying (docs/gdpr.md): neither an orphan nor a loss.
+                self.counts["deleted_awaiting_purge"] += 1
+                continue
             modified = info.last_modified
             age_s = (self.report.started_at - modified).total_seconds() if modified else 0.0
             if modified is None or age_s < grace_s:

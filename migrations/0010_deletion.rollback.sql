@@ -1,0 +1,2 @@
+DROP TABLE gdpr_erasures;
+DROP TABLE file_deletions;
