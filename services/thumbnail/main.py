@@ -11,6 +11,7 @@ from services.thumbnail.pool import RenderPool, cpu_count
 from shared.adapters.object_storage import open_object_storage
 from shared.breaker import Dependency, DependencyName
 from shared.errors import StorageUnavailable
+from shared.memory import pin_mmap_threshold
 from shared.settings import Settings
 from shared.stage import Stage
 
@@ -22,6 +23,7 @@ async def build(settings: Settings) -> Stage:
     once: the larger of the processes and ``SLUICE_THUMBNAIL_MAX_CONCURRENT_RENDERS``. An
     outage of the store opens its circuit breaker (probe: S3 ``HeadBucket``, or the local
     root's check) rather than spending attempts."""
+    pin_mmap_threshold()  # each image's bytes pass through here: keep them off the heap
     stack = contextlib.AsyncExitStack()
     storage = await stack.enter_async_context(open_object_storage(settings))
     processes = settings.thumbnail.processes
