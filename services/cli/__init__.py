@@ -11,6 +11,7 @@
     sluice upload FILE... [--follow]   upload through the gateway; follow each file's stages
     sluice keys create NAME [--scope]  print a new API key (stored hashed): upload (default),
                                        ops:read or ops:admin (/ops only)
+    sluice keys list|revoke            keys by prefix and id (never the secret); revoke one
     sluice upstream add|list|remove    upstream services: RabbitMQ users for the ingress exchange
     sluice events schemas [--check]    write (or check) docs/events/*.schema.json
     sluice dlq list|show|replay|purge  dead letters of every stage
