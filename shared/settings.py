@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
@@ -127,6 +127,25 @@ class S3Settings(BaseSettings):
         900, ge=1, le=7 * 24 * 3600, description="Lifetime of presigned GET URLs."
     )
     timeout_s: float = Field(30.0, gt=0, le=600, description="Connect and read timeout.")
+    sse: Literal["", "AES256", "aws:kms"] = Field(
+        "",
+        description="Server-side encryption asked on every PutObject, CopyObject and "
+        "CreateMultipartUpload (seed 000: AES-256 at rest): AES256 (SSE-S3), aws:kms (SSE-KMS, "
+        "with S3_SSE_KMS_KEY_ID), or empty for none. docs/storage.md lists which servers "
+        "honour it; the store stage checks at start that the server does.",
+    )
+    sse_kms_key_id: str = Field(
+        "",
+        max_length=2048,
+        description="KMS key id or ARN for S3_SSE=aws:kms (empty: the server's default key).",
+    )
+
+    @field_validator("sse_kms_key_id")
+    @classmethod
+    def _kms_key_needs_kms(cls, value: str, info: ValidationInfo) -> str:
+        if value and info.data.get("sse") != "aws:kms":
+            raise ValueError("a KMS key id is only used with S3_SSE=aws:kms")
+        return value
 
 
 class DatabaseSettings(BaseSettings):
