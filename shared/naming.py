@@ -64,3 +64,14 @@ def thumbnail_key(original_key: str, size_px: int, content_type: str = "image/we
     Raises ``KeyError`` for a content type not in :data:`THUMBNAIL_EXTENSIONS`.
     """
     return f"{original_key}.thumb-{size_px}.{THUMBNAIL_EXTENSIONS[content_type]}"
+
+
+#: Where a rescan moves a version's objects once they are found infected: ``_quarantine/`` then
+#: the old key. No owner name starts with ``_`` (``shared.events.Owner``), so no stored key
+#: does, and the quarantine cannot be reached by an upload or a presigned URL of a served file.
+QUARANTINE_PREFIX = "_quarantine/"
+
+
+def quarantine_key(key: str) -> str:
+    """The key ``key`` is moved to when quarantined, e.g. ``_quarantine/alice/3f…-a.jpg``."""
+    return QUARANTINE_PREFIX + key

@@ -37,7 +37,7 @@ from shared.settings import AmqpSettings
 
 #: Stage name → routing keys its queue is bound to.
 STAGE_BINDINGS: dict[str, tuple[str, ...]] = {
-    "scan": ("file.received",),
+    "scan": ("file.received", "file.rescan_requested"),
     "store": ("file.scanned",),
     "thumbnail": ("file.stored",),
     "commit": (
@@ -51,6 +51,7 @@ STAGE_BINDINGS: dict[str, tuple[str, ...]] = {
         "file.corrupted",
         "file.dead_letter_purged",
         "file.dead_lettered",
+        *("file.rescanned", "file.quarantined"),
     ),
 }
 STAGES: tuple[str, ...] = tuple(STAGE_BINDINGS)

@@ -43,6 +43,7 @@ from typing import Any, Final
 
 import structlog
 
+from services.commit.protection import PROTECTION_STATUS, protection_detail, protection_fields
 from shared.claims import check_owner, check_stored_object, own_spool_entry
 from shared.errors import InvalidEvent, InvalidSource, StorageUnavailable
 from shared.events import (
@@ -76,6 +77,7 @@ EVENT_STATUS: Final[dict[str, FileStatus]] = {
     "file.corrupted": FileStatus.CORRUPTED,
     # A notice moves nothing forward; it creates the file's row if it is the first event seen.
     "file.dead_lettered": FileStatus.RECEIVED,
+    **PROTECTION_STATUS,
 }
 
 
@@ -121,6 +123,8 @@ def advance_status(current: str | None, incoming: str) -> FileStatus:
     new = _parse(incoming)
     if old is None:
         return new
+    if new is FileStatus.QUARANTINED and old in (FileStatus.AVAILABLE, FileStatus.CORRUPTED):
+        return new  # a rescan's verdict outranks what was served or found lost
     if old in TERMINAL:
         return old
     if old is FileStatus.AVAILABLE:
@@ -169,6 +173,8 @@ def status_for(event: BaseEvent) -> FileStatus:
 def detail_for(event: BaseEvent) -> str:
     """A short human reason for the history, e.g. ``infected: Eicar-Test-Signature``,
     ``no thumbnails: image file is truncated``, ``ClamAV 1.0.9 / 27431/Tue Oct  1 2024``."""
+    if (protection := protection_detail(event)) is not None:
+        return protection
     if isinstance(event, FileScanned):
         return f"{event.scanner} / {event.signature_version}"
     if isinstance(event, FileRejected):
@@ -226,6 +232,8 @@ def attention_of(notice: FileDeadLettered) -> dict[str, Any]:
 
 def stage_fields(event: BaseEvent) -> StageFields:
     """The ``file_versions`` columns ``event`` sets (scanner, bucket/key, thumbnails, ...)."""
+    if (protection := protection_fields(event)) is not None:
+        return protection
     if isinstance(event, FileScanned):
         return StageFields(scanner=event.scanner, signature_version=event.signature_version)
     if isinstance(event, FileRejected):

@@ -25,6 +25,7 @@ _FILE_COLUMNS = """
     f.file_id, f.owner, f.original_name, f.content_type, f.kind, f.metadata, f.status,
     f.status_reason, f.current_version, f.received_at, f.updated_at, f.attention,
     v.size_bytes, v.sha256, v.source, v.bucket, v.object_key, v.thumbnails, v.thumbnail_error,
+    v.scanner, v.signature_version,
     EXISTS (SELECT 1 FROM fallback_blobs b
             WHERE b.file_id = f.file_id AND b.version_number = f.current_version
               AND b.owner = f.owner) AS in_fallback
