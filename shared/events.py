@@ -520,6 +520,17 @@ class FileQuarantined(_Event):
     )
 
 
+class FileDeleted(_Event):
+    """The file was deleted at its owner's request (GDPR): the mirror removes its copies.
+
+    The contract the deletion feature publishes: ``file_id``, ``owner`` and the common fields.
+    Defined here so the mirror consumes it; the deletion feature's own definition replaces it.
+    """
+
+    routing_key: ClassVar[str] = "file.deleted"
+    type: Literal["file.deleted"] = "file.deleted"
+
+
 Event = Annotated[
     FileReceived
     | FileScanned
@@ -534,7 +545,8 @@ Event = Annotated[
     | FileDeadLettered
     | FileRescanRequested
     | FileRescanned
-    | FileQuarantined,
+    | FileQuarantined
+    | FileDeleted,
     Field(discriminator="type"),
 ]
 EVENT_TYPES: tuple[type[_Event], ...] = (
@@ -549,7 +561,7 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
     FileCorrupted,
     FileDeadLetterPurged,
     FileDeadLettered,
-    *(FileRescanRequested, FileRescanned, FileQuarantined),
+    *(FileRescanRequested, FileRescanned, FileQuarantined, FileDeleted),
 )
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 BaseEvent = _Event

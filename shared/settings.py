@@ -148,6 +148,40 @@ class S3Settings(BaseSettings):
         return value
 
 
+class MirrorSettings(BaseSettings):
+    """The backup mirror (``SLUICE_MIRROR_*``; seed 001: backup by mirror): a second S3
+    endpoint and bucket to which the ``mirror`` consumer copies every available file's objects.
+    Other S3 options (path style, timeouts, ``S3_SSE``) are the main store's."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICE_MIRROR_", frozen=True)
+
+    enabled: bool = Field(False, description="Run the mirror consumer (`sluice run`).")
+    endpoint: str = Field("http://127.0.0.1:8334", description="The mirror's S3 endpoint URL.")
+    access_key: str = Field("sluice", min_length=1, description="The mirror's S3 access key id.")
+    secret_key: str = Field(
+        "sluice-secret-key", min_length=1, description="The mirror's S3 secret key."
+    )
+    bucket: str = Field(
+        "sluice-mirror",
+        pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+        description="The mirror's bucket (created at the consumer's start if missing).",
+    )
+    region: str = Field("us-east-1", min_length=1, description="The mirror's S3 region.")
+
+    def s3(self, main: S3Settings) -> S3Settings:
+        """``main`` pointed at the mirror: its endpoint, key pair, bucket and region."""
+        return main.model_copy(
+            update={
+                "endpoint": self.endpoint,
+                "access_key": self.access_key,
+                "secret_key": self.secret_key,
+                "bucket_name": self.bucket,
+                "region": self.region,
+                "upstream_buckets": (),
+            }
+        )
+
+
 class DatabaseSettings(BaseSettings):
     """PostgreSQL (``SLUICE_DATABASE_*``)."""
 
@@ -628,6 +662,7 @@ class Settings:
         tus: TusSettings | None = None,
         storage: StorageSettings | None = None,
         stream: StreamSettings | None = None,
+        mirror: MirrorSettings | None = None,
     ) -> None:
         storage = storage or StorageSettings()
         if storage.backend == "local" and spool.backend == "s3":
@@ -642,6 +677,12 @@ class Settings:
                 f"{spool.s3_bucket!r} must be neither S3_BUCKET_NAME nor one of "
                 "S3_UPSTREAM_BUCKETS (unscanned files would be read or served as stored ones)"
             )
+        if mirror is not None and mirror.enabled:
+            if (mirror.endpoint, mirror.bucket) == (s3.endpoint, s3.bucket_name):
+                raise ConfigError(
+                    "invalid settings: SLUICE_MIRROR_BUCKET on SLUICE_MIRROR_ENDPOINT is the "
+                    "main bucket (S3_BUCKET_NAME on S3_ENDPOINT): a mirror must be another store"
+                )
         self.amqp = amqp
         self.s3 = s3
         self.database = database
@@ -658,6 +699,7 @@ class Settings:
         self.tus = tus or TusSettings()
         self.storage = storage
         self.stream = stream or StreamSettings()
+        self.mirror = mirror or MirrorSettings()
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -683,6 +725,7 @@ class Settings:
             tus=load(TusSettings),
             storage=load(StorageSettings),
             stream=load(StreamSettings),
+            mirror=load(MirrorSettings),
         )
 
 
@@ -703,6 +746,7 @@ SETTINGS_GROUPS: tuple[type[BaseSettings], ...] = (
     StreamSettings,
     LogSettings,
     TracingSettings,
+    MirrorSettings,
 )
 
 

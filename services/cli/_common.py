@@ -43,7 +43,7 @@ def known_secrets(settings: Settings) -> list[str]:
     """The secrets in ``settings`` that logs must never show: the S3 secret key and the
     passwords in the PostgreSQL and AMQP URLs."""
     passwords = (urlsplit(url).password for url in (settings.database.url, settings.amqp.url))
-    return [settings.s3.secret_key, *(p for p in passwords if p)]
+    return [settings.s3.secret_key, settings.mirror.secret_key, *(p for p in passwords if p)]
 
 
 def service_name(stages: list[str], gateway: bool) -> str:
