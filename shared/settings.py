@@ -449,6 +449,18 @@ class FallbackSettings(BaseSettings):
     batch_size: int = Field(
         20, ge=1, le=1000, description="Fallback rows migrated per batch (one row in memory)."
     )
+    encryption_keys: SecretStr | None = Field(
+        None,
+        description="AES-256-GCM keys of the fallback's rows: a JSON object, key id → Base64 of "
+        '32 random bytes (`{"k2026": "…"}`, `openssl rand -base64 32`); keep old keys while rows '
+        "name them. Every process that reads the fallback (the fallback worker, the gateway) "
+        "needs them.",
+    )
+    encryption_key_id: str = Field(
+        "",
+        max_length=64,
+        description="The key new fallback rows are sealed with (empty: plain Base64, as before).",
+    )
 
 
 class StorageSettings(BaseSettings):

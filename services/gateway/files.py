@@ -37,6 +37,7 @@ from services.gateway.schemas import (
     StageEvent,
     ThumbnailOut,
 )
+from shared.adapters.row_cipher import RowCipher
 from shared.errors import SourceMissing
 from shared.events import utcnow
 from shared.naming import object_key
@@ -200,7 +201,8 @@ async def get_content(file_id: uuid.UUID, owner: Owner, deps: Deps) -> Any:
     if row["status"] == FileStatus.QUARANTINED:  # a rescan found it infected
         raise ApiError(410, "quarantined", f"the file is quarantined: {row['status_reason']}")
     if row["in_fallback"]:
-        data = await fetch_fallback_bytes(deps.pool, file_id, row["current_version"], owner)
+        cipher = RowCipher.from_settings(deps.settings.fallback)
+        data = await fetch_fallback_bytes(deps.pool, file_id, row["current_version"], owner, cipher)
         if data is not None:
             return fallback_original(row, data)
     if row["status"] == FileStatus.CORRUPTED:
