@@ -4,13 +4,18 @@
 
     sluice.ingress (topic, upstream services' door) ── file.received ──► sluice.ingress
                    (the ingress stage checks who sent it, then publishes it to sluice.events)
-    sluice.events  (topic) ── file.received ──────────────► sluice.scan       ─┐
+    sluice.events  (topic) ── file.{received,                                  ─┐
+                               rescan_requested} ──────────► sluice.scan       ─┤
                            ── file.scanned ───────────────► sluice.store      ─┤ x-dead-letter-
                            ── file.stored ────────────────► sluice.thumbnail  ─┤ exchange:
                            ── file.{received,scanned,                          │ sluice.dlx
                                rejected,stored,thumbnailed,                    │ (direct, key =
                                fallback,deferred,corrupted,                    │  stage name)
-                               dead_letter_purged} ─────────► sluice.commit   ─┘
+                               dead_letter_purged,rescanned,                   │
+                               quarantined} ────────────────► sluice.commit   ─┤
+                           ── file.{committed,deleted,                         │
+                               quarantined} ──► sluice.mirror (optional, ─────┘
+                                                declared by the mirror itself)
     sluice.<stage>.retry  (wait queue, per-message TTL) ──expired──► sluice.<stage> only
     sluice.dlx (direct) ── <stage> ──► sluice.<stage>.dlq
                └── store.fallback ──► sluice.fallback (the store stage's dead letters for an
