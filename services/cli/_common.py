@@ -46,10 +46,11 @@ def known_secrets(settings: Settings) -> list[str]:
     mirror), the fallback's encryption keys and the passwords in the PostgreSQL and AMQP
     URLs."""
     passwords = (urlsplit(url).password for url in (settings.database.url, settings.amqp.url))
-    fallback_keys = settings.fallback.encryption_keys
-    sealed = [fallback_keys.get_secret_value()] if fallback_keys is not None else []
-    with contextlib.suppress(ValueError, AttributeError):  # each key too, when it parses
-        sealed += [str(key) for key in json.loads(sealed[0]).values()]
+    sealed: list[str] = []
+    if (fallback_keys := settings.fallback.encryption_keys) is not None:
+        sealed.append(fallback_keys.get_secret_value())
+        with contextlib.suppress(ValueError, AttributeError):  # each key too, when it parses
+            sealed += [str(key) for key in json.loads(sealed[0]).values()]
     secrets = [settings.s3.secret_key, settings.mirror.secret_key, *sealed]
     return [*secrets, *(p for p in passwords if p)]
 
