@@ -7,7 +7,8 @@ What a user checks: the infected file is ``quarantined`` with the new signature,
 answers 410 for its content and gives no URL; its original and thumbnails are gone from their
 keys and are under ``_quarantine/`` with the same bytes (nothing deleted silently). The clean
 file stays ``available`` and records the scan in its history, and both show the scanner and
-signature database versions in ``GET /v1/files/{id}``.
+signature database versions in ``GET /v1/files/{id}``. The pipeline runs with ``S3_SSE=AES256``:
+the quarantined copies are encrypted too.
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ def pipeline(
     services: object, clamd: PrivateClamd, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Pipeline]:
     yield from start_pipeline(
-        tmp_path_factory.mktemp("e2e-rescan"), NAME, {"SLUICE_CLAMD_PORT": str(clamd.port)}
+        tmp_path_factory.mktemp("e2e-rescan"),
+        NAME,
+        {"SLUICE_CLAMD_PORT": str(clamd.port), "S3_SSE": "AES256"},
     )
 
 
@@ -136,7 +139,9 @@ def test_a_rescan_quarantines_a_stored_file_a_new_signature_matches(
     listed = {o["Key"] for o in s3.list_objects_v2(Bucket=pipeline.bucket).get("Contents", [])}
     for k in keys:
         assert k not in listed  # never served from its key again
-        moved = s3.get_object(Bucket=pipeline.bucket, Key=f"_quarantine/{k}")["Body"].read()
+        quarantined = s3.get_object(Bucket=pipeline.bucket, Key=f"_quarantine/{k}")
+        assert quarantined.get("ServerSideEncryption") == "AES256"  # the copy asked for it too
+        moved = quarantined["Body"].read()
         assert hashlib.sha256(moved).digest() == hashlib.sha256(stored[k]).digest()
     assert hashlib.sha256(stored[key]).digest() == hashlib.sha256(later).digest()
 
