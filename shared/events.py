@@ -460,6 +460,84 @@ class FileUpdated(_Event):
     )
 
 
+# -- Protection: rescans of stored files and their quarantine (docs/security.md) ------------
+
+
+class FileRescanRequested(_Event):
+    """Scan a stored version again with the scanner's current signatures (``sluice rescan``;
+    seed 000: a scan that keeps protecting stored files as signatures change)."""
+
+    routing_key: ClassVar[str] = "file.rescan_requested"
+    type: Literal["file.rescan_requested"] = "file.rescan_requested"
+    bucket: str = Field(description="Bucket holding the original.")
+    key: str = Field(description="Object key of the original.")
+    thumbnail_keys: list[str] = Field(
+        default_factory=list, description="Object keys of its thumbnails (moved with it)."
+    )
+    rescan_id: uuid.UUID = Field(description="The `sluice rescan` run that asked.")
+
+    @classmethod
+    def about(
+        cls,
+        described: dict[str, Any],
+        *,
+        bucket: str,
+        key: str,
+        thumbnail_keys: list[str],
+        rescan_id: uuid.UUID,
+    ) -> Self:
+        """The request of run ``rescan_id`` for one version, from its description (see
+        :func:`version_description`); ``event_id`` is a UUIDv5 of the run, file and version,
+        so publishing it twice in one run asks once."""
+        name = f"file.rescan_requested:{rescan_id}:{described['file_id']}:"
+        name += str(described.get("version_number", 1))
+        return cls(
+            **described,
+            event_id=uuid.uuid5(uuid.NAMESPACE_URL, name),
+            causation_id=None,
+            occurred_at=utcnow(),
+            bucket=bucket,
+            key=key,
+            thumbnail_keys=thumbnail_keys,
+            rescan_id=rescan_id,
+        )
+
+
+class FileRescanned(_Event):
+    """A rescan found the stored bytes still clean; the version now records these versions."""
+
+    routing_key: ClassVar[str] = "file.rescanned"
+    type: Literal["file.rescanned"] = "file.rescanned"
+    scanner: Annotated[str, safe_text(255)] = Field(
+        max_length=255, description="Engine and version, e.g. `ClamAV 1.0.9`."
+    )
+    signature_version: Annotated[str, safe_text(255)] = Field(
+        max_length=255, description="Signature database version and date as clamd reports it."
+    )
+
+
+class FileQuarantined(_Event):
+    """A rescan found a stored version infected (or no longer scannable whole): its objects
+    were moved to the quarantine prefix (copied, SHA-256 checked, then deleted); the version
+    is never served again, and never deleted silently."""
+
+    routing_key: ClassVar[str] = "file.quarantined"
+    type: Literal["file.quarantined"] = "file.quarantined"
+    signature: Annotated[str, safe_text(255)] = Field(
+        max_length=255, description="The scanner's name for what it found."
+    )
+    scanner: Annotated[str, safe_text(255)] = Field(
+        max_length=255, description="Engine and version that found it."
+    )
+    signature_version: Annotated[str, safe_text(255)] = Field(
+        max_length=255, description="Signature database version that found it."
+    )
+    bucket: str = Field(description="Bucket holding the quarantined objects.")
+    quarantine_keys: list[str] = Field(
+        description="Where the original and its thumbnails are now (`_quarantine/<old key>`)."
+    )
+
+
 # --- Deletion (DELETE /v1/files/{id}, sluice gdpr erase) -------------------------------------
 
 
@@ -521,6 +599,9 @@ Event = Annotated[
     | FileDeadLetterPurged
     | FileDeadLettered
     | FileUpdated
+    | FileRescanRequested
+    | FileRescanned
+    | FileQuarantined
     | FileDeleted,
     Field(discriminator="type"),
 ]
@@ -538,6 +619,7 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
     FileDeadLettered,
     FileUpdated,
     FileDeleted,
+    *(FileRescanRequested, FileRescanned, FileQuarantined),
 )
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 BaseEvent = _Event

@@ -98,3 +98,14 @@ def parse_spool_name(name: str) -> tuple[uuid.UUID, int] | None:
     if spool_name(file_id, int(version)) != name:
         return None
     return file_id, int(version)
+
+
+#: Where a rescan moves a version's objects once they are found infected: ``_quarantine/`` then
+#: the old key. No owner name starts with ``_`` (``shared.events.Owner``), so no stored key
+#: does, and the quarantine cannot be reached by an upload or a presigned URL of a served file.
+QUARANTINE_PREFIX = "_quarantine/"
+
+
+def quarantine_key(key: str) -> str:
+    """The key ``key`` is moved to when quarantined, e.g. ``_quarantine/alice/3f…-a.jpg``."""
+    return QUARANTINE_PREFIX + key

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
@@ -127,6 +127,59 @@ class S3Settings(BaseSettings):
         900, ge=1, le=7 * 24 * 3600, description="Lifetime of presigned GET URLs."
     )
     timeout_s: float = Field(30.0, gt=0, le=600, description="Connect and read timeout.")
+    sse: Literal["", "AES256", "aws:kms"] = Field(
+        "",
+        description="Server-side encryption asked on every PutObject, CopyObject and "
+        "CreateMultipartUpload (seed 000: AES-256 at rest): AES256 (SSE-S3), aws:kms (SSE-KMS, "
+        "with S3_SSE_KMS_KEY_ID), or empty for none. docs/storage.md lists which servers "
+        "honour it; the store stage checks at start that the server does.",
+    )
+    sse_kms_key_id: str = Field(
+        "",
+        max_length=2048,
+        description="KMS key id or ARN for S3_SSE=aws:kms (empty: the server's default key).",
+    )
+
+    @field_validator("sse_kms_key_id")
+    @classmethod
+    def _kms_key_needs_kms(cls, value: str, info: ValidationInfo) -> str:
+        if value and info.data.get("sse") != "aws:kms":
+            raise ValueError("a KMS key id is only used with S3_SSE=aws:kms")
+        return value
+
+
+class MirrorSettings(BaseSettings):
+    """The backup mirror (``SLUICE_MIRROR_*``; seed 001: backup by mirror): a second S3
+    endpoint and bucket to which the ``mirror`` consumer copies every available file's objects.
+    Other S3 options (path style, timeouts, ``S3_SSE``) are the main store's."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICE_MIRROR_", frozen=True)
+
+    enabled: bool = Field(False, description="Run the mirror consumer (`sluice run`).")
+    endpoint: str = Field("http://127.0.0.1:8334", description="The mirror's S3 endpoint URL.")
+    access_key: str = Field("sluice", min_length=1, description="The mirror's S3 access key id.")
+    secret_key: str = Field(
+        "sluice-secret-key", min_length=1, description="The mirror's S3 secret key."
+    )
+    bucket: str = Field(
+        "sluice-mirror",
+        pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$",
+        description="The mirror's bucket (created at the consumer's start if missing).",
+    )
+    region: str = Field("us-east-1", min_length=1, description="The mirror's S3 region.")
+
+    def s3(self, main: S3Settings) -> S3Settings:
+        """``main`` pointed at the mirror: its endpoint, key pair, bucket and region."""
+        return main.model_copy(
+            update={
+                "endpoint": self.endpoint,
+                "access_key": self.access_key,
+                "secret_key": self.secret_key,
+                "bucket_name": self.bucket,
+                "region": self.region,
+                "upstream_buckets": (),
+            }
+        )
 
 
 class DatabaseSettings(BaseSettings):
@@ -396,6 +449,18 @@ class FallbackSettings(BaseSettings):
     batch_size: int = Field(
         20, ge=1, le=1000, description="Fallback rows migrated per batch (one row in memory)."
     )
+    encryption_keys: SecretStr | None = Field(
+        None,
+        description="AES-256-GCM keys of the fallback's rows: a JSON object, key id → Base64 of "
+        '32 random bytes (`{"k2026": "…"}`, `openssl rand -base64 32`); keep old keys while rows '
+        "name them. Every process that reads the fallback (the fallback worker, the gateway) "
+        "needs them.",
+    )
+    encryption_key_id: str = Field(
+        "",
+        max_length=64,
+        description="The key new fallback rows are sealed with (empty: plain Base64, as before).",
+    )
 
 
 class StorageSettings(BaseSettings):
@@ -624,6 +689,7 @@ class Settings:
         storage: StorageSettings | None = None,
         stream: StreamSettings | None = None,
         files: FilesSettings | None = None,
+        mirror: MirrorSettings | None = None,
     ) -> None:
         storage = storage or StorageSettings()
         if storage.backend == "local" and spool.backend == "s3":
@@ -638,6 +704,12 @@ class Settings:
                 f"{spool.s3_bucket!r} must be neither S3_BUCKET_NAME nor one of "
                 "S3_UPSTREAM_BUCKETS (unscanned files would be read or served as stored ones)"
             )
+        if mirror is not None and mirror.enabled:
+            if (mirror.endpoint, mirror.bucket) == (s3.endpoint, s3.bucket_name):
+                raise ConfigError(
+                    "invalid settings: SLUICE_MIRROR_BUCKET on SLUICE_MIRROR_ENDPOINT is the "
+                    "main bucket (S3_BUCKET_NAME on S3_ENDPOINT): a mirror must be another store"
+                )
         self.amqp = amqp
         self.s3 = s3
         self.database = database
@@ -655,6 +727,7 @@ class Settings:
         self.storage = storage
         self.stream = stream or StreamSettings()
         self.files = files or FilesSettings()
+        self.mirror = mirror or MirrorSettings()
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -681,6 +754,7 @@ class Settings:
             storage=load(StorageSettings),
             stream=load(StreamSettings),
             files=load(FilesSettings),
+            mirror=load(MirrorSettings),
         )
 
 
@@ -702,6 +776,7 @@ SETTINGS_GROUPS: tuple[type[BaseSettings], ...] = (
     LogSettings,
     TracingSettings,
     FilesSettings,
+    MirrorSettings,
 )
 
 

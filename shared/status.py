@@ -9,6 +9,7 @@ it reads with the sets below, so a status is named once::
     any status before available ─► rejected          infected, unscannable, invalid, abandoned,
                                                      policy
     stored, available ─► corrupted                   the object is lost (seed 004)
+    available, corrupted ─► quarantined              a rescan found it infected
     any status ─► deleted                            DELETE /v1/files/{id} (seed 000: GDPR)
 
 The ordering rules (``docs/architecture.md`` § Statuses): a status only moves forward
@@ -51,6 +52,9 @@ class FileStatus(StrEnum):
     CORRUPTED = "corrupted"
     """The stored object was found missing or damaged, by a read or by ``sluice reconcile
     --fix`` (``file.corrupted``, seed 004)."""
+    QUARANTINED = "quarantined"
+    """A rescan found the stored bytes infected (``file.quarantined``): the objects are under
+    the quarantine prefix, never served, never deleted silently."""
     DELETED = "deleted"
     """Its owner deleted it (``file.deleted``, seed 000: GDPR deletion): its bytes are purged,
     its history keeps only that a deletion happened (docs/gdpr.md)."""
@@ -69,7 +73,8 @@ RANK: Final[Mapping[FileStatus, int]] = {
     FileStatus.AVAILABLE: 5,
     FileStatus.REJECTED: 5,
     FileStatus.CORRUPTED: 6,
-    FileStatus.DELETED: 7,
+    FileStatus.QUARANTINED: 7,
+    FileStatus.DELETED: 8,
 }
 
 #: The pipeline's outcomes: its work on the version is over. The commit stage answers them with
@@ -80,7 +85,9 @@ RANK: Final[Mapping[FileStatus, int]] = {
 FINAL: Final = frozenset({FileStatus.AVAILABLE, FileStatus.REJECTED})
 
 #: Statuses that never change again.
-TERMINAL: Final = frozenset({FileStatus.REJECTED, FileStatus.CORRUPTED, FileStatus.DELETED})
+TERMINAL: Final = frozenset(
+    {FileStatus.REJECTED, FileStatus.CORRUPTED, FileStatus.QUARANTINED, FileStatus.DELETED}
+)
 
 #: Every status after ``received``: the scan stage's verdict is recorded (only a clean scan
 #: leads to ``fallback``, ``deferred``, ``stored`` and on; ``rejected`` is a verdict). A
@@ -95,7 +102,12 @@ IN_BUCKET: Final = frozenset({FileStatus.STORED, FileStatus.AVAILABLE})
 #: waits, what was lost).
 REASONED: Final = frozenset(
     {FileStatus.REJECTED, FileStatus.FALLBACK, FileStatus.DEFERRED, FileStatus.CORRUPTED}
+    | {FileStatus.QUARANTINED}
 )
+
+#: Statuses whose objects are never served (no presigned URL, no content): lost, or
+#: quarantined by a rescan.
+UNSERVED: Final = frozenset({FileStatus.CORRUPTED, FileStatus.QUARANTINED})
 
 #: Statuses a file moves on from by itself (neither final nor terminal): one that keeps such a
 #: status long after it was received is stuck (``sluice doctor``, ``sluice_files_stuck``).

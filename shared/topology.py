@@ -4,14 +4,19 @@
 
     sluice.ingress (topic, upstream services' door) ── file.received ──► sluice.ingress
                    (the ingress stage checks who sent it, then publishes it to sluice.events)
-    sluice.events  (topic) ── file.received ──────────────► sluice.scan       ─┐
+    sluice.events  (topic) ── file.{received,                                  ─┐
+                               rescan_requested} ──────────► sluice.scan       ─┤
                            ── file.scanned ───────────────► sluice.store      ─┤ x-dead-letter-
                            ── file.stored ────────────────► sluice.thumbnail  ─┤ exchange:
                            ── file.{received,scanned,                          │ sluice.dlx
                                rejected,stored,thumbnailed,                    │ (direct, key =
                                fallback,deferred,corrupted,                    │  stage name)
-                               dead_letter_purged,deleted} ─► sluice.commit   ─┤
-                           ── file.deleted ───────────────► sluice.purge      ─┘
+                               dead_letter_purged,deleted,updated,             │
+                               rescanned,quarantined} ─────► sluice.commit   ─┤
+                           ── file.deleted ───────────────► sluice.purge      ─┤
+                           ── file.{committed,deleted,                         │
+                               quarantined} ──► sluice.mirror (optional, ─────┘
+                                                declared by the mirror itself)
     sluice.<stage>.retry  (wait queue, per-message TTL) ──expired──► sluice.<stage> only
     sluice.dlx (direct) ── <stage> ──► sluice.<stage>.dlq
                └── store.fallback ──► sluice.fallback (the store stage's dead letters for an
@@ -38,7 +43,7 @@ from shared.settings import AmqpSettings
 
 #: Stage name → routing keys its queue is bound to.
 STAGE_BINDINGS: dict[str, tuple[str, ...]] = {
-    "scan": ("file.received",),
+    "scan": ("file.received", "file.rescan_requested"),
     "store": ("file.scanned",),
     "thumbnail": ("file.stored",),
     "commit": (
@@ -54,6 +59,7 @@ STAGE_BINDINGS: dict[str, tuple[str, ...]] = {
         "file.dead_lettered",
         "file.updated",
         "file.deleted",
+        *("file.rescanned", "file.quarantined"),
     ),
     "purge": ("file.deleted",),
 }
@@ -79,6 +85,14 @@ FALLBACK_ROUTE = f"{FALLBACK_FEED}.{FALLBACK}"
 FALLBACK_DEAD_LETTERS = "store"
 
 
+#: The optional backup mirror (``SLUICE_MIRROR_ENABLED``): its queue takes committed files, and
+#: deleted or quarantined ones, to copy or remove them on the second S3. Declared by the mirror
+#: worker at its start (:meth:`Topology.declare_mirror`), never by the others, so no queue
+#: fills up where no mirror runs.
+MIRROR = "mirror"
+MIRROR_ROUTING_KEYS: tuple[str, ...] = ("file.committed", "file.deleted", "file.quarantined")
+
+
 def is_dead_letter_route(route: str) -> bool:
     """Whether a message dead-lettered with routing key ``route`` lands in the dead-letter
     queue of a pipeline stage (``<stage>.dlq``, waiting for a person) about a file of Sluice's,
@@ -98,6 +112,8 @@ def accepted_event_types(worker: str) -> frozenset[str]:
     """
     if worker == INGRESS:
         return frozenset(INGRESS_ROUTING_KEYS)
+    if worker == MIRROR:
+        return frozenset(MIRROR_ROUTING_KEYS)
     return frozenset(STAGE_BINDINGS[FALLBACK_FEED if worker == FALLBACK else worker])
 
 
@@ -209,6 +225,24 @@ class Topology:
         )
         return events
 
+    async def declare_mirror(self, channel: AbstractChannel) -> None:
+        """Declare the mirror's work, wait and dead-letter queues and bind its work queue to
+        :data:`MIRROR_ROUTING_KEYS` (idempotent; after :meth:`declare`)."""
+        events = await channel.get_exchange(self.exchange, ensure=True)
+        queue = await channel.declare_queue(
+            self.queue(MIRROR), durable=True, arguments=self.stage_queue_arguments(MIRROR)
+        )
+        for routing_key in MIRROR_ROUTING_KEYS:
+            await queue.bind(events, routing_key)
+        await channel.declare_queue(
+            self.retry_queue(MIRROR), durable=True, arguments=self.retry_queue_arguments(MIRROR)
+        )
+        dead_letters = await channel.declare_queue(
+            self.dead_letter_queue(MIRROR), durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        dlx = await channel.get_exchange(self.dead_letter_exchange, ensure=True)
+        await dead_letters.bind(dlx, MIRROR)
+
     async def delete(self, channel: AbstractChannel) -> None:
         """Delete every queue and both exchanges under this prefix, messages included.
 
@@ -216,5 +250,7 @@ class Topology:
         """
         for name in self.all_queues():
             await channel.queue_delete(name)
+        for name in (self.queue(MIRROR), self.retry_queue(MIRROR), self.dead_letter_queue(MIRROR)):
+            await channel.queue_delete(name)  # the optional mirror's, if it ever ran
         for name in (self.exchange, self.ingress_exchange, self.dead_letter_exchange):
             await channel.exchange_delete(name)

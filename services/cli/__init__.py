@@ -11,12 +11,14 @@
     sluice upload FILE... [--follow]   upload through the gateway; follow each file's stages
     sluice keys create NAME [--scope]  print a new API key (stored hashed): upload (default),
                                        ops:read or ops:admin (/ops only)
+    sluice keys list|revoke            keys by prefix and id (never the secret); revoke one
     sluice upstream add|list|remove    upstream services: RabbitMQ users for the ingress exchange
     sluice events schemas [--check]    write (or check) docs/events/*.schema.json
     sluice dlq list|show|replay|purge  dead letters of every stage
     sluice health TARGET [--port N]    exit 0 when a process reports TARGET ready
     sluice spool clean [--older-than]  remove stale spool entries, never files in flight
     sluice reconcile [--fix] [--deep]  DB versions without objects, orphan objects
+    sluice rescan [--owner] [--rate]   scan stored files again; quarantine what is now infected
     sluice fallback status [--json]    what the S3-outage fallback holds, oldest first
     sluice status [--watch] [--json]   per stage: depth, in flight, dead letters, rates, p50/p95
     sluice doctor [--older-than D]     stuck files: in a dead-letter queue, or not final by now
@@ -46,6 +48,7 @@ from services.cli.health import health
 from services.cli.keys import keys_app
 from services.cli.migrate import migrate
 from services.cli.reconcile import reconcile
+from services.cli.rescan import rescan
 from services.cli.run import run
 from services.cli.services import services_app
 from services.cli.spool import spool_app
@@ -69,6 +72,7 @@ for name, group in (
     app.add_typer(group, name=name)
 for command in (migrate, worker, gateway, run, upload, reconcile, health, status, doctor, demo):
     app.command()(command)
+app.command()(rescan)
 
 
 def main() -> None:

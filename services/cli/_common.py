@@ -4,7 +4,9 @@ signal handling, and running stages and the gateway in one process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
+import json
 import re
 import signal
 from collections.abc import Awaitable, Callable
@@ -40,10 +42,17 @@ def settings_from_env() -> Settings:
 
 
 def known_secrets(settings: Settings) -> list[str]:
-    """The secrets in ``settings`` that logs must never show: the S3 secret key and the
-    passwords in the PostgreSQL and AMQP URLs."""
+    """The secrets in ``settings`` that logs must never show: the S3 secret keys (main and
+    mirror), the fallback's encryption keys and the passwords in the PostgreSQL and AMQP
+    URLs."""
     passwords = (urlsplit(url).password for url in (settings.database.url, settings.amqp.url))
-    return [settings.s3.secret_key, *(p for p in passwords if p)]
+    sealed: list[str] = []
+    if (fallback_keys := settings.fallback.encryption_keys) is not None:
+        sealed.append(fallback_keys.get_secret_value())
+        with contextlib.suppress(ValueError, AttributeError):  # each key too, when it parses
+            sealed += [str(key) for key in json.loads(sealed[0]).values()]
+    secrets = [settings.s3.secret_key, settings.mirror.secret_key, *sealed]
+    return [*secrets, *(p for p in passwords if p)]
 
 
 def service_name(stages: list[str], gateway: bool) -> str:

@@ -4,6 +4,7 @@
 
     sluice reconcile [--report-only|--fix] [--deep] [--json] [--grace 1h]
                      [--delete-orphans-older-than DURATION] [--listing-order binary|segments]
+    sluice reconcile --mirror [--json] [--grace 1h]
 
 Safe from cron while the pipeline runs: it reads, deletes only orphans older than an explicit
 DURATION (never shorter than the grace period), and with ``--fix`` marks the versions whose
@@ -30,6 +31,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Column, Table
 
 from services.cli._common import parse_duration, run_async, settings_from_env, topology_of
+from services.cli._mirror import reconcile_mirror
 from shared.adapters.broker import Publisher, connect
 from shared.adapters.db import create_pool
 from shared.adapters.object_storage import open_object_storage
@@ -91,11 +93,21 @@ def reconcile(
     max_findings: Annotated[
         int, typer.Option(min=1, help="Entries kept per kind of finding (counts stay exact).")
     ] = 10_000,
+    mirror: Annotated[
+        bool,
+        typer.Option(
+            "--mirror",
+            help="Compare the bucket with the backup mirror (SLUICE_MIRROR_*) instead: "
+            "missing, extra, different SHA-256.",
+        ),
+    ] = False,
 ) -> None:
     """Check the bucket against the database: missing objects and thumbnails, orphans, sizes
     (and SHA-256 with --deep); with --fix, mark the versions whose original is missing or
     differs corrupted. Exit 0 if consistent, 1 if something was found, 2 on error."""
     grace_td = _duration(grace, "--grace")
+    if mirror:
+        raise typer.Exit(_mirror_exit(grace_td, as_json))
     older = (
         _duration(delete_orphans_older_than, "--delete-orphans-older-than")
         if delete_orphans_older_than is not None
@@ -135,6 +147,14 @@ def reconcile(
         raise typer.Exit(EXIT_ERROR)
     if report.found:
         raise typer.Exit(EXIT_FOUND)
+
+
+def _mirror_exit(grace: timedelta, as_json: bool) -> int:
+    try:
+        return reconcile_mirror(grace, as_json)
+    except Exception as exc:  # S3 on either side: cron must see 2, not a traceback
+        Console(stderr=True).print(f"[red]error:[/red] {type(exc).__name__}: {exc}")
+        return EXIT_ERROR
 
 
 def _run(

@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 
 from services.cli._common import serve
-from shared.topology import WORKERS
+from shared.topology import MIRROR, WORKERS
 
-WorkerName = StrEnum("WorkerName", {name: name for name in WORKERS})  # type: ignore[misc]
+WorkerName = StrEnum("WorkerName", {name: name for name in (*WORKERS, MIRROR)})  # type: ignore[misc]
 
 
 def worker(stage: Annotated[WorkerName, typer.Argument(help="The worker to run.")]) -> None:

@@ -48,6 +48,7 @@ import structlog
 
 from services.commit import deletion
 from services.commit.edits import apply_update
+from services.commit.protection import PROTECTION_STATUS, protection_detail, protection_fields
 from shared.claims import check_owner, check_stored_object, own_spool_entry
 from shared.errors import InvalidEvent, InvalidSource, StorageUnavailable
 from shared.events import (
@@ -83,6 +84,7 @@ EVENT_STATUS: Final[dict[str, FileStatus]] = {
     "file.corrupted": FileStatus.CORRUPTED,
     # A notice moves nothing forward; it creates the file's row if it is the first event seen.
     "file.dead_lettered": FileStatus.RECEIVED,
+    **PROTECTION_STATUS,
 }
 
 
@@ -113,9 +115,10 @@ def advance_status(current: str | None, incoming: str) -> FileStatus:
     """The status after ``incoming`` arrives at a version whose status is ``current``.
 
     Forward only (``docs/architecture.md`` § Statuses): the higher rank
-    (:data:`~shared.status.RANK`) wins, ``deleted`` ends every status, any other terminal
-    status (:data:`~shared.status.TERMINAL`) never moves, ``available`` moves only to
-    ``corrupted`` (or ``deleted``), ``None`` (no row yet) takes ``incoming``. ``current`` is
+    (:data:`~shared.status.RANK`) wins, ``deleted`` ends every status, a rescan's
+    ``quarantined`` ends ``available`` and ``corrupted``, any other terminal status
+    (:data:`~shared.status.TERMINAL`) never moves, ``available`` moves only to ``corrupted``
+    (or those two), ``None`` (no row yet) takes ``incoming``. ``current`` is
     the text PostgreSQL holds; the answer is a
     :class:`~shared.status.FileStatus`. E.g.
     ``advance_status("stored", "scanned") == "stored"``,
@@ -129,6 +132,8 @@ def advance_status(current: str | None, incoming: str) -> FileStatus:
     new = _parse(incoming)
     if old is None or new is FileStatus.DELETED:  # a deletion ends every status
         return new
+    if new is FileStatus.QUARANTINED and old in (FileStatus.AVAILABLE, FileStatus.CORRUPTED):
+        return new  # a rescan's verdict outranks what was served or found lost
     if old in TERMINAL:
         return old
     if old is FileStatus.AVAILABLE:
@@ -194,6 +199,8 @@ def status_for(event: BaseEvent) -> FileStatus:
 def detail_for(event: BaseEvent) -> str:
     """A short human reason for the history, e.g. ``infected: Eicar-Test-Signature``,
     ``no thumbnails: image file is truncated``, ``ClamAV 1.0.9 / 27431/Tue Oct  1 2024``."""
+    if (protection := protection_detail(event)) is not None:
+        return protection
     if isinstance(event, FileScanned):
         return f"{event.scanner} / {event.signature_version}"
     if isinstance(event, FileRejected):
@@ -251,6 +258,8 @@ def attention_of(notice: FileDeadLettered) -> dict[str, Any]:
 
 def stage_fields(event: BaseEvent) -> StageFields:
     """The ``file_versions`` columns ``event`` sets (scanner, bucket/key, thumbnails, ...)."""
+    if (protection := protection_fields(event)) is not None:
+        return protection
     if isinstance(event, FileScanned):
         return StageFields(scanner=event.scanner, signature_version=event.signature_version)
     if isinstance(event, FileRejected):

@@ -20,9 +20,9 @@ letter's ``x-sluice-*`` headers, :class:`~shared.retry.FailureHistory`).
 from __future__ import annotations
 
 import asyncio
-import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from shared.adapters.row_cipher import RowCipher
 from shared.errors import InvalidEvent
 from shared.events import BaseEvent, FileDeferred, FileFallback, FileScanned
 from shared.ports import FallbackStore, SourceReader
@@ -42,6 +42,7 @@ class Deps:
     sources: SourceReader
     repository: FallbackStore
     max_bytes: int
+    cipher: RowCipher = field(default_factory=RowCipher.plain)  # SLUICE_FALLBACK_ENCRYPTION_*
 
 
 def failure_reason(history: FailureHistory) -> str:
@@ -89,6 +90,10 @@ async def handle(
     data = await deps.sources.read(
         event.source, expected_sha256=event.sha256, expected_size=event.size_bytes
     )
-    encoded = await asyncio.to_thread(lambda: base64.b64encode(data).decode("ascii"))
+    encoded = await asyncio.to_thread(
+        lambda: deps.cipher.seal(
+            data, file_id=event.file_id, version_number=event.version_number, sha256=event.sha256
+        )
+    )
     await deps.repository.keep(event, encoded, reason, tracing.inject({}))
     return [event.follow(FileFallback, reason=reason)]

@@ -15,6 +15,7 @@ from services.fallback.repository import FallbackRepository
 from shared.adapters import broker
 from shared.adapters.db import create_pool, ping
 from shared.adapters.object_storage import open_object_storage
+from shared.adapters.row_cipher import RowCipher
 from shared.adapters.sources import SpoolOrS3SourceReader
 from shared.adapters.spools import open_spools
 from shared.breaker import Dependency, DependencyName
@@ -48,6 +49,7 @@ async def build(settings: Settings) -> Stage:
         sources=SpoolOrS3SourceReader.for_settings(spool, storage, settings.s3),
         repository=repository,
         max_bytes=settings.fallback.max_bytes,
+        cipher=(cipher := RowCipher.from_settings(settings.fallback)),
     )
 
     async def migrate(stop: asyncio.Event) -> None:
@@ -76,6 +78,7 @@ async def build(settings: Settings) -> Stage:
                     storage=storage,
                     publish=publish,
                     multipart_threshold_bytes=settings.s3.multipart_threshold_bytes,
+                    cipher=cipher,
                 ),
                 probe=storage.ping,
                 interval_s=settings.fallback.probe_interval_s,

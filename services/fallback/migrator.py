@@ -23,17 +23,17 @@ stage stays the only writer of file state (the brief): the switch of the version
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import structlog
 from pydantic import ValidationError
 
 from services.store import handler as store
+from shared.adapters.row_cipher import RowCipher
 from shared.errors import ChecksumMismatch, PermanentError, RetryableError, StorageUnavailable
 from shared.events import EVENT_ADAPTER, FileScanned, FileStored
 from shared.ports import FallbackRow, FallbackStore, FallbackSummary, ObjectStore, PublishEvent
@@ -83,9 +83,10 @@ class Deps:
     storage: ObjectStore
     publish: PublishEvent
     multipart_threshold_bytes: int
+    cipher: RowCipher = field(default_factory=RowCipher.plain)  # SLUICE_FALLBACK_ENCRYPTION_*
 
 
-def _decode(row: FallbackRow) -> tuple[FileScanned, bytes]:
+def _decode(row: FallbackRow, cipher: RowCipher) -> tuple[FileScanned, bytes]:
     """The row's event and bytes, checked against its size and SHA-256.
 
     Raises:
@@ -93,7 +94,12 @@ def _decode(row: FallbackRow) -> tuple[FileScanned, bytes]:
     """
     try:
         event = EVENT_ADAPTER.validate_python(row.event)
-        data = base64.b64decode(row.data_base64, validate=True)
+        data = cipher.open(
+            row.data_base64,
+            file_id=row.file_id,
+            version_number=row.version_number,
+            sha256=row.sha256,
+        )
     except (ValidationError, binascii.Error, ValueError) as exc:
         raise ChecksumMismatch(
             f"fallback row is damaged: {exc}", file_id=str(row.file_id)
@@ -123,7 +129,7 @@ async def migrate_row(row: FallbackRow, deps: Deps) -> FileStored:
 
 
 async def _migrate(row: FallbackRow, deps: Deps) -> FileStored:
-    event, data = await asyncio.to_thread(_decode, row)
+    event, data = await asyncio.to_thread(_decode, row, deps.cipher)
     sources = RowSource(data)
     answer = await store.handle(
         event,

@@ -56,6 +56,7 @@ from services.gateway.slots import OwnerSlots
 from shared.adapters import broker, db
 from shared.adapters.object_storage import open_object_storage
 from shared.adapters.outbox import EventOutbox
+from shared.adapters.row_cipher import RowCipher
 from shared.adapters.spools import open_spools
 from shared.errors import (
     BrokerUnavailable,
@@ -94,6 +95,7 @@ async def open_deps(settings: Settings, stack: contextlib.AsyncExitStack) -> Gat
     Raises:
         DatabaseUnavailable: PostgreSQL unreachable.
         BrokerUnavailable: RabbitMQ unreachable, or the topology cannot be declared.
+        ConfigError: SLUICE_FALLBACK_ENCRYPTION_KEYS or _KEY_ID malformed.
     """
     pool = await db.create_pool(settings.database)
     stack.push_async_callback(pool.close)
@@ -113,6 +115,7 @@ async def open_deps(settings: Settings, stack: contextlib.AsyncExitStack) -> Gat
             await spools.quarantine.ensure_bucket()
         except StorageUnavailable as exc:  # uploads are answered 503 until S3 is back
             log.warning("gateway.quarantine_unavailable", error=str(exc))
+    RowCipher.from_settings(settings.fallback)  # a bad SLUICE_FALLBACK_ENCRYPTION_* stops here
     outbox = EventOutbox(settings.spool.dir, settings.gateway.outbox_max_events)
     deps = GatewayDeps(
         settings=settings,

@@ -13,6 +13,7 @@ HTTP   code                         when
 404    ``object_missing``           the database names an object S3 does not have (seed 004)
 408    ``request_timeout``          the next chunk of the body did not come in time
 409    ``not_stored``               the file has no stored object (yet, or rejected)
+410    ``quarantined``              a rescan found the file infected; never served again
 413    ``too_large``                the file or the form passed its size limit
 415    ``unsupported_type``         type outside the policy, or sniffed/claimed mismatch
 415    ``not_multipart``            the request is not multipart/form-data

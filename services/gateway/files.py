@@ -44,10 +44,11 @@ from services.gateway.schemas import (
     StageEvent,
     ThumbnailOut,
 )
+from shared.adapters.row_cipher import RowCipher
 from shared.errors import SourceMissing
 from shared.events import utcnow
 from shared.naming import object_key
-from shared.status import FileStatus
+from shared.status import UNSERVED, FileStatus
 
 log = structlog.get_logger("sluice.gateway")
 router = APIRouter()
@@ -185,7 +186,7 @@ async def get_file(file_id: uuid.UUID, owner: Owner, deps: Deps) -> FileDetail:
     stored = (
         row["object_key"] is not None
         and row["bucket"] == storage.bucket
-        and row["status"] != FileStatus.CORRUPTED
+        and row["status"] not in UNSERVED
     )
     if row["object_key"] is not None and row["bucket"] != storage.bucket:
         log.warning("gateway.foreign_bucket", bucket=row["bucket"], key=row["object_key"])
@@ -233,6 +234,8 @@ async def get_file(file_id: uuid.UUID, owner: Owner, deps: Deps) -> FileDetail:
         urls=urls,
         thumbnails=thumbnails,
         thumbnail_error=row["thumbnail_error"],
+        scanner=row["scanner"],
+        signature_version=row["signature_version"],
         history=[StageEvent(**dict(event)) for event in history],
     )
 
@@ -243,6 +246,7 @@ async def get_file(file_id: uuid.UUID, owner: Owner, deps: Deps) -> FileDetail:
         **_ERRORS,
         200: {"content": {"application/octet-stream": {}}, "description": "The original."},
         409: {"model": ErrorBody, "description": "Not stored (yet), or rejected."},
+        410: {"model": ErrorBody, "description": "Quarantined: a rescan found it infected."},
         503: {"model": ErrorBody, "description": "Object storage unreachable."},
     },
     response_model=None,
@@ -259,8 +263,11 @@ async def get_content(file_id: uuid.UUID, owner: Owner, deps: Deps) -> Any:
     row = await fetch_file(deps.pool, file_id, owner)
     if row is None:
         raise not_found()
+    if row["status"] == FileStatus.QUARANTINED:  # a rescan found it infected
+        raise ApiError(410, "quarantined", f"the file is quarantined: {row['status_reason']}")
     if row["in_fallback"]:
-        data = await fetch_fallback_bytes(deps.pool, file_id, row["current_version"], owner)
+        cipher = RowCipher.from_settings(deps.settings.fallback)
+        data = await fetch_fallback_bytes(deps.pool, file_id, row["current_version"], owner, cipher)
         if data is not None:
             return fallback_original(row, data)
     if row["status"] == FileStatus.CORRUPTED:

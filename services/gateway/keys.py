@@ -221,7 +221,9 @@ class KeyCache:
 async def revoke_key(pool: asyncpg.Pool, key_or_id: str) -> ApiKeyInfo:
     """Revoke one active key, named by the key itself, its ``key_id`` or its ``key_prefix``.
 
-    Revoking is immediate: the next request with that key gets 401.
+    The database row is revoked at once; a gateway that verified the key less than
+    ``SLUICE_GATEWAY_KEY_CACHE_TTL_S`` ago still accepts it until that verification is that old
+    (:class:`KeyCache`), then answers 401.
 
     Raises:
         UnknownKey: nothing active matches, or a prefix matches several keys.
@@ -268,4 +270,43 @@ async def list_keys(
             include_revoked,
         )
     )
+    return [ApiKeyInfo(**dict(row)) for row in rows]
+
+
+def _like_prefix(text: str) -> str:
+    """``text`` as a ``LIKE`` pattern matching what starts with it (``_`` and ``%`` escaped)."""
+    escaped = text.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
+    return escaped + "%"
+
+
+async def find_keys(
+    pool: asyncpg.Pool, key_id_or_prefix: str, *, include_revoked: bool = False
+) -> list[ApiKeyInfo]:
+    """Keys named by ``key_id_or_prefix``, newest first: the key itself (by its hash), its
+    ``key_id`` (a UUID), or the start of its ``key_prefix`` (``slk_`` and at least one more
+    character; only the first 12 are compared, as only they are stored).
+
+    Several results mean the name is ambiguous; ``sluice keys revoke`` refuses it and lists
+    them.
+
+    Raises:
+        DatabaseUnavailable: PostgreSQL unreachable.
+    """
+    text = key_id_or_prefix.strip()
+    value: bytes | uuid.UUID | str
+    if is_well_formed(text):
+        where, value = "key_hash = $1", hash_key(text)
+    else:
+        try:
+            where, value = "key_id = $1", uuid.UUID(text)
+        except ValueError:
+            if not text.startswith(KEY_PREFIX) or len(text) <= len(KEY_PREFIX):
+                return []
+            where, value = "key_prefix LIKE $1", _like_prefix(text[:KEY_PREFIX_CHARS])
+    query = f"""
+        SELECT key_id, owner, scope, key_prefix, created_at, revoked_at FROM api_keys
+        WHERE {where} AND ($2 OR revoked_at IS NULL)
+        ORDER BY created_at DESC, key_id
+    """
+    rows = await db_call(lambda: pool.fetch(query, value, include_revoked))
     return [ApiKeyInfo(**dict(row)) for row in rows]

@@ -7,7 +7,6 @@ another owner reads exactly like a file that does not exist.
 from __future__ import annotations
 
 import asyncio
-import base64
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import TypeVar
 import asyncpg
 
 from shared.adapters.db import CONNECTION_ERRORS
+from shared.adapters.row_cipher import RowCipher
 from shared.errors import DatabaseUnavailable
 from shared.history import LAST_EVENT_TYPE
 
@@ -28,6 +28,7 @@ _FILE_COLUMNS = """
     v.size_bytes, v.sha256, v.source, v.bucket, v.object_key, v.thumbnails, v.thumbnail_error,
     COALESCE(v.received_at, f.received_at) AS version_received_at,
     COALESCE(v.original_name, f.original_name) AS version_name,
+    v.scanner, v.signature_version,
     EXISTS (SELECT 1 FROM fallback_blobs b
             WHERE b.file_id = f.file_id AND b.version_number = f.current_version
               AND b.owner = f.owner) AS in_fallback
@@ -189,21 +190,30 @@ async def fetch_page(
 
 
 async def fetch_fallback_bytes(
-    pool: asyncpg.Pool, file_id: uuid.UUID, version_number: int, owner: str
+    pool: asyncpg.Pool,
+    file_id: uuid.UUID,
+    version_number: int,
+    owner: str,
+    cipher: RowCipher | None = None,
 ) -> bytes | None:
     """The decoded original of ``owner``'s version kept in the fallback table, or ``None``
-    (a row another owner's event put there is never served as this owner's file).
+    (a row another owner's event put there is never served as this owner's file); a sealed row
+    is opened with ``cipher`` (``SLUICE_FALLBACK_ENCRYPTION_*``).
 
     Raises:
         DatabaseUnavailable: PostgreSQL unreachable.
+        ChecksumMismatch: the row does not open (damaged). ConfigError: its key is missing.
     """
     query = (
-        "SELECT data_base64 FROM fallback_blobs"
+        "SELECT data_base64, sha256 FROM fallback_blobs"
         " WHERE file_id = $1 AND version_number = $2 AND owner = $3"
     )
-    encoded: str | None = await db_call(
-        lambda: pool.fetchval(query, file_id, version_number, owner)
-    )
-    if encoded is None:
+    row = await db_call(lambda: pool.fetchrow(query, file_id, version_number, owner))
+    if row is None:
         return None
-    return await asyncio.to_thread(base64.b64decode, encoded)
+    opener = cipher or RowCipher.plain()
+    return await asyncio.to_thread(
+        lambda: opener.open(
+            row["data_base64"], file_id=file_id, version_number=version_number, sha256=row["sha256"]
+        )
+    )

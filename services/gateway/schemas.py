@@ -126,6 +126,12 @@ class FileDetail(FileSummary):
     urls: FileUrls | None = Field(description="Where to fetch the original; null until stored.")
     thumbnails: list[ThumbnailOut]
     thumbnail_error: str | None = Field(description="Why an image got no thumbnails.")
+    scanner: str | None = Field(
+        None, description="clamd engine that last scanned this version (upload or rescan)."
+    )
+    signature_version: str | None = Field(
+        None, description="Signature database version of that scan, as clamd reports it."
+    )
     history: list[StageEvent] = Field(description="Stage events, oldest first.")
 
 

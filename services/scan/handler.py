@@ -48,10 +48,11 @@ from dataclasses import dataclass
 
 import structlog
 
-from shared.errors import PolicyRefusal, SourceMissing
-from shared.events import BaseEvent, FileRejected, FileScanned
+from services.scan.rescan import rescan
+from shared.errors import InvalidEvent, PolicyRefusal, SourceMissing
+from shared.events import BaseEvent, FileRejected, FileRescanRequested, FileScanned
 from shared.policy import UploadPolicy, sniff
-from shared.ports import FileStates, Scanner, SourceReader, Spool
+from shared.ports import FileStates, ObjectStore, Scanner, SourceReader, Spool
 from shared.status import PAST_SCANNING
 
 log = structlog.get_logger("sluice.scan")
@@ -66,6 +67,7 @@ class Deps:
     states: FileStates
     spool: Spool
     policy: UploadPolicy
+    storage: ObjectStore | None = None  # rescans read stored originals (services/scan/rescan.py)
 
 
 async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
@@ -80,6 +82,10 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
         SourceMissing: the source is gone. InvalidSource: a reference that is not allowed.
         ScannerUnavailable: clamd gave no verdict (retried). StorageUnavailable: S3 down.
     """
+    if isinstance(event, FileRescanRequested):
+        if deps.storage is None:
+            raise InvalidEvent("this scan stage has no object store to rescan from")
+        return await rescan(event, deps.storage, deps.scanner)
     try:
         name = deps.policy.check_announced(event.original_name, event.size_bytes, event.metadata)
     except PolicyRefusal as refusal:

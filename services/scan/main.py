@@ -41,6 +41,7 @@ async def build(settings: Settings) -> Stage:
         states=FileStateReader(pool),
         spool=spool,
         policy=UploadPolicy.from_settings(settings.gateway),
+        storage=storage,
     )
     return Stage(
         name="scan",

@@ -6,6 +6,7 @@ import contextlib
 import functools
 
 from services.store.handler import Deps, handle
+from shared.adapters.encryption import check_encryption
 from shared.adapters.object_storage import open_object_storage
 from shared.adapters.sources import SpoolOrS3SourceReader
 from shared.adapters.spools import open_spools
@@ -31,6 +32,7 @@ async def build(settings: Settings) -> Stage:
     storage = await stack.enter_async_context(
         open_object_storage(settings, stored_bytes_stage="store")
     )
+    await check_encryption(storage)
     spool = await stack.enter_async_context(open_spools(settings))
     deps = Deps(
         sources=SpoolOrS3SourceReader.for_settings(spool, storage, settings.s3),

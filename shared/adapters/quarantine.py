@@ -57,6 +57,7 @@ from typing import Any
 
 import structlog
 
+from shared.adapters.encryption import sse_arguments
 from shared.adapters.spool import ABANDONED, PARTIAL, valid_name
 from shared.adapters.storage import S3ObjectStorage, b64_sha256
 from shared.errors import (
@@ -204,6 +205,7 @@ class QuarantineWriter:
                 Key=self._key,
                 ContentType="application/octet-stream",
                 ChecksumAlgorithm="SHA256",
+                **sse_arguments(storage.settings),
             ),
             key=self._key,
         )
@@ -525,6 +527,7 @@ class QuarantineSpool:
                     MetadataDirective="REPLACE",
                     ContentType=content_type,
                     Metadata={"sha256": sha256_hex},
+                    **sse_arguments(self.storage.settings),
                 ),
                 **context,
             )

@@ -24,6 +24,7 @@ import aiobotocore.session
 import botocore.exceptions
 from aiobotocore.config import AioConfig
 
+from shared.adapters.encryption import sse_arguments
 from shared.errors import (
     ChecksumMismatch,
     InvalidSource,
@@ -221,6 +222,7 @@ class S3ObjectStorage:
                 ContentType=content_type,
                 ChecksumSHA256=b64_sha256(sha256_hex),
                 Metadata=metadata or {},
+                **sse_arguments(self.settings),
             ),
             key=key,
         )
@@ -255,6 +257,7 @@ class S3ObjectStorage:
                 ChecksumAlgorithm="SHA256",
                 # S3 keeps only a checksum of the part checksums; keep the whole SHA-256 too.
                 Metadata={"sha256": sha256_hex},
+                **sse_arguments(self.settings),
             ),
             key=key,
         )

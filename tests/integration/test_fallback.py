@@ -474,3 +474,57 @@ async def test_gauges_count_fallback_rows_bytes_and_corrupted_versions(
     assert (value("sluice_fallback_oldest_age_seconds") or -1) >= 0
     corrupted = await pool.fetchval("SELECT count(*) FROM file_versions WHERE status = 'corrupted'")
     assert value("sluice_corrupted_versions") == corrupted
+
+
+async def test_rows_are_sealed_with_aes_gcm_and_old_keys_and_plain_rows_stay_readable(
+    pool: Any, repository: Any, spool: LocalSpool, storage: S3ObjectStorage, raw_s3: Any
+) -> None:
+    """SLUICE_FALLBACK_ENCRYPTION_*: a row kept with key k1 holds no Base64 of the photo; after
+    a rotation to k2 (k1 kept) it and a plain row written before still migrate byte for byte,
+    and the gateway's read opens it; a row moved onto another file's id does not open."""
+    from services.gateway.repo import fetch_fallback_bytes
+    from shared.adapters.row_cipher import RowCipher
+    from shared.settings import FallbackSettings
+
+    keys = {name: base64.b64encode(os.urandom(32)).decode() for name in ("k1", "k2")}
+
+    def cipher(current: str, *names: str) -> RowCipher:
+        held = json.dumps({name: keys[name] for name in names})
+        return RowCipher.from_settings(
+            FallbackSettings(encryption_keys=held, encryption_key_id=current)
+        )
+
+    plain = await kept(spool, storage, repository, PHOTO + b"plain")  # written before
+    k1 = cipher("k1", "k1")
+    sealed = scanned(PHOTO, await spooled(spool, PHOTO))
+    deps = deps_for(spool, storage, repository, 10 * 1024 * 1024)
+    await handle(sealed, NEVER_FAILED, Deps(deps.sources, deps.repository, deps.max_bytes, k1))
+    texts = {row["file_id"]: row["data_base64"] for row in await rows(pool)}
+    assert texts[sealed.file_id].startswith("aesgcm:k1:")
+    assert base64.b64encode(PHOTO[:3000]).decode()[:3000] not in texts[sealed.file_id]
+    assert base64.b64decode(texts[plain.file_id]) == PHOTO + b"plain"
+
+    served = await fetch_fallback_bytes(pool, sealed.file_id, 1, sealed.owner, k1)
+    assert served == PHOTO
+    with pytest.raises(ChecksumMismatch, match="does not open"):
+        k1.open(texts[sealed.file_id], file_id=plain.file_id, version_number=1, sha256=plain.sha256)
+
+    rotated = cipher("k2", "k1", "k2")
+    publish = Published()
+    plain_deps = migration(repository, storage, publish)
+    deps_m = migrator.Deps(
+        plain_deps.repository,
+        plain_deps.storage,
+        publish,
+        plain_deps.multipart_threshold_bytes,
+        rotated,
+    )
+    report = await migrator.migrate_batch(deps_m, 10)
+    assert (report.migrated, report.failed) == (2, 0)
+    by_file = {event.file_id: event for event in publish.events}
+    for event, data in ((sealed, PHOTO), (plain, PHOTO + b"plain")):
+        stored = by_file[event.file_id]
+        assert isinstance(stored, FileStored)
+        body = raw_s3.get_object(Bucket=BUCKET, Key=stored.key)["Body"].read()
+        assert body == data
+    assert await rows(pool) == []

@@ -70,6 +70,11 @@ def _received() -> FileReceived:
         ("stored", "corrupted", "corrupted"),
         ("corrupted", "available", "corrupted"),
         ("rejected", "corrupted", "rejected"),
+        ("available", "quarantined", "quarantined"),
+        ("corrupted", "quarantined", "quarantined"),
+        ("quarantined", "available", "quarantined"),
+        ("quarantined", "corrupted", "quarantined"),
+        ("rejected", "quarantined", "rejected"),
     ],
 )
 def test_advance_status(current: str | None, incoming: str, expected: str) -> None:
@@ -90,10 +95,11 @@ def test_status_never_goes_back(arrivals: list[str]) -> None:
         new = advance_status(current, incoming)
         if current is not None:
             assert RANK[new] >= RANK[current]
-            if current in TERMINAL and incoming != "deleted":  # a deletion ends every status
-                assert new == current
+            if current in TERMINAL and incoming != "deleted":  # a deletion ends every status,
+                # and a rescan may quarantine what was found lost
+                assert new == current or (current, new) == ("corrupted", "quarantined")
             if current == "available":
-                assert new in ("available", "corrupted", "deleted")
+                assert new in ("available", "corrupted", "quarantined", "deleted")
         current = new
 
 

@@ -115,3 +115,39 @@ def test_nul_is_refused_where_postgresql_could_not_store_it(overrides: dict[str,
 
 def test_backslash_text_in_metadata_is_fine() -> None:
     assert received(metadata={"path": "C:\\u0000dir"}).metadata == {"path": "C:\\u0000dir"}
+
+
+def test_every_event_type_of_the_contract_is_read_back() -> None:
+    """Each class in EVENT_TYPES is in the union the run loop decodes with: a consumer bound to
+    its routing key would otherwise dead-letter it as an unknown type."""
+    from shared.events import (
+        EVENT_TYPES,
+        FileDeleted,
+        FileQuarantined,
+        FileRescanned,
+        FileRescanRequested,
+    )
+
+    base = received()
+    made = [
+        FileRescanRequested.about(
+            base.model_dump(exclude={"type", "event_id", "causation_id", "occurred_at"}),
+            bucket="sluice",
+            key="alice/k",
+            thumbnail_keys=["alice/k.thumb-256.webp"],
+            rescan_id=uuid.uuid4(),
+        ),
+        base.follow(FileRescanned, scanner="ClamAV 1.4.3", signature_version="unknown"),
+        base.follow(
+            FileQuarantined,
+            signature="Sluice.Test.Later",
+            scanner="ClamAV 1.4.3",
+            signature_version="unknown",
+            bucket="sluice",
+            quarantine_keys=["_quarantine/alice/k"],
+        ),
+        base.follow(FileDeleted, reason="owner"),
+    ]
+    assert {type(event) for event in made} <= set(EVENT_TYPES)
+    for event in made:
+        assert parse_event(event.model_dump_json().encode()) == event

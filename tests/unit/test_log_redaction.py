@@ -57,3 +57,19 @@ def test_trace_context_is_added_inside_a_span_only() -> None:
     context = span.get_span_context()
     assert event["trace_id"] == f"{context.trace_id:032x}"
     assert event["span_id"] == f"{context.span_id:016x}"
+
+
+def test_known_secrets_include_the_mirror_key_and_each_fallback_key(monkeypatch: object) -> None:
+    """``known_secrets`` (what every command masks): without fallback keys it still works; with
+    them, the JSON and each key are masked."""
+    import pytest
+
+    from services.cli._common import known_secrets
+    from shared.settings import Settings
+
+    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+    monkeypatch.setenv("SLUICE_MIRROR_SECRET_KEY", "mirror-secret-1234")
+    plain = known_secrets(Settings.from_env())
+    assert "mirror-secret-1234" in plain
+    monkeypatch.setenv("SLUICE_FALLBACK_ENCRYPTION_KEYS", '{"k1": "c2VjcmV0LWtleS1iYXNlNjQ="}')
+    assert "c2VjcmV0LWtleS1iYXNlNjQ=" in known_secrets(Settings.from_env())

@@ -61,7 +61,7 @@ def test_every_stage_has_quorum_queue_with_dead_lettering() -> None:
 def test_each_worker_takes_the_event_types_its_queue_receives() -> None:
     for stage in STAGES:
         assert accepted_event_types(stage) == set(STAGE_BINDINGS[stage])
-    assert accepted_event_types("scan") == {"file.received"}
+    assert accepted_event_types("scan") == {"file.received", "file.rescan_requested"}
     # The fallback's queue takes the store stage's dead letters: file.scanned events.
     assert accepted_event_types("fallback") == {"file.scanned"}
     assert "file.committed" not in accepted_event_types("commit")

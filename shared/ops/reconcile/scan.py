@@ -50,6 +50,7 @@ from shared.errors import (
     SourceMissing,
     StorageUnavailable,
 )
+from shared.naming import QUARANTINE_PREFIX
 from shared.ops.reconcile.report import (
     ContentMismatch,
     ListingOrder,
@@ -291,6 +292,8 @@ class _Run:
             self.counts["orphan_bytes"] += orphan.size_bytes
 
     async def maybe_delete(self, orphan: Orphan, older_than: timedelta) -> Orphan:
+        if orphan.key.startswith(QUARANTINE_PREFIX):
+            return replace(orphan, kept="quarantined by a rescan: never deleted by reconcile")
         if orphan.file_status is not None and orphan.file_status not in FINAL:
             return replace(orphan, kept=f"file in progress ({orphan.file_status})")
         if orphan.age_s < older_than.total_seconds():

@@ -1,0 +1,1 @@
+DROP TABLE mirrored_objects;
