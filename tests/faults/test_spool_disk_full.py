@@ -130,7 +130,7 @@ def test_a_full_spool_is_507_leaves_nothing_and_recovers_by_itself(cluster: Clus
         assert hashlib.sha256(data).hexdigest() == upload.sha256, f"{file_id} is not whole"
 
     # The stages drain the spool; the gateway, untouched, takes uploads again.
-    for name in (*WORKERS, "fallback"):
+    for name in (*WORKERS, "purge", "fallback"):
         cluster.start(name)
     cluster.wait_ready()
     filled = UploadResults(
