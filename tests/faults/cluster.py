@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,16 @@ class Cluster:
         except httpx.HTTPError:
             return False
         return answer.status_code == 200
+
+    def wait_for(self, condition: Callable[[], object], timeout_s: float, what: str) -> None:
+        """Wait until ``condition()`` is true; fail at once if a process died, and after
+        ``timeout_s`` seconds naming ``what``."""
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            for name, process in self.processes.items():
+                assert process.poll() is None, f"{name} died: {self.log_tail(name)}"
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.3)
 
     def wait_ready(
         self, names: tuple[str, ...] = (*WORKERS, "purge", "fallback"), timeout_s: float = 60

@@ -65,15 +65,6 @@ def cluster(services: object, s3: PrivateSeaweedFS, tmp_path: Path) -> Iterator[
     cluster.stop_all()
 
 
-def _wait(condition: object, timeout_s: float, what: str, cluster: Cluster) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():  # type: ignore[operator]
-        for name, process in cluster.processes.items():
-            assert process.poll() is None, f"{name} died: {cluster.log_tail(name)}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
-
-
 def _upload(cluster: Cluster, key: str, count: int, name: str) -> list[str]:
     ids = []
     with httpx.Client(
@@ -162,21 +153,20 @@ def test_erase_leaves_nothing_of_the_owner_and_keeps_the_others(
     alice_available = _upload(cluster, alice, 4, "alice")
     bob_available = _upload(cluster, bob, 3, "bob")
     everyone = alice_available + bob_available
-    _wait(lambda: _statuses(cluster, everyone) == {"available": 7}, 120, "available", cluster)
+    cluster.wait_for(lambda: _statuses(cluster, everyone) == {"available": 7}, 120, "available")
     dead = _dead_letter(cluster, "alice")
-    _wait(lambda: queue_depths(cluster)[f"{cluster.prefix}.scan.dlq"] == 1, 60, "dead", cluster)
+    cluster.wait_for(lambda: queue_depths(cluster)[f"{cluster.prefix}.scan.dlq"] == 1, 60, "dead")
 
     s3.stop()
     alice_fallback = _upload(cluster, alice, 3, "alice")
     bob_fallback = _upload(cluster, bob, 1, "bob")
-    _wait(
+    cluster.wait_for(
         lambda: _statuses(cluster, alice_fallback + bob_fallback) == {"fallback": 4},
         180,
         "fallback",
-        cluster,
     )
     alice_in_flight = _upload(cluster, alice, 3, "alice")
-    _wait(lambda: _statuses(cluster, alice_in_flight), 30, "in flight recorded", cluster)
+    cluster.wait_for(lambda: _statuses(cluster, alice_in_flight), 30, "in flight recorded")
     states = _statuses(cluster, alice_in_flight)
     assert not set(states) & {"available", "fallback"}, states
 
@@ -191,7 +181,7 @@ def test_erase_leaves_nothing_of_the_owner_and_keeps_the_others(
             "available": 1
         }
 
-    _wait(settled, 180, "queues drained", cluster)
+    cluster.wait_for(settled, 180, "queues drained")
     time.sleep(3)  # a late stage write, migration or dead letter would land by now
     assert not any(queue_depths(cluster).values())
     assert _keys(cluster, "alice/") == []

@@ -57,15 +57,6 @@ def cluster(services: object, s3: PrivateSeaweedFS, tmp_path: Path) -> Iterator[
     cluster.stop_all()
 
 
-def _wait(condition: object, timeout_s: float, what: str, cluster: Cluster) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():  # type: ignore[operator]
-        for name, process in cluster.processes.items():
-            assert process.poll() is None, f"{name} died: {cluster.log_tail(name)}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.3)
-
-
 def _statuses(cluster: Cluster, ids: list[str]) -> dict[str, int]:
     rows = cluster.sql(
         "SELECT status, count(*) FROM files WHERE file_id = ANY(%s::uuid[]) GROUP BY status", ids
@@ -97,13 +88,13 @@ def test_purge_retries_while_s3_is_down_and_leaves_nothing(
         return list(results.accepted)
 
     stored = asyncio.run(send(STORED))
-    _wait(lambda: _statuses(cluster, stored) == {"available": STORED}, 120, "available", cluster)
+    cluster.wait_for(lambda: _statuses(cluster, stored) == {"available": STORED}, 120, "available")
     assert len(_keys(cluster, stored)) == STORED * 3  # original, thumbnail, preview
 
     s3.stop()
     fallback = asyncio.run(send(IN_FALLBACK))
-    _wait(
-        lambda: _statuses(cluster, fallback) == {"fallback": IN_FALLBACK}, 180, "fallback", cluster
+    cluster.wait_for(
+        lambda: _statuses(cluster, fallback) == {"fallback": IN_FALLBACK}, 180, "fallback"
     )
     ids = stored + fallback
     assert cluster.sql("SELECT count(*) FROM fallback_blobs") == [(IN_FALLBACK,)]
@@ -119,7 +110,7 @@ def test_purge_retries_while_s3_is_down_and_leaves_nothing(
 
     started = time.monotonic()
     assert set(asyncio.run(delete_all())) == {(202, 404)}
-    _wait(lambda: _statuses(cluster, ids) == {"deleted": len(ids)}, 60, "deleted", cluster)
+    cluster.wait_for(lambda: _statuses(cluster, ids) == {"deleted": len(ids)}, 60, "deleted")
     time.sleep(10)  # the purge meets S3 down for a while
     assert cluster.sql("SELECT count(*) FROM fallback_blobs") == [(IN_FALLBACK,)]  # not yet
     assert queue_depths(cluster)[f"{cluster.prefix}.purge.dlq"] == 0
@@ -135,7 +126,7 @@ def test_purge_retries_while_s3_is_down_and_leaves_nothing(
             and cluster.sql("SELECT count(*) FROM fallback_blobs") == [(0,)]
         )
 
-    _wait(purged, 180, "every deleted file purged", cluster)
+    cluster.wait_for(purged, 180, "every deleted file purged")
     elapsed_s = time.monotonic() - started
     time.sleep(3)  # a late migration or purge would land by now
     assert _keys(cluster, ids) == []
