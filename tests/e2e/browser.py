@@ -11,7 +11,9 @@ import pytest
 from selenium import webdriver
 from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -49,3 +51,29 @@ def chromium() -> Iterator[WebDriver]:
         yield driver
     finally:
         driver.quit()
+
+
+def report(capsys: pytest.CaptureFixture[str], line: str) -> None:
+    """A line in the terminal output, even without ``-s``."""
+    with capsys.disabled():
+        print(f"\n{line}")
+
+
+def text_of(driver: WebDriver, element_id: str) -> str:
+    """The visible text of the element ``#element_id``."""
+    text: str = driver.find_element(By.ID, element_id).text
+    return text
+
+
+def wait_text(
+    driver: WebDriver, element_id: str, expected: str, timeout_s: float, *also: str
+) -> None:
+    """Wait until ``#element_id`` shows ``expected``; the failure quotes what it showed, and
+    what the elements ``also`` showed (e.g. the page's error line)."""
+    try:
+        WebDriverWait(driver, timeout_s).until(lambda d: expected in text_of(d, element_id))
+    except Exception:
+        shown = "".join(f"; #{other} showed {text_of(driver, other)!r}" for other in also)
+        raise AssertionError(
+            f"#{element_id} never showed {expected!r}: {text_of(driver, element_id)!r}{shown}"
+        ) from None

@@ -34,7 +34,8 @@ from shared.adapters import broker, db
 from shared.events import FileReceived
 from shared.settings import AmqpSettings, DatabaseSettings
 from shared.topology import Topology
-from tests.e2e.browser import chromium
+from tests.e2e.browser import chromium, report, text_of
+from tests.e2e.browser import wait_text as wait_text_within
 from tests.e2e.pipeline import Pipeline, free_port, queue_depths, start_pipeline
 
 pytestmark = pytest.mark.e2e
@@ -91,27 +92,6 @@ def png() -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (64, 48), (30, 120, 200)).save(out, "PNG")
     return out.getvalue()
-
-
-def report(capsys: pytest.CaptureFixture[str], line: str) -> None:
-    """A line in the terminal output, even without ``-s``."""
-    with capsys.disabled():
-        print(f"\n{line}")
-
-
-def text_of(driver: WebDriver, element_id: str) -> str:
-    text: str = driver.find_element(By.ID, element_id).text
-    return text
-
-
-def wait_text(driver: WebDriver, element_id: str, expected: str) -> None:
-    try:
-        WebDriverWait(driver, WAIT_S).until(lambda d: expected in text_of(d, element_id))
-    except Exception:
-        raise AssertionError(
-            f"#{element_id} never showed {expected!r}: {text_of(driver, element_id)!r}; "
-            f"error shown: {text_of(driver, 'error')!r}"
-        ) from None
 
 
 def use_key(driver: WebDriver, key: str) -> None:
@@ -259,3 +239,7 @@ def test_the_page_shows_a_dead_letter_dry_runs_and_replays_it(
         entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"
     ]
     assert severe == [], severe  # no script error, no blocked (external) fetch
+
+
+def wait_text(driver: WebDriver, element_id: str, expected: str) -> None:
+    wait_text_within(driver, element_id, expected, WAIT_S, "error")

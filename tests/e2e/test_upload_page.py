@@ -25,7 +25,8 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from shared.settings import S3Settings
-from tests.e2e.browser import chromium
+from tests.e2e.browser import chromium, report, text_of
+from tests.e2e.browser import wait_text as wait_text_within
 from tests.e2e.pipeline import ROOT, Pipeline, start_pipeline
 
 pytestmark = pytest.mark.e2e
@@ -56,26 +57,6 @@ def page(pipeline: Pipeline, browser: WebDriver) -> WebDriver:
     assert browser.title == "Sluice upload"
     browser.get_log("browser")  # start each test with an empty console
     return browser
-
-
-def report(capsys: pytest.CaptureFixture[str], line: str) -> None:
-    """A line in the terminal output, even without ``-s``."""
-    with capsys.disabled():
-        print(f"\n{line}")
-
-
-def text_of(driver: WebDriver, element_id: str) -> str:
-    text: str = driver.find_element(By.ID, element_id).text
-    return text
-
-
-def wait_text(driver: WebDriver, element_id: str, expected: str) -> None:
-    try:
-        WebDriverWait(driver, WAIT_S).until(lambda d: expected in text_of(d, element_id))
-    except Exception:
-        raise AssertionError(
-            f"#{element_id} never showed {expected!r}: {text_of(driver, element_id)!r}"
-        ) from None
 
 
 def use_key(driver: WebDriver, key: str) -> None:
@@ -474,3 +455,7 @@ def test_a_stage_the_stream_did_not_show_is_taken_from_the_files_history(
     item = wait_items(page, {"photo-rotated.jpg"})["photo-rotated.jpg"]
     assert item["state"] == "available", item
     assert item["done"] == STAGES, item
+
+
+def wait_text(driver: WebDriver, element_id: str, expected: str) -> None:
+    wait_text_within(driver, element_id, expected, WAIT_S)
