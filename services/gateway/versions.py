@@ -32,10 +32,11 @@ from services.gateway.upload import _ERRORS as UPLOAD_ERRORS
 from services.gateway.upload import _FORM_SCHEMA, _accept
 from services.gateway.version_queries import fetch_version, fetch_version_history, fetch_versions
 from services.gateway.version_schemas import VersionDetail, VersionList, VersionSummary
+from shared.adapters.row_cipher import RowCipher
 from shared.adapters.versions import VersionNumbers
 from shared.errors import SourceMissing
 from shared.events import utcnow
-from shared.status import FileStatus
+from shared.status import UNSERVED, FileStatus
 from shared.telemetry import metrics
 
 log = structlog.get_logger("sluice.gateway")
@@ -158,7 +159,7 @@ async def get_version(
     stored = (
         row["object_key"] is not None
         and row["bucket"] == storage.bucket
-        and row["status"] != FileStatus.CORRUPTED
+        and row["status"] not in UNSERVED  # corrupted or quarantined: no URL
     )
     content = f"/v1/files/{file_id}/versions/{version_number}/content"
     urls: FileUrls | None = None
@@ -204,6 +205,7 @@ async def get_version(
         **_NOT_FOUND,
         200: {"content": {"application/octet-stream": {}}, "description": "The version."},
         409: {"model": ErrorBody, "description": "This version is not stored (yet), or rejected."},
+        410: {"model": ErrorBody, "description": "Quarantined: a rescan found it infected."},
         503: {"model": ErrorBody, "description": "Object storage unreachable."},
     },
     response_model=None,
@@ -220,8 +222,13 @@ async def get_version_content(
     if found is None:
         raise not_found()
     row = _as_file_row(found)
+    if row["status"] == FileStatus.QUARANTINED:  # a rescan found this version infected
+        raise ApiError(
+            410, "quarantined", "this version is quarantined: a rescan found it infected"
+        )
     if row["in_fallback"]:
-        data = await fetch_fallback_bytes(deps.pool, file_id, version_number, owner)
+        cipher = RowCipher.from_settings(deps.settings.fallback)
+        data = await fetch_fallback_bytes(deps.pool, file_id, version_number, owner, cipher)
         if data is not None:
             return fallback_original(row, data)
     if row["status"] == FileStatus.CORRUPTED:

@@ -133,6 +133,11 @@ def test_a_rescan_quarantines_a_stored_file_a_new_signature_matches(
     assert "file.quarantined" in [event["type"] for event in info["history"]]
     with pipeline.client() as client:
         content = client.get(f"/v1/files/{ids['later.png']}/content")
+        version = client.get(f"/v1/files/{ids['later.png']}/versions/1")
+        version_content = client.get(f"/v1/files/{ids['later.png']}/versions/1/content")
+    assert version.status_code == 200 and version.json()["urls"] is None, version.text
+    assert all(t["url"] is None for t in version.json()["thumbnails"])
+    assert version_content.status_code == 410, version_content.text
     assert content.status_code == 410
     assert content.json()["error"]["code"] == "quarantined"
     assert SIGNATURE in content.json()["error"]["message"]

@@ -18,7 +18,6 @@ Deleted files (and files whose deletion is under way) are not exported. The zip 
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import json
 import os
@@ -30,6 +29,7 @@ from typing import Any
 
 from shared.adapters.db import create_pool
 from shared.adapters.object_storage import open_object_storage
+from shared.adapters.row_cipher import RowCipher
 from shared.errors import SourceMissing
 from shared.events import utcnow
 from shared.naming import sanitise_name
@@ -102,6 +102,7 @@ async def export_owner(
     """
     check_owner_name(owner)
     progress = on_progress or (lambda done, total: None)
+    cipher = RowCipher.from_settings(settings.fallback)  # before anything is opened
     pool = await create_pool(settings.database)
     partial = out.with_name(out.name + ".partial")
     try:
@@ -172,15 +173,22 @@ async def export_owner(
                             version["missing"] = True
                             continue
                     elif row["in_fallback"]:
-                        encoded = await pool.fetchval(
-                            "SELECT data_base64 FROM fallback_blobs"
+                        kept = await pool.fetchrow(
+                            "SELECT data_base64, sha256 FROM fallback_blobs"
                             " WHERE file_id = $1 AND version_number = $2",
                             file_id,
                             n,
                         )
-                        if encoded is None:  # migrated meanwhile; the next export has it
+                        if kept is None:  # migrated meanwhile; the next export has it
                             continue
-                        data = base64.b64decode(encoded)
+                        # plain Base64, or sealed (SLUICE_FALLBACK_ENCRYPTION_*): opened alike
+                        data = await asyncio.to_thread(
+                            cipher.open,
+                            kept["data_base64"],
+                            file_id=file_id,
+                            version_number=n,
+                            sha256=kept["sha256"],
+                        )
                         archive.writestr(name, data)
                         sha256 = hashlib.sha256(data).hexdigest()
                         advance(len(data))
