@@ -37,8 +37,8 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from services.thumbnail.render import Thumbnail, render_thumbnails
 from shared.errors import RetryableError, ThumbnailError
+from shared.imaging.render import Thumbnail, render_thumbnails
 
 __all__ = ["RenderFunction", "RenderPool", "cpu_count"]
 
