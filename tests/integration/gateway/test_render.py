@@ -186,3 +186,23 @@ async def test_a_corrupt_image_is_422_and_nothing_is_cached(
     assert response.status_code == 422
     assert error_of(response)[0] == "undecodable_image"
     assert [i async for i in storage.list_objects(f"{key}.render-")] == []
+
+
+async def test_the_openapi_document_lists_the_route_and_its_errors(gw: Gateway) -> None:
+    spec = (await gw.client.get("/openapi.json")).json()
+    route = spec["paths"]["/v1/files/{file_id}/render"]["get"]
+    assert set(route["responses"]) >= {
+        "200",
+        "304",
+        "400",
+        "401",
+        "404",
+        "409",
+        "410",
+        "415",
+        "422",
+        "429",
+        "503",
+    }
+    assert set(route["responses"]["200"]["content"]) == {"image/webp", "image/jpeg", "image/png"}
+    assert {p["name"] for p in route["parameters"]} >= {"w", "h", "fit", "format", "version"}
