@@ -7,8 +7,8 @@ import pytest
 
 from services.gateway.errors import ApiError
 from services.gateway.rendering import etag_matches, parse_request
-from services.gateway.renditions import RenditionRequest
-from shared.settings import RenderSettings
+from services.gateway.renditions import RenditionRequest, Renditions
+from shared.settings import RenderSettings, ThumbnailSettings
 
 SETTINGS = RenderSettings(sizes=(64, 256, 1024))
 
@@ -50,3 +50,21 @@ def test_etag_is_strong_and_changes_with_source_and_parameters() -> None:
     assert etag != RenditionRequest(256, 256, "fill", "webp").etag("a" * 64)
     assert etag_matches(f'"x", W/{etag}', etag) and etag_matches("*", etag)
     assert not etag_matches('"other"', etag) and not etag_matches(None, etag)
+
+
+def test_renders_past_the_owner_or_process_bound_are_429() -> None:
+    settings = RenderSettings(processes=0, max_concurrent=2, max_concurrent_per_owner=1)
+    renditions = Renditions(settings, ThumbnailSettings())
+    with renditions.slot("alice"):
+        with pytest.raises(ApiError) as per_owner:
+            with renditions.slot("alice"):
+                pass
+        assert (per_owner.value.status_code, per_owner.value.code) == (429, "too_many_renders")
+        with renditions.slot("bob"):
+            with pytest.raises(ApiError) as per_process:
+                with renditions.slot("carol"):
+                    pass
+            assert per_process.value.status_code == 429
+            assert per_process.value.headers["Retry-After"]
+    with renditions.slot("alice"), renditions.slot("bob"):  # given back
+        pass
