@@ -117,3 +117,28 @@ def test_renditions_rendered_cached_validated_and_purged(
     while _stored(running, tmp, backend, key) is not None:
         assert time.monotonic() < deadline, "the purge left the rendition behind"
         time.sleep(0.5)
+
+
+def test_version_parameter_renders_that_version(
+    pipeline: tuple[Pipeline, Path], backend: str
+) -> None:
+    running, _ = pipeline
+    file_id, _ = _upload(running, "photo-rotated.jpg")  # 600x400 upright
+    with running.client() as client:
+        added = client.post(
+            f"/v1/files/{file_id}/versions",
+            files={"file": ("photo.webp", (SAMPLES / "photo.webp").read_bytes())},  # 1000x872
+        )
+        assert added.status_code == 202, added.text
+        deadline = time.monotonic() + 120
+        while client.get(f"/v1/files/{file_id}/versions/2").json().get("status") != "available":
+            assert time.monotonic() < deadline, "version 2 not available"
+            time.sleep(0.2)
+        url = f"/v1/files/{file_id}/render"
+        current = client.get(url, params={"h": "128", "format": "png"})
+        first = client.get(url, params={"h": "128", "format": "png", "version": "1"})
+        assert Image.open(io.BytesIO(current.content)).size == (147, 128)
+        assert Image.open(io.BytesIO(first.content)).size == (192, 128)
+        assert current.headers["etag"] != first.headers["etag"]
+        missing = client.get(url, params={"h": "128", "version": "9"})
+        assert missing.status_code == 404

@@ -88,3 +88,18 @@ def test_a_pdf_and_a_corrupt_image_are_refused() -> None:
 def test_target_size_needs_a_side() -> None:
     with pytest.raises(ValueError, match="width, a height"):
         target_size(10, 10, None, None, "contain")
+
+
+@pytest.mark.parametrize(
+    ("name", "content_type", "expected"),
+    [
+        ("photo.heic", "image/heic", (128, 128)),
+        ("animation.gif", "image/gif", (128, 85)),
+        ("photo.webp", "image/webp", (128, 112)),
+        ("photo.png", "image/png", (128, 85)),
+    ],
+)
+def test_every_image_type_renders(name: str, content_type: str, expected: tuple[int, int]) -> None:
+    data = (SAMPLES / name).read_bytes()
+    rendition = render_rendition(data, content_type, width=128, height=None, format="webp")
+    assert _open(rendition.data).size == expected
