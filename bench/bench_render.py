@@ -44,8 +44,8 @@ from PIL import Image, ImageChops, ImageOps, ImageStat
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from services.thumbnail import render  # noqa: E402
-from services.thumbnail.pool import RenderPool, cpu_count  # noqa: E402
+from shared.imaging import render  # noqa: E402
+from shared.imaging.pool import RenderPool, cpu_count  # noqa: E402
 
 SAMPLES = {
     "photo-rotated.jpg": "image/jpeg",

@@ -61,8 +61,8 @@ from PIL import Image
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from services.thumbnail.render import render_thumbnails  # noqa: E402
 from shared import devservices  # noqa: E402
+from shared.imaging.render import render_thumbnails  # noqa: E402
 from shared.status import FINAL  # noqa: E402
 from shared.topology import Topology  # noqa: E402
 

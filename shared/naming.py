@@ -77,6 +77,20 @@ def thumbnail_key(original_key: str, size_px: int, content_type: str = "image/we
     return f"{original_key}.thumb-{size_px}.{THUMBNAIL_EXTENSIONS[content_type]}"
 
 
+def rendition_key(
+    original_key: str, width: int | None, height: int | None, fit: str, extension: str
+) -> str:
+    """The key of a rendition, next to its original (so the purge of the file's prefix removes
+    it): ``{original key}.render-{w}x{h}-{fit}.{extension}``, a missing side written ``auto``.
+
+    >>> rendition_key("o/f-1-a.jpg", 512, None, "contain", "webp")
+    'o/f-1-a.jpg.render-512xauto-contain.webp'
+    """
+    w = "auto" if width is None else str(width)
+    h = "auto" if height is None else str(height)
+    return f"{original_key}.render-{w}x{h}-{fit}.{extension}"
+
+
 def spool_name(file_id: uuid.UUID, version_number: int = 1) -> str:
     """The spool entry of a file version's upload: ``{file_id}`` for version 1 (as before
     versions existed), ``{file_id}.v{n}`` for version ``n`` > 1, so a new version never

@@ -431,6 +431,62 @@ class ThumbnailSettings(BaseSettings):
         return tuple(sorted(set(value)))
 
 
+class RenderSettings(BaseSettings):
+    """Renditions on demand, ``GET /v1/files/{id}/render`` (``SLUICE_RENDER_*``,
+    docs/files-api.md § Renditions on demand). Decoder limits and qualities are the
+    thumbnails' (``SLUICE_THUMBNAIL_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICE_RENDER_", frozen=True)
+
+    sizes: tuple[int, ...] = Field(
+        (64, 128, 256, 512, 1024, 2048),
+        min_length=1,
+        description="The widths and heights a rendition may ask for, pixels (an allow-list: "
+        "any other is 400, so the cache cannot be flooded with sizes).",
+    )
+    processes: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="Render processes of each gateway process; 0: render in threads of the "
+        "gateway (a decoder crash then kills it).",
+    )
+    max_concurrent: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Renditions rendered at once per gateway process; past it 429 "
+        "too_many_renders with Retry-After.",
+    )
+    max_concurrent_per_owner: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Renditions one owner may have being rendered at once per gateway "
+        "process; past it 429 too_many_renders. Cache hits are not counted.",
+    )
+    timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="Longest a render process may spend on one rendition, seconds; past it "
+        "the process is killed and the request answered 422 undecodable_image.",
+    )
+    max_age_s: int = Field(
+        86400,
+        ge=0,
+        le=31_536_000,
+        description="Cache-Control max-age of a rendition, seconds (private: browsers only).",
+    )
+
+    @field_validator("sizes")
+    @classmethod
+    def _bounded(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(size < 1 or size > 8192 for size in value):
+            raise ValueError("each size must be between 1 and 8192 pixels")
+        return tuple(sorted(set(value)))
+
+
 class FallbackSettings(BaseSettings):
     """The fallback worker (``SLUICE_FALLBACK_*``): Base64 in PostgreSQL while S3 is down."""
 
@@ -690,6 +746,7 @@ class Settings:
         stream: StreamSettings | None = None,
         files: FilesSettings | None = None,
         mirror: MirrorSettings | None = None,
+        render: RenderSettings | None = None,
     ) -> None:
         storage = storage or StorageSettings()
         if storage.backend == "local" and spool.backend == "s3":
@@ -728,6 +785,7 @@ class Settings:
         self.stream = stream or StreamSettings()
         self.files = files or FilesSettings()
         self.mirror = mirror or MirrorSettings()
+        self.render = render or RenderSettings()
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -755,6 +813,7 @@ class Settings:
             stream=load(StreamSettings),
             files=load(FilesSettings),
             mirror=load(MirrorSettings),
+            render=load(RenderSettings),
         )
 
 
@@ -768,6 +827,7 @@ SETTINGS_GROUPS: tuple[type[BaseSettings], ...] = (
     GatewaySettings,
     TusSettings,
     ThumbnailSettings,
+    RenderSettings,
     FallbackSettings,
     StorageSettings,
     WorkerSettings,

@@ -39,6 +39,7 @@ from services.gateway import (
     objects,
     ops_api,
     ops_page,
+    rendering,
     streams,
     tus,
     upload,
@@ -52,6 +53,7 @@ from services.gateway.deps import GatewayDeps
 from services.gateway.edge import BodyDeadline, edge_protocol
 from services.gateway.keys import KeyCache
 from services.gateway.relay import OutboxRelay
+from services.gateway.renditions import Renditions
 from services.gateway.slots import OwnerSlots
 from shared.adapters import broker, db
 from shared.adapters.object_storage import open_object_storage
@@ -132,7 +134,9 @@ async def open_deps(settings: Settings, stack: contextlib.AsyncExitStack) -> Gat
             settings.gateway.key_cache_ttl_s, settings.gateway.key_cache_stale_if_error_s
         ),
         uploads=OwnerSlots(settings.gateway.max_concurrent_uploads_per_owner),
+        renditions=Renditions(settings.render, settings.thumbnail),
     )
+    stack.push_async_callback(deps.renditions.close)
     connection.reconnect_callbacks.add(deps.relay.reconnected)
     stop_relay = asyncio.Event()
     relaying = asyncio.create_task(deps.relay.run(stop_relay), name="outbox-relay")
@@ -249,6 +253,7 @@ def create_app(settings: Settings) -> FastAPI:
     instrument(app)
     app.include_router(upload.router)
     app.include_router(tus.router)
+    app.include_router(rendering.router)
     app.include_router(files.router)
     app.include_router(versions.router)
     app.include_router(edits.router)

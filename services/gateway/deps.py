@@ -10,6 +10,7 @@ from fastapi import Request
 
 from services.gateway.keys import KeyCache
 from services.gateway.relay import OutboxRelay
+from services.gateway.renditions import Renditions
 from services.gateway.slots import OwnerSlots
 from shared.adapters.broker import Publisher
 from shared.adapters.outbox import EventOutbox
@@ -23,7 +24,7 @@ from shared.topology import Topology
 @dataclass(frozen=True)
 class GatewayDeps:
     """The open connections, the policy, the event outbox and its relay, the API key cache,
-    the owners' upload slots; lives on ``app.state.deps`` while serving."""
+    the owners' upload slots, the rendition maker; lives on ``app.state.deps`` while serving."""
 
     settings: Settings
     pool: asyncpg.Pool
@@ -37,6 +38,7 @@ class GatewayDeps:
     relay: OutboxRelay
     keys: KeyCache
     uploads: OwnerSlots
+    renditions: Renditions
 
     def broker_connected(self) -> bool:
         """Whether the RabbitMQ connection is up (not closed, not reconnecting)."""

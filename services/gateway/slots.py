@@ -19,11 +19,13 @@ from services.gateway.errors import RETRY_AFTER_S, ApiError
 
 
 class OwnerSlots:
-    """At most ``per_owner`` uploads in progress per owner (one event loop; no lock needed,
-    since nothing awaits between the check and the count)."""
+    """At most ``per_owner`` uploads (or ``what``: renders) in progress per owner (one event
+    loop; no lock needed, since nothing awaits between the check and the count); past it 429
+    ``too_many_{what}``."""
 
-    def __init__(self, per_owner: int) -> None:
+    def __init__(self, per_owner: int, what: str = "uploads") -> None:
         self.per_owner = per_owner
+        self.what = what
         self._held: dict[str, int] = {}
 
     def held(self, owner: str) -> int:
@@ -41,8 +43,8 @@ class OwnerSlots:
         if held >= self.per_owner:
             raise ApiError(
                 429,
-                "too_many_uploads",
-                f"{held} uploads of this owner are in progress, the most this gateway takes "
+                f"too_many_{self.what}",
+                f"{held} {self.what} of this owner are in progress, the most this gateway takes "
                 "at once; retry when one has finished",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )

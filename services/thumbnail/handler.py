@@ -2,7 +2,7 @@
 
 Images (JPEG, PNG, GIF, WebP, HEIC/HEIF) get one thumbnail per configured long side (256 and
 1024 px by default): a WebP, or a JPEG from ``jpeg_min_size_px`` up when the image is opaque
-(``services.thumbnail.render``); everything else passes through with no thumbnails. An image
+(``shared.imaging.render``); everything else passes through with no thumbnails. An image
 that cannot be thumbnailed (truncated, corrupt, a decompression bomb) is not an error of the
 pipeline: the file is still stored and committed, and ``thumbnail_error`` says why it has no
 thumbnails.
@@ -13,7 +13,7 @@ file_id, received_at, original_name)``. Any other bucket or key (an event of own
 naming ``alice/...``) is :class:`~shared.errors.ForgedEvent`, dead-lettered at once: the stage
 never reads an object the event's owner does not own, nor writes thumbnails next to it.
 
-Decoding runs in a render process (``services.thumbnail.pool``: every core, a decoder crash
+Decoding runs in a render process (``shared.imaging.pool``: every core, a decoder crash
 contained), or in a worker thread when no pool is given, so the event loop keeps serving other
 messages. Thumbnail keys
 are deterministic (``shared.naming.thumbnail_key``), so a redelivered event overwrites the same
@@ -28,11 +28,11 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from services.thumbnail.pool import RenderPool
-from services.thumbnail.render import JPEG, WEBP, is_thumbnailable, render_thumbnails
 from shared.claims import check_stored_object
 from shared.errors import ChecksumMismatch, InvalidEvent, ThumbnailError
 from shared.events import BaseEvent, FileStored, FileThumbnailed, Thumbnail
+from shared.imaging.pool import RenderPool
+from shared.imaging.render import JPEG, WEBP, is_thumbnailable, render_thumbnails
 from shared.naming import thumbnail_key
 from shared.ports import ObjectStore
 from shared.settings import ThumbnailSettings

@@ -7,10 +7,10 @@ import contextlib
 import functools
 
 from services.thumbnail.handler import Deps, handle
-from services.thumbnail.pool import RenderPool, cpu_count
 from shared.adapters.object_storage import open_object_storage
 from shared.breaker import Dependency, DependencyName
 from shared.errors import StorageUnavailable
+from shared.imaging.pool import RenderPool, cpu_count
 from shared.memory import pin_mmap_threshold
 from shared.settings import Settings
 from shared.stage import Stage

@@ -40,7 +40,7 @@ FORMATS = {"image/webp": "WEBP", "image/jpeg": "JPEG"}
 GOOD_SAMPLES = ["photo-rotated.jpg", "photo.png", "animation.gif", "photo.webp", "photo.heic"]
 MIB = 1024 * 1024
 #: Growth of a process's peak RSS allowed over the whole batch: the worker's, or one of its render
-#: processes' (services/thumbnail/pool.py), where images are decoded. The batch holds one legitimate
+#: processes' (shared/imaging/pool.py), where images are decoded. The batch holds one legitimate
 #: image just under the 50 Mpx decompression-bomb limit (7000x7000 RGB). Pillow keeps RGB at 4
 #: bytes a pixel, so its decoded pixels are 187 MiB, and the resize first ``reduce``s by 2 (another
 #: 47 MiB) before LANCZOS: about 240 MiB for one image at the limit, measured +255 to +270 MiB

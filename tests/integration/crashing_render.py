@@ -13,7 +13,7 @@ import signal
 import time
 from typing import Any
 
-from services.thumbnail.render import Thumbnail, render_thumbnails
+from shared.imaging.render import Thumbnail, render_thumbnails
 
 
 def render(data: bytes, content_type: str, **options: Any) -> list[Thumbnail]:

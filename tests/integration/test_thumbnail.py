@@ -17,9 +17,9 @@ from PIL import Image
 
 from services.thumbnail.handler import Deps, handle
 from services.thumbnail.main import build
-from services.thumbnail.pool import RenderPool
 from shared.adapters.storage import S3ObjectStorage
 from shared.events import FileReceived, FileScanned, FileStored, FileThumbnailed
+from shared.imaging.pool import RenderPool
 from shared.naming import object_key
 from shared.settings import ThumbnailSettings
 from tests.integration import crashing_render

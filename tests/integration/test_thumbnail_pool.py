@@ -1,4 +1,4 @@
-"""The thumbnail worker's render processes (``services.thumbnail.pool``): real child processes,
+"""The thumbnail worker's render processes (``shared.imaging.pool``): real child processes,
 killed for real by a render function that aborts or SIGKILLs itself on marker inputs
 (``tests/integration/crashing_render.py``, imported by the spawned children)."""
 
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from services.thumbnail.pool import RenderPool
-from services.thumbnail.render import render_thumbnails
 from shared.errors import ThumbnailError
+from shared.imaging.pool import RenderPool
+from shared.imaging.render import render_thumbnails
 from tests.integration import crashing_render
 
 pytestmark = pytest.mark.integration
@@ -128,7 +128,7 @@ async def test_processes_are_replaced_after_max_tasks_per_child() -> None:
 UNGUARDED_MAIN = """
 import asyncio
 import multiprocessing
-from services.thumbnail.pool import RenderPool
+from shared.imaging.pool import RenderPool
 
 # No `if __name__ == "__main__":` guard: each spawned child runs this module again while it
 # starts, and its own pool refuses to start a process then, so no render process ever starts.

@@ -1,4 +1,4 @@
-"""Unit tests of services.thumbnail.render on the committed samples and on images made here."""
+"""Unit tests of shared.imaging.render on the committed samples and on images made here."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageChops, ImageCms, ImageOps, ImageStat
 
-from services.thumbnail.render import Thumbnail, is_thumbnailable, render_thumbnails
 from shared.errors import PermanentError, ThumbnailError
+from shared.imaging.render import Thumbnail, is_thumbnailable, render_thumbnails
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 

@@ -13,8 +13,8 @@ import time
 import pytest
 from PIL import Image
 
-from services.thumbnail.render import render_thumbnails
 from shared.errors import ThumbnailError
+from shared.imaging.render import render_thumbnails
 from tests.faults.corpus import (
     THUMBNAILS,
     BadImage,

@@ -189,6 +189,7 @@ async def insert_file(
     key: str | None = None,
     thumbnails: list[dict[str, Any]] | None = None,
     received_at: datetime | None = None,
+    content_type: str = "image/jpeg",
 ) -> uuid.UUID:
     """Rows as the commit consumer would write them: file, current version, two events."""
     file_id = uuid.uuid4()
@@ -197,13 +198,14 @@ async def insert_file(
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
             "INSERT INTO files (file_id, owner, original_name, content_type, kind, metadata,"
-            " status, received_at) VALUES ($1, $2, $3, 'image/jpeg', 'avatar', $4, $5, $6)",
+            " status, received_at) VALUES ($1, $2, $3, $7, 'avatar', $4, $5, $6)",
             file_id,
             owner,
             name,
             {"album": "test"},
             status,
             at,
+            content_type,
         )
         await conn.execute(
             "INSERT INTO file_versions (file_id, version_number, status, size_bytes, sha256,"

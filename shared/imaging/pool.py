@@ -35,12 +35,14 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import Any, TypeVar
 
-from services.thumbnail.render import Thumbnail, render_thumbnails
 from shared.errors import RetryableError, ThumbnailError
+from shared.imaging.render import Thumbnail, render_thumbnails
 
 __all__ = ["RenderFunction", "RenderPool", "cpu_count"]
+
+T = TypeVar("T")
 
 #: ``render(data, content_type, **options)``: a module-level function, so a spawned child can
 #: import it (``render_thumbnails``, or a test's own).
@@ -53,10 +55,10 @@ def cpu_count() -> int:
 
 
 def _run(
-    render: RenderFunction, data: bytes, content_type: str, options: dict[str, Any]
-) -> list[Thumbnail] | tuple[str, dict[str, Any]]:
-    """In the child: the thumbnails, or a :class:`ThumbnailError` as (message, context), which
-    an exception would lose in pickling."""
+    render: Callable[..., Any], data: bytes, content_type: str, options: dict[str, Any]
+) -> Any:
+    """In the child: what ``render`` returns (never a tuple), or a :class:`ThumbnailError` as
+    (message, context), which an exception would lose in pickling."""
     try:
         return render(data, content_type, **options)
     except ThumbnailError as exc:
@@ -114,7 +116,17 @@ class RenderPool:
 
     async def render(self, data: bytes, content_type: str, **options: Any) -> list[Thumbnail]:
         """The thumbnails of ``data``, as ``render_thumbnails(data, content_type, **options)``
-        makes them, from a child process.
+        makes them, from a child process (:meth:`run` with the pool's render function)."""
+        thumbnails: list[Thumbnail] = await self.run(self._render, data, content_type, **options)
+        return thumbnails
+
+    async def run(
+        self, function: Callable[..., T], data: bytes, content_type: str, **options: Any
+    ) -> T:
+        """``function(data, content_type, **options)`` in a child process, with the pool's
+        crash, timeout and recycling rules. ``function`` is a module-level function (a spawned
+        child imports it) that returns anything but a tuple and raises
+        :class:`ThumbnailError` for a bad image.
 
         Raises:
             ThumbnailError: what the render raised (corrupt, bomb, ...), or ``decoder crashed``
@@ -126,7 +138,8 @@ class RenderPool:
         crashes = 0
         while True:
             try:
-                return await self._submit(executor, data, content_type, options)
+                result: T = await self._submit(executor, function, data, content_type, options)
+                return result
             except (BrokenProcessPool, _TimedOut) as exc:
                 timed_out = isinstance(exc, _TimedOut)
                 crashes += 1
@@ -178,11 +191,12 @@ class RenderPool:
     async def _submit(
         self,
         executor: ProcessPoolExecutor,
+        function: Callable[..., Any],
         data: bytes,
         content_type: str,
         options: dict[str, Any],
-    ) -> list[Thumbnail]:
-        future = executor.submit(_run, self._render, data, content_type, options)
+    ) -> Any:
+        future = executor.submit(_run, function, data, content_type, options)
         try:
             result = await asyncio.wait_for(asyncio.wrap_future(future), self._timeout_s)
         except TimeoutError:
