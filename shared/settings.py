@@ -18,6 +18,7 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
+from shared.transform_settings import OcrSettings, PdfTextSettings, TextSettings
 
 MiB = 1024 * 1024
 
@@ -690,6 +691,9 @@ class Settings:
         stream: StreamSettings | None = None,
         files: FilesSettings | None = None,
         mirror: MirrorSettings | None = None,
+        pdftext: PdfTextSettings | None = None,
+        ocr: OcrSettings | None = None,
+        text: TextSettings | None = None,
     ) -> None:
         storage = storage or StorageSettings()
         if storage.backend == "local" and spool.backend == "s3":
@@ -728,6 +732,9 @@ class Settings:
         self.stream = stream or StreamSettings()
         self.files = files or FilesSettings()
         self.mirror = mirror or MirrorSettings()
+        self.pdftext = pdftext or PdfTextSettings()
+        self.ocr = ocr or OcrSettings()
+        self.text = text or TextSettings()
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -755,6 +762,9 @@ class Settings:
             stream=load(StreamSettings),
             files=load(FilesSettings),
             mirror=load(MirrorSettings),
+            pdftext=load(PdfTextSettings),
+            ocr=load(OcrSettings),
+            text=load(TextSettings),
         )
 
 
@@ -777,6 +787,9 @@ SETTINGS_GROUPS: tuple[type[BaseSettings], ...] = (
     TracingSettings,
     FilesSettings,
     MirrorSettings,
+    PdfTextSettings,
+    OcrSettings,
+    TextSettings,
 )
 
 
