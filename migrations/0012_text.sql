@@ -28,5 +28,7 @@ CREATE TABLE file_texts (
 );
 CREATE INDEX file_texts_search ON file_texts USING gin (search);
 CREATE INDEX file_texts_owner ON file_texts (owner);
--- File names are searched by the same configuration.
-CREATE INDEX files_name_search ON files USING gin (to_tsvector('simple', original_name));
+-- File names are searched by the same configuration, '.', '_' and '-' read as spaces (else the
+-- parser takes `annual-report.pdf` as one token and neither `annual` nor `report` finds it).
+CREATE INDEX files_name_search ON files
+    USING gin (to_tsvector('simple', translate(original_name, '._-', '   ')));

@@ -30,6 +30,20 @@ PAGE_BREAK = "\f"
 #: The upload metadata key naming the OCR languages of a file, e.g. ``{"ocr_lang": "fra"}``.
 OCR_LANG_KEY = "ocr_lang"
 TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
+#: The media type the pdftext stage reads.
+PDF_TYPE = "application/pdf"
+#: The media types the ocr stage reads (seed 000's photo types).
+OCR_TYPES = frozenset(
+    {"image/jpeg", "image/png", "image/gif", "image/webp", "image/heic", "image/heif"}
+)
+
+
+def transform_for(content_type: str | None) -> Transform | None:
+    """The transform that reads files of ``content_type``: ``pdftext`` for a PDF, ``ocr`` for
+    an image of :data:`OCR_TYPES`, ``None`` for anything else."""
+    if content_type == PDF_TYPE:
+        return "pdftext"
+    return "ocr" if content_type in OCR_TYPES else None
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from services.gateway import (
     ops_api,
     ops_page,
     streams,
+    texts,
     tus,
     upload,
     upload_page,
@@ -250,6 +251,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(upload.router)
     app.include_router(tus.router)
     app.include_router(files.router)
+    app.include_router(texts.router)
     app.include_router(versions.router)
     app.include_router(edits.router)
     app.include_router(deletion_router)

@@ -32,6 +32,7 @@ from shared.naming import text_key
 from shared.ports import ObjectStore
 from shared.transform_settings import OcrSettings
 from shared.transforms import (
+    OCR_TYPES,
     ExtractedText,
     event_id_of,
     ocr_languages,
@@ -41,11 +42,6 @@ from shared.transforms import (
 )
 
 pillow_heif.register_heif_opener()
-
-#: The media types the ocr stage reads (seed 000's photo types).
-OCR_TYPES = frozenset(
-    {"image/jpeg", "image/png", "image/gif", "image/webp", "image/heic", "image/heif"}
-)
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,7 @@ from shared.errors import ChecksumMismatch, InvalidEvent, TextError
 from shared.events import BaseEvent, FileStored
 from shared.ports import ObjectStore
 from shared.transform_settings import OcrSettings, PdfTextSettings
-from shared.transforms import ocr_languages, store_text, text_failed
-
-PDF = "application/pdf"
+from shared.transforms import PDF_TYPE, ocr_languages, store_text, text_failed
 
 
 @dataclass(frozen=True)
@@ -60,7 +58,7 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
     if not isinstance(event, FileStored):
         raise InvalidEvent(f"pdftext stage does not take {event.type}")
     check_stored_object(event, deps.storage.bucket)
-    if event.content_type != PDF:
+    if event.content_type != PDF_TYPE:
         return []
     try:
         languages = tesseract.check_languages(
