@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -296,6 +297,32 @@ def test_status_shows_the_transforms(pipeline: Pipeline, files: dict[str, str]) 
     for name in ("pdftext", "ocr"):
         assert stages[name]["queue"] == f"{pipeline.prefix}.{name}"
         assert stages[name]["dead_letters"] == 0, stages[name]
+
+
+def test_gdpr_export_holds_the_text(
+    pipeline: Pipeline, files: dict[str, str], tmp_path: Path
+) -> None:
+    out = tmp_path / "alice.zip"
+    done = subprocess.run(
+        [sys.executable, "-m", "services", "gdpr", "export", "--owner", "alice", "--out", str(out)],
+        env={**pipeline.env, "SLUICE_LOG_LEVEL": "warning"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    with zipfile.ZipFile(out) as archive:
+        document = json.loads(archive.read("metadata.json"))
+        by_id = {entry["file_id"]: entry for entry in document["files"]}
+        text = by_id[files["pdf"]]["versions"][0]["text"]
+        assert text["path"] == f"files/{files['pdf']}/v1-ledger.pdf.text.txt"
+        pages = archive.read(text["path"]).decode().split("\f")
+        assert [page.strip() for page in pages] == [PAGE_ONE, PAGE_TWO]
+        failed = by_id[files["corrupt"]]["versions"][0]["text"]
+        assert failed["state"] == "failed" and "not a readable PDF" in failed["error"]
+        assert files["bob"] not in by_id
 
 
 def test_deletion_removes_the_text_and_its_row(pipeline: Pipeline, files: dict[str, str]) -> None:
