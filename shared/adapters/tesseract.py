@@ -9,6 +9,7 @@ transform workers at start unless already set) keeps each reading on one core.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytesseract
@@ -35,14 +36,27 @@ def installed_languages() -> frozenset[str]:
         ) from None
 
 
-def check_languages(languages: str, installed: frozenset[str]) -> str:
-    """``languages`` (codes joined by ``+``, e.g. ``eng+fra``) if each is in ``installed``.
+@functools.cache
+def languages_here() -> frozenset[str] | None:
+    """The languages of this machine's Tesseract, read once per process; ``None`` when it is
+    not installed here (a gateway host may have no OCR: the stage checks again)."""
+    try:
+        return installed_languages()
+    except ConfigError:
+        return None
+
+
+def check_languages(languages: str, installed: frozenset[str] | None) -> str:
+    """``languages`` (codes joined by ``+``, e.g. ``eng+fra``) if each is in ``installed``
+    (``None``: only the form is checked).
 
     Raises:
         TextError: a malformed list, or a language whose data is not installed.
     """
     if not LANGUAGES_PATTERN.match(languages):
         raise TextError(f"not an OCR language list (codes joined by '+'): {languages[:80]!r}")
+    if installed is None:
+        return languages
     missing = [code for code in languages.split("+") if code not in installed]
     if missing:
         raise TextError(

@@ -263,6 +263,17 @@ def test_search_pages_with_a_cursor(pipeline: Pipeline, files: dict[str, str]) -
     assert other.status_code == 422  # a cursor is bound to its query
 
 
+def test_an_ocr_language_not_installed_is_refused_at_upload(pipeline: Pipeline) -> None:
+    with pipeline.client() as client:
+        answer = client.post(
+            "/v1/files",
+            files={"file": ("sentences.png", png_of(ENGLISH))},
+            data={"metadata": json.dumps({"ocr_lang": "tlh"})},
+        )
+    assert answer.status_code == 422, answer.text
+    assert "OCR language not installed: tlh" in answer.json()["error"]["message"]
+
+
 def test_text_route_checks_the_owner(pipeline: Pipeline, files: dict[str, str]) -> None:
     with pipeline.client("bob") as client:
         answer = client.get(f"/v1/files/{files['pdf']}/text")

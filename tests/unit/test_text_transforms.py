@@ -19,6 +19,8 @@ from hypothesis import strategies as st
 from pypdf import PdfWriter
 
 from services.commit.texts import detail_of
+from services.gateway.errors import ApiError
+from services.gateway.fields import parse_metadata
 from services.ocr import handler as ocr
 from services.ocr.handler import read_image
 from services.pdftext.extract import extract_pdf
@@ -209,3 +211,22 @@ async def test_a_redelivery_is_answered_from_the_stored_text() -> None:
     assert answer.search_text == "Le bateau arrive au port"
     assert answer.text_sha256 == hashlib.sha256(body).hexdigest()
     assert store.reads == 1  # the text only, never the original
+
+
+def test_the_upload_form_checks_ocr_lang_against_installed_languages() -> None:
+    assert parse_metadata(b'{"ocr_lang": "fra", "album": "x"}')["ocr_lang"] == "fra"
+    for raw, message in (
+        (b'{"ocr_lang": "deu"}', "OCR language not installed: deu"),
+        (b'{"ocr_lang": 3}', "must be a string"),
+        (b'{"ocr_lang": "eng;rm -rf"}', "not an OCR language list"),
+    ):
+        with pytest.raises(ApiError) as caught:
+            parse_metadata(raw)
+        assert caught.value.status_code == 422
+        assert message in caught.value.message
+
+
+def test_without_tesseract_only_the_form_is_checked() -> None:
+    assert check_languages("deu+ita", None) == "deu+ita"
+    with pytest.raises(TextError):
+        check_languages("deu ita", None)
