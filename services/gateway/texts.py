@@ -71,6 +71,7 @@ def _enabled(settings: Settings, transform: str) -> bool:
             "description": "No such file for this owner (`not_found`), or no text: "
             "`text_pending`, `text_failed` (with the reason), `text_not_applicable`.",
         },
+        410: {"model": ErrorBody, "description": "Quarantined: a rescan found it infected."},
         503: {"model": ErrorBody, "description": "Object storage unreachable."},
     },
     response_model=None,
@@ -83,6 +84,8 @@ async def get_text(file_id: uuid.UUID, owner: Owner, deps: Deps) -> Response:
     row = await fetch_file(deps.pool, file_id, owner)
     if row is None:
         raise ApiError(404, "not_found", "unknown file (or not yet recorded)")
+    if row["status"] == FileStatus.QUARANTINED:  # a rescan found it infected: nothing served
+        raise ApiError(410, "quarantined", f"the file is quarantined: {row['status_reason']}")
     text = await fetch_text(deps.pool, file_id, row["current_version"], owner)
     if text is not None and text["state"] == "failed":
         raise ApiError(
