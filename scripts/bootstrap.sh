@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install what Sluice needs on a fresh Debian 12 machine, idempotently:
 #   - clamd (clamav-daemon), libmagic1, and chromium + chromium-driver (the headless browser
-#     of tests/e2e/test_ops_page.py) with apt, when missing;
+#     of tests/e2e/test_ops_page.py) with apt, when missing; Tesseract with its English and
+#     French data (tesseract-ocr, -eng, -fra: the ocr and pdftext stages, docs/transforms.md)
+#     and fonts-dejavu-core (the TrueType font their tests draw text with);
 #   - RabbitMQ's management and Prometheus plugins, when RabbitMQ is installed and they are off;
 #   - the project with its dev extras into ./.venv (Python >= 3.11), at the versions pinned in
 #     requirements.lock.
@@ -15,7 +17,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # -- system packages ------------------------------------------------------------------------
 missing=()
-for package in clamav-daemon libmagic1 chromium chromium-driver; do
+for package in clamav-daemon libmagic1 chromium chromium-driver \
+    tesseract-ocr tesseract-ocr-eng tesseract-ocr-fra fonts-dejavu-core; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
         missing+=("$package")
     fi
@@ -47,6 +50,10 @@ if ((${#missing[@]})); then
 fi
 command -v clamd >/dev/null || [[ -x /usr/sbin/clamd ]] || {
     echo "bootstrap: clamd missing after install" >&2
+    exit 1
+}
+command -v tesseract >/dev/null || {
+    echo "bootstrap: tesseract missing after install" >&2
     exit 1
 }
 command -v chromedriver >/dev/null || {

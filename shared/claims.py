@@ -25,13 +25,22 @@ from __future__ import annotations
 from shared.adapters.quarantine import SCHEME as QUARANTINE_SCHEME
 from shared.adapters.spool import SCHEME as SPOOL_SCHEME
 from shared.errors import ForgedEvent
-from shared.events import BaseEvent, FileStored, FileThumbnailed
-from shared.naming import object_key, spool_name, thumbnail_key
+from shared.events import (
+    BaseEvent,
+    FileStored,
+    FileTextExtracted,
+    FileTextFailed,
+    FileThumbnailed,
+)
+from shared.naming import object_key, spool_name, text_key, thumbnail_key
 
 
-def check_stored_object(event: FileStored | FileThumbnailed, own_bucket: str) -> None:
+def check_stored_object(
+    event: FileStored | FileThumbnailed | FileTextExtracted | FileTextFailed, own_bucket: str
+) -> None:
     """Check that ``event`` names Sluice's bucket ``own_bucket``, the file's own object key and,
-    for ``file.thumbnailed``, thumbnails next to it.
+    for ``file.thumbnailed``, thumbnails next to it; for ``file.text_extracted``, the text at
+    ``shared.naming.text_key`` of that key.
 
     Raises:
         ForgedEvent: another bucket, another key (e.g. ``alice/...`` in an event of owner
@@ -60,6 +69,11 @@ def check_stored_object(event: FileStored | FileThumbnailed, own_bucket: str) ->
                     f"file.thumbnailed names thumbnail key {thumb.key!r}, not {own!r}",
                     **context,
                 )
+    if isinstance(event, FileTextExtracted) and event.text_key != text_key(expected):
+        raise ForgedEvent(
+            f"file.text_extracted names text key {event.text_key!r}, not {text_key(expected)!r}",
+            **context,
+        )
 
 
 def check_owner(event: BaseEvent, recorded_owner: str | None) -> None:

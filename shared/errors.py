@@ -31,7 +31,9 @@ dead-lettered once the attempts are exhausted.
         ├── ForgedEvent              an event whose claims do not hold: another owner's file,
         │                            a key or bucket not the file's own, another file's spool
         ├── NotAllowed               an upstream service named what it may not (owner, bucket...)
-        └── ThumbnailError           bytes that cannot be made into a thumbnail (corrupt, bomb)
+        ├── ThumbnailError           bytes that cannot be made into a thumbnail (corrupt, bomb)
+        └── TextError                bytes no text can be read from (not a readable PDF or
+                                     image, an OCR language not installed, OCR timed out)
 
 ``ServiceStartError`` is also a ``RuntimeError``, ``InvalidOwner`` and ``PolicyRefusal`` a
 ``ValueError`` and ``UnknownKey`` a ``LookupError``, so callers that catch the built-in kind keep
@@ -199,4 +201,14 @@ class ThumbnailError(PermanentError):
     ends ``available``), the message as its ``thumbnail_error``: e.g. ``"decompression bomb:
     120000000 pixels > limit 50000000"``, ``"truncated image: ..."``, ``"cannot identify image:
     ..."``, ``"corrupt image: ..."``; ``context`` holds ``content_type``.
+    """
+
+
+class TextError(PermanentError):
+    """No text can be read from the bytes; retrying will not help.
+
+    The pdftext and ocr stages catch it and emit ``file.text_failed`` with the message as its
+    ``reason`` (the file stays ``available``; docs/transforms.md): e.g. ``"not a readable PDF:
+    Failed to load document (PDFium: Data format error)"``, ``"not a readable image: cannot
+    identify image file"``, ``"OCR language not installed: deu"``, ``"OCR timed out after 60 s"``.
     """

@@ -586,6 +586,55 @@ class FileDeleted(_Event):
         return cls(**fields)
 
 
+class FileTextExtracted(_Event):
+    """A transform (``pdftext`` or ``ocr``) stored the text of the original beside it
+    (seeds 002 and 003: PDF text, OCR; docs/transforms.md)."""
+
+    routing_key: ClassVar[str] = "file.text_extracted"
+    type: Literal["file.text_extracted"] = "file.text_extracted"
+    transform: Literal["pdftext", "ocr"] = Field(description="The stage that extracted it.")
+    bucket: str = Field(description="Bucket holding the original and the text.")
+    key: str = Field(description="Object key of the original.")
+    text_key: str = Field(description="Object key of the text: `{original key}.text.txt`.")
+    text_size_bytes: int = Field(ge=0, description="Size of the text object (UTF-8), bytes.")
+    text_sha256: Sha256Hex
+    pages: int = Field(
+        ge=0, description="Pages of the PDF (1 for an image); the text has a form feed between."
+    )
+    pages_read: int = Field(
+        ge=0, description="Pages whose text was read (SLUICE_PDFTEXT_MAX_PAGES)."
+    )
+    ocr_pages: int = Field(ge=0, description="Pages (or images) read by OCR.")
+    language: str | None = Field(
+        None, max_length=80, description="Tesseract languages of the OCR, e.g. `eng+fra`."
+    )
+    document_metadata: dict[str, Annotated[str, safe_text(1024)]] = Field(
+        default_factory=dict, description="The PDF's document information (Title, Author...)."
+    )
+    search_text: Annotated[str, safe_text(1_000_000)] = Field(
+        "",
+        description="The text's first SLUICE_TEXT_SEARCH_MAX_CHARS characters, for the search "
+        "index the commit stage keeps.",
+    )
+    search_truncated: bool = Field(
+        False, description="Whether the text is longer than search_text."
+    )
+
+
+class FileTextFailed(_Event):
+    """A transform could not read the original (not a readable PDF or image, an unknown OCR
+    language, OCR timed out); the file stays as it is (``available``)."""
+
+    routing_key: ClassVar[str] = "file.text_failed"
+    type: Literal["file.text_failed"] = "file.text_failed"
+    transform: Literal["pdftext", "ocr"] = Field(description="The stage that failed.")
+    bucket: str = Field(description="Bucket holding the original.")
+    key: str = Field(description="Object key of the original.")
+    reason: Annotated[str, safe_text(2048)] = Field(
+        max_length=2048, description="Why, e.g. `not a readable PDF: Failed to load document`."
+    )
+
+
 Event = Annotated[
     FileReceived
     | FileScanned
@@ -602,7 +651,9 @@ Event = Annotated[
     | FileRescanRequested
     | FileRescanned
     | FileQuarantined
-    | FileDeleted,
+    | FileDeleted
+    | FileTextExtracted
+    | FileTextFailed,
     Field(discriminator="type"),
 ]
 EVENT_TYPES: tuple[type[_Event], ...] = (
@@ -620,6 +671,7 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
     FileUpdated,
     FileDeleted,
     *(FileRescanRequested, FileRescanned, FileQuarantined),
+    *(FileTextExtracted, FileTextFailed),
 )
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 BaseEvent = _Event

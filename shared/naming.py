@@ -91,6 +91,17 @@ def rendition_key(
     return f"{original_key}.render-{w}x{h}-{fit}.{extension}"
 
 
+#: What a text transform's object key adds to its original's (docs/transforms.md).
+TEXT_SUFFIX = ".text.txt"
+
+
+def text_key(original_key: str) -> str:
+    """The key of a version's extracted text, next to its original: ``{original key}.text.txt``
+    (UTF-8, a form feed between pages). Under the original's ``{owner}/{file_id}-`` prefix, so
+    the purge of a deleted file removes it with the rest."""
+    return original_key + TEXT_SUFFIX
+
+
 def spool_name(file_id: uuid.UUID, version_number: int = 1) -> str:
     """The spool entry of a file version's upload: ``{file_id}`` for version 1 (as before
     versions existed), ``{file_id}.v{n}`` for version ``n`` > 1, so a new version never

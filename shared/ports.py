@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 from shared.adapters.scanner import ScanVerdict
 from shared.adapters.storage import ObjectInfo
-from shared.events import BaseEvent, FileDeleted
+from shared.events import BaseEvent, FileDeleted, FileTextExtracted, FileTextFailed
 
 __all__ = [
     "ClaimedFallbackRow",
@@ -503,6 +503,11 @@ class FileStateTransaction(Protocol):
     async def deleted(self, event: BaseEvent) -> bool:
         """Whether ``event``'s file is deleted or waits for its deletion (its events are then
         dropped: docs/gdpr.md); holds the file's history lock until the transaction ends."""
+        ...
+
+    async def record_text(self, event: FileTextExtracted | FileTextFailed) -> None:
+        """Write the ``file_texts`` row of ``event``'s version (what a text transform read, or
+        why it could not), unless an event of that version made later is recorded there."""
         ...
 
     async def delete_file(self, event: FileDeleted) -> bool:

@@ -18,6 +18,7 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
+from shared.transform_settings import OcrSettings, PdfTextSettings, TextSettings
 
 MiB = 1024 * 1024
 
@@ -747,6 +748,9 @@ class Settings:
         files: FilesSettings | None = None,
         mirror: MirrorSettings | None = None,
         render: RenderSettings | None = None,
+        pdftext: PdfTextSettings | None = None,
+        ocr: OcrSettings | None = None,
+        text: TextSettings | None = None,
     ) -> None:
         storage = storage or StorageSettings()
         if storage.backend == "local" and spool.backend == "s3":
@@ -786,6 +790,9 @@ class Settings:
         self.files = files or FilesSettings()
         self.mirror = mirror or MirrorSettings()
         self.render = render or RenderSettings()
+        self.pdftext = pdftext or PdfTextSettings()
+        self.ocr = ocr or OcrSettings()
+        self.text = text or TextSettings()
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -814,6 +821,9 @@ class Settings:
             files=load(FilesSettings),
             mirror=load(MirrorSettings),
             render=load(RenderSettings),
+            pdftext=load(PdfTextSettings),
+            ocr=load(OcrSettings),
+            text=load(TextSettings),
         )
 
 
@@ -837,6 +847,9 @@ SETTINGS_GROUPS: tuple[type[BaseSettings], ...] = (
     TracingSettings,
     FilesSettings,
     MirrorSettings,
+    PdfTextSettings,
+    OcrSettings,
+    TextSettings,
 )
 
 

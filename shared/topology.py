@@ -8,11 +8,15 @@
                                rescan_requested} ──────────► sluice.scan       ─┤
                            ── file.scanned ───────────────► sluice.store      ─┤ x-dead-letter-
                            ── file.stored ────────────────► sluice.thumbnail  ─┤ exchange:
+                           ── file.stored ──► sluice.pdftext, sluice.ocr       │
+                                              (optional, bound by their own    │
+                                               workers; docs/transforms.md)    │
                            ── file.{received,scanned,                          │ sluice.dlx
                                rejected,stored,thumbnailed,                    │ (direct, key =
                                fallback,deferred,corrupted,                    │  stage name)
                                dead_letter_purged,deleted,updated,             │
-                               rescanned,quarantined} ─────► sluice.commit   ─┤
+                               rescanned,quarantined,                          │
+                               text_extracted,text_failed} ► sluice.commit   ─┤
                            ── file.deleted ───────────────► sluice.purge      ─┤
                            ── file.{committed,deleted,                         │
                                quarantined} ──► sluice.mirror (optional, ─────┘
@@ -60,10 +64,21 @@ STAGE_BINDINGS: dict[str, tuple[str, ...]] = {
         "file.updated",
         "file.deleted",
         *("file.rescanned", "file.quarantined"),
+        *("file.text_extracted", "file.text_failed"),
     ),
     "purge": ("file.deleted",),
 }
 STAGES: tuple[str, ...] = tuple(STAGE_BINDINGS)
+#: The optional text transforms (``SLUICE_PDFTEXT_ENABLED``, ``SLUICE_OCR_ENABLED``;
+#: docs/transforms.md) → the routing keys their queues take. Their work, wait and dead-letter
+#: queues are declared with every other stage's (so ``sluice status`` and ``sluice dlq`` see
+#: them), but each work queue is bound by its own worker at its start
+#: (:meth:`Topology.bind_transform`): where a transform never ran, no ``file.stored`` piles up.
+TRANSFORM_BINDINGS: dict[str, tuple[str, ...]] = {
+    "pdftext": ("file.stored",),
+    "ocr": ("file.stored",),
+}
+TRANSFORMS: tuple[str, ...] = tuple(TRANSFORM_BINDINGS)
 #: The fallback worker's stage name; its queue takes the store stage's S3-outage dead letters.
 FALLBACK = "fallback"
 #: The ingress stage: upstream services' ``file.received``, published to their own exchange
@@ -74,7 +89,7 @@ INGRESS_ROUTING_KEYS: tuple[str, ...] = ("file.received",)
 #: Every worker a deployment runs: the ingress, the pipeline stages and the fallback.
 WORKERS: tuple[str, ...] = (INGRESS, *STAGES, FALLBACK)
 #: The stages with a dead-letter queue of their own (the fallback's go to the store stage's).
-DEAD_LETTER_STAGES: tuple[str, ...] = (INGRESS, *STAGES)
+DEAD_LETTER_STAGES: tuple[str, ...] = (INGRESS, *STAGES, *TRANSFORMS)
 #: The stage whose dead letters feed the fallback worker: those it gave up on because S3 is
 #: unavailable.
 FALLBACK_FEED = "store"
@@ -98,7 +113,7 @@ def is_dead_letter_route(route: str) -> bool:
     queue of a pipeline stage (``<stage>.dlq``, waiting for a person) about a file of Sluice's,
     rather than in the fallback worker's queue (:data:`FALLBACK_ROUTE`) or the ingress's
     (what an upstream service sent was refused: no file of Sluice's is concerned)."""
-    return route in STAGES
+    return route in STAGES or route in TRANSFORMS
 
 
 def accepted_event_types(worker: str) -> frozenset[str]:
@@ -114,6 +129,8 @@ def accepted_event_types(worker: str) -> frozenset[str]:
         return frozenset(INGRESS_ROUTING_KEYS)
     if worker == MIRROR:
         return frozenset(MIRROR_ROUTING_KEYS)
+    if worker in TRANSFORM_BINDINGS:
+        return frozenset(TRANSFORM_BINDINGS[worker])
     return frozenset(STAGE_BINDINGS[FALLBACK_FEED if worker == FALLBACK else worker])
 
 
@@ -200,9 +217,11 @@ class Topology:
         dlx = await channel.declare_exchange(
             self.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True
         )
-        bindings = [(INGRESS, ingress, INGRESS_ROUTING_KEYS)] + [
-            (stage, events, keys) for stage, keys in STAGE_BINDINGS.items()
-        ]
+        bindings = (
+            [(INGRESS, ingress, INGRESS_ROUTING_KEYS)]
+            + [(stage, events, keys) for stage, keys in STAGE_BINDINGS.items()]
+            + [(stage, events, ()) for stage in TRANSFORMS]  # bound by their own workers
+        )
         for stage, exchange, routing_keys in bindings:
             queue = await channel.declare_queue(
                 self.queue(stage), durable=True, arguments=self.stage_queue_arguments(stage)
@@ -224,6 +243,19 @@ class Topology:
             self.retry_queue(FALLBACK), durable=True, arguments=self.retry_queue_arguments(FALLBACK)
         )
         return events
+
+    async def bind_transform(self, channel: AbstractChannel, stage: str) -> None:
+        """Bind the transform ``stage``'s work queue to its routing keys
+        (:data:`TRANSFORM_BINDINGS`; idempotent, after :meth:`declare`): from then on it takes
+        every ``file.stored``, whether its worker runs or not.
+
+        Raises:
+            KeyError: ``stage`` is not one of :data:`TRANSFORMS`.
+        """
+        events = await channel.get_exchange(self.exchange, ensure=True)
+        queue = await channel.get_queue(self.queue(stage), ensure=True)
+        for routing_key in TRANSFORM_BINDINGS[stage]:
+            await queue.bind(events, routing_key)
 
     async def declare_mirror(self, channel: AbstractChannel) -> None:
         """Declare the mirror's work, wait and dead-letter queues and bind its work queue to

@@ -10,10 +10,10 @@ import typer
 
 from services.cli._common import console
 from shared.settings import GatewaySettings, load
-from shared.topology import WORKERS
+from shared.topology import TRANSFORMS, WORKERS
 
 HealthTarget = StrEnum(  # type: ignore[misc]
-    "HealthTarget", {name: name for name in (*WORKERS, "gateway")}
+    "HealthTarget", {name: name for name in (*WORKERS, *TRANSFORMS, "gateway")}
 )
 
 

@@ -8,9 +8,11 @@ from typing import Annotated
 import typer
 
 from services.cli._common import serve
-from shared.topology import MIRROR, WORKERS
+from shared.topology import MIRROR, TRANSFORMS, WORKERS
 
-WorkerName = StrEnum("WorkerName", {name: name for name in (*WORKERS, MIRROR)})  # type: ignore[misc]
+WorkerName = StrEnum(  # type: ignore[misc]
+    "WorkerName", {name: name for name in (*WORKERS, MIRROR, *TRANSFORMS)}
+)
 
 
 def worker(stage: Annotated[WorkerName, typer.Argument(help="The worker to run.")]) -> None:

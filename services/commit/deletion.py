@@ -121,6 +121,8 @@ async def delete_file(connection: Any, event: FileDeleted) -> bool:
     row = await connection.fetchrow(_LOCK_FILE, event.file_id)
     check_owner(event, None if row is None else row["owner"])
     erased = await connection.fetchval(_ERASED, owner_digest(event.owner), event.received_at)
+    # What the text transforms read (migration 0012), for a deletion as for an erasure.
+    await connection.execute("DELETE FROM file_texts WHERE file_id = $1", event.file_id)
     if event.reason == "erasure" or erased:
         await connection.execute("DELETE FROM file_events WHERE file_id = $1", event.file_id)
         await connection.execute("DELETE FROM files WHERE file_id = $1", event.file_id)

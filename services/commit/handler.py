@@ -19,6 +19,8 @@ as it was. ``file.updated`` (an edit of the file's name, kind or metadata) is ap
 :mod:`services.commit.edits`. A new version never disturbs the file's ``available`` version until
 it is ``available`` itself (:func:`transition`).
 as it was. ``file.deleted``, and any event of a deleted file: ``services/commit/deletion.py``.
+``file.text_extracted`` / ``file.text_failed`` (the text transforms) join the history and write
+the version's ``file_texts`` row, the status unchanged: :mod:`services.commit.texts`.
 
 After the commit, a terminal event returns that ``file.committed`` (again for a duplicate: the
 first attempt may have committed and crashed before publishing; downstream dedupes by
@@ -49,6 +51,7 @@ import structlog
 from services.commit import deletion
 from services.commit.edits import apply_update
 from services.commit.protection import PROTECTION_STATUS, protection_detail, protection_fields
+from services.commit.texts import apply_text
 from shared.claims import check_owner, check_stored_object, own_spool_entry
 from shared.errors import InvalidEvent, InvalidSource, StorageUnavailable
 from shared.events import (
@@ -64,6 +67,8 @@ from shared.events import (
     FileRejected,
     FileScanned,
     FileStored,
+    FileTextExtracted,
+    FileTextFailed,
     FileThumbnailed,
     FileUpdated,
 )
@@ -294,6 +299,9 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
         return []
     if isinstance(event, FileUpdated):
         await apply_update(event, deps.repository)
+        return []
+    if isinstance(event, FileTextExtracted | FileTextFailed):
+        await apply_text(event, deps.repository, deps.bucket)
         return []
     incoming = status_for(event)
     if isinstance(event, FileStored | FileThumbnailed):

@@ -19,7 +19,7 @@ from typing import Any
 from services.commit import deletion
 from shared.adapters.db import CONNECTION_ERRORS, DATA_ERRORS
 from shared.errors import DatabaseUnavailable, InvalidData
-from shared.events import BaseEvent, FileDeleted
+from shared.events import BaseEvent, FileDeleted, FileTextExtracted, FileTextFailed
 from shared.history import CHANNEL, HISTORY_LOCK_SEED
 from shared.ports import FileLock, StageFields
 from shared.status import MOVING
@@ -249,6 +249,37 @@ class FileTransaction:
         )
         return result != "UPDATE 0"
 
+    async def record_text(self, event: FileTextExtracted | FileTextFailed) -> None:
+        """Write the ``file_texts`` row of ``event``'s version (migration 0012), unless one
+        written from an event made later is there."""
+        text: tuple[Any, ...]
+        if isinstance(event, FileTextExtracted):
+            text = (
+                "extracted",
+                event.text_key,
+                event.text_size_bytes,
+                event.text_sha256,
+                event.pages,
+                event.ocr_pages,
+                event.language,
+                dict(event.document_metadata),
+                None,
+                event.search_text,
+                event.search_truncated,
+            )
+        else:
+            text = ("failed", None, None, None, None, None, None, {}, event.reason, "", False)
+        await self._connection.execute(
+            _UPSERT_TEXT,
+            event.file_id,
+            event.version_number,
+            event.owner,
+            event.transform,
+            *text,
+            event.event_id,
+            event.occurred_at,
+        )
+
     async def deleted(self, event: BaseEvent) -> bool:
         """Whether ``event``'s file is deleted or waits for its deletion (``services.commit.
         deletion.is_deleted``); takes the file's history lock."""
@@ -269,6 +300,21 @@ UPDATE files SET original_name = CASE WHEN $4 THEN $5 ELSE original_name END,
                  metadata      = CASE WHEN $8 THEN $9::jsonb ELSE metadata END,
                  edited_at = $3, updated_at = now()
 WHERE file_id = $1 AND owner = $2 AND (edited_at IS NULL OR edited_at < $3)
+"""
+
+_UPSERT_TEXT = """
+INSERT INTO file_texts (file_id, version_number, owner, transform, state, text_key, size_bytes,
+                        sha256, pages, ocr_pages, language, document_metadata, error,
+                        search_text, search_truncated, event_id, occurred_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13, $14, $15, $16, $17)
+ON CONFLICT (file_id, version_number) DO UPDATE
+SET transform = EXCLUDED.transform, state = EXCLUDED.state, text_key = EXCLUDED.text_key,
+    size_bytes = EXCLUDED.size_bytes, sha256 = EXCLUDED.sha256, pages = EXCLUDED.pages,
+    ocr_pages = EXCLUDED.ocr_pages, language = EXCLUDED.language,
+    document_metadata = EXCLUDED.document_metadata, error = EXCLUDED.error,
+    search_text = EXCLUDED.search_text, search_truncated = EXCLUDED.search_truncated,
+    event_id = EXCLUDED.event_id, occurred_at = EXCLUDED.occurred_at
+WHERE file_texts.owner = EXCLUDED.owner AND file_texts.occurred_at <= EXCLUDED.occurred_at
 """
 
 _SET_ATTENTION = """

@@ -41,6 +41,7 @@ from services.gateway import (
     ops_page,
     rendering,
     streams,
+    texts,
     tus,
     upload,
     upload_page,
@@ -255,6 +256,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(tus.router)
     app.include_router(rendering.router)
     app.include_router(files.router)
+    app.include_router(texts.router)
     app.include_router(versions.router)
     app.include_router(edits.router)
     app.include_router(deletion_router)

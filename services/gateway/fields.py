@@ -12,6 +12,9 @@ from typing import Any
 from pydantic import JsonValue
 
 from services.gateway.errors import ApiError
+from shared.adapters.tesseract import check_languages, languages_here
+from shared.errors import TextError
+from shared.transforms import OCR_LANG_KEY
 
 MAX_KIND_CHARS = 64
 
@@ -69,4 +72,24 @@ def parse_metadata(raw: bytes | None) -> dict[str, JsonValue]:
         raise ApiError(
             422, "invalid_request", "`metadata` must not contain a lone surrogate (\\ud800-\\udfff)"
         ) from None
+    check_ocr_lang(value)
     return value
+
+
+def check_ocr_lang(metadata: dict[str, JsonValue]) -> None:
+    """Check ``metadata``'s ``ocr_lang`` (the OCR languages of the file, docs/transforms.md):
+    a string of Tesseract codes joined by ``+``, each installed on this machine when Tesseract
+    is (the ocr and pdftext stages check again where they run).
+
+    Raises:
+        ApiError: 422 ``invalid_request`` naming what is wrong.
+    """
+    if OCR_LANG_KEY not in metadata:
+        return
+    value = metadata[OCR_LANG_KEY]
+    if not isinstance(value, str):
+        raise ApiError(422, "invalid_request", f"`metadata.{OCR_LANG_KEY}` must be a string")
+    try:
+        check_languages(value.strip(), languages_here())
+    except TextError as exc:
+        raise ApiError(422, "invalid_request", f"`metadata.{OCR_LANG_KEY}`: {exc}") from None

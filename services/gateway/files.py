@@ -34,6 +34,7 @@ from services.gateway.repo import (
     fetch_file,
     fetch_history,
     fetch_page,
+    fetch_text,
 )
 from services.gateway.schemas import (
     ErrorBody,
@@ -44,6 +45,7 @@ from services.gateway.schemas import (
     StageEvent,
     ThumbnailOut,
 )
+from services.gateway.texts import artefacts_of, text_error_of
 from shared.adapters.row_cipher import RowCipher
 from shared.errors import SourceMissing
 from shared.events import utcnow
@@ -142,6 +144,16 @@ async def list_files(
         str | None,
         Query(min_length=1, max_length=1024, description="Only names starting with this."),
     ] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=256,
+            description="Only files whose name or extracted text has these words (PostgreSQL "
+            "full-text search, `websearch_to_tsquery('simple', q)`: `\"exact phrase\"`, `or`, "
+            "`-word`); docs/transforms.md § Search.",
+        ),
+    ] = None,
 ) -> FileList:
     """The caller's files, newest first, ``limit`` per page (keyset pagination on
     ``(received_at, file_id)``: stable while files are added), narrowed by the filters; the
@@ -156,6 +168,7 @@ async def list_files(
         received_after=received_after,
         received_before=received_before,
         name_prefix=name_prefix,
+        q=q,
     )
     digest = _query_digest(filters)
     after = _decode_cursor(cursor, digest) if cursor else None
@@ -182,6 +195,7 @@ async def get_file(file_id: uuid.UUID, owner: Owner, deps: Deps) -> FileDetail:
     if row is None:
         raise not_found()
     history = await fetch_history(deps.pool, file_id)
+    text = await fetch_text(deps.pool, file_id, row["current_version"], owner)
     storage, ttl_s = deps.storage, deps.settings.s3.presign_ttl_s
     stored = (
         row["object_key"] is not None
@@ -236,6 +250,8 @@ async def get_file(file_id: uuid.UUID, owner: Owner, deps: Deps) -> FileDetail:
         thumbnail_error=row["thumbnail_error"],
         scanner=row["scanner"],
         signature_version=row["signature_version"],
+        artefacts=artefacts_of(file_id, text),
+        text_error=text_error_of(text),
         history=[StageEvent(**dict(event)) for event in history],
     )
 

@@ -39,6 +39,16 @@ _FROM = """
         ON v.file_id = f.file_id AND v.version_number = f.current_version
 """
 
+# GET /v1/files?q=: the words ($11) in the file's name ('.', '_', '-' read as spaces) or in the
+# text extracted from its current version (migration 0012's GIN indexes), of the same owner only.
+SEARCH = """(
+    to_tsvector('simple', translate(f.original_name, '._-', '   '))
+        @@ websearch_to_tsquery('simple', $11)
+    OR EXISTS (SELECT 1 FROM file_texts t
+               WHERE t.file_id = f.file_id AND t.version_number = f.current_version
+                 AND t.owner = f.owner AND t.search @@ websearch_to_tsquery('simple', $11)))
+"""
+
 # A deleted file reads like a file that does not exist, from the moment DELETE answered (the
 # gateway's tombstone in file_deletions) and after the commit stage recorded it (status
 # 'deleted'): docs/gdpr.md. ``f`` is the files row; every read of a file's rows adds it.
@@ -143,6 +153,9 @@ class ListFilters:
     received_after: datetime | None = None
     received_before: datetime | None = None
     name_prefix: str | None = None
+    #: Words searched in the file's name and extracted text (``websearch_to_tsquery``,
+    #: configuration ``simple``; docs/transforms.md § Search).
+    q: str | None = None
 
 
 def like_prefix(prefix: str) -> str:
@@ -179,10 +192,11 @@ async def fetch_page(
           AND ($8::timestamptz IS NULL OR f.received_at > $8)
           AND ($9::timestamptz IS NULL OR f.received_at < $9)
           AND ($10::text IS NULL OR f.original_name LIKE $10)
+          AND ($11::text IS NULL OR {SEARCH})
         ORDER BY f.received_at DESC, f.file_id DESC
         LIMIT $4
     """
-    args = (f.status, f.kind, f.content_type, f.received_after, f.received_before, name)
+    args = (f.status, f.kind, f.content_type, f.received_after, f.received_before, name, f.q)
     rows: list[asyncpg.Record] = await db_call(
         lambda: pool.fetch(query, owner, stamp, last_id, limit, *args)
     )
@@ -217,3 +231,24 @@ async def fetch_fallback_bytes(
             row["data_base64"], file_id=file_id, version_number=version_number, sha256=row["sha256"]
         )
     )
+
+
+async def fetch_text(
+    pool: asyncpg.Pool, file_id: uuid.UUID, version_number: int, owner: str
+) -> asyncpg.Record | None:
+    """The ``file_texts`` row of ``owner``'s version (``transform``, ``state``, ``text_key``,
+    ``size_bytes``, ``pages``, ``ocr_pages``, ``language``, ``document_metadata``, ``error``,
+    ``search_truncated``), or ``None`` while no transform answered.
+
+    Raises:
+        DatabaseUnavailable: PostgreSQL unreachable.
+    """
+    query = """
+        SELECT transform, state, text_key, size_bytes, pages, ocr_pages, language,
+               document_metadata, error, search_truncated
+        FROM file_texts WHERE file_id = $1 AND version_number = $2 AND owner = $3
+    """
+    row: asyncpg.Record | None = await db_call(
+        lambda: pool.fetchrow(query, file_id, version_number, owner)
+    )
+    return row

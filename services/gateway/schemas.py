@@ -108,6 +108,23 @@ class FileSummary(_Body):
     )
 
 
+class TextArtefact(_Body):
+    """The text a transform extracted from the file's current version (docs/transforms.md)."""
+
+    kind: Literal["text"] = "text"
+    transform: Literal["pdftext", "ocr"] = Field(description="The stage that extracted it.")
+    content_type: str = Field(description="`text/plain; charset=utf-8`; pages split by U+000C.")
+    size_bytes: int = Field(description="Size of the text, bytes (UTF-8).")
+    pages: int = Field(description="Pages of the PDF (1 for an image).")
+    ocr_pages: int = Field(description="Pages (or the image) read by OCR.")
+    language: str | None = Field(description="Tesseract languages of the OCR, e.g. `eng+fra`.")
+    document_metadata: dict[str, str] = Field(description="The PDF's Title, Author, ...")
+    search_truncated: bool = Field(
+        description="Whether only the text's start is searchable (SLUICE_TEXT_SEARCH_MAX_CHARS)."
+    )
+    url: str = Field(description="Where to read it: `GET /v1/files/{file_id}/text`.")
+
+
 class FileDetail(FileSummary):
     """Everything known about one file (``GET /v1/files/{file_id}``)."""
 
@@ -131,6 +148,13 @@ class FileDetail(FileSummary):
     )
     signature_version: str | None = Field(
         None, description="Signature database version of that scan, as clamd reports it."
+    )
+    artefacts: list[TextArtefact] = Field(
+        default_factory=list,
+        description="What the transforms derived from the current version (its text).",
+    )
+    text_error: str | None = Field(
+        None, description="Why the text transform could not read the current version."
     )
     history: list[StageEvent] = Field(description="Stage events, oldest first.")
 

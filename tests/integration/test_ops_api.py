@@ -350,6 +350,8 @@ async def test_status_counts_each_stages_dead_letters(gateway: Ops, failed: Fail
         "commit": 3,
         "purge": 0,
         "fallback": None,
+        "pdftext": 0,  # the optional text transforms: their queues exist, empty
+        "ocr": 0,
     }
     deadline = asyncio.get_running_loop().time() + 20  # RabbitMQ's statistics lag up to 5 s
     while True:
@@ -361,7 +363,10 @@ async def test_status_counts_each_stages_dead_letters(gateway: Ops, failed: Fail
             break
         await asyncio.sleep(0.2)
 
-    assert list(stages) == ["ingress", "scan", "store", "thumbnail", "commit", "purge", "fallback"]
+    assert list(stages) == [
+        *("ingress", "scan", "store", "thumbnail", "commit", "purge", "fallback"),
+        *("pdftext", "ocr"),
+    ]
     assert counts == expected
     assert stages["scan"]["queue"] == "t_ops_api.scan"
     assert stages["scan"]["ready"] == 0 and stages["scan"]["consumers"] == 0

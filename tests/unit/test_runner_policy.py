@@ -19,7 +19,14 @@ from shared.retry import (
     failure_headers,
     retry_budget_s,
 )
-from shared.topology import STAGE_BINDINGS, STAGES, WORKERS, Topology, accepted_event_types
+from shared.topology import (
+    STAGE_BINDINGS,
+    STAGES,
+    TRANSFORMS,
+    WORKERS,
+    Topology,
+    accepted_event_types,
+)
 
 
 @given(st.integers(min_value=1, max_value=40), st.floats(0.01, 10), st.floats(0.01, 600))
@@ -43,7 +50,7 @@ def test_backoff_is_random() -> None:
 
 def test_every_stage_has_quorum_queue_with_dead_lettering() -> None:
     topology = Topology(prefix="sluice", delivery_limit=5)
-    for stage in STAGES:
+    for stage in (*STAGES, *TRANSFORMS):
         args = topology.stage_queue_arguments(stage)
         assert args["x-queue-type"] == "quorum"
         assert args["x-dead-letter-exchange"] == "sluice.dlx"
@@ -53,7 +60,8 @@ def test_every_stage_has_quorum_queue_with_dead_lettering() -> None:
         retry = topology.retry_queue_arguments(stage)
         assert retry["x-dead-letter-exchange"] == ""
         assert retry["x-dead-letter-routing-key"] == topology.queue(stage)
-    assert len(set(topology.all_queues())) == 3 * (len(STAGES) + 1) + 2  # + the ingress
+    # + the ingress; the optional text transforms have their three queues each too.
+    assert len(set(topology.all_queues())) == 3 * (len(STAGES) + 1 + len(TRANSFORMS)) + 2
     fallback = topology.stage_queue_arguments("fallback")
     assert fallback["x-dead-letter-routing-key"] == "store"  # its failures: the store DLQ
 
@@ -67,6 +75,9 @@ def test_each_worker_takes_the_event_types_its_queue_receives() -> None:
     assert "file.committed" not in accepted_event_types("commit")
     # The ingress takes upstream services' file.received, from its own exchange.
     assert accepted_event_types("ingress") == {"file.received"}
+    # The text transforms read stored originals; the commit stage records what they found.
+    assert accepted_event_types("pdftext") == accepted_event_types("ocr") == {"file.stored"}
+    assert {"file.text_extracted", "file.text_failed"} <= accepted_event_types("commit")
     assert set(WORKERS) == {"ingress", *STAGES, "fallback"}
     with pytest.raises(KeyError):
         accepted_event_types("gateway")

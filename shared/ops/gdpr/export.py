@@ -7,9 +7,12 @@
   down), streamed chunk by chunk into the zip (``ZipFile.open(name, "w")``), so memory stays
   flat whatever the size; each is hashed on the way and compared with the SHA-256 recorded
   when it was stored;
+- ``files/<file_id>/v<n>-<name>.text.txt``: the text the pdftext or ocr stage extracted from
+  a version, if any (docs/transforms.md);
 - ``metadata.json``: the owner, when, and for each file its name, type, kind, metadata, status,
-  its versions (size, SHA-256, where the bytes are in the zip, whether their SHA-256 matched)
-  and its history (every recorded event: type, version, times, detail).
+  its versions (size, SHA-256, where the bytes are in the zip, whether their SHA-256 matched,
+  its extracted text or why there is none) and its history (every recorded event: type,
+  version, times, detail).
 
 Deleted files (and files whose deletion is under way) are not exported. The zip is written to
 ``FILE.zip.partial`` and renamed into place once complete: a failed export leaves nothing.
@@ -52,8 +55,12 @@ SELECT f.file_id, f.original_name, f.content_type, f.kind, f.metadata, f.status,
        v.object_key, v.thumbnails, v.created_at AS version_created_at,
        EXISTS (SELECT 1 FROM fallback_blobs b
                WHERE b.file_id = v.file_id AND b.version_number = v.version_number
-                 AND b.owner = f.owner) AS in_fallback
+                 AND b.owner = f.owner) AS in_fallback,
+       t.transform, t.state AS text_state, t.text_key, t.size_bytes AS text_size_bytes,
+       t.pages AS text_pages, t.language AS text_language, t.error AS text_error
 FROM files f JOIN file_versions v ON v.file_id = f.file_id
+LEFT JOIN file_texts t
+    ON t.file_id = v.file_id AND t.version_number = v.version_number AND t.owner = f.owner
 WHERE f.owner = $1 AND f.status <> 'deleted'
   AND NOT EXISTS (SELECT 1 FROM file_deletions d WHERE d.file_id = f.file_id)
 ORDER BY f.received_at, f.file_id, v.version_number
@@ -88,6 +95,31 @@ async def _copy(storage: ObjectStore, key: str, dest: Any, on_chunk: Callable[[i
             await asyncio.to_thread(dest.write, chunk)
             on_chunk(len(chunk))
     return digest.hexdigest()
+
+
+async def _export_text(
+    storage: ObjectStore, archive: zipfile.ZipFile, row: Any, name: str
+) -> dict[str, Any]:
+    """Write the version's extracted text to ``<name>.text.txt`` in ``archive``; what
+    ``metadata.json`` says of it (transform, state, pages, language, path, or the error)."""
+    text: dict[str, Any] = {
+        "transform": row["transform"],
+        "state": row["text_state"],
+        "pages": row["text_pages"],
+        "language": row["text_language"],
+        "error": row["text_error"],
+        "path": None,
+    }
+    if row["text_key"]:
+        path = f"{name}.text.txt"
+        try:
+            with archive.open(path, "w") as dest:
+                await _copy(storage, row["text_key"], dest, lambda n: None)
+        except SourceMissing:
+            text["missing"] = True
+        else:
+            text["path"] = path
+    return text
 
 
 async def export_owner(
@@ -162,6 +194,8 @@ async def export_owner(
                         "sha256_matches": None,
                     }
                     entry["versions"].append(version)
+                    if row["text_state"] is not None:
+                        version["text"] = await _export_text(storage, archive, row, name)
                     large = row["size_bytes"] > _ZIP64_FROM_BYTES
                     sha256: str | None = None
                     if row["object_key"] and row["bucket"] == storage.bucket:

@@ -1,0 +1,1 @@
+"""The optional pdftext stage: the text of each page of a PDF (docs/transforms.md)."""
