@@ -125,7 +125,7 @@ def database(services: object) -> str:
 def s3_clean(s3: Any, database: str) -> Iterator[Any]:
     """An empty bucket and empty tables for each test."""
     with psycopg.connect(database) as conn:
-        conn.execute("TRUNCATE files, file_versions, file_events")
+        conn.execute("TRUNCATE files, file_versions, file_events CASCADE")
     while keys := [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]:
         s3.delete_objects(Bucket=BUCKET, Delete={"Objects": [{"Key": k} for k in keys]})
     yield s3

@@ -65,7 +65,7 @@ def database(services: object) -> str:
 def local(tmp_path: Path, database: str) -> Iterator[LocalBucket]:
     """An empty local store and empty tables."""
     with psycopg.connect(database) as conn:
-        conn.execute("TRUNCATE files, file_versions, file_events")
+        conn.execute("TRUNCATE files, file_versions, file_events CASCADE")
     root = tmp_path / "objects"
     root.mkdir()
     yield LocalBucket(root)
