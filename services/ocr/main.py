@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
 from typing import Final
 
 from services.ocr.handler import Deps, handle
 from shared.adapters import tesseract
 from shared.adapters.object_storage import open_object_storage
 from shared.breaker import Dependency, DependencyName
-from shared.errors import ConfigError, StorageUnavailable, TextError
+from shared.errors import ConfigError, StorageUnavailable
 from shared.settings import Settings
 from shared.stage import Stage
 from shared.transforms import bind_transform_queue
@@ -31,12 +30,7 @@ async def build(settings: Settings) -> Stage:
     """
     if not settings.ocr.enabled:
         raise ConfigError("the ocr worker needs SLUICE_OCR_ENABLED=true")
-    os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # one core per Tesseract process
-    languages = tesseract.installed_languages()
-    try:
-        tesseract.check_languages(settings.ocr.default_lang, languages)
-    except TextError as exc:
-        raise ConfigError(f"SLUICE_OCR_DEFAULT_LANG: {exc}") from None
+    languages = tesseract.prepare(settings.ocr.default_lang)
     await bind_transform_queue(settings, NAME)
     stack = contextlib.AsyncExitStack()
     storage = await stack.enter_async_context(open_object_storage(settings))

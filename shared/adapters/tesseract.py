@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 
 import pytesseract
 from PIL import Image
@@ -37,6 +38,24 @@ def installed_languages() -> frozenset[str]:
 
 
 @functools.cache
+def prepare(default_languages: str) -> frozenset[str]:
+    """At a worker's start: one core per Tesseract process (``OMP_THREAD_LIMIT=1`` unless
+    set), and the installed languages, checked to hold ``default_languages``
+    (``SLUICE_OCR_DEFAULT_LANG``).
+
+    Raises:
+        ConfigError: tesseract is missing, or a default language is not installed (the message
+            names ``SLUICE_OCR_DEFAULT_LANG``).
+    """
+    os.environ.setdefault("OMP_THREAD_LIMIT", "1")
+    languages = installed_languages()
+    try:
+        check_languages(default_languages, languages)
+    except TextError as exc:
+        raise ConfigError(f"SLUICE_OCR_DEFAULT_LANG: {exc}") from None
+    return languages
+
+
 def languages_here() -> frozenset[str] | None:
     """The languages of this machine's Tesseract, read once per process; ``None`` when it is
     not installed here (a gateway host may have no OCR: the stage checks again)."""
