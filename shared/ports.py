@@ -111,6 +111,20 @@ class FileStates(Protocol):
         ...
 
 
+class DeletedFiles(Protocol):
+    """Whether a file was deleted or erased while a stage still had its event in hand
+    (docs/gdpr.md): a stage whose source is gone for such a file drops the message."""
+
+    async def forgotten(self, event: BaseEvent) -> bool:
+        """True when ``event``'s file is deleted, waits for its deletion (a gateway tombstone),
+        or belongs to an owner erased since the file was received.
+
+        Raises:
+            DatabaseUnavailable: PostgreSQL cannot be reached (retryable).
+        """
+        ...
+
+
 @dataclass(frozen=True)
 class Upstream:
     """An upstream service allowed to publish ``file.received`` to the ingress exchange as the

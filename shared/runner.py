@@ -10,6 +10,9 @@ at-least-once delivery, so handlers are idempotent). Failures are routed by type
 - anything else → the stage's wait queue with a jittered exponential backoff as per-message TTL,
   counted in our own ``x-sluice-attempts`` header (RabbitMQ owns ``x-death``), and after
   ``max_attempts`` → the dead-letter queue (the policy and its headers: ``shared.retry``);
+- :class:`~shared.errors.SourceMissing` about a file deleted or erased while its event was in
+  flight (asked of the stage's :attr:`~shared.stage.Stage.deleted`) → acked and dropped: its
+  bytes were purged on purpose (docs/gdpr.md);
 - a consumer that dies mid-message (crash loop) → RabbitMQ redelivers, and the quorum queue's
   delivery limit dead-letters it in the end;
 - an error the stage's :attr:`~shared.stage.Stage.dependencies` name, whose dependency then
@@ -54,7 +57,7 @@ from pydantic import ValidationError
 from shared import retry
 from shared.adapters import broker
 from shared.breaker import BreakerStatus, CircuitBreaker, Dependency
-from shared.errors import InvalidEvent, PermanentError, SluiceError
+from shared.errors import InvalidEvent, PermanentError, SluiceError, SourceMissing
 from shared.events import BaseEvent, parse_event
 from shared.settings import AmqpSettings, BreakerSettings
 from shared.stage import Refusal, Stage
@@ -241,9 +244,17 @@ class StageConsumer:
                 # Delivered before the consumer's cancel took effect: not handled at all.
                 outcome = "parked" if await self._park(message, headers) else "requeued"
                 return outcome, "circuit breaker open", None, event_type
-            reply = await self.stage.reply(
-                event, headers, broker.verified_publisher(message, self.settings.user)
-            )
+            try:
+                reply = await self.stage.reply(
+                    event, headers, broker.verified_publisher(message, self.settings.user)
+                )
+            except SourceMissing:
+                # The file was deleted while this event was in flight: its bytes are purged on
+                # purpose. (A failing check is retried like any failure of the stage.)
+                if self.stage.deleted is None or not await self.stage.deleted.forgotten(event):
+                    raise
+                await message.ack()
+                return "dropped", "source gone: the file was deleted", None, event_type
             if not isinstance(reply, Refusal):
                 await self._publish_all(reply)
                 await message.ack()

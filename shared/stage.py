@@ -17,6 +17,7 @@ from typing import Any
 from shared import retry
 from shared.breaker import Dependency, dependency_of
 from shared.events import BaseEvent
+from shared.ports import DeletedFiles
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,11 @@ class Stage:
     an exhausted S3 outage to the fallback worker's queue that way. ``background``, if set, runs
     beside the consumer until the stop event is set (the fallback's migration loop).
 
+    ``deleted``, if set, is asked when the handler raises :class:`~shared.errors.SourceMissing`:
+    for a file deleted or erased while its event was in flight (its bytes purged before this
+    stage read them; docs/gdpr.md) the message is acked and dropped, not dead-lettered. Every
+    stage that reads a file's bytes sets it.
+
     ``dependencies`` are what the stage's circuit breaker waits for (``shared.breaker``): the
     error types that may mean clamd, PostgreSQL or S3 is down, each with its probe. A failure of
     one of them, confirmed by its probe, stops the stage's deliveries instead of spending the
@@ -79,6 +85,7 @@ class Stage:
     handle_with_history: HistoryHandler | None = None
     dependencies: tuple[Dependency, ...] = ()
     handle_with_publisher: PublisherHandler | None = None
+    deleted: DeletedFiles | None = None
 
     def __post_init__(self) -> None:
         handlers = (self.handle, self.handle_with_history, self.handle_with_publisher)

@@ -25,6 +25,7 @@ from typing import Any, Final
 
 import structlog
 
+from shared.adapters.db import FORGOTTEN
 from shared.claims import check_owner
 from shared.erasure import owner_digest
 from shared.events import (
@@ -48,12 +49,6 @@ DELETED_DETAIL: Final = "deleted"
 _NOTICES: Final = (FileCommitted, FileDeadLettered, FileDeadLetterPurged, FileDeleted)
 
 _LOCK_HISTORY = "SELECT pg_advisory_xact_lock(hashtextextended($1::uuid::text, $2))"
-
-_IS_DELETED = """
-SELECT EXISTS (SELECT 1 FROM files WHERE file_id = $1 AND status = $4)
-    OR EXISTS (SELECT 1 FROM file_deletions WHERE file_id = $1)
-    OR EXISTS (SELECT 1 FROM gdpr_erasures WHERE owner_sha256 = $2 AND started_at >= $3)
-"""
 
 _ERASED = "SELECT EXISTS (SELECT 1 FROM gdpr_erasures WHERE owner_sha256 = $1 AND started_at >= $2)"
 
@@ -101,7 +96,7 @@ async def is_deleted(connection: Any, event: BaseEvent) -> bool:
     history lock first (held until the transaction ends), as a deletion does."""
     await connection.execute(_LOCK_HISTORY, event.file_id, HISTORY_LOCK_SEED)
     deleted: bool = await connection.fetchval(
-        _IS_DELETED,
+        FORGOTTEN,
         event.file_id,
         owner_digest(event.owner),
         event.received_at,

@@ -7,6 +7,7 @@ once do not race.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from pathlib import Path
@@ -16,8 +17,11 @@ import asyncpg
 from yoyo import get_backend, read_migrations
 from yoyo.backends import DatabaseBackend
 
+from shared.erasure import owner_digest
 from shared.errors import DatabaseUnavailable
+from shared.events import BaseEvent
 from shared.settings import DatabaseSettings
+from shared.status import FileStatus
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -145,6 +149,74 @@ SELECT CASE WHEN EXISTS (SELECT 1 FROM file_deletions WHERE file_id = $1)
             ELSE (SELECT status FROM file_versions WHERE file_id = $1 AND version_number = $2)
        END
 """
+
+
+#: Whether a file is deleted (``$4``: the status ``deleted``), waits for its deletion (a gateway
+#: tombstone in ``file_deletions``) or belongs to an owner (``$2``: its digest) erased since it
+#: was received (``$3``); ``$1`` the file id. The commit stage asks under the file's history
+#: lock; the other stages ask when a file's source is gone (:class:`DeletedFileReader`).
+FORGOTTEN = """
+SELECT EXISTS (SELECT 1 FROM files WHERE file_id = $1 AND status = $4)
+    OR EXISTS (SELECT 1 FROM file_deletions WHERE file_id = $1)
+    OR EXISTS (SELECT 1 FROM gdpr_erasures WHERE owner_sha256 = $2 AND started_at >= $3)
+"""
+
+
+class DeletedFileReader:
+    """The ``DeletedFiles`` port on PostgreSQL: whether a file was deleted or erased.
+
+    A stage asks only when a file's source is gone, which is rare, so the pool is opened on the
+    first question (at most ``max_size`` connections): a worker does not need PostgreSQL to
+    start. Give ``pool`` to share a stage's own.
+    """
+
+    def __init__(
+        self, settings: DatabaseSettings, pool: asyncpg.Pool | None = None, max_size: int = 2
+    ) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._owned = pool is None
+        self._max_size = max_size
+        self._opening = asyncio.Lock()
+
+    async def forgotten(self, event: BaseEvent) -> bool:
+        """True when ``event``'s file is deleted, waits for its deletion, or belongs to an
+        owner erased since it was received (:data:`FORGOTTEN`).
+
+        Raises:
+            DatabaseUnavailable: PostgreSQL cannot be reached.
+        """
+        try:
+            pool = await self._open()
+            value = await pool.fetchval(
+                FORGOTTEN,
+                event.file_id,
+                owner_digest(event.owner),
+                event.received_at,
+                str(FileStatus.DELETED),
+            )
+        except CONNECTION_ERRORS as exc:
+            raise DatabaseUnavailable(
+                f"cannot read whether the file was deleted: {exc!r}", file_id=str(event.file_id)
+            ) from exc
+        return bool(value)
+
+    async def close(self) -> None:
+        """Close the pool this reader opened (not one it was given)."""
+        if self._owned and self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    async def _open(self) -> asyncpg.Pool:
+        async with self._opening:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    self._settings.url,
+                    min_size=0,
+                    max_size=self._max_size,
+                    command_timeout=self._settings.command_timeout_s,
+                )
+            return self._pool
 
 
 class FileStateReader:

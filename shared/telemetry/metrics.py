@@ -73,7 +73,8 @@ DEPENDENCY_UP = Gauge(
 MESSAGES_HANDLED = Counter(
     "sluice_messages_handled_total",
     "Messages a stage consumer handled, by outcome: acked, retry, dead-lettered, requeued, "
-    "parked (given back, no attempt spent, while a dependency is down).",
+    "parked (given back, no attempt spent, while a dependency is down), dropped (acked: the "
+    "file was deleted while in flight and its source is gone).",
     ["stage", "outcome"],
 )
 MESSAGES_FAILED = Counter(

@@ -22,7 +22,9 @@ class Handled:
     """One message's outcome, as the run loop reports it to observers (metrics, status).
 
     ``outcome`` is ``acked`` (handled, events published), ``retry`` (sent to the wait queue),
-    ``dead-lettered`` or ``requeued`` (given back to the broker: routing the failure failed).
+    ``dead-lettered``, ``requeued`` (given back to the broker: routing the failure failed),
+    ``parked`` (given back while a dependency is down) or ``dropped`` (acked without events:
+    the file was deleted while in flight and its source is gone).
     ``error_type`` is the exception's class name (or the reason of a handler's refusal,
     ``shared.stage.Refusal``), None when acked. ``duration_s`` is the handling time in seconds.
     """

@@ -33,6 +33,7 @@ DEFAULT_WINDOW_S = 60
 #: (the failure could not be routed; the broker delivers the message again) counts as handled.
 _COUNTER_OF_OUTCOME = {
     "acked": "acked",
+    "dropped": "acked",  # acked without events: the file was deleted while in flight
     "retry": "retried",
     "dead-lettered": "dead_lettered",
     "parked": "parked",
