@@ -604,6 +604,9 @@ def main(argv: list[str] | None = None) -> int:
     uploads = corpus(args.files, args.camera_share)
     megabytes = sum(u.size_bytes for u in uploads) / 1e6
     print(f"corpus: {len(uploads)} files, {megabytes:.1f} MB, {os.cpu_count()} cores")
+    print(
+        f"stage workers' niceness (SLUICE_WORKER_NICE): {os.environ.get('SLUICE_WORKER_NICE', 0)}"
+    )
     results = []
     for workers in args.workers_per_stage:
         print(f"running with {workers} worker(s) per stage ...", flush=True)

@@ -570,6 +570,14 @@ class WorkerSettings(BaseSettings):
         description="Serve /healthz and /readyz on 127.0.0.1 at this port; unset: no server.",
     )
     health_host: str = Field("127.0.0.1", description="Listen address of the health server.")
+    nice: int = Field(
+        0,
+        ge=0,
+        le=19,
+        description="Added to the CPU niceness of `sluice worker` processes (and their render "
+        "processes) at start: on a host shared with the gateway, 10 lets the gateway answer "
+        "uploads first under load (docs/deployment.md). 0: unchanged.",
+    )
 
 
 class StatusSettings(BaseSettings):

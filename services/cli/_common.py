@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import importlib
 import json
+import os
 import re
 import signal
 from collections.abc import Awaitable, Callable
@@ -83,6 +84,10 @@ def serve(stages: list[str], gateway: bool) -> None:
         ConfigError: a variable is malformed (named in the message).
     """
     settings = settings_from_env()
+    if stages and not gateway and settings.worker.nice:
+        # A stage worker yields the CPU to the gateway (and its render processes, which inherit
+        # it, with it): POSIX nice(2), relative to what the process was started with.
+        os.nice(settings.worker.nice)
 
     async def main() -> None:
         stop = asyncio.Event()
