@@ -13,7 +13,9 @@ from __future__ import annotations
 import io
 import json
 import subprocess
+import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from PIL import Image
 
 from shared import devservices
 from shared.hls import listed_names, segment_durations
-from tests.e2e.pipeline import Pipeline, queue_depths, start_pipeline
+from tests.e2e.pipeline import ROOT, Pipeline, queue_depths, start_pipeline
 from tests.e2e.test_text import sluice_status, upload
 
 pytestmark = pytest.mark.e2e
@@ -231,6 +233,30 @@ def test_status_shows_the_video_stage(pipeline: Pipeline, files: dict[str, str])
         time.sleep(1)
     assert stages["video"]["queue"] == f"{pipeline.prefix}.video"
     assert stages["video"]["dead_letters"] == 0, stages["video"]
+
+
+def test_gdpr_export_says_what_the_video_stage_made(
+    pipeline: Pipeline, files: dict[str, str], inputs: dict[str, bytes], tmp_path: Path
+) -> None:
+    out = tmp_path / "alice.zip"
+    done = subprocess.run(
+        [sys.executable, "-m", "services", "gdpr", "export", "--owner", "alice", "--out", str(out)],
+        env={**pipeline.env, "SLUICE_LOG_LEVEL": "warning"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    with zipfile.ZipFile(out) as archive:
+        by_id = {e["file_id"]: e for e in json.loads(archive.read("metadata.json"))["files"]}
+        assert archive.read(f"files/{files['mp4']}/v1-pattern.mp4") == inputs["mp4"]
+        assert not [n for n in archive.namelist() if ".hls/" in n or ".poster-" in n]
+    video = by_id[files["mp4"]]["versions"][0]["video"]
+    assert (video["state"], video["renditions"]) == ("processed", ["360p", "720p"])
+    failed = by_id[files["corrupt"]]["versions"][0]["video"]
+    assert failed["state"] == "failed" and "not a decodable video" in failed["error"]
 
 
 def test_deleting_a_video_leaves_no_object(pipeline: Pipeline, files: dict[str, str]) -> None:
