@@ -259,6 +259,23 @@ def test_gdpr_export_says_what_the_video_stage_made(
     assert failed["state"] == "failed" and "not a decodable video" in failed["error"]
 
 
+def test_reconcile_takes_no_derived_object_for_an_orphan(
+    pipeline: Pipeline, files: dict[str, str]
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "services", "reconcile", "--json", "--grace", "0s"],
+        env={**pipeline.env, "SLUICE_LOG_LEVEL": "warning"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    document = json.loads(done.stdout)
+    assert document["counts"]["orphans"] == 0, document["orphans"]
+    assert done.returncode == 0, done.stderr
+
+
 def test_deleting_a_video_leaves_no_object(pipeline: Pipeline, files: dict[str, str]) -> None:
     file_id = files["mp4"]
     (key,) = pipeline.sql("SELECT master_key FROM file_videos WHERE file_id = %s", file_id)[0]
