@@ -3,7 +3,8 @@
 #   - clamd (clamav-daemon), libmagic1, and chromium + chromium-driver (the headless browser
 #     of tests/e2e/test_ops_page.py) with apt, when missing; Tesseract with its English and
 #     French data (tesseract-ocr, -eng, -fra: the ocr and pdftext stages, docs/transforms.md)
-#     and fonts-dejavu-core (the TrueType font their tests draw text with);
+#     and fonts-dejavu-core (the TrueType font their tests draw text with); ffmpeg (ffmpeg and
+#     ffprobe: the video stage's poster frames and HLS renditions, docs/transforms.md);
 #   - RabbitMQ's management and Prometheus plugins, when RabbitMQ is installed and they are off;
 #   - the project with its dev extras into ./.venv (Python >= 3.11), at the versions pinned in
 #     requirements.lock.
@@ -18,7 +19,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # -- system packages ------------------------------------------------------------------------
 missing=()
 for package in clamav-daemon libmagic1 chromium chromium-driver \
-    tesseract-ocr tesseract-ocr-eng tesseract-ocr-fra fonts-dejavu-core; do
+    tesseract-ocr tesseract-ocr-eng tesseract-ocr-fra fonts-dejavu-core ffmpeg; do
     if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
         missing+=("$package")
     fi
@@ -54,6 +55,10 @@ command -v clamd >/dev/null || [[ -x /usr/sbin/clamd ]] || {
 }
 command -v tesseract >/dev/null || {
     echo "bootstrap: tesseract missing after install" >&2
+    exit 1
+}
+command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || {
+    echo "bootstrap: ffmpeg or ffprobe missing after install" >&2
     exit 1
 }
 command -v chromedriver >/dev/null || {

@@ -31,16 +31,33 @@ from shared.events import (
     FileTextExtracted,
     FileTextFailed,
     FileThumbnailed,
+    FileVideoFailed,
+    FileVideoProcessed,
 )
-from shared.naming import object_key, spool_name, text_key, thumbnail_key
+from shared.naming import (
+    HLS_MASTER,
+    hls_key,
+    object_key,
+    poster_key,
+    spool_name,
+    text_key,
+    thumbnail_key,
+)
 
 
 def check_stored_object(
-    event: FileStored | FileThumbnailed | FileTextExtracted | FileTextFailed, own_bucket: str
+    event: FileStored
+    | FileThumbnailed
+    | FileTextExtracted
+    | FileTextFailed
+    | FileVideoProcessed
+    | FileVideoFailed,
+    own_bucket: str,
 ) -> None:
     """Check that ``event`` names Sluice's bucket ``own_bucket``, the file's own object key and,
     for ``file.thumbnailed``, thumbnails next to it; for ``file.text_extracted``, the text at
-    ``shared.naming.text_key`` of that key.
+    ``shared.naming.text_key`` of that key; for ``file.video_processed``, the HLS playlists and
+    poster thumbnails at ``shared.naming.hls_key`` and ``poster_key`` of that key.
 
     Raises:
         ForgedEvent: another bucket, another key (e.g. ``alice/...`` in an event of owner
@@ -74,6 +91,15 @@ def check_stored_object(
             f"file.text_extracted names text key {event.text_key!r}, not {text_key(expected)!r}",
             **context,
         )
+    if isinstance(event, FileVideoProcessed):
+        owns = [(event.master_key, hls_key(expected, HLS_MASTER))]
+        owns += [(r.playlist_key, hls_key(expected, f"{r.name}.m3u8")) for r in event.renditions]
+        owns += [(p.key, poster_key(expected, p.size_px, p.content_type)) for p in event.poster]
+        for named, own in owns:
+            if named != own:
+                raise ForgedEvent(
+                    f"file.video_processed names key {named!r}, not {own!r}", **context
+                )
 
 
 def check_owner(event: BaseEvent, recorded_owner: str | None) -> None:

@@ -32,8 +32,10 @@ dead-lettered once the attempts are exhausted.
         │                            a key or bucket not the file's own, another file's spool
         ├── NotAllowed               an upstream service named what it may not (owner, bucket...)
         ├── ThumbnailError           bytes that cannot be made into a thumbnail (corrupt, bomb)
-        └── TextError                bytes no text can be read from (not a readable PDF or
-                                     image, an OCR language not installed, OCR timed out)
+        ├── TextError                bytes no text can be read from (not a readable PDF or
+        │                            image, an OCR language not installed, OCR timed out)
+        └── VideoError               bytes that are not a decodable video, too long a video,
+                                     ffmpeg past its time or killed
 
 ``ServiceStartError`` is also a ``RuntimeError``, ``InvalidOwner`` and ``PolicyRefusal`` a
 ``ValueError`` and ``UnknownKey`` a ``LookupError``, so callers that catch the built-in kind keep
@@ -211,4 +213,13 @@ class TextError(PermanentError):
     ``reason`` (the file stays ``available``; docs/transforms.md): e.g. ``"not a readable PDF:
     Failed to load document (PDFium: Data format error)"``, ``"not a readable image: cannot
     identify image file"``, ``"OCR language not installed: deu"``, ``"OCR timed out after 60 s"``.
+    """
+
+
+class VideoError(PermanentError):
+    """The bytes cannot be made into a poster frame and an HLS rendition; retrying will not help.
+
+    The video stage catches it and emits ``file.video_failed`` with the message as its ``reason``
+    (the file stays ``available``; docs/transforms.md): e.g. ``"not a decodable video: moov atom
+    not found"``, ``"video too long: 900 s > limit 600 s"``, ``"ffmpeg timed out after 600 s"``.
     """

@@ -635,6 +635,62 @@ class FileTextFailed(_Event):
     )
 
 
+class HlsRendition(BaseModel):
+    """One HLS rendition of a video: H.264 (and AAC when the source has sound) in MPEG-TS
+    segments, listed by its media playlist (RFC 8216)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[0-9]{1,4}p$", description="Its name, e.g. `360p`.")
+    playlist_key: str = Field(
+        description="Object key of its media playlist: `{original key}.hls/{name}.m3u8`."
+    )
+    width: int = Field(ge=2, description="Width, pixels.")
+    height: int = Field(ge=2, description="Height, pixels.")
+    bandwidth: int = Field(ge=1, description="Peak bit rate the master announces, bits/s.")
+    segments: int = Field(ge=1, description="Its MPEG-TS segments.")
+
+
+class FileVideoProcessed(_Event):
+    """The video stage stored a poster frame's thumbnails and an HLS rendition beside the
+    original (seed 002: HLS streaming; docs/transforms.md)."""
+
+    routing_key: ClassVar[str] = "file.video_processed"
+    type: Literal["file.video_processed"] = "file.video_processed"
+    bucket: str = Field(description="Bucket holding the original and what was derived.")
+    key: str = Field(description="Object key of the original.")
+    duration_s: float = Field(ge=0, description="Duration of the video (ffprobe), seconds.")
+    width: int = Field(ge=1, description="Width of the source's video stream, pixels.")
+    height: int = Field(ge=1, description="Height of the source's video stream, pixels.")
+    video_codec: str = Field(max_length=64, description="Codec of the source, e.g. `h264`.")
+    has_audio: bool = Field(description="Whether the source has sound (renditions carry AAC).")
+    master_key: str = Field(
+        description="Object key of the HLS master playlist: `{original key}.hls/master.m3u8`."
+    )
+    segment_s: int = Field(ge=1, description="Target segment length, seconds.")
+    renditions: tuple[HlsRendition, ...] = Field(
+        min_length=1, description="The renditions, smallest first."
+    )
+    poster: tuple[Thumbnail, ...] = Field(
+        default=(),
+        description="Thumbnails of the poster frame, the image thumbnails' sizes and formats: "
+        "`{original key}.poster-{size_px}.webp` or `.jpg`.",
+    )
+
+
+class FileVideoFailed(_Event):
+    """The video stage could not read the original (not a decodable video, too long, ffmpeg
+    past its time); the file stays as it is (``available``)."""
+
+    routing_key: ClassVar[str] = "file.video_failed"
+    type: Literal["file.video_failed"] = "file.video_failed"
+    bucket: str = Field(description="Bucket holding the original.")
+    key: str = Field(description="Object key of the original.")
+    reason: Annotated[str, safe_text(2048)] = Field(
+        max_length=2048, description="Why, e.g. `not a decodable video: moov atom not found`."
+    )
+
+
 Event = Annotated[
     FileReceived
     | FileScanned
@@ -653,7 +709,9 @@ Event = Annotated[
     | FileQuarantined
     | FileDeleted
     | FileTextExtracted
-    | FileTextFailed,
+    | FileTextFailed
+    | FileVideoProcessed
+    | FileVideoFailed,
     Field(discriminator="type"),
 ]
 EVENT_TYPES: tuple[type[_Event], ...] = (
@@ -672,6 +730,7 @@ EVENT_TYPES: tuple[type[_Event], ...] = (
     FileDeleted,
     *(FileRescanRequested, FileRescanned, FileQuarantined),
     *(FileTextExtracted, FileTextFailed),
+    *(FileVideoProcessed, FileVideoFailed),
 )
 EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 BaseEvent = _Event

@@ -102,6 +102,28 @@ def text_key(original_key: str) -> str:
     return original_key + TEXT_SUFFIX
 
 
+#: Where a video's HLS rendition lives: under ``{original key}.hls/`` (docs/transforms.md).
+HLS_SUFFIX = ".hls/"
+#: The HLS master playlist's name under :data:`HLS_SUFFIX`.
+HLS_MASTER = "master.m3u8"
+
+
+def hls_key(original_key: str, name: str) -> str:
+    """The key of a file of a video's HLS rendition, next to its original: ``{original
+    key}.hls/{name}`` (``master.m3u8``, ``360p.m3u8``, ``360p_00000.ts``). Under the original's
+    ``{owner}/{file_id}-`` prefix, so the purge of a deleted file removes them with the rest."""
+    return original_key + HLS_SUFFIX + name
+
+
+def poster_key(original_key: str, size_px: int, content_type: str = "image/webp") -> str:
+    """The key of a thumbnail of a video's poster frame: ``{original key}.poster-{size}.webp``,
+    or ``.jpg`` (as :func:`thumbnail_key`).
+
+    Raises ``KeyError`` for a content type not in :data:`THUMBNAIL_EXTENSIONS`.
+    """
+    return f"{original_key}.poster-{size_px}.{THUMBNAIL_EXTENSIONS[content_type]}"
+
+
 def spool_name(file_id: uuid.UUID, version_number: int = 1) -> str:
     """The spool entry of a file version's upload: ``{file_id}`` for version 1 (as before
     versions existed), ``{file_id}.v{n}`` for version ``n`` > 1, so a new version never

@@ -1,9 +1,11 @@
 """The upload policy: which types are accepted, how big, and how a claim is checked.
 
 Seed 000: images (jpg, jpeg, png, gif, webp, heic, heif) up to 10 MB, PDF up to 5 MB, validated
-by MIME type **and** extension. Here the MIME type is the one libmagic sniffs from the first
-bytes, and it must agree with the file name's extension and with the part's declared
-``Content-Type`` (unless that is absent or the generic ``application/octet-stream``).
+by MIME type **and** extension. Seed 002 (HLS streaming): videos (mp4, m4v, mov, webm) up to
+``SLUICE_GATEWAY_MAX_VIDEO_BYTES`` (60 MiB), the same way. Here the MIME type is the one
+libmagic sniffs from the first bytes, and it must agree with the file name's extension and with
+the part's declared ``Content-Type`` (unless that is absent or the generic
+``application/octet-stream``).
 
 One policy for every way in: the gateway applies it while it streams an upload
 (``services/gateway/form.py``), and the scan stage applies it again to every ``file.received``
@@ -34,7 +36,7 @@ MAX_NAME_CHARS = 1024
 #: Declared types that say nothing about the content; they are not checked.
 GENERIC_TYPES = frozenset({"", "application/octet-stream"})
 
-Category = Literal["image", "document"]
+Category = Literal["image", "document", "video"]
 
 
 @dataclass(frozen=True)
@@ -85,8 +87,9 @@ class UploadPolicy:
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> UploadPolicy:
-        """Seed 000's policy with ``max_image_bytes`` and ``max_pdf_bytes`` from settings."""
-        image = settings.max_image_bytes
+        """Seed 000's policy with ``max_image_bytes`` and ``max_pdf_bytes`` from settings, and
+        the videos of seed 002 with ``max_video_bytes``."""
+        image, video = settings.max_image_bytes, settings.max_video_bytes
         return cls(
             types=(
                 _type("jpeg", "image", "jpg jpeg", "image/jpeg", image, "image/jpg image/pjpeg"),
@@ -108,6 +111,9 @@ class UploadPolicy:
                     settings.max_pdf_bytes,
                     "application/x-pdf",
                 ),
+                _type("mp4", "video", "mp4 m4v", "video/mp4", video, "video/x-m4v"),
+                _type("mov", "video", "mov", "video/quicktime", video),
+                _type("webm", "video", "webm", "video/webm", video),
             ),
             max_metadata_bytes=settings.max_metadata_bytes,
         )

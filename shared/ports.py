@@ -36,7 +36,14 @@ from typing import Any, Protocol
 
 from shared.adapters.scanner import ScanVerdict
 from shared.adapters.storage import ObjectInfo
-from shared.events import BaseEvent, FileDeleted, FileTextExtracted, FileTextFailed
+from shared.events import (
+    BaseEvent,
+    FileDeleted,
+    FileTextExtracted,
+    FileTextFailed,
+    FileVideoFailed,
+    FileVideoProcessed,
+)
 
 __all__ = [
     "ClaimedFallbackRow",
@@ -522,6 +529,12 @@ class FileStateTransaction(Protocol):
     async def record_text(self, event: FileTextExtracted | FileTextFailed) -> None:
         """Write the ``file_texts`` row of ``event``'s version (what a text transform read, or
         why it could not), unless an event of that version made later is recorded there."""
+        ...
+
+    async def record_video(self, event: FileVideoProcessed | FileVideoFailed) -> None:
+        """Write the ``file_videos`` row of ``event``'s version (the HLS rendition and poster
+        the video stage made, or why it could not), unless an event of that version made later
+        is recorded there."""
         ...
 
     async def delete_file(self, event: FileDeleted) -> bool:

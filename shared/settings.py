@@ -18,7 +18,7 @@ from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_va
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
-from shared.transform_settings import OcrSettings, PdfTextSettings, TextSettings
+from shared.transform_settings import OcrSettings, PdfTextSettings, TextSettings, VideoSettings
 
 MiB = 1024 * 1024
 
@@ -306,6 +306,13 @@ class GatewaySettings(BaseSettings):
     )
     max_image_bytes: int = Field(10 * MiB, ge=1, description="Largest image upload (seed 000).")
     max_pdf_bytes: int = Field(5 * MiB, ge=1, description="Largest PDF upload (seed 000).")
+    max_video_bytes: int = Field(
+        60 * MiB,
+        ge=1,
+        description="Largest video upload (MP4, QuickTime, WebM; seed 002: HLS streaming), "
+        "bytes; keep it below clamd's StreamMaxLength (64 MiB in the development config), else "
+        "a larger video is never scanned (docs/transforms.md).",
+    )
     max_metadata_bytes: int = Field(16 * 1024, ge=2, description="Largest `metadata` JSON.")
     max_concurrent_uploads_per_owner: int = Field(
         8,
@@ -759,6 +766,7 @@ class Settings:
         pdftext: PdfTextSettings | None = None,
         ocr: OcrSettings | None = None,
         text: TextSettings | None = None,
+        video: VideoSettings | None = None,
     ) -> None:
         storage = storage or StorageSettings()
         if storage.backend == "local" and spool.backend == "s3":
@@ -801,6 +809,7 @@ class Settings:
         self.pdftext = pdftext or PdfTextSettings()
         self.ocr = ocr or OcrSettings()
         self.text = text or TextSettings()
+        self.video = video or VideoSettings()
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -832,6 +841,7 @@ class Settings:
             pdftext=load(PdfTextSettings),
             ocr=load(OcrSettings),
             text=load(TextSettings),
+            video=load(VideoSettings),
         )
 
 
@@ -858,6 +868,7 @@ SETTINGS_GROUPS: tuple[type[BaseSettings], ...] = (
     PdfTextSettings,
     OcrSettings,
     TextSettings,
+    VideoSettings,
 )
 
 

@@ -8,7 +8,8 @@
                                rescan_requested} ──────────► sluice.scan       ─┤
                            ── file.scanned ───────────────► sluice.store      ─┤ x-dead-letter-
                            ── file.stored ────────────────► sluice.thumbnail  ─┤ exchange:
-                           ── file.stored ──► sluice.pdftext, sluice.ocr       │
+                           ── file.stored ──► sluice.pdftext, sluice.ocr,      │
+                                              sluice.video                     │
                                               (optional, bound by their own    │
                                                workers; docs/transforms.md)    │
                            ── file.{received,scanned,                          │ sluice.dlx
@@ -16,7 +17,9 @@
                                fallback,deferred,corrupted,                    │  stage name)
                                dead_letter_purged,deleted,updated,             │
                                rescanned,quarantined,                          │
-                               text_extracted,text_failed} ► sluice.commit   ─┤
+                               text_extracted,text_failed,                     │
+                               video_processed,                                │
+                               video_failed} ────────────► sluice.commit     ─┤
                            ── file.deleted ───────────────► sluice.purge      ─┤
                            ── file.{committed,deleted,                         │
                                quarantined} ──► sluice.mirror (optional, ─────┘
@@ -65,11 +68,13 @@ STAGE_BINDINGS: dict[str, tuple[str, ...]] = {
         "file.deleted",
         *("file.rescanned", "file.quarantined"),
         *("file.text_extracted", "file.text_failed"),
+        *("file.video_processed", "file.video_failed"),
     ),
     "purge": ("file.deleted",),
 }
 STAGES: tuple[str, ...] = tuple(STAGE_BINDINGS)
-#: The optional text transforms (``SLUICE_PDFTEXT_ENABLED``, ``SLUICE_OCR_ENABLED``;
+#: The optional transforms (``SLUICE_PDFTEXT_ENABLED``, ``SLUICE_OCR_ENABLED``,
+#: ``SLUICE_VIDEO_ENABLED``;
 #: docs/transforms.md) → the routing keys their queues take. Their work, wait and dead-letter
 #: queues are declared with every other stage's (so ``sluice status`` and ``sluice dlq`` see
 #: them), but each work queue is bound by its own worker at its start
@@ -77,6 +82,7 @@ STAGES: tuple[str, ...] = tuple(STAGE_BINDINGS)
 TRANSFORM_BINDINGS: dict[str, tuple[str, ...]] = {
     "pdftext": ("file.stored",),
     "ocr": ("file.stored",),
+    "video": ("file.stored",),
 }
 TRANSFORMS: tuple[str, ...] = tuple(TRANSFORM_BINDINGS)
 #: The fallback worker's stage name; its queue takes the store stage's S3-outage dead letters.

@@ -92,3 +92,53 @@ class TextSettings(BaseSettings):
         "`GET /v1/files?q=`; the rest of a longer text is not searchable (the event and the "
         "file say `search_truncated`). Characters.",
     )
+
+
+class VideoSettings(BaseSettings):
+    """The ``video`` stage (``SLUICE_VIDEO_*``): a poster frame and an HLS rendition of MP4,
+    QuickTime and WebM uploads, by Debian's ``ffmpeg`` and ``ffprobe`` (docs/transforms.md;
+    seed 002: HLS streaming). Each bound is what one message may cost at most."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICE_VIDEO_", frozen=True)
+
+    enabled: bool = Field(False, description="Run the video consumer (`sluice run`).")
+    timeout_s: float = Field(
+        600.0,
+        gt=0,
+        le=7200,
+        description="Longest one ffmpeg or ffprobe run may take, seconds; past it the process "
+        "is killed and the file gets file.video_failed ('ffmpeg timed out').",
+    )
+    threads: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Threads per ffmpeg process (`-threads`), i.e. cores one video may use.",
+    )
+    max_duration_s: float = Field(
+        600.0,
+        gt=0,
+        le=86_400,
+        description="Longest video transcoded, seconds (ffprobe's duration); a longer one gets "
+        "file.video_failed without being transcoded.",
+    )
+    rendition_heights_px: tuple[int, ...] = Field(
+        (360, 720),
+        min_length=1,
+        max_length=4,
+        description="Heights of the HLS renditions (of the short side for a portrait video), "
+        "pixels; never above the source's, so a small video gets fewer.",
+    )
+    segment_s: int = Field(
+        6, ge=2, le=30, description="Target length of an HLS segment, seconds (`-hls_time`)."
+    )
+    max_concurrent: int = Field(
+        1, ge=1, le=16, description="Videos transcoded at once per worker process."
+    )
+
+    @field_validator("rendition_heights_px")
+    @classmethod
+    def _heights(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(h < 144 or h > 2160 or h % 2 for h in value):
+            raise ValueError("even heights from 144 to 2160 pixels, e.g. '360,720'")
+        return tuple(sorted(set(value)))

@@ -37,6 +37,9 @@ OCR_TYPES = frozenset(
     {"image/jpeg", "image/png", "image/gif", "image/webp", "image/heic", "image/heif"}
 )
 
+#: The media types the video stage reads (seed 002: HLS streaming; ``shared.policy``'s videos).
+VIDEO_TYPES = frozenset({"video/mp4", "video/quicktime", "video/webm"})
+
 
 def transform_for(content_type: str | None) -> Transform | None:
     """The transform that reads files of ``content_type``: ``pdftext`` for a PDF, ``ocr`` for
@@ -147,8 +150,9 @@ def text_failed(event: FileStored, transform: Transform, reason: str) -> FileTex
     )
 
 
-async def bind_transform_queue(settings: Settings, stage: Transform) -> None:
-    """Declare the topology and bind the transform ``stage``'s queue to ``file.stored``
+async def bind_transform_queue(settings: Settings, stage: str) -> None:
+    """Declare the topology and bind the transform ``stage``'s queue (``pdftext``, ``ocr``,
+    ``video``: ``shared.topology.TRANSFORMS``) to ``file.stored``
     (``shared.topology.Topology.bind_transform``), at its worker's start.
 
     Raises:

@@ -118,6 +118,8 @@ async def delete_file(connection: Any, event: FileDeleted) -> bool:
     erased = await connection.fetchval(_ERASED, owner_digest(event.owner), event.received_at)
     # What the text transforms read (migration 0012), for a deletion as for an erasure.
     await connection.execute("DELETE FROM file_texts WHERE file_id = $1", event.file_id)
+    # What the video transform made (migration 0013): its objects go with the file's purge.
+    await connection.execute("DELETE FROM file_videos WHERE file_id = $1", event.file_id)
     if event.reason == "erasure" or erased:
         await connection.execute("DELETE FROM file_events WHERE file_id = $1", event.file_id)
         await connection.execute("DELETE FROM files WHERE file_id = $1", event.file_id)

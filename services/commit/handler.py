@@ -20,7 +20,9 @@ as it was. ``file.updated`` (an edit of the file's name, kind or metadata) is ap
 it is ``available`` itself (:func:`transition`).
 as it was. ``file.deleted``, and any event of a deleted file: ``services/commit/deletion.py``.
 ``file.text_extracted`` / ``file.text_failed`` (the text transforms) join the history and write
-the version's ``file_texts`` row, the status unchanged: :mod:`services.commit.texts`.
+the version's ``file_texts`` row, the status unchanged: :mod:`services.commit.texts`; so do
+``file.video_processed`` / ``file.video_failed`` with ``file_videos``:
+:mod:`services.commit.videos`.
 
 After the commit, a terminal event returns that ``file.committed`` (again for a duplicate: the
 first attempt may have committed and crashed before publishing; downstream dedupes by
@@ -52,6 +54,7 @@ from services.commit import deletion
 from services.commit.edits import apply_update
 from services.commit.protection import PROTECTION_STATUS, protection_detail, protection_fields
 from services.commit.texts import apply_text
+from services.commit.videos import apply_video
 from shared.claims import check_owner, check_stored_object, own_spool_entry
 from shared.errors import InvalidEvent, InvalidSource, StorageUnavailable
 from shared.events import (
@@ -71,6 +74,8 @@ from shared.events import (
     FileTextFailed,
     FileThumbnailed,
     FileUpdated,
+    FileVideoFailed,
+    FileVideoProcessed,
 )
 from shared.ports import FileLock, FileStateTransaction, FileStateWriter, Spool, StageFields
 from shared.status import FINAL, RANK, REASONED, TERMINAL, FileStatus
@@ -302,6 +307,9 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
         return []
     if isinstance(event, FileTextExtracted | FileTextFailed):
         await apply_text(event, deps.repository, deps.bucket)
+        return []
+    if isinstance(event, FileVideoProcessed | FileVideoFailed):
+        await apply_video(event, deps.repository, deps.bucket)
         return []
     incoming = status_for(event)
     if isinstance(event, FileStored | FileThumbnailed):

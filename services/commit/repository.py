@@ -19,7 +19,14 @@ from typing import Any
 from services.commit import deletion
 from shared.adapters.db import CONNECTION_ERRORS, DATA_ERRORS
 from shared.errors import DatabaseUnavailable, InvalidData
-from shared.events import BaseEvent, FileDeleted, FileTextExtracted, FileTextFailed
+from shared.events import (
+    BaseEvent,
+    FileDeleted,
+    FileTextExtracted,
+    FileTextFailed,
+    FileVideoFailed,
+    FileVideoProcessed,
+)
 from shared.history import CHANNEL, HISTORY_LOCK_SEED
 from shared.ports import FileLock, StageFields
 from shared.status import MOVING
@@ -280,6 +287,36 @@ class FileTransaction:
             event.occurred_at,
         )
 
+    async def record_video(self, event: FileVideoProcessed | FileVideoFailed) -> None:
+        """Write the ``file_videos`` row of ``event``'s version (migration 0013), unless one
+        written from an event made later is there."""
+        video: tuple[Any, ...]
+        if isinstance(event, FileVideoProcessed):
+            video = (
+                "processed",
+                event.master_key,
+                event.duration_s,
+                event.width,
+                event.height,
+                event.video_codec,
+                event.has_audio,
+                event.segment_s,
+                [r.model_dump(mode="json") for r in event.renditions],
+                [p.model_dump(mode="json") for p in event.poster],
+                None,
+            )
+        else:
+            video = ("failed", None, None, None, None, None, None, None, [], [], event.reason)
+        await self._connection.execute(
+            _UPSERT_VIDEO,
+            event.file_id,
+            event.version_number,
+            event.owner,
+            *video,
+            event.event_id,
+            event.occurred_at,
+        )
+
     async def deleted(self, event: BaseEvent) -> bool:
         """Whether ``event``'s file is deleted or waits for its deletion (``services.commit.
         deletion.is_deleted``); takes the file's history lock."""
@@ -315,6 +352,20 @@ SET transform = EXCLUDED.transform, state = EXCLUDED.state, text_key = EXCLUDED.
     search_text = EXCLUDED.search_text, search_truncated = EXCLUDED.search_truncated,
     event_id = EXCLUDED.event_id, occurred_at = EXCLUDED.occurred_at
 WHERE file_texts.owner = EXCLUDED.owner AND file_texts.occurred_at <= EXCLUDED.occurred_at
+"""
+
+_UPSERT_VIDEO = """
+INSERT INTO file_videos (file_id, version_number, owner, state, master_key, duration_s, width,
+                         height, video_codec, has_audio, segment_s, renditions, poster, error,
+                         event_id, occurred_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::jsonb, $13::jsonb, $14, $15, $16)
+ON CONFLICT (file_id, version_number) DO UPDATE
+SET state = EXCLUDED.state, master_key = EXCLUDED.master_key, duration_s = EXCLUDED.duration_s,
+    width = EXCLUDED.width, height = EXCLUDED.height, video_codec = EXCLUDED.video_codec,
+    has_audio = EXCLUDED.has_audio, segment_s = EXCLUDED.segment_s,
+    renditions = EXCLUDED.renditions, poster = EXCLUDED.poster, error = EXCLUDED.error,
+    event_id = EXCLUDED.event_id, occurred_at = EXCLUDED.occurred_at
+WHERE file_videos.owner = EXCLUDED.owner AND file_videos.occurred_at <= EXCLUDED.occurred_at
 """
 
 _SET_ATTENTION = """

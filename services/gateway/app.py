@@ -46,6 +46,7 @@ from services.gateway import (
     upload,
     upload_page,
     versions,
+    videos,
 )
 from services.gateway.access import AccessLog
 from services.gateway.auth import OPS_READ, authenticate_request
@@ -257,6 +258,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(rendering.router)
     app.include_router(files.router)
     app.include_router(texts.router)
+    app.include_router(videos.router)
     app.include_router(versions.router)
     app.include_router(edits.router)
     app.include_router(deletion_router)

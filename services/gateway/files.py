@@ -35,6 +35,7 @@ from services.gateway.repo import (
     fetch_history,
     fetch_page,
     fetch_text,
+    fetch_video,
 )
 from services.gateway.schemas import (
     ErrorBody,
@@ -46,6 +47,7 @@ from services.gateway.schemas import (
     ThumbnailOut,
 )
 from services.gateway.texts import artefacts_of, text_error_of
+from services.gateway.videos import video_artefacts, video_error_of
 from shared.adapters.row_cipher import RowCipher
 from shared.errors import SourceMissing
 from shared.events import utcnow
@@ -196,6 +198,7 @@ async def get_file(file_id: uuid.UUID, owner: Owner, deps: Deps) -> FileDetail:
         raise not_found()
     history = await fetch_history(deps.pool, file_id)
     text = await fetch_text(deps.pool, file_id, row["current_version"], owner)
+    video = await fetch_video(deps.pool, file_id, row["current_version"], owner)
     storage, ttl_s = deps.storage, deps.settings.s3.presign_ttl_s
     stored = (
         row["object_key"] is not None
@@ -250,8 +253,12 @@ async def get_file(file_id: uuid.UUID, owner: Owner, deps: Deps) -> FileDetail:
         thumbnail_error=row["thumbnail_error"],
         scanner=row["scanner"],
         signature_version=row["signature_version"],
-        artefacts=artefacts_of(file_id, text),
+        artefacts=[
+            *artefacts_of(file_id, text),
+            *await video_artefacts(file_id, video, storage, ttl_s, stored),
+        ],
         text_error=text_error_of(text),
+        video_error=video_error_of(video),
         history=[StageEvent(**dict(event)) for event in history],
     )
 

@@ -84,7 +84,9 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     503: {"model": ErrorBody, "description": "RabbitMQ unreachable."},
 }
 
-StageName = Literal["ingress", "scan", "store", "thumbnail", "commit", "purge", "pdftext", "ocr"]
+StageName = Literal[
+    "ingress", "scan", "store", "thumbnail", "commit", "purge", "pdftext", "ocr", "video"
+]
 assert set(get_args(StageName)) == set(DEAD_LETTER_STAGES)
 
 

@@ -252,3 +252,24 @@ async def fetch_text(
         lambda: pool.fetchrow(query, file_id, version_number, owner)
     )
     return row
+
+
+async def fetch_video(
+    pool: asyncpg.Pool, file_id: uuid.UUID, version_number: int, owner: str
+) -> asyncpg.Record | None:
+    """The ``file_videos`` row of ``owner``'s version (``state``, ``master_key``,
+    ``duration_s``, ``width``, ``height``, ``has_audio``, ``segment_s``, ``renditions``,
+    ``poster``, ``error``; migration 0013), or ``None`` while the video stage has not answered.
+
+    Raises:
+        DatabaseUnavailable: PostgreSQL unreachable.
+    """
+    query = """
+        SELECT state, master_key, duration_s, width, height, has_audio, segment_s, renditions,
+               poster, error
+        FROM file_videos WHERE file_id = $1 AND version_number = $2 AND owner = $3
+    """
+    row: asyncpg.Record | None = await db_call(
+        lambda: pool.fetchrow(query, file_id, version_number, owner)
+    )
+    return row

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
@@ -125,6 +125,51 @@ class TextArtefact(_Body):
     url: str = Field(description="Where to read it: `GET /v1/files/{file_id}/text`.")
 
 
+class RenditionOut(_Body):
+    """One HLS rendition of a video."""
+
+    name: str = Field(description="Its name, e.g. `720p`.")
+    width: int = Field(description="Width, pixels.")
+    height: int = Field(description="Height, pixels.")
+    bandwidth: int = Field(description="Peak bit rate the master playlist announces, bits/s.")
+    url: str = Field(description="Its media playlist: `GET /v1/files/{file_id}/hls/{name}.m3u8`.")
+
+
+class HlsArtefact(_Body):
+    """The HLS rendition the video stage made of the file's current version
+    (docs/transforms.md)."""
+
+    kind: Literal["hls"] = "hls"
+    transform: Literal["video"] = "video"
+    content_type: str = Field(description="`application/vnd.apple.mpegurl` (RFC 8216).")
+    duration_s: float = Field(description="Duration of the video, seconds.")
+    width: int = Field(description="Width of the source, pixels.")
+    height: int = Field(description="Height of the source, pixels.")
+    has_audio: bool = Field(description="Whether the renditions carry sound (AAC).")
+    segment_s: int = Field(description="Target segment length, seconds.")
+    renditions: list[RenditionOut] = Field(description="The renditions, smallest first.")
+    url: str = Field(
+        description="The master playlist: `GET /v1/files/{file_id}/hls/master.m3u8` (the API "
+        "key's owner only; segments are presigned URLs)."
+    )
+
+
+class PosterArtefact(_Body):
+    """A thumbnail of a video's poster frame (the image thumbnails' sizes and formats)."""
+
+    kind: Literal["poster"] = "poster"
+    transform: Literal["video"] = "video"
+    size_px: int = Field(description="Requested long side, pixels.")
+    width: int = Field(description="Width, pixels.")
+    height: int = Field(description="Height, pixels.")
+    size_bytes: int = Field(description="Size of the object, bytes.")
+    content_type: str = Field(description="`image/webp`, or `image/jpeg` for the large preview.")
+    url: str | None = Field(description="Presigned GET URL (expires at `urls.expires_at`).")
+
+
+Artefact = Annotated[TextArtefact | HlsArtefact | PosterArtefact, Field(discriminator="kind")]
+
+
 class FileDetail(FileSummary):
     """Everything known about one file (``GET /v1/files/{file_id}``)."""
 
@@ -149,12 +194,16 @@ class FileDetail(FileSummary):
     signature_version: str | None = Field(
         None, description="Signature database version of that scan, as clamd reports it."
     )
-    artefacts: list[TextArtefact] = Field(
+    artefacts: list[Artefact] = Field(
         default_factory=list,
-        description="What the transforms derived from the current version (its text).",
+        description="What the transforms derived from the current version: its text, a "
+        "video's HLS master playlist and poster thumbnails.",
     )
     text_error: str | None = Field(
         None, description="Why the text transform could not read the current version."
+    )
+    video_error: str | None = Field(
+        None, description="Why the video stage could not read the current version."
     )
     history: list[StageEvent] = Field(description="Stage events, oldest first.")
 

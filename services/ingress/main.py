@@ -33,7 +33,7 @@ async def build(settings: Settings) -> Stage:
         upstreams=UpstreamRecords(pool),
         own_bucket=settings.s3.bucket_name,
         upstream_buckets=frozenset(settings.s3.upstream_buckets),
-        max_size_bytes=max(gateway.max_image_bytes, gateway.max_pdf_bytes),
+        max_size_bytes=max(gateway.max_image_bytes, gateway.max_pdf_bytes, gateway.max_video_bytes),
         max_metadata_bytes=gateway.max_metadata_bytes,
         clean_name=visible_name,
         versions=VersionNumbers(pool),

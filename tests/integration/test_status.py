@@ -231,8 +231,9 @@ async def test_status_shows_the_numbers_of_a_known_run(pipeline: Pipeline) -> No
         "commit",
         "purge",
         "fallback",
-        "pdftext",  # the optional text transforms: their queues exist, nothing binds them
+        "pdftext",  # the optional transforms: their queues exist, nothing binds them
         "ocr",
+        "video",
     ]
     assert {s: queue_side(by_stage[s]) for s in QUEUE_SIDE} == QUEUE_SIDE
     assert by_stage["commit"]["queue"] == f"{pipeline.prefix}.commit"

@@ -20,6 +20,7 @@ import yaml
 
 from shared.devservices.clamd import scan_limits
 from shared.settings import SETTINGS_GROUPS, Settings
+from shared.topology import TRANSFORMS
 from shared.topology import WORKERS as TOPOLOGY_WORKERS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +32,7 @@ RABBITMQ_NODES = ("rabbitmq", "rabbitmq-2", "rabbitmq-3")
 ONE_SHOTS = ("minio-init", "migrate")
 WORKERS = ("scan", "store", "thumbnail", "commit", "fallback")
 SLUICE_LONG_RUNNING = ("gateway", *WORKERS)
-SLUICE_SERVICES = ("migrate", *SLUICE_LONG_RUNNING)
+SLUICE_SERVICES = ("migrate", *SLUICE_LONG_RUNNING, *TRANSFORMS)
 SLUICE_ENV = (
     "SLUICE_AMQP_URL",
     "SLUICE_DATABASE_URL",
@@ -199,6 +200,41 @@ def test_worker_command(services: dict[str, dict[str, Any]], stage: str) -> None
     assert services[stage]["command"] == ["sluice", "worker", stage]
 
 
+@pytest.mark.parametrize("stage", TRANSFORMS)
+def test_each_transform_has_a_worker_started_by_its_profile(
+    services: dict[str, dict[str, Any]],
+    example_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    stage: str,
+) -> None:
+    service = services[stage]
+    assert service["command"] == ["sluice", "worker", stage]
+    assert service["profiles"] == [stage]  # off unless COMPOSE_PROFILES names it
+    assert f"sluice health {stage} --port 8081" in _healthcheck_text(service)
+    assert _depends_on(service) == {
+        "rabbitmq": "service_healthy",
+        "postgres": "service_healthy",
+        "minio": "service_healthy",
+        "migrate": "service_completed_successfully",
+    }
+    variable = f"SLUICE_{stage.upper()}_ENABLED"
+    assert service["environment"][variable] == "true"  # its worker refuses to start otherwise
+    # The gateway reads the same flag (pending vs not applicable), off by default.
+    gateway = services["gateway"]["environment"]
+    assert _interpolate(str(gateway[variable]), example_env) == "false"
+    assert variable in example_env and f"SLUICE_{stage.upper()}_REPLICAS" in example_env
+    for name, value in service["environment"].items():
+        monkeypatch.setenv(name, _interpolate(str(value), example_env))
+    assert getattr(Settings.from_env(), stage).enabled is True
+
+
+def test_the_image_has_the_transforms_programs() -> None:
+    dockerfile = (COMPOSE_DIR / "Dockerfile").read_text(encoding="utf-8").replace("\\\n", " ")
+    (install,) = [line for line in dockerfile.splitlines() if "apt-get install" in line]
+    for package in ("tesseract-ocr", "tesseract-ocr-eng", "tesseract-ocr-fra", "ffmpeg"):
+        assert package in install.split(), package
+
+
 def test_gateway_and_migrate_commands(services: dict[str, dict[str, Any]]) -> None:
     gateway = services["gateway"]
     assert gateway["command"] == ["sluice", "gateway"]
@@ -337,7 +373,10 @@ def _listening_ports(name: str, services: dict[str, dict[str, Any]]) -> set[int]
     service = services[name]
     env = service.get("environment") or {}
     ports = {int(str(p).rsplit(":", 1)[-1]) for p in service.get("ports", [])}
-    if name in TOPOLOGY_WORKERS and env.get("SLUICE_WORKER_HEALTH_HOST") == "0.0.0.0":
+    if (
+        name in (*TOPOLOGY_WORKERS, *TRANSFORMS)
+        and env.get("SLUICE_WORKER_HEALTH_HOST") == "0.0.0.0"
+    ):
         ports.add(int(env["SLUICE_WORKER_HEALTH_PORT"]))  # /healthz, /readyz, /metrics, /stats
     if name == "gateway" and env.get("SLUICE_GATEWAY_HOST") == "0.0.0.0":
         ports.add(int(env["SLUICE_GATEWAY_PORT"]))

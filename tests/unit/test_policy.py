@@ -42,16 +42,31 @@ PDF = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n"
 
 
 def test_seed_000_limits_and_extensions() -> None:
-    assert POLICY.hard_cap_bytes == 10 * MiB
+    assert POLICY.hard_cap_bytes == 60 * MiB  # the largest type's: videos (seed 002)
     assert POLICY.limit_bytes("a.JPG") == 10 * MiB
     assert POLICY.limit_bytes("a.pdf") == 5 * MiB
-    assert POLICY.limit_bytes("a.txt") == 10 * MiB  # unknown: the hard cap until refused
-    assert POLICY.extensions == sorted(["jpg", "jpeg", "png", "gif", "webp", "heic", "heif", "pdf"])
+    assert POLICY.limit_bytes("a.txt") == 60 * MiB  # unknown: the hard cap until refused
+    assert POLICY.extensions == sorted(
+        ["jpg", "jpeg", "png", "gif", "webp", "heic", "heif", "pdf", "mp4", "m4v", "mov", "webm"]
+    )
+
+
+def test_videos_have_their_own_limit_and_are_checked_by_sniffed_type() -> None:
+    assert POLICY.limit_bytes("clip.MP4") == POLICY.limit_bytes("clip.webm") == 60 * MiB
+    assert POLICY.check("clip.mp4", "video/mp4", "video/mp4").name == "mp4"
+    assert POLICY.check("clip.mov", None, "video/quicktime").name == "mov"
+    assert POLICY.check("clip.webm", "application/octet-stream", "video/webm").name == "webm"
+    with pytest.raises(PolicyRefusal, match="content sniffed as video/webm but the name claims"):
+        POLICY.check("clip.mp4", None, "video/webm")
+    with pytest.raises(PolicyRefusal, match="content sniffed as image/jpeg"):
+        POLICY.check("clip.mov", None, "image/jpeg")
+    small = UploadPolicy.from_settings(GatewaySettings(max_video_bytes=MiB))
+    assert small.limit_bytes("clip.mov") == MiB
 
 
 def test_limits_come_from_settings() -> None:
     policy = UploadPolicy.from_settings(
-        GatewaySettings(max_image_bytes=2 * MiB, max_pdf_bytes=20 * MiB)
+        GatewaySettings(max_image_bytes=2 * MiB, max_pdf_bytes=20 * MiB, max_video_bytes=MiB)
     )
     assert policy.hard_cap_bytes == 20 * MiB
     assert policy.limit_bytes("x.png") == 2 * MiB

@@ -11,8 +11,9 @@
   a version, if any (docs/transforms.md);
 - ``metadata.json``: the owner, when, and for each file its name, type, kind, metadata, status,
   its versions (size, SHA-256, where the bytes are in the zip, whether their SHA-256 matched,
-  its extracted text or why there is none) and its history (every recorded event: type,
-  version, times, detail).
+  its extracted text or why there is none, a video's HLS renditions or why there are none: the
+  renditions themselves are derived from the original and not copied) and its history (every
+  recorded event: type, version, times, detail).
 
 Deleted files (and files whose deletion is under way) are not exported. The zip is written to
 ``FILE.zip.partial`` and renamed into place once complete: a failed export leaves nothing.
@@ -57,10 +58,14 @@ SELECT f.file_id, f.original_name, f.content_type, f.kind, f.metadata, f.status,
                WHERE b.file_id = v.file_id AND b.version_number = v.version_number
                  AND b.owner = f.owner) AS in_fallback,
        t.transform, t.state AS text_state, t.text_key, t.size_bytes AS text_size_bytes,
-       t.pages AS text_pages, t.language AS text_language, t.error AS text_error
+       t.pages AS text_pages, t.language AS text_language, t.error AS text_error,
+       vd.state AS video_state, vd.duration_s AS video_duration_s,
+       vd.renditions AS video_renditions, vd.error AS video_error
 FROM files f JOIN file_versions v ON v.file_id = f.file_id
 LEFT JOIN file_texts t
     ON t.file_id = v.file_id AND t.version_number = v.version_number AND t.owner = f.owner
+LEFT JOIN file_videos vd
+    ON vd.file_id = v.file_id AND vd.version_number = v.version_number AND vd.owner = f.owner
 WHERE f.owner = $1 AND f.status <> 'deleted'
   AND NOT EXISTS (SELECT 1 FROM file_deletions d WHERE d.file_id = f.file_id)
 ORDER BY f.received_at, f.file_id, v.version_number
@@ -196,6 +201,13 @@ async def export_owner(
                     entry["versions"].append(version)
                     if row["text_state"] is not None:
                         version["text"] = await _export_text(storage, archive, row, name)
+                    if row["video_state"] is not None:  # derived from the original: not copied
+                        version["video"] = {
+                            "state": row["video_state"],
+                            "duration_s": row["video_duration_s"],
+                            "renditions": [r["name"] for r in row["video_renditions"] or []],
+                            "error": row["video_error"],
+                        }
                     large = row["size_bytes"] > _ZIP64_FROM_BYTES
                     sha256: str | None = None
                     if row["object_key"] and row["bucket"] == storage.bucket:

@@ -100,12 +100,22 @@ WHERE v.file_id = $1 AND v.version_number = $2 AND COALESCE(v.bucket, $4) = $4
 """
 
 # Keys among $1 that some version names; {scope} narrows the search to the files $2 (by index).
+# Besides originals and thumbnails: a transform's text object (file_texts, migration 0012), and a
+# video's HLS playlists and segments (under its master playlist's `<key>.hls/`) and poster
+# thumbnails (file_videos, migration 0013; docs/transforms.md), so none is taken for an orphan.
 _REFERENCED = """
 SELECT v.object_key AS key FROM file_versions v
 WHERE v.object_key = ANY($1::text[]) {scope}
 UNION
 SELECT t->>'key' FROM file_versions v, jsonb_array_elements(v.thumbnails) AS t
 WHERE jsonb_typeof(v.thumbnails) = 'array' AND t->>'key' = ANY($1::text[]) {scope}
+UNION
+SELECT v.text_key FROM file_texts v WHERE v.text_key = ANY($1::text[]) {scope}
+UNION
+SELECT k FROM file_videos v, unnest($1::text[]) AS k
+WHERE v.master_key IS NOT NULL
+  AND (starts_with(k, left(v.master_key, length(v.master_key) - length('master.m3u8')))
+       OR v.poster @> jsonb_build_array(jsonb_build_object('key', k))) {scope}
 """
 
 

@@ -84,7 +84,7 @@ async def test_options_discovery_and_cors(gw: Gateway) -> None:
         "expiration",
         "checksum",
     }
-    assert int(answer.headers["tus-max-size"]) == 10 * 1024 * 1024
+    assert int(answer.headers["tus-max-size"]) == 60 * 1024 * 1024  # the largest type: videos
     assert "sha256" in answer.headers["tus-checksum-algorithm"].split(",")
     preflight = await gw.client.options(
         "/v1/uploads/abc",
