@@ -465,13 +465,16 @@ class FileLock:
     """What a locked file looks like before the event is applied.
 
     ``version_status`` is ``None`` when the event's version has no row yet; ``owner`` is the
-    file's recorded owner; ``file_status`` is the file's status (its current version's).
+    file's recorded owner; ``file_status`` is the file's status (its current version's);
+    ``has_attention`` whether it is marked as needing a person (``files.attention``), which
+    only then may need clearing (``True`` when unknown).
     """
 
     current_version: int
     version_status: str | None
     owner: str
     file_status: str | None = None
+    has_attention: bool = True
 
 
 class FileStateTransaction(Protocol):

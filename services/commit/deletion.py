@@ -92,9 +92,9 @@ def history_payload(event: FileDeleted) -> dict[str, Any]:
 
 async def is_deleted(connection: Any, event: BaseEvent) -> bool:
     """Whether ``event``'s file is deleted, waits for its deletion (a gateway tombstone in
-    ``file_deletions``), or belongs to an owner erased since it was received. Takes the file's
-    history lock first (held until the transaction ends), as a deletion does."""
-    await connection.execute(_LOCK_HISTORY, event.file_id, HISTORY_LOCK_SEED)
+    ``file_deletions``), or belongs to an owner erased since it was received. The caller holds
+    the file's history lock (until the transaction ends), as a deletion does
+    (``FileTransaction.deleted`` takes it first)."""
     deleted: bool = await connection.fetchval(
         FORGOTTEN,
         event.file_id,

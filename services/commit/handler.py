@@ -18,7 +18,7 @@ marks a stored version whose object is gone, even an ``available`` one. ``file.d
 as it was. ``file.updated`` (an edit of the file's name, kind or metadata) is applied by
 :mod:`services.commit.edits`. A new version never disturbs the file's ``available`` version until
 it is ``available`` itself (:func:`transition`).
-as it was. ``file.deleted``, and any event of a deleted file: ``services/commit/deletion.py``.
+``file.deleted``, and any event of a deleted file: ``services/commit/deletion.py``.
 ``file.text_extracted`` / ``file.text_failed`` (the text transforms) join the history and write
 the version's ``file_texts`` row, the status unchanged: :mod:`services.commit.texts`; so do
 ``file.video_processed`` / ``file.video_failed`` with ``file_videos``:
@@ -328,7 +328,7 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
                 await tx.update_file(event, change.file_status, change.status_reason)
             if isinstance(event, FileDeadLettered):
                 await tx.set_attention(event, attention_of(event))
-            elif await tx.clear_attention(event):
+            elif lock.has_attention and await tx.clear_attention(event):
                 log.info("attention cleared: the file moves again")
             if incoming in FINAL:
                 # advance_status keeps a terminal incoming status or an earlier final one.

@@ -59,7 +59,10 @@ VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9)
 ON CONFLICT (file_id) DO NOTHING
 """
 
-_LOCK_FILE = "SELECT current_version, owner, status FROM files WHERE file_id = $1 FOR UPDATE"
+_LOCK_FILE = """
+SELECT current_version, owner, status, attention IS NOT NULL AS has_attention
+FROM files WHERE file_id = $1 FOR UPDATE
+"""
 
 # A separate statement, run once the lock is held: in READ COMMITTED a new statement sees what
 # the previous lock holder committed, whereas a row joined into the locking SELECT would come
@@ -114,6 +117,14 @@ class FileTransaction:
 
     def __init__(self, connection: Any) -> None:
         self._connection = connection
+        self._history_locked: set[uuid.UUID] = set()
+
+    async def _lock_history(self, file_id: uuid.UUID) -> None:
+        """Take the file's history lock (:data:`_LOCK_HISTORY`), once per transaction: it is
+        held until the transaction ends, so a second request would only cost a round trip."""
+        if file_id not in self._history_locked:
+            await self._connection.execute(_LOCK_HISTORY, file_id, HISTORY_LOCK_SEED)
+            self._history_locked.add(file_id)
 
     async def record_event(self, event: BaseEvent, detail: str) -> bool:
         """Add ``event`` to the history; ``False`` if its ``event_id`` is already there.
@@ -123,7 +134,7 @@ class FileTransaction:
         transaction ends) and a ``NOTIFY`` on :data:`shared.history.CHANNEL` with
         ``{"file_id", "seq"}``, delivered when the transaction commits.
         """
-        await self._connection.execute(_LOCK_HISTORY, event.file_id, HISTORY_LOCK_SEED)
+        await self._lock_history(event.file_id)
         inserted = await self._connection.fetchval(
             _INSERT_EVENT,
             event.event_id,
@@ -179,6 +190,7 @@ class FileTransaction:
             version_status=version_status,
             owner=locked["owner"],
             file_status=locked["status"],
+            has_attention=locked["has_attention"],
         )
 
     async def upsert_version(self, event: BaseEvent, status: str, fields: StageFields) -> None:
@@ -320,6 +332,7 @@ class FileTransaction:
     async def deleted(self, event: BaseEvent) -> bool:
         """Whether ``event``'s file is deleted or waits for its deletion (``services.commit.
         deletion.is_deleted``); takes the file's history lock."""
+        await self._lock_history(event.file_id)
         return await deletion.is_deleted(self._connection, event)
 
     async def delete_file(self, event: FileDeleted) -> bool:
