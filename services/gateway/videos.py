@@ -5,7 +5,7 @@ The gateway only reads ``file_videos`` (the commit stage writes it) and the play
 original. A playlist is opened by the owner's API key (``Authorization: Bearer …``) or, without
 any header, by a signed URL: ``?expires=…&signature=…``, HMAC-SHA256 of the route's path (so of
 the file id and the playlist's name) and the expiry (``shared.adapters.signed_urls``: a
-*resource* signature), valid for ``SLUICE_S3_PRESIGN_TTL_S``. ``GET /v1/files/{file_id}`` gives
+*resource* signature), valid for ``S3_PRESIGN_TTL_S``. ``GET /v1/files/{file_id}`` gives
 the playlists' URLs signed so, and the master playlist served names its media playlists by
 signed URLs too, so a player given the master's URL needs no header at all (Safari's native
 HLS, AVPlayer, VLC and a ``<video src>`` send none). A forged, altered or expired signature is
@@ -18,7 +18,7 @@ After either, the file is checked as on every file route: another owner's file i
 are served rewritten (``shared.hls.rewrite_playlist``): the master's media playlists point at
 this route (signed), a media playlist's segments at presigned URLs (S3's, or the gateway's
 signed ``/v1/objects/...`` with ``SLUICE_STORAGE_BACKEND=local``) valid for
-``SLUICE_S3_PRESIGN_TTL_S``.
+``S3_PRESIGN_TTL_S``.
 """
 
 from __future__ import annotations
@@ -215,7 +215,7 @@ async def get_playlist(
 ) -> Response:
     """The master playlist of the file's current version (its media playlists by signed URLs
     of this route), or a media playlist (its segments as presigned URLs), every URL valid for
-    ``SLUICE_S3_PRESIGN_TTL_S``; to the owner's API key or a signed URL
+    ``S3_PRESIGN_TTL_S``; to the owner's API key or a signed URL
     (:func:`playlist_owner`)."""
     structlog.contextvars.bind_contextvars(file_id=str(file_id))
     owner = await playlist_owner(request, deps, file_id, name, expires, signature)
