@@ -547,9 +547,12 @@ class StorageSettings(BaseSettings):
     )
     signing_secret: SecretStr | None = Field(
         None,
-        description="HMAC-SHA256 key of the local backend's signed download URLs (at least 32 "
-        "characters); unset: a key file made once in SLUICE_STORAGE_LOCAL_DIR (mode 0600). Set "
-        "it, the same on every host, when gateways run on more than one host.",
+        description="HMAC-SHA256 key of the URLs the gateway signs (at least 32 characters): a "
+        "video's HLS playlist URLs with either backend, and the local backend's download URLs. "
+        "Unset: a key file made once (mode 0600) in SLUICE_STORAGE_LOCAL_DIR with the local "
+        "backend, in SLUICE_SPOOL_DIR/.signing/ with s3; the gateway does not start if it "
+        "cannot be read or made. Set it, the same on every host, when gateways run on more "
+        "than one host (a URL signed by one must verify on the others).",
     )
 
     @field_validator("local_dir")

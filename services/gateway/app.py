@@ -58,7 +58,7 @@ from services.gateway.relay import OutboxRelay
 from services.gateway.renditions import Renditions
 from services.gateway.slots import OwnerSlots
 from shared.adapters import broker, db
-from shared.adapters.object_storage import open_object_storage
+from shared.adapters.object_storage import open_object_storage, url_signer
 from shared.adapters.outbox import EventOutbox
 from shared.adapters.row_cipher import RowCipher
 from shared.adapters.spools import open_spools
@@ -99,7 +99,9 @@ async def open_deps(settings: Settings, stack: contextlib.AsyncExitStack) -> Gat
     Raises:
         DatabaseUnavailable: PostgreSQL unreachable.
         BrokerUnavailable: RabbitMQ unreachable, or the topology cannot be declared.
-        ConfigError: SLUICE_FALLBACK_ENCRYPTION_KEYS or _KEY_ID malformed.
+        ConfigError: SLUICE_FALLBACK_ENCRYPTION_KEYS or _KEY_ID malformed; no
+            SLUICE_STORAGE_SIGNING_SECRET and no signing key file can be had
+            (:func:`~shared.adapters.object_storage.url_signer`).
     """
     pool = await db.create_pool(settings.database)
     stack.push_async_callback(pool.close)
@@ -120,6 +122,7 @@ async def open_deps(settings: Settings, stack: contextlib.AsyncExitStack) -> Gat
         except StorageUnavailable as exc:  # uploads are answered 503 until S3 is back
             log.warning("gateway.quarantine_unavailable", error=str(exc))
     RowCipher.from_settings(settings.fallback)  # a bad SLUICE_FALLBACK_ENCRYPTION_* stops here
+    signer = url_signer(settings)  # no secret and no key file: stops here
     outbox = EventOutbox(settings.spool.dir, settings.gateway.outbox_max_events)
     deps = GatewayDeps(
         settings=settings,
@@ -137,6 +140,7 @@ async def open_deps(settings: Settings, stack: contextlib.AsyncExitStack) -> Gat
         ),
         uploads=OwnerSlots(settings.gateway.max_concurrent_uploads_per_owner),
         renditions=Renditions(settings.render, settings.thumbnail),
+        signer=signer,
     )
     stack.push_async_callback(deps.renditions.close)
     connection.reconnect_callbacks.add(deps.relay.reconnected)

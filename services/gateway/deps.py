@@ -14,6 +14,7 @@ from services.gateway.renditions import Renditions
 from services.gateway.slots import OwnerSlots
 from shared.adapters.broker import Publisher
 from shared.adapters.outbox import EventOutbox
+from shared.adapters.signed_urls import UrlSigner
 from shared.adapters.spools import Spools
 from shared.policy import UploadPolicy
 from shared.ports import ObjectStore
@@ -24,7 +25,8 @@ from shared.topology import Topology
 @dataclass(frozen=True)
 class GatewayDeps:
     """The open connections, the policy, the event outbox and its relay, the API key cache,
-    the owners' upload slots, the rendition maker; lives on ``app.state.deps`` while serving."""
+    the owners' upload slots, the rendition maker, the signer of the URLs the gateway serves
+    without an API key; lives on ``app.state.deps`` while serving."""
 
     settings: Settings
     pool: asyncpg.Pool
@@ -39,6 +41,7 @@ class GatewayDeps:
     keys: KeyCache
     uploads: OwnerSlots
     renditions: Renditions
+    signer: UrlSigner
 
     def broker_connected(self) -> bool:
         """Whether the RabbitMQ connection is up (not closed, not reconnecting)."""

@@ -255,7 +255,7 @@ async def get_file(file_id: uuid.UUID, owner: Owner, deps: Deps) -> FileDetail:
         signature_version=row["signature_version"],
         artefacts=[
             *artefacts_of(file_id, text),
-            *await video_artefacts(file_id, video, storage, ttl_s, stored),
+            *await video_artefacts(file_id, video, storage, deps.signer, ttl_s, stored),
         ],
         text_error=text_error_of(text),
         video_error=video_error_of(video),

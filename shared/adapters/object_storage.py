@@ -11,8 +11,9 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from shared.adapters.local_storage import LocalObjectStorage
-from shared.adapters.signed_urls import UrlSigner, secret_from_key_file
+from shared.adapters.signed_urls import SPOOL_KEY_DIR, UrlSigner, secret_from_key_file
 from shared.adapters.storage import S3ObjectStorage
+from shared.errors import ConfigError, StorageUnavailable
 from shared.ports import ObjectStore
 from shared.settings import Settings, StorageSettings
 
@@ -27,6 +28,37 @@ def signer_for(storage: StorageSettings) -> UrlSigner:
     if storage.signing_secret is not None:
         return UrlSigner(storage.signing_secret.get_secret_value().encode())
     return UrlSigner(secret_from_key_file(storage.local_dir))
+
+
+def url_signer(settings: Settings) -> UrlSigner:
+    """The signer of every URL the gateway serves on a signature instead of an API key (a
+    video's HLS playlists; with the local backend also ``/v1/objects/…``), with either storage
+    backend: ``SLUICE_STORAGE_SIGNING_SECRET`` when set (set it, the same everywhere, when
+    gateways run on more than one host); unset, the local backend's key file
+    (:func:`signer_for`), or with S3 a key file made once in ``<SLUICE_SPOOL_DIR>/.signing/``
+    (mode 0700; the key 0600), shared by the processes of one host.
+
+    Raises:
+        ConfigError: no secret is set and the key file cannot be read or made (naming both
+            variables), so the gateway never hands out URLs it could not verify.
+    """
+    if settings.storage.signing_secret is not None or settings.storage.backend == "local":
+        try:
+            return signer_for(settings.storage)
+        except StorageUnavailable as exc:
+            raise ConfigError(
+                "SLUICE_STORAGE_SIGNING_SECRET is unset and the key file in "
+                f"SLUICE_STORAGE_LOCAL_DIR cannot be read or made: {exc}"
+            ) from exc
+    root = settings.spool.dir / SPOOL_KEY_DIR
+    try:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return UrlSigner(secret_from_key_file(root))
+    except (OSError, StorageUnavailable) as exc:
+        raise ConfigError(
+            "SLUICE_STORAGE_SIGNING_SECRET is unset and the key file in "
+            f"SLUICE_SPOOL_DIR ({root}) cannot be read or made: {exc}"
+        ) from exc
 
 
 @contextlib.asynccontextmanager

@@ -1,4 +1,5 @@
-"""Signed download URLs of the local storage backend, served by the gateway.
+"""Signed URLs served by the gateway: the local storage backend's downloads and a video's HLS
+playlists.
 
 S3 answers its own presigned URLs; a directory cannot, so with ``SLUICE_STORAGE_BACKEND=local``
 the gateway serves ``GET /v1/objects/{key}?expires=…&signature=…`` (``services.gateway.objects``)
@@ -11,9 +12,20 @@ disposition`` and ``response-content-type``, the name and type are covered by th
 a holder of the URL cannot change how the object is served. Checked in constant time
 (:func:`hmac.compare_digest`).
 
-The key: ``SLUICE_STORAGE_SIGNING_SECRET`` when set; otherwise a random 256-bit key kept in
-``<SLUICE_STORAGE_LOCAL_DIR>/.sluice-signing-key`` (mode 0600), made by the first process that
-needs it and read by every other, so all processes of one host (or of one shared volume) agree.
+A gateway route that takes a signature instead of an API key (``GET /v1/files/{id}/hls/{name}``,
+with either storage backend) signs a *resource*, a string naming exactly what the URL opens (the
+route's path), the same way over::
+
+    RESOURCE \\n <resource> \\n <expires, Unix seconds>
+
+Its first line differs from a download's, so neither signature ever verifies as the other.
+
+The key: ``SLUICE_STORAGE_SIGNING_SECRET`` when set; otherwise a random 256-bit key kept in a
+key file (mode 0600, :func:`secret_from_key_file`), made by the first process that needs it and
+read by every other, so all processes of one host (or of one shared volume) agree:
+``<SLUICE_STORAGE_LOCAL_DIR>/.sluice-signing-key`` with the local backend,
+``<SLUICE_SPOOL_DIR>/.signing/.sluice-signing-key`` with S3
+(``shared.adapters.object_storage.url_signer``).
 """
 
 from __future__ import annotations
@@ -31,12 +43,27 @@ from shared.errors import StorageUnavailable
 
 #: The key file's name in the storage root (the backend's reserved prefix: never an object key).
 KEY_FILE = ".sluice-signing-key"
+#: The directory of the key file inside the spool directory (S3 backend): a directory, which
+#: the spool's cleaning never lists (``shared.ops.spoolclean``).
+SPOOL_KEY_DIR = ".signing"
 #: The gateway route's path prefix.
 ROUTE_PREFIX = "/v1/objects/"
 
 
 def _message(key: str, expires: int, download_name: str | None, content_type: str | None) -> bytes:
     return "\n".join(("GET", key, str(expires), download_name or "", content_type or "")).encode()
+
+
+def _resource_message(resource: str, expires: int) -> bytes:
+    return "\n".join(("RESOURCE", resource, str(expires))).encode()
+
+
+def _refusal(expected: str, signature: str, expires: int, now: float | None) -> str | None:
+    if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
+        return "signature does not match"
+    if (now if now is not None else time.time()) >= expires:
+        return f"URL expired at {expires} (Unix seconds)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -98,11 +125,27 @@ class UrlSigner:
         expected = self.signature(
             key, expires, download_name=download_name, content_type=content_type
         )
-        if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
-            return "signature does not match"
-        if (now if now is not None else time.time()) >= expires:
-            return f"URL expired at {expires} (Unix seconds)"
-        return None
+        return _refusal(expected, signature, expires, now)
+
+    def resource_signature(self, resource: str, expires: int) -> str:
+        """HMAC-SHA256 of ``resource`` (e.g. ``/v1/files/3f…/hls/master.m3u8``) and ``expires``
+        (Unix seconds; module docstring), lowercase hex."""
+        return hmac.new(self.secret, _resource_message(resource, expires), "sha256").hexdigest()
+
+    def resource_query(self, resource: str, ttl_s: int, *, now: float | None = None) -> str:
+        """The query string that opens ``resource`` for ``ttl_s`` seconds from ``now`` (Unix
+        seconds; default the clock), e.g. ``expires=1767225600&signature=3f…``."""
+        expires = int(now if now is not None else time.time()) + ttl_s
+        signature = self.resource_signature(resource, expires)
+        return urlencode({"expires": str(expires), "signature": signature})
+
+    def resource_problem(
+        self, resource: str, expires: int, signature: str, *, now: float | None = None
+    ) -> str | None:
+        """Why a URL signed for ``resource`` must be refused, or ``None`` if it is good; the
+        reasons and their order are :meth:`problem`'s. A signature made for another resource
+        (another file, another name) or for a download does not match."""
+        return _refusal(self.resource_signature(resource, expires), signature, expires, now)
 
 
 def secret_from_key_file(root: Path) -> bytes:

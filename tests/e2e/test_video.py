@@ -3,9 +3,11 @@ with ``SLUICE_VIDEO_ENABLED`` against the real RabbitMQ, PostgreSQL, SeaweedFS, 
 Debian's ffmpeg. Every input is made here by ffmpeg: a 10 s 1280x720 test pattern with a sine
 tone (MP4), a small silent WebM, and a corrupt MP4 (a real one's first bytes, then garbage).
 The test checks what a user would: the file ``available``, a poster to look at, and ffprobe
-reading every rendition through the URLs the gateway gives (the master playlist of ``GET
-/v1/files/{id}``, with the API key sent as a player would); the error of a corrupt video;
-another owner's 404; and that deleting a video leaves no object behind.
+reading every rendition through the URLs the gateway gives: the signed master playlist URL of
+``GET /v1/files/{id}`` alone, no header at all (as Safari, AVPlayer or VLC play it), and the
+unsigned route with the API key; a forged, misapplied or expired signature refused; the error of
+a corrupt video; another owner's 404; and that deleting a video leaves no object behind and
+its signed URLs 404.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 from PIL import Image
 
 from shared import devservices
+from shared.adapters.signed_urls import SPOOL_KEY_DIR, UrlSigner, secret_from_key_file
 from shared.hls import listed_names, segment_durations
 from tests.e2e.pipeline import ROOT, Pipeline, queue_depths, start_pipeline
 from tests.e2e.test_text import sluice_status, upload
@@ -105,14 +109,21 @@ def hls_of(info: dict[str, Any]) -> dict[str, Any]:
     return hls
 
 
-def ffprobe(pipeline: Pipeline, url: str) -> dict[str, Any]:
-    """ffprobe's streams and format of ``url`` (a gateway URL), the API key sent as a header
-    (ffmpeg's HLS demuxer sends it on every request it makes for the playlist)."""
+def path_of(url: str) -> str:
+    """``url`` without its query (a signed URL's ``expires`` and ``signature``)."""
+    return urlsplit(url).path
+
+
+def ffprobe(pipeline: Pipeline, url: str, owner: str | None = None) -> dict[str, Any]:
+    """ffprobe's streams and format of ``url`` (a gateway URL): with no header at all, as a
+    player that sends none; or with ``owner``'s API key as a header (ffmpeg's HLS demuxer
+    sends it on every request it makes for the playlist, segments included)."""
+    headers = ("-headers", f"Authorization: Bearer {pipeline.keys[owner]}\r\n") if owner else ()
     done = subprocess.run(
         [
             *("ffprobe", "-v", "error", "-print_format", "json"),
             *("-show_streams", "-show_format"),
-            *("-headers", f"Authorization: Bearer {pipeline.keys['alice']}\r\n"),
+            *headers,
             f"{pipeline.url}{url}",
         ],
         capture_output=True,
@@ -129,7 +140,8 @@ def test_video_gets_a_poster_and_two_renditions(pipeline: Pipeline, files: dict[
     info = wait_video(pipeline, files["mp4"])
     assert info["status"] == "available" and info["video_error"] is None
     hls = hls_of(info)
-    assert hls["url"] == f"/v1/files/{files['mp4']}/hls/master.m3u8"
+    assert path_of(hls["url"]) == f"/v1/files/{files['mp4']}/hls/master.m3u8"
+    assert "expires=" in hls["url"] and "signature=" in hls["url"]
     assert (hls["width"], hls["height"], hls["has_audio"]) == (1280, 720, True)
     assert abs(hls["duration_s"] - 10) < 0.2
     assert hls["segment_s"] == 6
@@ -154,21 +166,72 @@ def test_video_gets_a_poster_and_two_renditions(pipeline: Pipeline, files: dict[
     assert "file.video_processed" in kinds
 
 
-def test_ffprobe_reads_every_rendition_through_the_gateway(
+def test_ffprobe_plays_the_signed_master_url_with_no_header(
     pipeline: Pipeline, files: dict[str, str]
 ) -> None:
     hls = hls_of(wait_video(pipeline, files["mp4"]))
-    master = ffprobe(pipeline, hls["url"])
+    master = ffprobe(pipeline, hls["url"])  # the URL of GET /v1/files/{id} alone
+    sizes = {(s["width"], s["height"]) for s in master["streams"] if s["codec_type"] == "video"}
+    assert sizes == {(640, 360), (1280, 720)}
+    served = httpx.get(pipeline.url + hls["url"], timeout=30)  # no API key
+    assert served.status_code == 200, served.text
+    variants = listed_names(served.text)
+    assert [path_of(v) for v in variants] == [path_of(r["url"]) for r in hls["renditions"]]
+    assert all("expires=" in v and "signature=" in v for v in variants)
+    for rendition, variant in zip(hls["renditions"], variants, strict=True):
+        for url in (rendition["url"], variant):
+            probed = ffprobe(pipeline, url)
+            (video,) = [s for s in probed["streams"] if s["codec_type"] == "video"]
+            assert (video["width"], video["height"]) == (rendition["width"], rendition["height"])
+            assert abs(float(probed["format"]["duration"]) - 10) < 0.5
+
+
+def test_a_signature_opens_only_its_own_playlist_until_it_expires(
+    pipeline: Pipeline, files: dict[str, str]
+) -> None:
+    mp4 = hls_of(wait_video(pipeline, files["mp4"]))
+    webm = hls_of(wait_video(pipeline, files["webm"]))
+    query = urlsplit(mp4["url"]).query
+    signature = parse_qs(query)["signature"][0]
+    tampered = query.replace(signature, signature[:-1] + ("0" if signature[-1] != "0" else "1"))
+    # the gateway's key file (SLUICE_STORAGE_SIGNING_SECRET unset, S3 backend), to sign a URL
+    # that has already expired
+    signer = UrlSigner(secret_from_key_file(pipeline.spool_dir / SPOOL_KEY_DIR))
+    master = path_of(mp4["url"])
+    expired = signer.resource_query(master, 60, now=time.time() - 120)
+    refused = {
+        "tampered": (f"{master}?{tampered}", "signature does not match"),
+        "another name": (f"{path_of(mp4['renditions'][0]['url'])}?{query}", "does not match"),
+        "another file": (f"{path_of(webm['url'])}?{query}", "signature does not match"),
+        "expired": (f"{master}?{expired}", "URL expired at"),
+        "half": (f"{master}?{query.split('&')[0]}", "needs expires and signature"),
+    }
+    for case, (url, reason) in refused.items():
+        answer = httpx.get(pipeline.url + url, timeout=30)
+        assert answer.status_code == 403, (case, answer.text)
+        error = answer.json()["error"]
+        assert error["code"] == "forbidden", case
+        assert error["message"].startswith("playlist URL refused: "), case
+        assert reason in error["message"], (case, error)
+    assert httpx.get(pipeline.url + mp4["url"], timeout=30).status_code == 200
+
+
+def test_ffprobe_reads_every_rendition_with_the_api_key(
+    pipeline: Pipeline, files: dict[str, str]
+) -> None:
+    hls = hls_of(wait_video(pipeline, files["mp4"]))
+    unsigned = f"/v1/files/{files['mp4']}/hls/master.m3u8"
+    master = ffprobe(pipeline, unsigned, owner="alice")
     sizes = {(s["width"], s["height"]) for s in master["streams"] if s["codec_type"] == "video"}
     assert sizes == {(640, 360), (1280, 720)}
     with pipeline.client() as client:
-        served = client.get(hls["url"])
+        served = client.get(unsigned)
     assert served.status_code == 200
     assert served.headers["content-type"].startswith("application/vnd.apple.mpegurl")
     variants = listed_names(served.text)
-    assert variants == [r["url"] for r in hls["renditions"]]
+    assert [path_of(v) for v in variants] == [path_of(r["url"]) for r in hls["renditions"]]
     for rendition in hls["renditions"]:
-        probed = ffprobe(pipeline, rendition["url"])
+        probed = ffprobe(pipeline, path_of(rendition["url"]), owner="alice")
         by_type = {s["codec_type"]: s for s in probed["streams"]}
         assert by_type["video"]["codec_name"] == "h264"
         assert (by_type["video"]["width"], by_type["video"]["height"]) == (
@@ -178,7 +241,7 @@ def test_ffprobe_reads_every_rendition_through_the_gateway(
         assert by_type["audio"]["codec_name"] == "aac"
         assert abs(float(probed["format"]["duration"]) - 10) < 0.5
         with pipeline.client() as client:
-            playlist = client.get(rendition["url"]).text
+            playlist = client.get(path_of(rendition["url"])).text
         durations = segment_durations(playlist)
         assert len(durations) == 2 and abs(sum(durations) - 10) < 0.2, durations
         assert all(abs(d - 6) < 0.1 for d in durations[:-1]), durations
@@ -193,7 +256,7 @@ def test_a_small_silent_webm_gets_one_rendition(pipeline: Pipeline, files: dict[
     hls = hls_of(wait_video(pipeline, files["webm"]))
     assert [(r["name"], r["width"], r["height"]) for r in hls["renditions"]] == [("240p", 320, 240)]
     assert hls["has_audio"] is False
-    probed = ffprobe(pipeline, hls["renditions"][0]["url"])
+    probed = ffprobe(pipeline, hls["url"])
     assert [s["codec_type"] for s in probed["streams"]] == ["video"]
 
 
@@ -220,7 +283,10 @@ def test_another_owner_gets_404_on_the_hls_routes(
             assert answer.status_code == 404, name
             assert answer.json()["error"]["code"] == "not_found"
     with pipeline.client(None) as client:
-        assert client.get(f"/v1/files/{files['mp4']}/hls/master.m3u8").status_code == 401
+        answer = client.get(f"/v1/files/{files['mp4']}/hls/master.m3u8")  # no key, not signed
+    assert answer.status_code == 401
+    assert answer.json()["error"]["code"] == "unauthorized"
+    assert answer.headers["www-authenticate"].startswith("Bearer")
 
 
 def test_status_shows_the_video_stage(pipeline: Pipeline, files: dict[str, str]) -> None:
@@ -278,6 +344,7 @@ def test_reconcile_takes_no_derived_object_for_an_orphan(
 
 def test_deleting_a_video_leaves_no_object(pipeline: Pipeline, files: dict[str, str]) -> None:
     file_id = files["mp4"]
+    signed = hls_of(wait_video(pipeline, file_id))["url"]
     (key,) = pipeline.sql("SELECT master_key FROM file_videos WHERE file_id = %s", file_id)[0]
     prefix = str(key).split(f"{file_id}-")[0] + f"{file_id}-"
     s3 = devservices.s3_client()
@@ -295,6 +362,8 @@ def test_deleting_a_video_leaves_no_object(pipeline: Pipeline, files: dict[str, 
         time.sleep(0.3)
     with pipeline.client() as client:
         assert client.get(f"/v1/files/{file_id}/hls/master.m3u8").status_code == 404
+    answer = httpx.get(pipeline.url + signed, timeout=30)  # a valid signature: still gone
+    assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found"
 
 
 def test_the_inputs_are_what_the_brief_says(inputs: dict[str, bytes], tmp_path: Path) -> None:

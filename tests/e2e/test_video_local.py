@@ -1,6 +1,8 @@
 """The video stage on the local storage backend (``SLUICE_STORAGE_BACKEND=local``, S3
 unreachable): the playlists' segments are the gateway's signed ``/v1/objects/...`` URLs, and
-ffprobe reads every rendition through them; deleting the video leaves no file on disk."""
+ffprobe reads every rendition through them, given only the signed master playlist URL and no
+header (the playlists' signature and the objects' made with the one key file); a tampered
+signature is refused; deleting the video leaves no file on disk."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import pytest
 from shared.hls import listed_names, segment_durations
 from tests.e2e.pipeline import Pipeline, start_pipeline
 from tests.e2e.test_text import upload
-from tests.e2e.test_video import ffprobe, hls_of, inputs, wait_video
+from tests.e2e.test_video import ffprobe, hls_of, inputs, path_of, wait_video
 
 __all__ = ["inputs"]  # the module fixture making the test videos
 
@@ -42,15 +44,23 @@ def test_hls_through_the_gateways_signed_urls(
     assert info["status"] == "available" and info["video_error"] is None
     hls = hls_of(info)
     assert [r["name"] for r in hls["renditions"]] == ["360p", "720p"]
+    master = ffprobe(pipeline, hls["url"])  # the signed URL alone, no header
+    sizes = {(s["width"], s["height"]) for s in master["streams"] if s["codec_type"] == "video"}
+    assert sizes == {(640, 360), (1280, 720)}
+    tampered = hls["url"][:-1] + ("0" if hls["url"][-1] != "0" else "1")
+    refused = httpx.get(pipeline.url + tampered, timeout=30)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
+    with pipeline.client(None) as client:
+        assert client.get(path_of(hls["url"])).status_code == 401  # neither key nor signature
     for rendition in hls["renditions"]:
         with pipeline.client() as client:
-            playlist = client.get(rendition["url"]).text
+            playlist = client.get(path_of(rendition["url"])).text  # by the API key
         segments = listed_names(playlist)
         assert all(s.startswith("/v1/objects/") and "signature=" in s for s in segments)
         assert abs(sum(segment_durations(playlist)) - 10) < 0.2
         fetched = httpx.get(pipeline.url + segments[0], timeout=30)  # no API key: the signature
         assert fetched.status_code == 200 and fetched.content[:1] == b"\x47"
-        probed = ffprobe(pipeline, rendition["url"])
+        probed = ffprobe(pipeline, rendition["url"])  # by its signature, no header
         video = next(s for s in probed["streams"] if s["codec_type"] == "video")
         assert (video["width"], video["height"]) == (rendition["width"], rendition["height"])
     posters = [a for a in info["artefacts"] if a["kind"] == "poster"]
