@@ -1,7 +1,7 @@
 """The commit stage's side of the video transform: ``file.video_processed`` and
 ``file.video_failed`` (docs/transforms.md).
 
-In one transaction, as for the text transforms (:mod:`services.commit.texts`): the event joins
+In one transaction, as for every transform (:mod:`services.commit.artefacts`): the event joins
 the file's history (``event_id`` is the idempotency key); its owner, bucket and keys are checked
 against the file's own (``shared.claims``: a forged event writes nothing); the version's
 ``file_videos`` row (migration 0013) is written: the master playlist's key, the renditions, the
@@ -14,14 +14,9 @@ says. An event of a deleted file is dropped (``services.commit.deletion``).
 
 from __future__ import annotations
 
-import structlog
-
-from shared.claims import check_owner, check_stored_object
+from services.commit.artefacts import apply_artefact
 from shared.events import FileVideoFailed, FileVideoProcessed
 from shared.ports import FileStateWriter
-from shared.status import FileStatus
-
-log = structlog.get_logger("sluice.commit")
 
 
 def detail_of(event: FileVideoProcessed | FileVideoFailed) -> str:
@@ -44,17 +39,6 @@ async def apply_video(
             not the file's own (dead-lettered; nothing is written).
         DatabaseUnavailable: PostgreSQL refused or lost the connection (retried).
     """
-    check_stored_object(event, bucket)
-    async with repository.transaction(file_id=event.file_id, event_id=event.event_id) as tx:
-        if await tx.deleted(event):
-            log.info("video of a deleted file dropped")
-            return
-        if not await tx.record_event(event, detail_of(event)):
-            check_owner(event, await tx.owner_of(event.file_id))
-            log.info("duplicate event; state unchanged")
-            return
-        lock = await tx.lock_file(event, initial_status=FileStatus.RECEIVED)
-        check_owner(event, lock.owner)  # raising rolls back the history row too
-        await tx.record_video(event)
-        if await tx.clear_attention(event):
-            log.info("attention cleared: the file moves again")
+    await apply_artefact(
+        event, repository, bucket, detail_of(event), lambda tx: tx.record_video(event)
+    )

@@ -26,9 +26,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from shared.adapters import tesseract
 from shared.claims import check_stored_object
-from shared.errors import ChecksumMismatch, InvalidEvent, TextError
+from shared.errors import InvalidEvent, TextError
 from shared.events import BaseEvent, FileStored, FileTextExtracted
 from shared.naming import text_key
+from shared.originals import read_original
 from shared.ports import ObjectStore
 from shared.transform_settings import OcrSettings
 from shared.transforms import (
@@ -85,16 +86,7 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
     done = await _already_extracted(event, deps, languages)
     if done is not None:
         return [done]
-    data = await deps.storage.get_bytes(event.key, bucket=event.bucket)
-    actual = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
-    if actual != event.sha256:
-        raise ChecksumMismatch(
-            "stored object does not match the event's SHA-256",
-            bucket=event.bucket,
-            key=event.key,
-            expected=event.sha256,
-            actual=actual,
-        )
+    data = await read_original(deps.storage, event)
     read = functools.partial(
         read_image,
         data,

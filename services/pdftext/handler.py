@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 from dataclasses import dataclass
 
 from services.pdftext.extract import extract_pdf
 from shared.adapters import tesseract
 from shared.claims import check_stored_object
-from shared.errors import ChecksumMismatch, InvalidEvent, TextError
+from shared.errors import InvalidEvent, TextError
 from shared.events import BaseEvent, FileStored
+from shared.originals import read_original
 from shared.ports import ObjectStore
 from shared.transform_settings import OcrSettings, PdfTextSettings
 from shared.transforms import PDF_TYPE, ocr_languages, store_text, text_failed
@@ -66,16 +66,7 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
         )
     except TextError as exc:
         return [text_failed(event, "pdftext", str(exc))]
-    data = await deps.storage.get_bytes(event.key, bucket=event.bucket)
-    actual = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
-    if actual != event.sha256:
-        raise ChecksumMismatch(
-            "stored object does not match the event's SHA-256",
-            bucket=event.bucket,
-            key=event.key,
-            expected=event.sha256,
-            actual=actual,
-        )
+    data = await read_original(deps.storage, event)
     ocr = functools.partial(
         tesseract.read_text,
         languages=languages,

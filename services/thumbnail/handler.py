@@ -29,11 +29,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.claims import check_stored_object
-from shared.errors import ChecksumMismatch, InvalidEvent, ThumbnailError
+from shared.errors import InvalidEvent, ThumbnailError
 from shared.events import BaseEvent, FileStored, FileThumbnailed, Thumbnail
 from shared.imaging.pool import RenderPool
 from shared.imaging.render import JPEG, WEBP, is_thumbnailable, render_thumbnails
 from shared.naming import thumbnail_key
+from shared.originals import read_original
 from shared.ports import ObjectStore
 from shared.settings import ThumbnailSettings
 
@@ -70,16 +71,7 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
     if done is not None:  # a redelivery: the thumbnails of this very original are there
         return [event.follow(FileThumbnailed, bucket=event.bucket, key=event.key, thumbnails=done)]
 
-    data = await deps.storage.get_bytes(event.key, bucket=event.bucket)
-    actual = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
-    if actual != event.sha256:
-        raise ChecksumMismatch(
-            "stored object does not match the event's SHA-256",
-            bucket=event.bucket,
-            key=event.key,
-            expected=event.sha256,
-            actual=actual,
-        )
+    data = await read_original(deps.storage, event)
     try:
         options: dict[str, Any] = {
             "sizes_px": deps.settings.sizes_px,

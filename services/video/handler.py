@@ -34,7 +34,7 @@ import structlog
 
 from shared.adapters import ffmpeg
 from shared.claims import check_stored_object
-from shared.errors import ChecksumMismatch, InvalidEvent, ThumbnailError, VideoError
+from shared.errors import InvalidEvent, ThumbnailError, VideoError
 from shared.events import (
     BaseEvent,
     FileStored,
@@ -46,6 +46,7 @@ from shared.events import (
 from shared.hls import PLAYLIST_TYPE, SEGMENT_TYPE, Rung, ladder, segment_durations
 from shared.imaging.render import render_thumbnails
 from shared.naming import HLS_MASTER, hls_key, poster_key
+from shared.originals import read_original
 from shared.ports import ObjectStore
 from shared.settings import ThumbnailSettings
 from shared.transform_settings import VideoSettings
@@ -102,16 +103,7 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
     check_stored_object(event, deps.storage.bucket)
     if event.content_type not in VIDEO_TYPES:
         return []
-    data = await deps.storage.get_bytes(event.key, bucket=event.bucket)
-    actual = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
-    if actual != event.sha256:
-        raise ChecksumMismatch(
-            "stored object does not match the event's SHA-256",
-            bucket=event.bucket,
-            key=event.key,
-            expected=event.sha256,
-            actual=actual,
-        )
+    data = await read_original(deps.storage, event)
     async with deps.slots:
         with tempfile.TemporaryDirectory(prefix="sluice-video-") as tmp:
             work = Path(tmp)
