@@ -549,10 +549,10 @@ class StorageSettings(BaseSettings):
         None,
         description="HMAC-SHA256 key of the URLs the gateway signs (at least 32 characters): a "
         "video's HLS playlist URLs with either backend, and the local backend's download URLs. "
-        "Unset: a key file made once (mode 0600) in SLUICE_STORAGE_LOCAL_DIR with the local "
-        "backend, in SLUICE_SPOOL_DIR/.signing/ with s3; the gateway does not start if it "
-        "cannot be read or made. Set it, the same on every host, when gateways run on more "
-        "than one host (a URL signed by one must verify on the others).",
+        "Unset: with s3, a key derived from S3_SECRET_KEY (the same on every gateway); with "
+        "the local backend, a key file made once (mode 0600) in SLUICE_STORAGE_LOCAL_DIR, "
+        "shared by the processes that share that directory (the gateway does not start if it "
+        "can be neither read nor made). When set, it must be the same on every gateway.",
     )
 
     @field_validator("local_dir")

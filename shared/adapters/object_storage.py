@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from shared.adapters.local_storage import LocalObjectStorage
-from shared.adapters.signed_urls import SPOOL_KEY_DIR, UrlSigner, secret_from_key_file
+from shared.adapters.signed_urls import UrlSigner, derived_secret, secret_from_key_file
 from shared.adapters.storage import S3ObjectStorage
 from shared.errors import ConfigError, StorageUnavailable
 from shared.ports import ObjectStore
@@ -33,14 +33,15 @@ def signer_for(storage: StorageSettings) -> UrlSigner:
 def url_signer(settings: Settings) -> UrlSigner:
     """The signer of every URL the gateway serves on a signature instead of an API key (a
     video's HLS playlists; with the local backend also ``/v1/objects/…``), with either storage
-    backend: ``SLUICE_STORAGE_SIGNING_SECRET`` when set (set it, the same everywhere, when
-    gateways run on more than one host); unset, the local backend's key file
-    (:func:`signer_for`), or with S3 a key file made once in ``<SLUICE_SPOOL_DIR>/.signing/``
-    (mode 0700; the key 0600), shared by the processes of one host.
+    backend: ``SLUICE_STORAGE_SIGNING_SECRET`` when set; unset, the local backend's key file
+    (:func:`signer_for`: the processes sharing the directory share it), or with S3 a key
+    derived from ``S3_SECRET_KEY`` (:func:`~shared.adapters.signed_urls.derived_secret`), which
+    every gateway of the deployment holds already: gateways on many hosts agree with nothing
+    on disk, as S3 verifies its own presigned URLs with that same secret.
 
     Raises:
-        ConfigError: no secret is set and the key file cannot be read or made (naming both
-            variables), so the gateway never hands out URLs it could not verify.
+        ConfigError: no secret is set and the local backend's key file cannot be read or made
+            (naming both variables), so the gateway never hands out URLs it could not verify.
     """
     if settings.storage.signing_secret is not None or settings.storage.backend == "local":
         try:
@@ -50,15 +51,7 @@ def url_signer(settings: Settings) -> UrlSigner:
                 "SLUICE_STORAGE_SIGNING_SECRET is unset and the key file in "
                 f"SLUICE_STORAGE_LOCAL_DIR cannot be read or made: {exc}"
             ) from exc
-    root = settings.spool.dir / SPOOL_KEY_DIR
-    try:
-        root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        return UrlSigner(secret_from_key_file(root))
-    except (OSError, StorageUnavailable) as exc:
-        raise ConfigError(
-            "SLUICE_STORAGE_SIGNING_SECRET is unset and the key file in "
-            f"SLUICE_SPOOL_DIR ({root}) cannot be read or made: {exc}"
-        ) from exc
+    return UrlSigner(derived_secret(settings.s3.secret_key))
 
 
 @contextlib.asynccontextmanager

@@ -20,11 +20,11 @@ route's path), the same way over::
 
 Its first line differs from a download's, so neither signature ever verifies as the other.
 
-The key: ``SLUICE_STORAGE_SIGNING_SECRET`` when set; otherwise a random 256-bit key kept in a
-key file (mode 0600, :func:`secret_from_key_file`), made by the first process that needs it and
-read by every other, so all processes of one host (or of one shared volume) agree:
-``<SLUICE_STORAGE_LOCAL_DIR>/.sluice-signing-key`` with the local backend,
-``<SLUICE_SPOOL_DIR>/.signing/.sluice-signing-key`` with S3
+The key: ``SLUICE_STORAGE_SIGNING_SECRET`` when set; otherwise, with the local backend, a random
+256-bit key kept in ``<SLUICE_STORAGE_LOCAL_DIR>/.sluice-signing-key`` (mode 0600,
+:func:`secret_from_key_file`), made by the first process that needs it and read by every other
+sharing the directory; with S3, a key derived from ``S3_SECRET_KEY`` (:func:`derived_secret`),
+which every gateway holds, so gateways on many hosts agree with nothing on disk
 (``shared.adapters.object_storage.url_signer``).
 """
 
@@ -43,9 +43,9 @@ from shared.errors import StorageUnavailable
 
 #: The key file's name in the storage root (the backend's reserved prefix: never an object key).
 KEY_FILE = ".sluice-signing-key"
-#: The directory of the key file inside the spool directory (S3 backend): a directory, which
-#: the spool's cleaning never lists (``shared.ops.spoolclean``).
-SPOOL_KEY_DIR = ".signing"
+#: What a key derived from the S3 secret is for (:func:`derived_secret`): a key for one purpose
+#: only, never the S3 secret itself.
+DERIVED_KEY_LABEL = b"sluice gateway URL signing key v1"
 #: The gateway route's path prefix.
 ROUTE_PREFIX = "/v1/objects/"
 
@@ -146,6 +146,15 @@ class UrlSigner:
         reasons and their order are :meth:`problem`'s. A signature made for another resource
         (another file, another name) or for a download does not match."""
         return _refusal(self.resource_signature(resource, expires), signature, expires, now)
+
+
+def derived_secret(s3_secret_key: str) -> bytes:
+    """A 256-bit signing key derived from ``s3_secret_key``: HMAC-SHA256 keyed by the S3 secret
+    over :data:`DERIVED_KEY_LABEL` (the HKDF-Expand step of RFC 5869 for one block, the secret
+    itself being a random key). Every gateway talking to the same S3 with the same credentials
+    derives the same key; the URLs it signs say nothing of the S3 secret; changing the S3
+    secret invalidates them, as it does S3's own presigned URLs."""
+    return hmac.new(s3_secret_key.encode(), DERIVED_KEY_LABEL + b"\x01", "sha256").digest()
 
 
 def secret_from_key_file(root: Path) -> bytes:

@@ -28,7 +28,8 @@ import pytest
 from PIL import Image
 
 from shared import devservices
-from shared.adapters.signed_urls import SPOOL_KEY_DIR, UrlSigner, secret_from_key_file
+from shared.adapters.signed_urls import UrlSigner, derived_secret
+from shared.devservices import DevServicesConfig
 from shared.hls import listed_names, segment_durations
 from tests.e2e.pipeline import ROOT, Pipeline, queue_depths, start_pipeline
 from tests.e2e.test_text import sluice_status, upload
@@ -194,9 +195,9 @@ def test_a_signature_opens_only_its_own_playlist_until_it_expires(
     query = urlsplit(mp4["url"]).query
     signature = parse_qs(query)["signature"][0]
     tampered = query.replace(signature, signature[:-1] + ("0" if signature[-1] != "0" else "1"))
-    # the gateway's key file (SLUICE_STORAGE_SIGNING_SECRET unset, S3 backend), to sign a URL
-    # that has already expired
-    signer = UrlSigner(secret_from_key_file(pipeline.spool_dir / SPOOL_KEY_DIR))
+    # the gateway's key (SLUICE_STORAGE_SIGNING_SECRET unset, S3 backend: derived from the S3
+    # secret), to sign a URL that has already expired
+    signer = UrlSigner(derived_secret(DevServicesConfig.from_env(pipeline.env).s3_secret_key))
     master = path_of(mp4["url"])
     expired = signer.resource_query(master, 60, now=time.time() - 120)
     refused = {

@@ -13,7 +13,7 @@ import pytest
 
 from services.gateway.videos import hls_url, signed_hls_url, signed_master
 from shared.adapters.object_storage import url_signer
-from shared.adapters.signed_urls import KEY_FILE, SPOOL_KEY_DIR, UrlSigner
+from shared.adapters.signed_urls import UrlSigner
 from shared.errors import ConfigError
 from shared.hls import listed_names
 from shared.settings import Settings
@@ -94,18 +94,28 @@ def test_the_master_names_its_media_playlists_by_signed_urls() -> None:
         signed_master(MASTER.replace("720p.m3u8", "https://evil/x.m3u8"), SIGNER, FILE, 900)
 
 
-def test_with_s3_the_key_file_is_made_once_in_the_spool_dir(
+def test_with_s3_gateways_on_other_hosts_derive_the_same_key_from_the_s3_secret(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    """Two gateways with nothing on disk in common (their own spool directories) verify each
+    other's URLs; another S3 secret gives another key; nothing is written to the spool."""
     monkeypatch.delenv("SLUICE_STORAGE_SIGNING_SECRET", raising=False)
     monkeypatch.setenv("SLUICE_STORAGE_BACKEND", "s3")
-    monkeypatch.setenv("SLUICE_SPOOL_DIR", str(tmp_path / "spool"))
-    settings = Settings.from_env()
-    first = url_signer(settings)
-    key_file = tmp_path / "spool" / SPOOL_KEY_DIR / KEY_FILE
-    assert key_file.stat().st_mode & 0o777 == 0o600
-    assert (tmp_path / "spool" / SPOOL_KEY_DIR).stat().st_mode & 0o777 == 0o700
-    assert url_signer(settings) == first  # a second process reads the same key
+    monkeypatch.setenv("S3_SECRET_KEY", "the-deployment-s3-secret")
+    signers = []
+    for host in ("one", "two"):
+        monkeypatch.setenv("SLUICE_SPOOL_DIR", str(tmp_path / host / "spool"))
+        signers.append(url_signer(Settings.from_env()))
+    query = signers[0].resource_query("/v1/files/x/hls/master.m3u8", 60)
+    fields = {name: values[0] for name, values in parse_qs(query).items()}
+    problem = signers[1].resource_problem(
+        "/v1/files/x/hls/master.m3u8", int(fields["expires"]), fields["signature"]
+    )
+    assert problem is None
+    assert signers[0].secret != b"the-deployment-s3-secret"  # a key of its own purpose
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))
+    monkeypatch.setenv("S3_SECRET_KEY", "another-s3-secret")
+    assert url_signer(Settings.from_env()) != signers[0]
     monkeypatch.setenv("SLUICE_STORAGE_SIGNING_SECRET", "s" * 40)
     assert url_signer(Settings.from_env()) == UrlSigner(b"s" * 40)
 
@@ -113,12 +123,12 @@ def test_with_s3_the_key_file_is_made_once_in_the_spool_dir(
 def test_with_no_secret_and_no_key_file_the_gateway_does_not_start(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    not_a_directory = tmp_path / "spool"
-    not_a_directory.write_bytes(b"")  # a mount point gone wrong: no directory can be made
+    not_a_directory = tmp_path / "objects"
+    not_a_directory.write_bytes(b"")  # a mount point gone wrong: no key file can be made
     monkeypatch.delenv("SLUICE_STORAGE_SIGNING_SECRET", raising=False)
-    monkeypatch.setenv("SLUICE_STORAGE_BACKEND", "s3")
-    monkeypatch.setenv("SLUICE_SPOOL_DIR", str(not_a_directory))
+    monkeypatch.setenv("SLUICE_STORAGE_BACKEND", "local")
+    monkeypatch.setenv("SLUICE_STORAGE_LOCAL_DIR", str(not_a_directory))
     with pytest.raises(ConfigError) as caught:
         url_signer(Settings.from_env())
     assert "SLUICE_STORAGE_SIGNING_SECRET" in str(caught.value)
-    assert "SLUICE_SPOOL_DIR" in str(caught.value)
+    assert "SLUICE_STORAGE_LOCAL_DIR" in str(caught.value)

@@ -30,7 +30,6 @@ from PIL import Image
 
 from services.gateway.app import create_app, serve
 from shared.adapters.outbox import OUTBOX_DIR
-from shared.adapters.signed_urls import SPOOL_KEY_DIR
 from shared.settings import Settings
 from tests.localenv import worker_name
 
@@ -100,12 +99,9 @@ def outbox_entries(spool_dir: Path) -> list[str]:
 
 
 def tree(root: Path) -> set[str]:
-    """Every file under ``root`` (relative paths), the outbox's lock file and the gateway's
-    signing key file (``.signing/``, made at start with the S3 storage backend) left out."""
+    """Every file under ``root`` (relative paths), the outbox's lock file left out."""
     return {
-        str(p.relative_to(root))
-        for p in root.rglob("*")
-        if p.is_file() and p.name != ".relay.lock" and p.relative_to(root).parts[0] != SPOOL_KEY_DIR
+        str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and p.name != ".relay.lock"
     }
 
 
