@@ -65,8 +65,8 @@ class Stage:
 
     ``deleted``, if set, is asked when the handler raises :class:`~shared.errors.SourceMissing`:
     for a file deleted or erased while its event was in flight (its bytes purged before this
-    stage read them; docs/gdpr.md) the message is acked and dropped, not dead-lettered. Every
-    stage that reads a file's bytes sets it.
+    stage read them; docs/gdpr.md) the message is acked and dropped, not dead-lettered. The
+    process that runs the stages gives every stage one reader (``services/cli/_common.py``).
 
     ``dependencies`` are what the stage's circuit breaker waits for (``shared.breaker``): the
     error types that may mean clamd, PostgreSQL or S3 is down, each with its probe. A failure of

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import json
 import os
@@ -18,6 +19,7 @@ import typer
 from rich.console import Console
 
 from shared import runner
+from shared.adapters.db import DeletedFileReader
 from shared.settings import Settings
 from shared.telemetry import metrics, observers, tracing
 from shared.telemetry.health import serve_health
@@ -122,9 +124,14 @@ async def run_processes(
 
 
 async def _run(settings: Settings, stages: list[str], gateway: bool, stop: asyncio.Event) -> None:
+    # One reader of deletions for every stage of the process (a pool of at most 2 connections,
+    # opened on the first source found gone): a message whose source was purged because its
+    # file was deleted in flight is dropped, not dead-lettered (shared.stage.Stage.deleted).
+    deleted = DeletedFileReader(settings.database)
     built = [
         await importlib.import_module(f"services.{name}.main").build(settings) for name in stages
     ]
+    built = [dataclasses.replace(stage, deleted=stage.deleted or deleted) for stage in built]
     consumers: list[runner.StageConsumer] = []
     jobs = [
         runner.run_until_stopped(
@@ -142,7 +149,10 @@ async def _run(settings: Settings, stages: list[str], gateway: bool, stop: async
         from services.gateway.app import serve
 
         jobs.append(serve(settings, stop))
-    results = await asyncio.gather(*jobs, return_exceptions=True)
+    try:
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+    finally:
+        await deleted.close()
     stop.set()
     for result in results:
         if isinstance(result, BaseException):

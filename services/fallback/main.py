@@ -13,7 +13,7 @@ from services.fallback import migrator
 from services.fallback.handler import Deps, handle
 from services.fallback.repository import FallbackRepository
 from shared.adapters import broker
-from shared.adapters.db import DeletedFileReader, create_pool, ping
+from shared.adapters.db import create_pool, ping
 from shared.adapters.object_storage import open_object_storage
 from shared.adapters.row_cipher import RowCipher
 from shared.adapters.sources import SpoolOrS3SourceReader
@@ -92,7 +92,6 @@ async def build(settings: Settings) -> Stage:
         name=FALLBACK,
         handle_with_history=functools.partial(handle, deps=deps),
         close=stack.aclose,
-        deleted=DeletedFileReader(settings.database, pool),
         background=migrate,
         # Whatever fails in the fallback goes to the store dead-letter queue, from which a
         # replay sends it back to the store stage once S3 is back (as a refused file does).

@@ -8,7 +8,7 @@ import functools
 
 from services.mirror.handler import Deps, handle
 from shared.adapters import broker
-from shared.adapters.db import DeletedFileReader, create_pool, ping
+from shared.adapters.db import create_pool, ping
 from shared.adapters.object_storage import open_object_storage
 from shared.adapters.storage import S3ObjectStorage
 from shared.breaker import Dependency, DependencyName
@@ -51,7 +51,6 @@ async def build(settings: Settings) -> Stage:
         name=MIRROR,
         handle=functools.partial(handle, deps=Deps(pool=pool, main=main, mirror=mirror)),
         close=stack.aclose,
-        deleted=DeletedFileReader(settings.database, pool),
         dependencies=(
             Dependency(
                 DependencyName.POSTGRESQL, (DatabaseUnavailable,), functools.partial(ping, pool)

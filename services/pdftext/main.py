@@ -10,7 +10,6 @@ from typing import Final
 
 from services.pdftext.handler import Deps, handle
 from shared.adapters import tesseract
-from shared.adapters.db import DeletedFileReader
 from shared.adapters.object_storage import open_object_storage
 from shared.breaker import Dependency, DependencyName
 from shared.errors import ConfigError, StorageUnavailable
@@ -35,8 +34,6 @@ async def build(settings: Settings) -> Stage:
     languages = tesseract.prepare(settings.ocr.default_lang)
     await bind_transform_queue(settings, NAME)
     stack = contextlib.AsyncExitStack()
-    deleted = DeletedFileReader(settings.database)  # opened on first use
-    stack.push_async_callback(deleted.close)
     storage = await stack.enter_async_context(open_object_storage(settings))
     deps = Deps(
         storage=storage,
@@ -50,6 +47,5 @@ async def build(settings: Settings) -> Stage:
         name=NAME,
         handle=functools.partial(handle, deps=deps),
         close=stack.aclose,
-        deleted=deleted,
         dependencies=(Dependency(DependencyName.S3, (StorageUnavailable,), storage.ping),),
     )

@@ -7,7 +7,7 @@ import functools
 
 from services.scan.handler import Deps, handle
 from shared.adapters import db
-from shared.adapters.db import DeletedFileReader, FileStateReader, create_pool
+from shared.adapters.db import FileStateReader, create_pool
 from shared.adapters.object_storage import open_object_storage
 from shared.adapters.scanner import ClamdScanner
 from shared.adapters.sources import SpoolOrS3SourceReader
@@ -47,7 +47,6 @@ async def build(settings: Settings) -> Stage:
         name="scan",
         handle=functools.partial(handle, deps=deps),
         close=stack.aclose,
-        deleted=DeletedFileReader(settings.database, pool),
         dependencies=(
             Dependency(
                 DependencyName.CLAMD,

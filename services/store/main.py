@@ -6,7 +6,6 @@ import contextlib
 import functools
 
 from services.store.handler import Deps, handle
-from shared.adapters.db import DeletedFileReader
 from shared.adapters.encryption import check_encryption
 from shared.adapters.object_storage import open_object_storage
 from shared.adapters.sources import SpoolOrS3SourceReader
@@ -30,8 +29,6 @@ async def build(settings: Settings) -> Stage:
     (probe: ``HeadBucket``): its messages wait in the store queue until S3 answers again.
     """
     stack = contextlib.AsyncExitStack()
-    deleted = DeletedFileReader(settings.database)  # opened on first use
-    stack.push_async_callback(deleted.close)
     storage = await stack.enter_async_context(
         open_object_storage(settings, stored_bytes_stage="store")
     )
@@ -47,7 +44,6 @@ async def build(settings: Settings) -> Stage:
         name="store",
         handle=functools.partial(handle, deps=deps),
         close=stack.aclose,
-        deleted=deleted,
         dead_letter_route=dead_letter_route,
         dependencies=(Dependency(DependencyName.S3, (QuarantineUnavailable,), storage.ping),),
     )

@@ -7,7 +7,6 @@ import contextlib
 import functools
 
 from services.thumbnail.handler import Deps, handle
-from shared.adapters.db import DeletedFileReader
 from shared.adapters.object_storage import open_object_storage
 from shared.breaker import Dependency, DependencyName
 from shared.errors import StorageUnavailable
@@ -26,8 +25,6 @@ async def build(settings: Settings) -> Stage:
     root's check) rather than spending attempts."""
     pin_mmap_threshold()  # each image's bytes pass through here: keep them off the heap
     stack = contextlib.AsyncExitStack()
-    deleted = DeletedFileReader(settings.database)  # opened on first use
-    stack.push_async_callback(deleted.close)
     storage = await stack.enter_async_context(open_object_storage(settings))
     processes = settings.thumbnail.processes
     if processes is None:
@@ -58,6 +55,5 @@ async def build(settings: Settings) -> Stage:
         name="thumbnail",
         handle=functools.partial(handle, deps=deps),
         close=close,
-        deleted=deleted,
         dependencies=(Dependency(DependencyName.S3, (StorageUnavailable,), storage.ping),),
     )

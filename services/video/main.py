@@ -9,7 +9,6 @@ from typing import Final
 
 from services.video.handler import Deps, handle
 from shared.adapters import ffmpeg
-from shared.adapters.db import DeletedFileReader
 from shared.adapters.object_storage import open_object_storage
 from shared.breaker import Dependency, DependencyName
 from shared.errors import ConfigError, StorageUnavailable
@@ -33,8 +32,6 @@ async def build(settings: Settings) -> Stage:
     ffmpeg.check_installed()
     await bind_transform_queue(settings, NAME)
     stack = contextlib.AsyncExitStack()
-    deleted = DeletedFileReader(settings.database)  # opened on first use
-    stack.push_async_callback(deleted.close)
     storage = await stack.enter_async_context(open_object_storage(settings))
     deps = Deps(
         storage=storage,
@@ -46,6 +43,5 @@ async def build(settings: Settings) -> Stage:
         name=NAME,
         handle=functools.partial(handle, deps=deps),
         close=stack.aclose,
-        deleted=deleted,
         dependencies=(Dependency(DependencyName.S3, (StorageUnavailable,), storage.ping),),
     )
