@@ -3,14 +3,22 @@
 Usage::
 
     python bench/bench_large_upload.py [--mib 100] [--rounds 3] [--spool local s3]
+                                       [--client python curl]
 
 For each spool backend, it starts the real gateway alone (``bench/pipeline.py``'s ``Run`` with no
 stage workers: the event waits in its queue), with the PDF limit raised to fit, and times, one at
-a time and ``--rounds`` times each:
+a time and ``--rounds`` times each, with each client:
 
-- ``raw put``: one ``PutObject`` of the same bytes with ``ChecksumSHA256`` (botocore), the
-  baseline a client would get writing to S3 itself;
-- ``upload``: ``POST /v1/files`` of the same bytes (multipart form, httpx), until its ``202``.
+- ``raw put``: one ``PutObject`` of the same bytes with their SHA-256 as
+  ``x-amz-checksum-sha256``, the baseline a client would get writing to S3 itself;
+- ``upload``: ``POST /v1/files`` of the same bytes (a multipart form), until its ``202``.
+
+Clients: ``python`` is botocore for the PUT (which also hashes the payload for its SigV4
+signature over plain HTTP) and httpx for the upload; ``curl`` is curl for both
+(``--aws-sigv4`` with ``UNSIGNED-PAYLOAD`` and the checksum header signed, as the gateway's own
+S3 client sends; ``-F`` for the form). Client, gateway and SeaweedFS share the machine's two
+cores, so a client's own CPU counts against the gateway: each upload is compared with the raw
+PUT of its own client, the better of the runs before and after.
 
 It prints the best MB/s of each, their ratio (above 1: the gateway is faster), and the
 gateway's resident memory (RSS, sampled every 50 ms by psutil) before the first upload, at its
@@ -23,6 +31,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -79,7 +88,57 @@ def raw_put_mb_s(config: devservices.DevServicesConfig, data: bytes, rounds: int
     return best
 
 
-def bench_spool(spool: str, data: bytes, rounds: int) -> dict[str, float]:
+#: The region SigV4 signs for (``shared.devservices``' SeaweedFS takes any).
+REGION = "us-east-1"
+
+
+def curl_put_mb_s(config: devservices.DevServicesConfig, path: Path, rounds: int) -> float:
+    """Best MB/s of ``rounds`` curl PUTs of ``path`` (SigV4, unsigned payload, checksummed)."""
+    data = path.read_bytes()
+    checksum = b64encode(hashlib.sha256(data).digest()).decode()
+    s3 = devservices.s3_client(config)
+    best = 0.0
+    for n in range(rounds):
+        key = f"bench-large-curl-{n}"
+        command = [
+            *("curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"),
+            *("--aws-sigv4", f"aws:amz:{REGION}:s3"),
+            *("--user", f"{config.s3_access_key}:{config.s3_secret_key}"),
+            *("-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"),
+            *("-H", f"x-amz-checksum-sha256: {checksum}"),
+            *("-H", "Content-Type: application/octet-stream"),
+            *("--upload-file", str(path), f"http://127.0.0.1:{config.s3_port}/{BUCKET}/{key}"),
+        ]
+        started = time.perf_counter()
+        answer = subprocess.run(command, capture_output=True, text=True, check=True)
+        elapsed = time.perf_counter() - started
+        if answer.stdout != "200":
+            raise RuntimeError(f"curl PUT answered {answer.stdout}: {answer.stderr}")
+        best = max(best, len(data) / 1e6 / elapsed)
+        s3.delete_object(Bucket=BUCKET, Key=key)
+    return best
+
+
+def curl_upload(url: str, key: str, path: Path, name: str) -> None:
+    """``POST /v1/files`` of ``path`` with curl.
+
+    Raises:
+        RuntimeError: the answer is not 202.
+    """
+    command = [
+        *("curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}"),
+        *("-H", f"Authorization: Bearer {key}"),
+        *("-F", f"file=@{path};type=application/pdf;filename={name}", f"{url}/v1/files"),
+    ]
+    answer = subprocess.run(command, capture_output=True, text=True, check=True)
+    if answer.stdout != "202":
+        raise RuntimeError(f"curl upload answered {answer.stdout}: {answer.stderr}")
+
+
+def bench_spool(
+    spool: str, data: bytes, path: Path, rounds: int, clients: list[str]
+) -> dict[str, float]:
+    """Best MB/s of each client's uploads through a gateway on ``spool``, and its RSS, MiB."""
     config = devservices.DevServicesConfig.from_env()
     with tempfile.TemporaryDirectory(prefix="sluice-bench-large-") as tmp:
         run = Run(0, Path(tmp), config)
@@ -98,19 +157,24 @@ def bench_spool(spool: str, data: bytes, rounds: int) -> dict[str, float]:
                 sampler = RssSampler(run.processes["gateway"].pid)
                 before = sampler.now()
                 sampler.start()
-                best = 0.0
+                best = dict.fromkeys(clients, 0.0)
                 for n in range(rounds):
-                    files = {"file": (f"large-{n}.pdf", data, "application/pdf")}
-                    started = time.perf_counter()
-                    client.post("/v1/files", files=files).raise_for_status()
-                    best = max(best, len(data) / 1e6 / (time.perf_counter() - started))
+                    for name in clients:
+                        started = time.perf_counter()
+                        if name == "curl":
+                            curl_upload(url, key, path, f"large-curl-{n}.pdf")
+                        else:
+                            files = {"file": (f"large-{n}.pdf", data, "application/pdf")}
+                            client.post("/v1/files", files=files).raise_for_status()
+                        elapsed = time.perf_counter() - started
+                        best[name] = max(best[name], len(data) / 1e6 / elapsed)
                 sampler.stopped.set()
                 sampler.join()
                 after = sampler.now()
         finally:
             run.stop()
     return {
-        "upload_mb_s": best,
+        **{f"upload_mb_s_{name}": rate for name, rate in best.items()},
         "rss_before_mib": before / MiB,
         "rss_peak_mib": max(sampler.peak_bytes, after) / MiB,
         "rss_after_mib": after / MiB,
@@ -122,24 +186,47 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mib", type=int, default=100, help="upload size, MiB")
     parser.add_argument("--rounds", type=int, default=3, help="uploads per measure; best counts")
     parser.add_argument("--spool", nargs="+", default=["local", "s3"], choices=["local", "s3"])
+    parser.add_argument(
+        "--client", nargs="+", default=["python", "curl"], choices=["python", "curl"]
+    )
     args = parser.parse_args(argv)
 
     config = devservices.DevServicesConfig.from_env()
     devservices.up(config, buckets=[BUCKET, "sluice-quarantine"])
     data = payload(args.mib)
     print(f"{args.mib} MiB, {args.rounds} rounds, {os.cpu_count()} cores")
-    raw = raw_put_mb_s(config, data, args.rounds)
-    print(f"{'raw S3 PutObject':<28}{raw:>8.1f} MB/s")
-    for spool in args.spool:
-        result = bench_spool(spool, data, args.rounds)
+    with tempfile.NamedTemporaryFile(prefix="sluice-bench-large-", suffix=".pdf") as file:
+        path = Path(file.name)
+        path.write_bytes(data)
+
+        def raw_puts() -> dict[str, float]:
+            return {
+                name: curl_put_mb_s(config, path, args.rounds)
+                if name == "curl"
+                else raw_put_mb_s(config, data, args.rounds)
+                for name in args.client
+            }
+
+        raw = raw_puts()
+        results = {
+            spool: bench_spool(spool, data, path, args.rounds, args.client) for spool in args.spool
+        }
+        raw_after = raw_puts()
+    for name in args.client:
         print(
-            f"{f'POST /v1/files, {spool} spool':<28}{result['upload_mb_s']:>8.1f} MB/s"
-            f"   ratio {result['upload_mb_s'] / raw:.2f}"
-            f"   gateway RSS {result['rss_before_mib']:.0f} -> peak"
+            f"{f'raw S3 PutObject, {name}':<34}{raw[name]:>8.1f} MB/s, then {raw_after[name]:.1f}"
+        )
+    for spool, result in results.items():
+        for name in args.client:
+            rate = result[f"upload_mb_s_{name}"]
+            print(
+                f"{f'POST /v1/files, {spool} spool, {name}':<34}{rate:>8.1f} MB/s"
+                f"   ratio {rate / max(raw[name], raw_after[name]):.2f}"
+            )
+        print(
+            f"{f'  gateway RSS, {spool} spool':<34}{result['rss_before_mib']:.0f} -> peak"
             f" {result['rss_peak_mib']:.0f} -> {result['rss_after_mib']:.0f} MiB"
         )
-    raw_after = raw_put_mb_s(config, data, args.rounds)
-    print(f"{'raw S3 PutObject (again)':<28}{raw_after:>8.1f} MB/s")
     return 0
 
 

@@ -69,6 +69,9 @@ from shared.errors import (
 )
 
 SCHEME = "quarantine://"
+#: Bodies of at least this many bytes are hashed in a worker thread (:class:`QuarantineWriter`):
+#: below it the hop costs more than the hash blocks the event loop (1 MiB: about 2 ms).
+THREAD_HASH_BYTES = 1024 * 1024
 #: Key prefix of unfinished resumable uploads (:mod:`shared.adapters.resumable`), which
 #: :meth:`QuarantineSpool.entries` leaves to their own cleaner.
 RESUMABLE_PREFIX = "tus/"
@@ -124,14 +127,19 @@ class QuarantineWriter:
     :class:`~shared.ports.SpoolWriter` port). Use as an async context manager: leaving it
     without :meth:`commit` aborts the upload.
 
-    Bytes are held until they pass one part (``part_size_bytes``): a file that never does goes
-    up at :meth:`commit` in one ``PutObject`` with its whole SHA-256 as ``ChecksumSHA256``
-    (one request, which S3 verifies and applies whole or not at all); a bigger one becomes a
-    multipart upload, started when the first part is full, each part with its SHA-256, aborted
-    on any error. Up to ``parts_in_flight`` parts are sent at once while the next one fills,
-    so the client's body keeps flowing during an ``UploadPart`` (one at a time, a 100 MiB
-    upload went at 0.39 x a raw ``PutObject``, two at once at 0.51; ``docs/performance.md``).
-    Holds at most ``parts_in_flight + 1`` parts in memory.
+    Chunks are held until they pass one part (``part_size_bytes``): a file that never does
+    before its last chunk goes up at :meth:`commit` in one ``PutObject`` with its whole SHA-256
+    as ``ChecksumSHA256`` (one request, which S3 verifies and applies whole or not at all); a
+    bigger one becomes a multipart upload, started when the first part is full, each part with
+    its SHA-256, aborted on any error. A part is the chunks held, joined once, when more bytes
+    follow them: at least ``part_size_bytes`` (a chunk that would make it pass twice that is
+    cut), and never an empty last part. Up to ``parts_in_flight`` parts are sent at once while
+    the next one fills, so the client's body keeps flowing during an ``UploadPart`` (one at a
+    time, a 100 MiB upload went at 0.39 x a raw ``PutObject``, two at once at 0.51;
+    ``docs/performance.md``). A part's two hashes (its own, and the whole file's, fed in order)
+    run in a worker thread, where hashlib releases the GIL, so the event loop goes on reading
+    the body meanwhile. Holds at most
+    ``parts_in_flight + 2`` parts in memory.
     """
 
     def __init__(
@@ -143,7 +151,8 @@ class QuarantineWriter:
         self._part_size = part_size
         self._parts_in_flight = max(1, parts_in_flight)
         self._sha256 = hashlib.sha256()
-        self._buffer = bytearray()
+        self._held: list[bytes] = []
+        self._held_bytes = 0
         self._parts: list[dict[str, Any]] = []
         self._sending: set[asyncio.Task[None]] = set()
         self._part_count = 0
@@ -152,38 +161,71 @@ class QuarantineWriter:
 
     @property
     def sha256(self) -> str:
-        """SHA-256 of what was written so far, lowercase hex."""
+        """SHA-256 of the file, lowercase hex, once :meth:`commit` has returned (before, of
+        the parts sent so far)."""
         return self._sha256.hexdigest()
 
     async def write(self, chunk: bytes) -> None:
-        """Append ``chunk``; once more than a part is held, a part is sent with its SHA-256
-        (``UploadPart``, after ``CreateMultipartUpload`` for the first).
+        """Append ``chunk``; when at least a part is held before it, those bytes are sent as
+        the next part with their SHA-256 (``UploadPart``, after ``CreateMultipartUpload`` for
+        the first).
 
         Raises:
             QuarantineUnavailable: S3 did not take the part; the upload is aborted.
         """
-        self._sha256.update(chunk)
+        if not chunk:
+            return
         self.size_bytes += len(chunk)
-        self._buffer += chunk
         try:
-            while len(self._buffer) > self._part_size:
-                part = bytes(self._buffer[: self._part_size])
-                del self._buffer[: self._part_size]
-                await self._launch(part)
+            if self._held_bytes >= self._part_size:
+                await self._launch(self._take())
+            if self._held_bytes + len(chunk) > 2 * self._part_size:  # a chunk larger than a
+                view = memoryview(chunk)  # part: cut whole parts out of it
+                while self._held_bytes + len(view) > self._part_size:
+                    room = self._part_size - self._held_bytes
+                    self._hold(bytes(view[:room]))
+                    view = view[room:]
+                    await self._launch(self._take())
+                chunk = bytes(view)
         except BaseException:
             await self.abort()
             raise
+        self._hold(chunk)
+
+    def _hold(self, chunk: bytes) -> None:
+        self._held.append(chunk)
+        self._held_bytes += len(chunk)
+
+    def _take(self) -> bytes:
+        """The held chunks as one ``bytes`` (one copy), no longer held."""
+        held, self._held, self._held_bytes = self._held, [], 0
+        return held[0] if len(held) == 1 else b"".join(held)
+
+    async def _hash(self, body: bytes) -> str:
+        """Feed ``body`` to the file's SHA-256 and return its own, Base64 (in a worker thread
+        for a body of :data:`THREAD_HASH_BYTES` or more). Called in the order of the bytes."""
+
+        def digest() -> str:
+            self._sha256.update(body)
+            return base64.b64encode(hashlib.sha256(body).digest()).decode()
+
+        if len(body) < THREAD_HASH_BYTES:
+            return digest()
+        return await asyncio.to_thread(digest)
 
     async def _launch(self, body: bytes) -> None:
-        """Send ``body`` as the next part in the background, once fewer than
+        """Hash ``body`` and send it as the next part in the background, once fewer than
         ``parts_in_flight`` are being sent (a failed one raises here)."""
         self._part_count += 1
         number = self._part_count
+        checksum = await self._hash(body)
         if self._upload_id is None:
             await self._start()
         while len(self._sending) >= self._parts_in_flight:
             await self._wait_sent(asyncio.FIRST_COMPLETED)
-        task = asyncio.create_task(self._send(body, number), name=f"quarantine-part-{number}")
+        task = asyncio.create_task(
+            self._send(body, number, checksum), name=f"quarantine-part-{number}"
+        )
         self._sending.add(task)
 
     async def _wait_sent(self, return_when: str = asyncio.ALL_COMPLETED) -> None:
@@ -213,9 +255,8 @@ class QuarantineWriter:
         self._upload_id = upload_id
         return upload_id
 
-    async def _send(self, body: bytes, number: int) -> None:
+    async def _send(self, body: bytes, number: int, checksum: str) -> None:
         upload_id = self._upload_id or await self._start()
-        checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
         storage = self._spool.storage
         answer = await self._spool.call(
             "UploadPart",
@@ -245,16 +286,18 @@ class QuarantineWriter:
         storage = self._spool.storage
         try:
             if self._upload_id is None:
+                body = self._take()
+                await self._hash(body)
                 with _quarantine_errors():
                     await storage.put_bytes(
                         self._key,
-                        bytes(self._buffer),
+                        body,
                         sha256_hex=self.sha256,
                         content_type="application/octet-stream",
                     )
             else:
                 upload_id = self._upload_id
-                await self._launch(bytes(self._buffer))
+                await self._launch(self._take())
                 await self._wait_sent()
                 parts = sorted(self._parts, key=lambda part: int(part["PartNumber"]))
                 await self._spool.call(
@@ -270,7 +313,6 @@ class QuarantineWriter:
         except BaseException:
             await self.abort()
             raise
-        self._buffer = bytearray()
         self._done = True
 
     async def abort(self) -> None:
@@ -280,7 +322,7 @@ class QuarantineWriter:
         if self._done:
             return
         self._done = True
-        self._buffer = bytearray()
+        self._held, self._held_bytes = [], 0
         for task in self._sending:
             task.cancel()
         await asyncio.gather(*self._sending, return_exceptions=True)

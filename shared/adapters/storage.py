@@ -97,7 +97,14 @@ class S3ObjectStorage:
     async def __aenter__(self) -> S3ObjectStorage:
         session = aiobotocore.session.get_session()
         config = AioConfig(
-            s3={"addressing_style": "path" if self.settings.force_path_style else "auto"},
+            s3={
+                "addressing_style": "path" if self.settings.force_path_style else "auto",
+                # Every body we send carries its SHA-256 in the signed x-amz-checksum-sha256
+                # header, which S3 verifies: signing the payload too (SigV4's
+                # x-amz-content-sha256, which botocore computes over plain HTTP) would hash
+                # the same bytes a second time for no added integrity (docs/performance.md).
+                "payload_signing_enabled": False,
+            },
             signature_version="s3v4",
             connect_timeout=self.settings.timeout_s,
             read_timeout=self.settings.timeout_s,

@@ -109,10 +109,21 @@ async def test_a_write_lands_whole_in_the_quarantine_bucket(
     assert uploads(raw_s3, QUARANTINE) == []
 
 
+async def test_a_chunk_larger_than_a_part_is_cut_into_parts(spools: Spools, raw_s3: Any) -> None:
+    data = os.urandom(3 * PART + 5)
+    name = str(uuid.uuid4())
+    source = await spool_bytes(spools, name, data, chunk=len(data))  # one write of it all
+    assert await spools.read_bytes(source) == data
+    head = raw_s3.head_object(Bucket=QUARANTINE, Key=name, ChecksumMode="ENABLED")
+    assert head["ChecksumSHA256"].endswith("-4")  # three whole parts and the last 5 bytes
+    assert uploads(raw_s3, QUARANTINE) == []
+
+
 async def test_nothing_is_visible_until_the_upload_completes(spools: Spools, raw_s3: Any) -> None:
     name = str(uuid.uuid4())
     writer = await spools.open_writer(name)
-    await writer.write(os.urandom(PART + 10))  # one part sent
+    await writer.write(os.urandom(PART))
+    await writer.write(os.urandom(10))  # more bytes follow a whole part: that part is sent
     assert name not in keys(raw_s3, QUARANTINE)
     assert uploads(raw_s3, QUARANTINE) == [name]
     with pytest.raises(SourceMissing):
@@ -143,10 +154,12 @@ async def test_s3_down_is_quarantine_unavailable(local: Local, tmp_path: Path) -
     settings = settings_for(local, tmp_path, endpoint=f"http://127.0.0.1:{free_port()}")
     async with open_spools(settings) as spools:
         started = time.monotonic()
-        for size in (100, PART + 1):  # one PutObject at commit; a multipart upload's first part
+        # one PutObject at commit; a multipart upload's first part (sent as more bytes follow)
+        for chunks in ([100], [PART, 1]):
             with pytest.raises(QuarantineUnavailable):
                 async with await spools.open_writer(str(uuid.uuid4())) as writer:
-                    await writer.write(os.urandom(size))
+                    for size in chunks:
+                        await writer.write(os.urandom(size))
                     await writer.commit()
         with pytest.raises(QuarantineUnavailable):
             await spools.read_bytes(f"quarantine://{uuid.uuid4()}")
@@ -360,7 +373,9 @@ async def test_spool_clean_empties_the_quarantine_of_what_no_stage_needs(
     await spools.abandon(refused)
     unfinished = str(uuid.uuid4())
     # Never committed: an incomplete multipart upload (a part was sent).
-    await (await spools.open_writer(unfinished)).write(os.urandom(PART + 1))
+    writer = await spools.open_writer(unfinished)
+    await writer.write(os.urandom(PART))
+    await writer.write(b"!")
     raw_s3.put_object(Bucket=QUARANTINE, Key="not-sluice.txt", Body=b"?")
     states = States({done: "available", flying: "scanned"})
     quarantine: QuarantineSpool = spools.quarantine
