@@ -182,7 +182,8 @@ class SpoolWriter(Protocol):
 
     @property
     def sha256(self) -> str:
-        """SHA-256 of what was written so far, lowercase hex."""
+        """SHA-256 of the file, lowercase hex, once :meth:`commit` has returned (a writer may
+        hold and hash bytes in batches until then)."""
         ...
 
     async def write(self, chunk: bytes) -> None:

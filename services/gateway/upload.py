@@ -147,6 +147,7 @@ async def _accept(
     except StorageUnavailable as exc:  # the quarantine bucket; its multipart upload is aborted
         log.warning("gateway.quarantine_unavailable", error=str(exc))
         raise unavailable(exc) from None
+    spooled = time.perf_counter()
     source = deps.spool.reference(upload.name)
     try:
         event = FileReceived.new(
@@ -176,6 +177,8 @@ async def _accept(
         size_bytes=upload.size_bytes,
         content_type=upload.content_type,
         upload_ms=round((time.perf_counter() - started) * 1000, 1),
+        spool_ms=round((spooled - started) * 1000, 1),
+        publish_ms=round((time.perf_counter() - spooled) * 1000, 1),
     )
     return UploadAccepted(
         file_id=file_id,

@@ -19,7 +19,7 @@ from PIL import Image
 
 from services.gateway.errors import ApiError
 from services.gateway.form import read_upload
-from shared.adapters.spool import LocalSpool, size_text
+from shared.adapters.spool import WRITE_BATCH_BYTES, LocalSpool, size_text
 from shared.errors import SpoolFull
 from shared.policy import UploadPolicy
 from shared.settings import GatewaySettings
@@ -142,9 +142,9 @@ async def test_a_disk_full_while_writing_removes_the_partial_file(tmp_path: Path
     _full_disk_under(spool)
     writer = await spool.open_writer("f1")
     with pytest.raises(SpoolFull) as caught:
-        await writer.write(b"\0" * 256 * 1024)  # past the buffer: written at once
+        await writer.write(b"\0" * WRITE_BATCH_BYTES)  # a whole batch: written at once
     assert "No space left on device" in caught.value.message
-    assert "the upload needed more than 256.0 KiB" in caught.value.message
+    assert "the upload needed more than 1.0 MiB" in caught.value.message
     assert _names(tmp_path) == []
 
 
