@@ -4,7 +4,8 @@ in the same run.
 Usage::
 
     python bench/pipeline.py [--files 200] [--concurrency 8] [--rate 0] [--workers-per-stage 1 2]
-                             [--camera-share 0.5] [--raw-seconds 5] [--timeout 900]
+                             [--camera-share 0.5] [--camera-sizes 4032x3024 ...]
+                             [--raw-seconds 5] [--timeout 900]
 
 It starts the real services (``shared.devservices``), then, for each number K of workers per
 stage: a fresh database ``sluice_bench`` (migrated), AMQP prefix ``bench``, bucket
@@ -15,9 +16,9 @@ to measure latencies below capacity), waits until every file is final,
 stops the processes, and prints:
 
 - files/s and MB/s end to end (first upload sent to last file final);
-- the 202's latency p50/p99; received -> ``file.stored`` (or ``file.rejected``) recorded and
-  received -> ``file.committed`` recorded (thumbnails included) p50/p99, from the database's
-  timestamps;
+- the 202's latency p50/p99, of every upload and of those up to 256 KiB; received ->
+  ``file.stored`` (or ``file.rejected``) recorded and received -> ``file.committed`` recorded
+  (thumbnails included) p50/p99, from the database's timestamps;
 - CPU seconds per file of each Sluice process kind (summed over its K processes, from the
   moment every worker was ready) and of the shared services (clamd, SeaweedFS, RabbitMQ,
   PostgreSQL: their processes alive at both ends; approximate);
@@ -27,8 +28,9 @@ stops the processes, and prints:
   INSTREAM scan (pyclamd); and the end-to-end rate's ratio to each.
 
 The corpus: the repository's samples (``samples/``), plus camera-size JPEGs made at run time
-(4032x3024, 3264x2448 and 1920x1080 photographs of noise over gradients, quality 90: the size
-and entropy of phone photos), each JPEG upload made unique by a comment (the other samples are
+(by default 4032x3024, 3264x2448 and 1920x1080 photographs of noise over gradients, quality 90:
+the size and entropy of phone photos; ``--camera-sizes 1280x960`` makes 350 KiB ones, for the
+pipeline's cost per 300 KB file), each JPEG upload made unique by a comment (the other samples are
 sent as they are: Sluice does not deduplicate). Not a test: nothing is asserted. It loads the
 machine: run it alone.
 """
@@ -79,6 +81,9 @@ SAMPLES = {
     "document.pdf": "application/pdf",
 }
 CAMERA_SIZES = ((4032, 3024), (3264, 2448), (1920, 1080))
+#: Uploads up to this size, in bytes, get their own 202 latency line (the samples, 1-247 KB: the
+#: target's "100 KB file" while the pipeline runs at full load).
+SMALL_BYTES = 256 * 1024
 #: Shared services whose CPU is reported, by process name.
 SERVICES = {"clamd": "clamd", "weed": "SeaweedFS", "beam.smp": "RabbitMQ", "postgres": "PostgreSQL"}
 
@@ -132,10 +137,16 @@ def unique(data: bytes, n: int) -> bytes:
     return data[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + data[2:]
 
 
-def corpus(files: int, camera_share: float, seed: int = 1) -> list[Upload]:
-    """``files`` uploads: about ``camera_share`` of them camera-size JPEGs, the rest samples."""
+def corpus(
+    files: int,
+    camera_share: float,
+    seed: int = 1,
+    camera_sizes: tuple[tuple[int, int], ...] = CAMERA_SIZES,
+) -> list[Upload]:
+    """``files`` uploads: about ``camera_share`` of them camera JPEGs of ``camera_sizes``, the
+    rest samples."""
     rng = random.Random(seed)
-    cameras = [camera_photo(size, i) for i, size in enumerate(CAMERA_SIZES)]
+    cameras = [camera_photo(size, i) for i, size in enumerate(camera_sizes)]
     samples = [(n, (REPO_ROOT / "samples" / n).read_bytes(), t) for n, t in SAMPLES.items()]
     uploads = []
     for n in range(files):
@@ -354,12 +365,13 @@ async def _delete_topology(amqp_url: str) -> None:
 
 async def upload_all(
     url: str, key: str, uploads: list[Upload], concurrency: int, rate: float = 0.0
-) -> tuple[list[str], list[float], int]:
+) -> tuple[list[str], list[tuple[int, float]], int]:
     """Send every upload, ``concurrency`` at a time and, when ``rate`` > 0, starting at most
-    ``rate`` per second (evenly spaced); the accepted file ids, each 202's latency (s), and the
-    number refused."""
+    ``rate`` per second (evenly spaced); the accepted file ids, each accepted upload's size
+    (bytes) and 202 latency (s), and the number refused."""
     accepted: list[str] = []
     latencies: list[float] = []
+    sizes: list[int] = []
     refused = 0
     queue = list(reversed(uploads))
     headers = {"Authorization": f"Bearer {key}"}
@@ -379,12 +391,13 @@ async def upload_all(
                 answer = await client.post("/v1/files", files=files)
                 if answer.status_code == 202:
                     latencies.append(time.perf_counter() - start)
+                    sizes.append(upload.size_bytes)
                     accepted.append(answer.json()["file_id"])
                 else:
                     refused += 1
 
         await asyncio.gather(*(sender() for _ in range(concurrency)))
-    return accepted, latencies, refused
+    return accepted, list(zip(sizes, latencies, strict=True)), refused
 
 
 def wait_final(database_url: str, file_ids: list[str], timeout_s: float) -> float:
@@ -495,6 +508,7 @@ class Result:
     megabytes: float
     elapsed_s: float
     accepted_latency: list[float]
+    small_latency: list[float]
     to_final: list[float]
     to_last_event: list[float]
     cpu_per_file: dict[str, float]
@@ -534,7 +548,8 @@ def run_pipeline(workers: int, uploads: list[Upload], args: argparse.Namespace) 
         refused=refused,
         megabytes=sum(u.size_bytes for u in uploads) / 1e6,
         elapsed_s=end - start,
-        accepted_latency=latencies,
+        accepted_latency=[seconds for _, seconds in latencies],
+        small_latency=[seconds for size, seconds in latencies if size <= SMALL_BYTES],
         to_final=to_final,
         to_last_event=to_last,
         cpu_per_file={k: (after[k] - before.get(k, 0.0)) / files for k in after},
@@ -561,6 +576,7 @@ def report(results: list[Result], raw: dict[str, float]) -> None:
         row(f"ratio to raw {name}", (f"{r.files_per_s / value:.2f}" for r in results))
     for label, pick in (
         ("202 latency", lambda r: r.accepted_latency),
+        ("202 latency, files <= 256 KiB", lambda r: r.small_latency),
         ("received->stored/rejected", lambda r: r.to_final),
         ("received->committed", lambda r: r.to_last_event),
     ):
@@ -596,12 +612,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--camera-share", type=float, default=0.5, help="share of camera-size JPEGs, 0-1"
     )
+    parser.add_argument(
+        "--camera-sizes",
+        nargs="+",
+        default=[f"{w}x{h}" for w, h in CAMERA_SIZES],
+        help="camera JPEG sizes, WxH (1280x960: about 350 KiB each)",
+    )
     parser.add_argument("--raw-seconds", type=float, default=5.0, help="time per raw rate")
     parser.add_argument("--timeout", type=float, default=900.0, help="wait for final, seconds")
     args = parser.parse_args(argv)
 
     devservices.up(buckets=[BUCKET])
-    uploads = corpus(args.files, args.camera_share)
+    sizes = tuple(
+        (int(width), int(height))
+        for width, height in (size.split("x") for size in args.camera_sizes)
+    )
+    uploads = corpus(args.files, args.camera_share, camera_sizes=sizes)
     megabytes = sum(u.size_bytes for u in uploads) / 1e6
     print(f"corpus: {len(uploads)} files, {megabytes:.1f} MB, {os.cpu_count()} cores")
     print(

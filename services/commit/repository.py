@@ -164,24 +164,28 @@ class FileTransaction:
         return owner
 
     async def lock_file(self, event: BaseEvent, initial_status: str) -> FileLock:
-        """Create the ``files`` row if missing (from the event's description), then lock it;
+        """Lock the ``files`` row, creating it first if missing (from the event's description);
         the lock says the file's recorded owner, which may not be the event's.
 
         The lock is held until the transaction ends; it serialises every writer of the file.
+        Most events find the row made by an earlier one: they lock it in one statement, and
+        only a file's first event also inserts it (then locks it).
         """
-        await self._connection.execute(
-            _INSERT_FILE,
-            event.file_id,
-            event.owner,
-            event.original_name,
-            event.content_type,
-            event.kind,
-            event.metadata,
-            initial_status,
-            event.version_number,
-            event.received_at,
-        )
         locked = await self._connection.fetchrow(_LOCK_FILE, event.file_id)
+        if locked is None:
+            await self._connection.execute(
+                _INSERT_FILE,
+                event.file_id,
+                event.owner,
+                event.original_name,
+                event.content_type,
+                event.kind,
+                event.metadata,
+                initial_status,
+                event.version_number,
+                event.received_at,
+            )
+            locked = await self._connection.fetchrow(_LOCK_FILE, event.file_id)
         version_status = await self._connection.fetchval(
             _VERSION_STATUS, event.file_id, event.version_number
         )
