@@ -275,9 +275,13 @@ class QuarantineWriter:
             {"ETag": answer["ETag"], "PartNumber": number, "ChecksumSHA256": checksum}
         )
 
-    async def commit(self) -> None:
+    async def sync(self) -> None:
+        """Nothing to do: S3's answer to the upload already means durable."""
+
+    async def commit(self, *, sync: bool = True) -> None:
         """Make the object appear, whole: one verified ``PutObject`` for a file of at most one
-        part, else the last part and ``CompleteMultipartUpload``.
+        part, else the last part and ``CompleteMultipartUpload`` (durable once S3 answers,
+        whatever ``sync``).
 
         Raises:
             QuarantineUnavailable: S3 did not take it; nothing appears (the upload is aborted).
