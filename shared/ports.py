@@ -195,23 +195,12 @@ class SpoolWriter(Protocol):
         """
         ...
 
-    async def commit(self, *, sync: bool = True) -> None:
+    async def commit(self) -> None:
         """Make the file readable under its reference, whole (the rename; the quarantine's one
-        ``PutObject`` or ``CompleteMultipartUpload``). With ``sync=False`` a writer may leave
-        its bytes' durability (the local file's fsync) to :meth:`sync`, which must then follow.
+        ``PutObject`` or ``CompleteMultipartUpload``).
 
         Raises:
             SpoolFull, StorageUnavailable: as :meth:`write`; nothing is left readable.
-        """
-        ...
-
-    async def sync(self) -> None:
-        """Make a ``commit(sync=False)`` durable (fsync); nothing to do otherwise, or for S3,
-        whose answer to the upload already means durable. Idempotent.
-
-        Raises:
-            SpoolFull: the disk filled up at the fsync; OSError: another I/O error. The file
-                stays readable: the caller decides what becomes of it.
         """
         ...
 

@@ -21,8 +21,8 @@ aborts the multipart upload and answers 503 ``storage_unavailable``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import structlog
@@ -48,15 +48,10 @@ _BEGIN, _FIELD, _VALUE, _HEADER_END, _HEADERS_DONE, _DATA, _PART_END, _END = ran
 log = structlog.get_logger("sluice.gateway")
 
 
-async def _durable() -> None:
-    """A spooled file already durable: nothing to wait for."""
-
-
 @dataclass(frozen=True)
 class Upload:
     """A file spooled as ``<name>`` (``spool://<name>`` or ``quarantine://<name>``) and the
-    form fields that came with it. ``sync`` makes its bytes durable (the spool file's fsync,
-    when :func:`read_upload` was asked to leave it for later; else nothing to do)."""
+    form fields that came with it."""
 
     name: str
     original_name: str
@@ -65,7 +60,6 @@ class Upload:
     sha256: str
     kind: str | None
     metadata: dict[str, JsonValue]
-    sync: Callable[[], Awaitable[None]] = field(default=_durable, repr=False, compare=False)
 
 
 def _mib(size: int) -> str:
@@ -230,9 +224,8 @@ class FormReader:
             self._fields[self._part] = bytes(self._buffer)
         self._part = None
 
-    async def finish(self, *, sync: bool = True) -> Upload:
-        """Check the whole form, commit the spool file and describe it (its fsync left to
-        :attr:`Upload.sync` with ``sync=False``).
+    async def finish(self) -> Upload:
+        """Check the whole form, commit the spool file and describe it.
 
         Raises:
             ApiError: 400 ``malformed_multipart`` for a truncated body; 422 for a missing
@@ -244,7 +237,7 @@ class FormReader:
             raise ApiError(422, "invalid_request", "missing `file` field (a multipart file part)")
         kind = parse_kind(self._fields.get("kind"))
         metadata = parse_metadata(self._fields.get("metadata"))
-        await self.writer.commit(sync=sync)
+        await self.writer.commit()
         assert self._original_name is not None
         return Upload(
             name=self._name,
@@ -254,7 +247,6 @@ class FormReader:
             sha256=self.writer.sha256,
             kind=kind,
             metadata=metadata,
-            sync=_durable if sync else self.writer.sync,
         )
 
     async def abort(self) -> None:
@@ -272,13 +264,10 @@ async def read_upload(
     policy: UploadPolicy,
     name: str,
     max_metadata_bytes: int,
-    sync: bool = True,
 ) -> Upload:
     """Stream a multipart body into ``spool`` as ``name`` and return what was spooled.
 
-    Leaves nothing in the spool unless it returns (no ``.partial`` either). With ``sync=False``
-    the spool file is in place and readable when this returns, but its fsync waits for
-    :attr:`Upload.sync`, which the caller must await (the gateway runs it beside the publish).
+    Leaves nothing in the spool unless it returns (no ``.partial`` either).
 
     Raises:
         ApiError: 400 empty/malformed/name too long, 413 too large, 415 type refused or not
@@ -299,7 +288,7 @@ async def read_upload(
             if received > max_body:
                 raise too_large("the request body", max_body)
             await reader.feed(chunk)
-        return await reader.finish(sync=sync)
+        return await reader.finish()
     except PolicyRefusal as exc:
         await reader.abort()
         raise refused(exc) from None

@@ -72,8 +72,14 @@ async def keep_in_outbox(
     try:
         await deps.outbox.put(event, headers)
     except SpoolFull as exc:
-        # The disk that holds the outbox holds the bytes too: free them.
-        await abandon_spooled(deps, event.source)
+        # The disk that holds the outbox holds the bytes too: free them. The tombstone may not
+        # fit either; then the bytes go without it.
+        try:
+            await deps.spool.abandon(event.source)
+        except OSError:
+            await remove_spooled(deps, event.source)
+        except StorageUnavailable as gone:
+            log.warning("gateway.abandon_failed", error=str(gone), source=event.source)
         log.warning("gateway.outbox_disk_full", error=str(exc), event_id=str(event.event_id))
         raise insufficient_storage(exc) from exc
     except OutboxFull as exc:
@@ -88,19 +94,6 @@ async def keep_in_outbox(
     metrics.OUTBOX_KEPT.inc()
     deps.relay.wake()
     log.info("gateway.event_kept", event_id=str(event.event_id))
-
-
-async def abandon_spooled(deps: GatewayDeps, source: str) -> None:
-    """Leave the ``.abandoned`` tombstone of an upload whose event may be out and remove its
-    bytes (the scan stage then rejects the file as abandoned). On a full disk the tombstone may
-    not fit: then the bytes go without it; an S3 spool that cannot be reached leaves both to
-    ``sluice spool clean``."""
-    try:
-        await deps.spool.abandon(source)
-    except OSError:
-        await remove_spooled(deps, source)
-    except StorageUnavailable as gone:
-        log.warning("gateway.abandon_failed", error=str(gone), source=source)
 
 
 async def remove_spooled(deps: GatewayDeps, source: str) -> None:

@@ -12,11 +12,6 @@ did take the event), so a client that retries never leaves an orphan behind.
 The bytes go to the configured spool (``SLUICE_SPOOL_BACKEND``): the local directory, or the S3
 quarantine bucket. With the quarantine bucket, S3 down means 503 ``storage_unavailable`` with
 ``Retry-After``: the multipart upload is aborted, no event is published, nothing is accepted.
-In the directory, the file is renamed into place as soon as the body is in, and its fsync runs
-beside the publish: the 202 waits for both, so it still means the bytes are on disk and the
-event is safe, but costs the longer of the two instead of their sum (both wait on the disk;
-docs/performance.md). Should the fsync fail once the event is out, the upload is abandoned as
-above (the tombstone; 507 for a full disk).
 
 The event is published from a PRODUCER span (a child of the request's SERVER span) whose W3C
 ``traceparent`` it carries, also through the outbox: the file's trace starts here and every
@@ -25,7 +20,6 @@ stage continues it.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from typing import Annotated, Any
@@ -38,11 +32,11 @@ from starlette.requests import ClientDisconnect
 from services.gateway.auth import Owner
 from services.gateway.deps import GatewayDeps, get_deps
 from services.gateway.edge import BodyTimeout
-from services.gateway.errors import ApiError, insufficient_storage, unavailable
-from services.gateway.form import Upload, read_upload
-from services.gateway.publish import abandon_spooled, announce, remove_spooled
+from services.gateway.errors import ApiError, unavailable
+from services.gateway.form import read_upload
+from services.gateway.publish import announce, remove_spooled
 from services.gateway.schemas import ErrorBody, UploadAccepted
-from shared.errors import SpoolFull, StorageUnavailable
+from shared.errors import StorageUnavailable
 from shared.events import FileReceived
 from shared.naming import spool_name
 from shared.telemetry import metrics
@@ -144,7 +138,6 @@ async def _accept(
             policy=deps.policy,
             name=spool_name(file_id, version_number),
             max_metadata_bytes=deps.settings.gateway.max_metadata_bytes,
-            sync=False,
         )
     except ClientDisconnect:
         log.info("gateway.upload_aborted", reason="client disconnected")
@@ -156,28 +149,24 @@ async def _accept(
         raise unavailable(exc) from None
     spooled = time.perf_counter()
     source = deps.spool.reference(upload.name)
-    syncing = asyncio.ensure_future(upload.sync())  # the spool file's fsync, beside the publish
     try:
-        event = _describe(upload, source, owner, file_id, version_number, event_id)
+        event = FileReceived.new(
+            event_id=event_id,
+            file_id=file_id,
+            version_number=version_number,
+            owner=owner,
+            source=source,
+            size_bytes=upload.size_bytes,
+            sha256=upload.sha256,
+            content_type=upload.content_type,
+            original_name=upload.original_name,
+            kind=upload.kind,
+            metadata=upload.metadata,
+        )
     except ValidationError as exc:
-        await asyncio.gather(syncing, return_exceptions=True)
         await remove_spooled(deps, source)
         raise ApiError(422, "invalid_request", f"cannot describe the file: {exc}") from None
-    try:
-        await announce(deps, event)
-    except BaseException:
-        await asyncio.gather(syncing, return_exceptions=True)  # its bytes are gone (announce)
-        raise
-    try:
-        await syncing
-    except (SpoolFull, OSError) as exc:
-        # The event is out (or in the outbox): leave the tombstone, so the file is rejected
-        # as abandoned rather than stored from bytes that may not be on disk.
-        log.warning("gateway.spool_sync_failed", error=str(exc), source=source)
-        await abandon_spooled(deps, source)
-        if isinstance(exc, SpoolFull):
-            raise insufficient_storage(exc) from None
-        raise
+    await announce(deps, event)
     status_url = f"/v1/files/{file_id}"
     response.headers["Location"] = (
         status_url if version_number == 1 else f"{status_url}/versions/{version_number}"
@@ -199,32 +188,4 @@ async def _accept(
         content_type=upload.content_type,
         original_name=upload.original_name,
         version_number=version_number,
-    )
-
-
-def _describe(
-    upload: Upload,
-    source: str,
-    owner: str,
-    file_id: uuid.UUID,
-    version_number: int,
-    event_id: uuid.UUID,
-) -> FileReceived:
-    """The ``file.received`` of a spooled upload.
-
-    Raises:
-        ValidationError: the upload's fields do not make a valid event.
-    """
-    return FileReceived.new(
-        event_id=event_id,
-        file_id=file_id,
-        version_number=version_number,
-        owner=owner,
-        source=source,
-        size_bytes=upload.size_bytes,
-        sha256=upload.sha256,
-        content_type=upload.content_type,
-        original_name=upload.original_name,
-        kind=upload.kind,
-        metadata=upload.metadata,
     )

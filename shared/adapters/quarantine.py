@@ -275,13 +275,9 @@ class QuarantineWriter:
             {"ETag": answer["ETag"], "PartNumber": number, "ChecksumSHA256": checksum}
         )
 
-    async def sync(self) -> None:
-        """Nothing to do: S3's answer to the upload already means durable."""
-
-    async def commit(self, *, sync: bool = True) -> None:
+    async def commit(self) -> None:
         """Make the object appear, whole: one verified ``PutObject`` for a file of at most one
-        part, else the last part and ``CompleteMultipartUpload`` (durable once S3 answers,
-        whatever ``sync``).
+        part, else the last part and ``CompleteMultipartUpload``.
 
         Raises:
             QuarantineUnavailable: S3 did not take it; nothing appears (the upload is aborted).

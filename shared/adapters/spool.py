@@ -138,10 +138,9 @@ class SpoolWriter:
         the bytes written to disk so far)."""
         return self._sha256.hexdigest()
 
-    async def commit(self, *, sync: bool = True) -> None:
+    async def commit(self) -> None:
         """Write what is held, flush, fsync and rename the partial file into place (one
-        worker-thread call). With ``sync=False`` the fsync is left to :meth:`sync`: the file is
-        renamed into place (readable, its bytes in the page cache) with its handle kept open.
+        worker-thread call).
 
         Raises:
             SpoolFull: the disk filled up (``ENOSPC``, ``EDQUOT``); the partial file is gone.
@@ -150,36 +149,12 @@ class SpoolWriter:
         def _finish(data: bytes) -> None:
             self._put(data)
             self._handle.flush()
-            if sync:
-                os.fsync(self._handle.fileno())
-                self._handle.close()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
             os.replace(self._partial, self._final)
 
         await self._off_loop(_finish, self._take())
         self._committed = True
-
-    async def sync(self) -> None:
-        """fsync and close a file committed with ``sync=False`` (idempotent).
-
-        Raises:
-            SpoolFull: ``ENOSPC`` or ``EDQUOT`` at the fsync; OSError: another I/O error. The
-                file stays in place either way (the caller abandons it).
-        """
-        if self._handle.closed:
-            return
-
-        def _sync() -> None:
-            try:
-                os.fsync(self._handle.fileno())
-            finally:
-                self._handle.close()
-
-        try:
-            await asyncio.to_thread(_sync)
-        except OSError as exc:
-            if exc.errno not in _FULL:
-                raise
-            raise await asyncio.to_thread(self._full, exc) from exc
 
     async def abort(self) -> None:
         """Drop what is held, close and remove the partial file (idempotent)."""

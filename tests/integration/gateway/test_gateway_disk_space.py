@@ -7,18 +7,14 @@ A real full disk (``ENOSPC``) is the fault test's (``tests/faults/test_spool_dis
 from __future__ import annotations
 
 import copy
-import errno
-import os
 import shutil
 from pathlib import Path
 
 import asyncpg
 import pytest
-from aio_pika.abc import AbstractQueue
 from prometheus_client import REGISTRY
 
 from shared.adapters.spool import size_text
-from shared.events import FileReceived, parse_event
 from shared.settings import SpoolSettings
 from tests.integration.gateway.support import (
     Gateway,
@@ -26,10 +22,8 @@ from tests.integration.gateway.support import (
     Who,
     error_of,
     jpeg,
-    next_event,
     running,
     spool_entries,
-    tombstones,
     tree,
     upload,
 )
@@ -85,26 +79,3 @@ async def test_the_openapi_document_lists_the_507(gw: Gateway) -> None:
     spec = (await gw.client.get("/openapi.json")).json()
     answer = spec["paths"]["/v1/files"]["post"]["responses"]["507"]
     assert "free-space floor" in answer["description"]
-
-
-async def test_an_fsync_that_fails_once_the_event_is_out_abandons_the_upload(
-    gw: Gateway, received: AbstractQueue, alice: Who, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The spool file's fsync runs beside the publish (services/gateway/upload.py): the disk
-    # fails it after the event went out, as a full disk can at the fsync.
-    def fsync(fd: int) -> None:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr(os, "fsync", fsync)
-    response = await upload(gw, alice[1], "photo.jpg", jpeg(200_000), "image/jpeg")
-    monkeypatch.undo()
-
-    assert response.status_code == 507, response.text
-    assert error_of(response)[0] == "insufficient_storage"
-    event = parse_event((await next_event(received)).body)  # it was out before the fsync failed
-    assert isinstance(event, FileReceived)
-    # Its bytes are gone and the tombstone makes the scan stage reject it as abandoned.
-    assert spool_entries(gw.spool_dir) == []
-    assert tombstones(gw.spool_dir) == [f"{event.file_id}.abandoned"]
-    response = await upload(gw, alice[1], "photo.jpg", jpeg(200_000), "image/jpeg")
-    assert response.status_code == 202, response.text  # the next upload is taken
