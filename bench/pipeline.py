@@ -540,7 +540,10 @@ def run_pipeline(workers: int, uploads: list[Upload], args: argparse.Namespace) 
         to_final, to_last = lags(run.database_url)
     finally:
         run.stop()
-    shutil.rmtree(tmp)
+    if args.keep_logs:
+        print(f"logs of the run with {workers} worker(s) per stage: {tmp}")
+    else:
+        shutil.rmtree(tmp)
     files = len(accepted)
     return Result(
         workers=workers,
@@ -617,6 +620,9 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         default=[f"{w}x{h}" for w, h in CAMERA_SIZES],
         help="camera JPEG sizes, WxH (1280x960: about 350 KiB each)",
+    )
+    parser.add_argument(
+        "--keep-logs", action="store_true", help="keep each run's directory (the processes' logs)"
     )
     parser.add_argument("--raw-seconds", type=float, default=5.0, help="time per raw rate")
     parser.add_argument("--timeout", type=float, default=900.0, help="wait for final, seconds")
