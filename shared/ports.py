@@ -384,6 +384,16 @@ class ObjectStore(Protocol):
         """
         ...
 
+    async def put_new(self, key: str, data: bytes, *, sha256_hex: str, content_type: str) -> bool:
+        """:meth:`put_bytes`, unless an object is at ``key`` already: then ``False``, and
+        nothing is written (S3: ``PutObject`` with ``If-None-Match: *``, one request where a
+        HEAD then a PUT take two).
+
+        Raises:
+            ChecksumMismatch: the bytes do not match. StorageUnavailable: down.
+        """
+        ...
+
     async def put_multipart(
         self,
         key: str,

@@ -4,11 +4,15 @@ The key is ``shared.naming.object_key(owner, file_id, received_at, original_name
 ``{uuid}-{timestamp}-{originalname}``, under the owner): deterministic, so a redelivered event
 writes the same key and the stage is idempotent (RabbitMQ: at-least-once delivery).
 
-Before uploading, a HEAD tells whether the object is already there with the event's size and
-SHA-256, and then the upload is skipped, which also lets a redelivery succeed after the spool
-was cleaned. S3 keeps the whole SHA-256 of a single PUT as ``ChecksumSHA256``; for a multipart
-object that is a checksum of the part checksums, so the whole SHA-256 is taken from the
-``sha256`` metadata :meth:`~shared.adapters.storage.S3ObjectStorage.put_multipart` writes.
+A redelivered event must not write the object again, and succeeds even after the spool was
+cleaned. A file of one PUT is sent as a conditional write (``If-None-Match: *``): S3 refuses it
+when the key is taken, and only then a HEAD tells whether the object there is the event's (same
+size and SHA-256: nothing to do) or other bytes, which are replaced; a source already gone is
+answered by a HEAD too. One request per file where a HEAD then a PUT took two. A multipart
+upload or a promotion asks the HEAD first, as before. S3 keeps the whole SHA-256 of a single
+PUT as ``ChecksumSHA256``; for a multipart object that is a checksum of the part checksums, so
+the whole SHA-256 is taken from the ``sha256`` metadata
+:meth:`~shared.adapters.storage.S3ObjectStorage.put_multipart` writes.
 
 Files below ``multipart_threshold_bytes`` are read whole (checked against size and SHA-256) and
 sent in one PUT; bigger ones are streamed as a multipart upload that is aborted unless the
@@ -30,7 +34,7 @@ from dataclasses import dataclass
 
 from shared.adapters.quarantine import SCHEME as QUARANTINE
 from shared.adapters.storage import b64_sha256
-from shared.errors import QuarantineUnavailable, StorageUnavailable
+from shared.errors import QuarantineUnavailable, SourceMissing, StorageUnavailable
 from shared.events import BaseEvent, FileStored
 from shared.naming import object_key
 from shared.ports import ObjectInfo, ObjectStore, SourceReader, Spool
@@ -86,8 +90,11 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
 async def _store(event: BaseEvent, key: str, deps: Deps) -> None:
     """Put the event's bytes at ``key`` unless they are there already: promoted from the
     quarantine bucket, or read from the source and uploaded."""
-    existing = await deps.storage.head(key)
-    if already_stored(existing, size_bytes=event.size_bytes, sha256_hex=event.sha256):
+    promotable = deps.spool is not None and event.source.startswith(QUARANTINE)
+    if not promotable and event.size_bytes < deps.multipart_threshold_bytes:
+        await _put_once(event, key, deps)
+        return
+    if await _stored(event, key, deps):
         return
     if (
         deps.spool is not None
@@ -103,12 +110,7 @@ async def _store(event: BaseEvent, key: str, deps: Deps) -> None:
     ):
         return
     if event.size_bytes < deps.multipart_threshold_bytes:
-        data = await deps.sources.read(
-            event.source, expected_sha256=event.sha256, expected_size=event.size_bytes
-        )
-        await deps.storage.put_bytes(
-            key, data, sha256_hex=event.sha256, content_type=event.content_type
-        )
+        await _put_once(event, key, deps)
     else:
         await deps.storage.put_multipart(
             key,
@@ -116,3 +118,32 @@ async def _store(event: BaseEvent, key: str, deps: Deps) -> None:
             sha256_hex=event.sha256,
             content_type=event.content_type,
         )
+
+
+async def _stored(event: BaseEvent, key: str, deps: Deps) -> bool:
+    """Whether the event's bytes are at ``key`` already (HEAD: :func:`already_stored`)."""
+    existing = await deps.storage.head(key)
+    return already_stored(existing, size_bytes=event.size_bytes, sha256_hex=event.sha256)
+
+
+async def _put_once(event: BaseEvent, key: str, deps: Deps) -> None:
+    """Read the source whole and write it at ``key`` unless the key is taken; then, or when the
+    source is gone, the object there must be the event's (a redelivery), else other bytes are
+    replaced and a missing source is raised."""
+    try:
+        data = await deps.sources.read(
+            event.source, expected_sha256=event.sha256, expected_size=event.size_bytes
+        )
+    except SourceMissing:
+        if await _stored(event, key, deps):  # stored, then the spool was cleaned
+            return
+        raise
+    if await deps.storage.put_new(
+        key, data, sha256_hex=event.sha256, content_type=event.content_type
+    ):
+        return
+    if await _stored(event, key, deps):
+        return
+    await deps.storage.put_bytes(
+        key, data, sha256_hex=event.sha256, content_type=event.content_type
+    )

@@ -252,6 +252,19 @@ class LocalObjectStorage:
         )
         self._count_stored(size)
 
+    async def put_new(self, key: str, data: bytes, *, sha256_hex: str, content_type: str) -> bool:
+        """:meth:`put_bytes` unless a file is at ``key`` already (then ``False``, nothing
+        written). The check and the write are two steps, as a HEAD and a PUT are: two writers
+        of one key at once may both write it, each whole (the write is atomic).
+
+        Raises:
+            As :meth:`put_bytes`.
+        """
+        if await self.head(key) is not None:
+            return False
+        await self.put_bytes(key, data, sha256_hex=sha256_hex, content_type=content_type)
+        return True
+
     async def put_multipart(
         self,
         key: str,

@@ -39,7 +39,10 @@ from shared.telemetry.metrics import STORED_BYTES
 T = TypeVar("T")
 _MISSING = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
 _BAD_CHECKSUM = {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch", "InvalidChecksum"}
+#: A conditional write's answer when the key exists (:meth:`S3ObjectStorage.put_new`).
+_EXISTS = "PreconditionFailed"
 _RETRYABLE_CODES = {
+    "ConditionalRequestConflict",
     "SlowDown",
     "Throttling",
     "RequestTimeout",
@@ -234,6 +237,41 @@ class S3ObjectStorage:
             key=key,
         )
         self._count_stored(len(data))
+
+    async def put_new(self, key: str, data: bytes, *, sha256_hex: str, content_type: str) -> bool:
+        """:meth:`put_bytes` as a conditional write (``If-None-Match: *``, AWS S3 docs,
+        "Conditional writes"): ``False`` when an object is at ``key`` already (412
+        PreconditionFailed), which is then left as it is. A store that ignores the condition
+        writes the bytes, as :meth:`put_bytes` would.
+
+        Raises:
+            ChecksumMismatch: S3 refused the bytes (BadDigest).
+            StorageUnavailable: S3 down, timed out, 5xx, or a concurrent conditional write of
+                the same key (409 ConditionalRequestConflict: retried).
+        """
+
+        async def put() -> bool:
+            try:
+                await self._client.put_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    Body=data,
+                    ContentType=content_type,
+                    ChecksumSHA256=b64_sha256(sha256_hex),
+                    IfNoneMatch="*",
+                    **sse_arguments(self.settings),
+                )
+            except botocore.exceptions.ClientError as exc:
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if status == 412 or exc.response.get("Error", {}).get("Code") == _EXISTS:
+                    return False
+                raise
+            return True
+
+        written = await self._call("PutObject", put, key=key)
+        if written:
+            self._count_stored(len(data))
+        return written
 
     async def put_multipart(
         self,

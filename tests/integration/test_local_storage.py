@@ -63,6 +63,17 @@ async def test_a_write_is_read_back_with_s3s_head_shape(storage: LocalObjectStor
     assert (storage.root / BUCKET / "alice/a.jpg").read_bytes() == data
 
 
+async def test_a_conditional_write_leaves_a_file_that_is_there(
+    storage: LocalObjectStorage,
+) -> None:
+    first, second = b"first bytes", b"second bytes"
+    assert await storage.put_new("alice/b.jpg", first, sha256_hex=sha(first), content_type="x/y")
+    assert not await storage.put_new(
+        "alice/b.jpg", second, sha256_hex=sha(second), content_type="x/y"
+    )
+    assert await storage.get_bytes("alice/b.jpg") == first
+
+
 async def test_a_checksum_mismatch_raises_and_leaves_nothing(
     storage: LocalObjectStorage, tmp_path: Path
 ) -> None:

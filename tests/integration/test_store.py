@@ -37,6 +37,10 @@ BUCKET = "sluice-test"
 SMALL_PARTS = {"multipart_threshold_bytes": 5 * MiB, "part_size_bytes": 5 * MiB}
 
 
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def s3_settings(local: Local, **overrides: Any) -> S3Settings:
     """Settings for the test bucket on the local SeaweedFS."""
     return local.s3(BUCKET, **{"timeout_s": 10.0, **overrides})
@@ -234,6 +238,17 @@ async def test_seaweedfs_refuses_a_put_with_a_wrong_sha256(storage: S3ObjectStor
             key, b"payload", sha256_hex=hashlib.sha256(b"other").hexdigest(), content_type="x/y"
         )
     assert await storage.head(key) is None
+
+
+async def test_a_conditional_put_leaves_an_object_that_is_there(storage: S3ObjectStorage) -> None:
+    key = f"checks/{uuid.uuid4()}"
+    first, second = b"first bytes", b"second bytes"
+    assert await storage.put_new(key, first, sha256_hex=sha256(first), content_type="x/y")
+    assert not await storage.put_new(key, second, sha256_hex=sha256(second), content_type="x/y")
+    assert await storage.get_bytes(key) == first
+    with pytest.raises(ChecksumMismatch, match="BadDigest"):  # still verified when written
+        await storage.put_new(f"{key}-2", first, sha256_hex=sha256(second), content_type="x/y")
+    assert await storage.head(f"{key}-2") is None
 
 
 def test_seaweedfs_refuses_a_part_with_a_wrong_sha256(raw_s3: Any) -> None:

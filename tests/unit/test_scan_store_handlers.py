@@ -80,8 +80,10 @@ class FakeStore:
     bucket: str = "sluice-test"
     objects: dict[str, bytes] = field(default_factory=dict)
     written: list[tuple[str, str]] = field(default_factory=list)
+    asked: list[tuple[str, str]] = field(default_factory=list)
 
     async def head(self, key: str, *, bucket: str | None = None) -> ObjectInfo | None:
+        self.asked.append((key, "head"))
         if key not in self.objects:
             return None
         data = self.objects[key]
@@ -93,6 +95,13 @@ class FakeStore:
             raise ChecksumMismatch("BadDigest", key=key)
         self.objects[key] = data
         self.written.append((key, "put"))
+
+    async def put_new(self, key: str, data: bytes, *, sha256_hex: str, content_type: str) -> bool:
+        self.asked.append((key, "put if absent"))
+        if key in self.objects:  # S3: 412 PreconditionFailed, nothing written
+            return False
+        await self.put_bytes(key, data, sha256_hex=sha256_hex, content_type=content_type)
+        return True
 
     async def put_multipart(
         self, key: str, chunks: AsyncIterator[bytes], *, sha256_hex: str, content_type: str
@@ -325,6 +334,18 @@ async def test_store_puts_small_file_under_deterministic_key() -> None:
     assert (out.bucket, out.key) == ("sluice-test", key)
     assert bucket.objects == {key: CLEAN}
     assert bucket.written == [(key, "put")]
+    assert bucket.asked == [(key, "put if absent")]  # one request: no HEAD before it
+
+
+async def test_store_redelivery_with_the_spool_file_still_there_writes_nothing() -> None:
+    bucket = FakeStore()
+    files = {"spool://f1": CLEAN}
+    event = scanned(CLEAN)
+    [first] = await store.handle(event, store_deps(files, bucket))
+    [second] = await store.handle(event, store_deps(files, bucket))
+    assert isinstance(second, FileStored) and second.event_id == first.event_id
+    assert bucket.written == [(first.key, "put")]
+    assert bucket.asked[1:] == [(first.key, "put if absent"), (first.key, "head")]
 
 
 async def test_store_redelivery_emits_same_event_and_skips_the_upload() -> None:

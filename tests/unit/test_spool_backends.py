@@ -142,7 +142,12 @@ class FakeQuarantine:
 
 
 class DownStore(FakeStore):
+    """S3 down: every request fails."""
+
     async def head(self, key: str, *, bucket: str | None = None) -> None:
+        raise StorageUnavailable("S3 unreachable", key=key)
+
+    async def put_new(self, key: str, data: bytes, *, sha256_hex: str, content_type: str) -> bool:
         raise StorageUnavailable("S3 unreachable", key=key)
 
 
