@@ -20,6 +20,10 @@ libjpeg, libwebp, libheif) kills a child process, not the worker.
   crash does, and counts as one: the image is rendered again alone, and once it has used up
   its ``SLUICE_THUMBNAIL_MAX_CRASHES`` it gets ``thumbnail_error`` ``decoder timed out``.
   Without this a hung decoder would hold a render process, and the message, for ever.
+- **A killed worker.** A worker killed outright (``SIGKILL``, the OOM killer) cannot shut its
+  executor down, and its render processes, orphaned, would wait for tasks for ever. Each checks
+  every :data:`PARENT_CHECK_S` seconds that the worker that started it is still its parent,
+  and exits when it is not.
 - **Recycling.** After ``SLUICE_THUMBNAIL_MAX_TASKS_PER_CHILD`` images per process the executor
   is replaced by a new one, and the old one's processes exit once their images are done, so a
   leak in a decoder cannot grow without bound. (Python 3.11's own ``max_tasks_per_child`` can
@@ -32,6 +36,8 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -47,6 +53,23 @@ T = TypeVar("T")
 #: ``render(data, content_type, **options)``: a module-level function, so a spawned child can
 #: import it (``render_thumbnails``, or a test's own).
 RenderFunction = Callable[..., list[Thumbnail]]
+
+
+#: Seconds between a render process's checks that the worker that started it is alive.
+PARENT_CHECK_S = 1.0
+
+
+def _exit_with_parent(parent: int) -> None:
+    """In each render process (the executor's initializer): a daemon thread that ends the
+    process once ``parent``, the worker that started it, is no longer its parent (it died and
+    the process was handed to init or a subreaper)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="sluice-parent-watch", daemon=True).start()
 
 
 def cpu_count() -> int:
@@ -178,7 +201,12 @@ class RenderPool:
         return executor
 
     def _new(self, processes: int) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(processes, mp_context=self._context)
+        return ProcessPoolExecutor(
+            processes,
+            mp_context=self._context,
+            initializer=_exit_with_parent,
+            initargs=(os.getpid(),),
+        )
 
     def _take(self) -> ProcessPoolExecutor:
         """The executor for the next image: a new one once this one has had its share."""

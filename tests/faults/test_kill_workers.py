@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
-from tests.faults.checks import verify, wait_drained
+from tests.faults.checks import REPORTS, verify, wait_drained
 from tests.faults.cluster import WORKERS, Cluster
 from tests.faults.workload import UploadResults, mixed_uploads, upload_all
 
@@ -31,7 +33,33 @@ def cluster(services: object, tmp_path: Path) -> Iterator[Cluster]:
     assert codes == dict.fromkeys(codes, 0), f"SIGTERM must drain and exit 0: {codes}"
 
 
-async def _chaos(cluster: Cluster, uploading: asyncio.Task[UploadResults], seed: int) -> int:
+def _kill(cluster: Cluster, name: str, orphans: list[psutil.Process]) -> None:
+    """``kill -9`` the worker ``name``; its child processes (the thumbnail worker's render
+    processes) join ``orphans``."""
+    try:
+        children = psutil.Process(cluster.processes[name].pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        children = []
+    cluster.kill(name)
+    orphans.extend(children)
+
+
+def _still_running(processes: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Those of ``processes`` still running (and not zombies) after up to ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
+async def _chaos(
+    cluster: Cluster,
+    uploading: asyncio.Task[UploadResults],
+    seed: int,
+    orphans: list[psutil.Process],
+) -> int:
     """Kill and restart workers, round-robin in random order, until uploads end + 5 s."""
     rng = random.Random(seed)
     kills = 0
@@ -42,7 +70,7 @@ async def _chaos(cluster: Cluster, uploading: asyncio.Task[UploadResults], seed:
         rng.shuffle(order)
         for name in order:
             await asyncio.sleep(rng.uniform(0.2, 1.2))
-            await asyncio.to_thread(cluster.kill, name)
+            await asyncio.to_thread(_kill, cluster, name, orphans)
             kills += 1
             await asyncio.sleep(rng.uniform(0.0, 0.6))
             cluster.start(name)
@@ -53,11 +81,12 @@ async def _chaos(cluster: Cluster, uploading: asyncio.Task[UploadResults], seed:
 
 def test_kill_9_of_each_worker_loses_nothing_and_duplicates_nothing(cluster: Cluster) -> None:
     uploads = mixed_uploads(500, seed=1)
+    orphans: list[psutil.Process] = []
 
     async def scenario() -> tuple[UploadResults, int]:
         async with cluster.client() as client:
             uploading = asyncio.create_task(upload_all(client, uploads, concurrency=6))
-            kills = await _chaos(cluster, uploading, seed=1)
+            kills = await _chaos(cluster, uploading, seed=1, orphans=orphans)
             return await uploading, kills
 
     results, kills = asyncio.run(scenario())
@@ -66,3 +95,11 @@ def test_kill_9_of_each_worker_loses_nothing_and_duplicates_nothing(cluster: Clu
     report = verify(cluster, results, f"kill -9 workers ({kills} kills)")
     assert report.duplicates == 0
     assert all(cluster.starts[name] >= 3 for name in WORKERS), cluster.starts
+    # A killed thumbnail worker's render processes end too, not wait orphaned for ever.
+    left = _still_running(orphans, timeout_s=10)
+    REPORTS.append(
+        f"[fault kill -9 workers, their render processes] children_of_killed={len(orphans)} "
+        f"left_running={len(left)}"
+    )
+    assert orphans, "the thumbnail workers killed had render processes"
+    assert left == [], [p.cmdline() for p in left]
