@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from shared.adapters.quarantine import SCHEME as QUARANTINE
 from shared.adapters.storage import b64_sha256
-from shared.errors import QuarantineUnavailable, SourceMissing, StorageUnavailable
+from shared.errors import ChecksumMismatch, QuarantineUnavailable, SourceMissing, StorageUnavailable
 from shared.events import BaseEvent, FileStored
 from shared.naming import object_key
 from shared.ports import ObjectInfo, ObjectStore, SourceReader, Spool
@@ -128,14 +128,14 @@ async def _stored(event: BaseEvent, key: str, deps: Deps) -> bool:
 
 async def _put_once(event: BaseEvent, key: str, deps: Deps) -> None:
     """Read the source whole and write it at ``key`` unless the key is taken; then, or when the
-    source is gone, the object there must be the event's (a redelivery), else other bytes are
-    replaced and a missing source is raised."""
+    source is gone or no longer the event's bytes, the object there must be the event's (a
+    redelivery), else other bytes are replaced and the source's error is raised."""
     try:
         data = await deps.sources.read(
             event.source, expected_sha256=event.sha256, expected_size=event.size_bytes
         )
-    except SourceMissing:
-        if await _stored(event, key, deps):  # stored, then the spool was cleaned
+    except (SourceMissing, ChecksumMismatch):
+        if await _stored(event, key, deps):  # stored before: the source may be gone since
             return
         raise
     if await deps.storage.put_new(

@@ -360,6 +360,20 @@ async def test_store_redelivery_emits_same_event_and_skips_the_upload() -> None:
     assert len(bucket.written) == 1
 
 
+async def test_store_redelivery_answers_from_the_object_when_the_source_changed() -> None:
+    bucket = FakeStore()
+    files = {"spool://f1": CLEAN}
+    event = scanned(CLEAN)
+    [first] = await store.handle(event, store_deps(files, bucket))
+    files["spool://f1"] = b"bytes that are not the event's"  # the source is no longer the file
+    [second] = await store.handle(event, store_deps(files, bucket))
+    assert second.event_id == first.event_id
+    assert bucket.written == [(first.key, "put")]
+    bucket.objects.clear()  # not stored, and the source is wrong: that is the message's error
+    with pytest.raises(ChecksumMismatch):
+        await store.handle(event, store_deps(files, bucket))
+
+
 async def test_store_replaces_an_object_that_is_not_the_file() -> None:
     bucket = FakeStore()
     event = scanned(CLEAN)
