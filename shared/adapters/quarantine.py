@@ -138,8 +138,7 @@ class QuarantineWriter:
     time, a 100 MiB upload went at 0.39 x a raw ``PutObject``, two at once at 0.51;
     ``docs/performance.md``). A part's two hashes (its own, and the whole file's, fed in order)
     run in a worker thread, where hashlib releases the GIL, so the event loop goes on reading
-    the body meanwhile. Holds at most
-    ``parts_in_flight + 2`` parts in memory.
+    the body meanwhile. Holds at most ``parts_in_flight + 2`` parts in memory.
     """
 
     def __init__(
