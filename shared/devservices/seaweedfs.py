@@ -126,6 +126,11 @@ def _start_seaweedfs(config: DevServicesConfig) -> subprocess.Popen[bytes]:
         f"-s3.port={config.s3_port}",
         *(f"-{flag}={port}" for flag, port in sorted(config.seaweedfs_ports.items())),
         "-master.telemetry=false",  # no phoning home; these machines have no route out anyway
+        # Every bucket takes volumes of its own, and weed allows free disk / volume size of
+        # them: at the 1 GiB mini picks on a large disk that was ~74, which the test buckets of
+        # a few full runs used up (PutObject then answers 500 InternalError in a new bucket).
+        # 64 MiB volumes allow over a thousand; large objects are chunked across volumes.
+        "-master.volumeSizeLimitMB=64",
         "-webdav=false",
         "-admin.ui=false",
         "-s3.port.iceberg=0",
