@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
@@ -200,7 +201,11 @@ def test_the_page_shows_a_dead_letter_dry_runs_and_replays_it(
     # The dead letters column (RabbitMQ's statistics lag up to 5 s; the page refreshes).
     WebDriverWait(browser, WAIT_S).until(lambda d: stage_cells(d, "scan")[5] == "1")
     assert text_of(browser, "error") == ""
-    browser.find_element(By.CSS_SELECTOR, "#dead-letters tbody tr button").click()
+    # The page redraws the table as it refreshes: a row found just before may be gone by the
+    # click (StaleElementReferenceException), so find and click again until one lands.
+    WebDriverWait(browser, WAIT_S, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: d.find_element(By.CSS_SELECTOR, "#dead-letters tbody tr button").click() or True
+    )
     wait_text(browser, "detail-body", '"x-sluice-error-type": "SourceMissing"')
     assert f'"file_id": "{file_id}"' in text_of(browser, "detail-body")
 
