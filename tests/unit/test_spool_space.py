@@ -144,7 +144,7 @@ async def test_a_disk_full_while_writing_removes_the_partial_file(tmp_path: Path
     with pytest.raises(SpoolFull) as caught:
         await writer.write(b"\0" * WRITE_BATCH_BYTES)  # a whole batch: written at once
     assert "No space left on device" in caught.value.message
-    assert "the upload needed more than 1.0 MiB" in caught.value.message
+    assert f"the upload needed more than {size_text(WRITE_BATCH_BYTES)}" in caught.value.message
     assert _names(tmp_path) == []
 
 
