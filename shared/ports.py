@@ -187,7 +187,7 @@ class SpoolWriter(Protocol):
         ...
 
     async def write(self, chunk: bytes) -> None:
-        """Append ``chunk``.
+        """Append ``chunk`` (an immutable ``bytes``: a writer may keep it until it writes).
 
         Raises:
             SpoolFull: no room (local disk full). StorageUnavailable: the quarantine bucket

@@ -167,7 +167,8 @@ class QuarantineWriter:
     async def write(self, chunk: bytes) -> None:
         """Append ``chunk``; when at least a part is held before it, those bytes are sent as
         the next part with their SHA-256 (``UploadPart``, after ``CreateMultipartUpload`` for
-        the first).
+        the first). ``chunk`` is kept, not copied, until its part is joined: an immutable
+        ``bytes``, never a buffer the caller reuses.
 
         Raises:
             QuarantineUnavailable: S3 did not take the part; the upload is aborted.

@@ -99,7 +99,8 @@ class SpoolWriter:
 
     async def write(self, chunk: bytes) -> None:
         """Append ``chunk``: held, and with what is held once that passes
-        :data:`WRITE_BATCH_BYTES`, hashed and written off the event loop.
+        :data:`WRITE_BATCH_BYTES`, hashed and written off the event loop. ``chunk`` is kept,
+        not copied, until then: an immutable ``bytes``, never a buffer the caller reuses.
 
         Raises:
             SpoolFull: the disk filled up (``ENOSPC``, ``EDQUOT``); the partial file is gone.
