@@ -223,20 +223,28 @@ class S3ObjectStorage:
             ChecksumMismatch: S3 refused the bytes (BadDigest).
             StorageUnavailable: S3 down, timed out, 5xx.
         """
-        await self._call(
-            "PutObject",
-            lambda: self._client.put_object(
-                Bucket=self.bucket,
-                Key=key,
-                Body=data,
-                ContentType=content_type,
-                ChecksumSHA256=b64_sha256(sha256_hex),
-                Metadata=metadata or {},
-                **sse_arguments(self.settings),
-            ),
-            key=key,
-        )
+        arguments = self._put_arguments(key, data, sha256_hex, content_type, metadata)
+        await self._call("PutObject", lambda: self._client.put_object(**arguments), key=key)
         self._count_stored(len(data))
+
+    def _put_arguments(
+        self,
+        key: str,
+        data: bytes,
+        sha256_hex: str,
+        content_type: str,
+        metadata: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """The ``PutObject`` arguments of a verified write (:meth:`put_bytes`, :meth:`put_new`)."""
+        return {
+            "Bucket": self.bucket,
+            "Key": key,
+            "Body": data,
+            "ContentType": content_type,
+            "ChecksumSHA256": b64_sha256(sha256_hex),
+            "Metadata": metadata or {},
+            **sse_arguments(self.settings),
+        }
 
     async def put_new(self, key: str, data: bytes, *, sha256_hex: str, content_type: str) -> bool:
         """:meth:`put_bytes` as a conditional write (``If-None-Match: *``, AWS S3 docs,
@@ -250,17 +258,11 @@ class S3ObjectStorage:
                 the same key (409 ConditionalRequestConflict: retried).
         """
 
+        arguments = self._put_arguments(key, data, sha256_hex, content_type)
+
         async def put() -> bool:
             try:
-                await self._client.put_object(
-                    Bucket=self.bucket,
-                    Key=key,
-                    Body=data,
-                    ContentType=content_type,
-                    ChecksumSHA256=b64_sha256(sha256_hex),
-                    IfNoneMatch="*",
-                    **sse_arguments(self.settings),
-                )
+                await self._client.put_object(**arguments, IfNoneMatch="*")
             except botocore.exceptions.ClientError as exc:
                 status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
                 if status == 412 or exc.response.get("Error", {}).get("Code") == _EXISTS:
