@@ -49,11 +49,11 @@ import asyncio
 import base64
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
@@ -68,6 +68,7 @@ from shared.errors import (
     StorageUnavailable,
 )
 
+T = TypeVar("T")
 SCHEME = "quarantine://"
 #: Bodies of at least this many bytes are hashed in a worker thread (:class:`QuarantineWriter`):
 #: below it the hop costs more than the hash blocks the event loop (1 MiB: about 2 ms).
@@ -109,6 +110,14 @@ def _quarantine_errors() -> Iterator[None]:
 #: :func:`_quarantine_errors` for the other adapters of the quarantine bucket
 #: (:mod:`shared.adapters.resumable`).
 quarantine_errors = _quarantine_errors
+
+
+async def _sized(body: bytes, work: Callable[[], T]) -> T:
+    """``work()``, which hashes ``body``: inline, or in a worker thread for a body of
+    :data:`THREAD_HASH_BYTES` or more."""
+    if len(body) < THREAD_HASH_BYTES:
+        return work()
+    return await asyncio.to_thread(work)
 
 
 @dataclass(frozen=True)
@@ -202,16 +211,14 @@ class QuarantineWriter:
         return held[0] if len(held) == 1 else b"".join(held)
 
     async def _hash(self, body: bytes) -> str:
-        """Feed ``body`` to the file's SHA-256 and return its own, Base64 (in a worker thread
-        for a body of :data:`THREAD_HASH_BYTES` or more). Called in the order of the bytes."""
+        """Feed ``body`` (a part) to the file's SHA-256 and return its own, Base64. Called in
+        the order of the bytes."""
 
         def digest() -> str:
             self._sha256.update(body)
             return base64.b64encode(hashlib.sha256(body).digest()).decode()
 
-        if len(body) < THREAD_HASH_BYTES:
-            return digest()
-        return await asyncio.to_thread(digest)
+        return await _sized(body, digest)
 
     async def _launch(self, body: bytes) -> None:
         """Hash ``body`` and send it as the next part in the background, once fewer than
@@ -286,8 +293,8 @@ class QuarantineWriter:
         storage = self._spool.storage
         try:
             if self._upload_id is None:
-                body = self._take()
-                await self._hash(body)
+                body = self._take()  # the whole file: its SHA-256 is the one PutObject sends
+                await _sized(body, lambda: self._sha256.update(body))
                 with _quarantine_errors():
                     await storage.put_bytes(
                         self._key,
