@@ -44,11 +44,19 @@ def _kill(cluster: Cluster, name: str, orphans: list[psutil.Process]) -> None:
     orphans.extend(children)
 
 
+def _running(process: psutil.Process) -> bool:
+    """Whether ``process`` runs (a zombie, or one gone meanwhile, does not)."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _still_running(processes: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
-    """Those of ``processes`` still running (and not zombies) after up to ``timeout_s``."""
+    """Those of ``processes`` still running after up to ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while True:
-        alive = [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        alive = [p for p in processes if _running(p)]
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.2)
