@@ -31,12 +31,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from base64 import b64encode
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -88,6 +90,16 @@ def raw_put_mb_s(config: devservices.DevServicesConfig, data: bytes, rounds: int
     return best
 
 
+def seaweedfs_processes() -> list[psutil.Process]:
+    """The running SeaweedFS processes (``weed``), whose CPU a PUT costs."""
+    return [p for p in psutil.process_iter(["name"]) if "weed" in (p.info["name"] or "")]
+
+
+def cpu_s(processes: list[psutil.Process]) -> float:
+    """User + system CPU seconds of ``processes`` so far."""
+    return sum(sum(p.cpu_times()[:2]) for p in processes)
+
+
 #: The region SigV4 signs for (``shared.devservices``' SeaweedFS takes any).
 REGION = "us-east-1"
 
@@ -135,11 +147,46 @@ def curl_upload(url: str, key: str, path: Path, name: str) -> None:
         raise RuntimeError(f"curl upload answered {answer.stdout}: {answer.stderr}")
 
 
+@dataclass
+class Samples:
+    """One client's rounds on one spool: MB/s of each raw PUT and of the upload right after it,
+    and the CPU seconds each cost (SeaweedFS for the PUT; gateway and SeaweedFS for the upload)."""
+
+    raw_mb_s: list[float] = field(default_factory=list)
+    upload_mb_s: list[float] = field(default_factory=list)
+    raw_seaweedfs_cpu_s: list[float] = field(default_factory=list)
+    gateway_cpu_s: list[float] = field(default_factory=list)
+    upload_seaweedfs_cpu_s: list[float] = field(default_factory=list)
+
+    def paired_ratio(self) -> float:
+        """Median over rounds of upload MB/s / the raw PUT's just before it."""
+        return statistics.median(
+            u / r for u, r in zip(self.upload_mb_s, self.raw_mb_s, strict=True)
+        )
+
+    def cpu_bound(self) -> float:
+        """The ratio the CPU allows when SeaweedFS alone fills every core during a raw PUT:
+        SeaweedFS's CPU per PUT over SeaweedFS's and the gateway's per upload (medians)."""
+        upload = statistics.median(self.upload_seaweedfs_cpu_s) + statistics.median(
+            self.gateway_cpu_s
+        )
+        return statistics.median(self.raw_seaweedfs_cpu_s) / upload
+
+
 def bench_spool(
-    spool: str, data: bytes, path: Path, rounds: int, clients: list[str]
-) -> dict[str, float]:
-    """Best MB/s of each client's uploads through a gateway on ``spool``, and its RSS, MiB."""
-    config = devservices.DevServicesConfig.from_env()
+    spool: str,
+    data: bytes,
+    path: Path,
+    rounds: int,
+    clients: list[str],
+    config: devservices.DevServicesConfig,
+) -> tuple[dict[str, Samples], dict[str, float]]:
+    """Each client's :class:`Samples` through a gateway on ``spool``, and the gateway's RSS
+    (``rss_before_mib``, ``rss_peak_mib``, ``rss_after_mib``).
+
+    A round is, per client, a raw PUT then an upload, each after ``sync(2)``: the page cache's
+    dirty bytes of the last one are on disk before the next is timed."""
+    seaweedfs = seaweedfs_processes()
     with tempfile.TemporaryDirectory(prefix="sluice-bench-large-") as tmp:
         run = Run(0, Path(tmp), config)
         run.env |= {
@@ -151,30 +198,40 @@ def bench_spool(
         try:
             url = f"http://127.0.0.1:{run.port}"
             headers = {"Authorization": f"Bearer {key}"}
+            gateway = psutil.Process(run.processes["gateway"].pid)
             with httpx.Client(base_url=url, headers=headers, timeout=600) as client:
                 small = {"file": ("warm-up.pdf", data[: 64 * 1024], "application/pdf")}
                 client.post("/v1/files", files=small).raise_for_status()
-                sampler = RssSampler(run.processes["gateway"].pid)
+                sampler = RssSampler(gateway.pid)
                 before = sampler.now()
                 sampler.start()
-                best = dict.fromkeys(clients, 0.0)
+                samples = {name: Samples() for name in clients}
                 for n in range(rounds):
-                    for name in clients:
+                    for name, got in samples.items():
+                        os.sync()
+                        spent = cpu_s(seaweedfs)
+                        if name == "curl":
+                            got.raw_mb_s.append(curl_put_mb_s(config, path, 1))
+                        else:
+                            got.raw_mb_s.append(raw_put_mb_s(config, data, 1))
+                        got.raw_seaweedfs_cpu_s.append(cpu_s(seaweedfs) - spent)
+                        os.sync()
+                        spent, spent_gateway = cpu_s(seaweedfs), cpu_s([gateway])
                         started = time.perf_counter()
                         if name == "curl":
                             curl_upload(url, key, path, f"large-curl-{n}.pdf")
                         else:
                             files = {"file": (f"large-{n}.pdf", data, "application/pdf")}
                             client.post("/v1/files", files=files).raise_for_status()
-                        elapsed = time.perf_counter() - started
-                        best[name] = max(best[name], len(data) / 1e6 / elapsed)
+                        got.upload_mb_s.append(len(data) / 1e6 / (time.perf_counter() - started))
+                        got.gateway_cpu_s.append(cpu_s([gateway]) - spent_gateway)
+                        got.upload_seaweedfs_cpu_s.append(cpu_s(seaweedfs) - spent)
                 sampler.stopped.set()
                 sampler.join()
                 after = sampler.now()
         finally:
             run.stop()
-    return {
-        **{f"upload_mb_s_{name}": rate for name, rate in best.items()},
+    return samples, {
         "rss_before_mib": before / MiB,
         "rss_peak_mib": max(sampler.peak_bytes, after) / MiB,
         "rss_after_mib": after / MiB,
@@ -184,7 +241,7 @@ def bench_spool(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="a large upload against a raw S3 PUT")
     parser.add_argument("--mib", type=int, default=100, help="upload size, MiB")
-    parser.add_argument("--rounds", type=int, default=3, help="uploads per measure; best counts")
+    parser.add_argument("--rounds", type=int, default=6, help="raw PUT + upload pairs per client")
     parser.add_argument("--spool", nargs="+", default=["local", "s3"], choices=["local", "s3"])
     parser.add_argument(
         "--client", nargs="+", default=["python", "curl"], choices=["python", "curl"]
@@ -198,34 +255,35 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.NamedTemporaryFile(prefix="sluice-bench-large-", suffix=".pdf") as file:
         path = Path(file.name)
         path.write_bytes(data)
-
-        def raw_puts() -> dict[str, float]:
-            return {
-                name: curl_put_mb_s(config, path, args.rounds)
-                if name == "curl"
-                else raw_put_mb_s(config, data, args.rounds)
-                for name in args.client
-            }
-
-        raw = raw_puts()
         results = {
-            spool: bench_spool(spool, data, path, args.rounds, args.client) for spool in args.spool
+            spool: bench_spool(spool, data, path, args.rounds, args.client, config)
+            for spool in args.spool
         }
-        raw_after = raw_puts()
-    for name in args.client:
-        print(
-            f"{f'raw S3 PutObject, {name}':<34}{raw[name]:>8.1f} MB/s, then {raw_after[name]:.1f}"
-        )
-    for spool, result in results.items():
-        for name in args.client:
-            rate = result[f"upload_mb_s_{name}"]
+    for spool, (samples, rss) in results.items():
+        for name, got in samples.items():
+            print(f"{spool} spool, {name}")
+            for label, rates in (
+                ("raw S3 PutObject", got.raw_mb_s),
+                ("POST /v1/files", got.upload_mb_s),
+            ):
+                print(
+                    f"  {label:<20} MB/s best {max(rates):6.1f}"
+                    f"  median {statistics.median(rates):6.1f}"
+                    f"   ({' '.join(f'{rate:.0f}' for rate in rates)})"
+                )
             print(
-                f"{f'POST /v1/files, {spool} spool, {name}':<34}{rate:>8.1f} MB/s"
-                f"   ratio {rate / max(raw[name], raw_after[name]):.2f}"
+                f"  ratio: best to best {max(got.upload_mb_s) / max(got.raw_mb_s):.2f}, median of"
+                f" the rounds' {got.paired_ratio():.2f}"
+            )
+            print(
+                "  CPU s (medians): raw PUT, SeaweedFS"
+                f" {statistics.median(got.raw_seaweedfs_cpu_s):.2f};"
+                f" upload, SeaweedFS {statistics.median(got.upload_seaweedfs_cpu_s):.2f} + gateway"
+                f" {statistics.median(got.gateway_cpu_s):.2f}: CPU bound {got.cpu_bound():.2f}"
             )
         print(
-            f"{f'  gateway RSS, {spool} spool':<34}{result['rss_before_mib']:.0f} -> peak"
-            f" {result['rss_peak_mib']:.0f} -> {result['rss_after_mib']:.0f} MiB"
+            f"  gateway RSS: {rss['rss_before_mib']:.0f} -> peak {rss['rss_peak_mib']:.0f} ->"
+            f" {rss['rss_after_mib']:.0f} MiB"
         )
     return 0
 
