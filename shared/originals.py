@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from pathlib import Path
 
 from shared.errors import ChecksumMismatch
 from shared.events import FileStored
 from shared.ports import ObjectStore
+
+#: Chunk size of :func:`download_original`, bytes: one worker-thread hop (write and hash) each.
+DOWNLOAD_CHUNK_BYTES = 1024 * 1024
 
 
 async def read_original(storage: ObjectStore, event: FileStored) -> bytes:
@@ -34,3 +38,53 @@ async def read_original(storage: ObjectStore, event: FileStored) -> bytes:
             actual=actual,
         )
     return data
+
+
+async def download_original(
+    storage: ObjectStore,
+    event: FileStored,
+    path: Path,
+    chunk_bytes: int = DOWNLOAD_CHUNK_BYTES,
+) -> None:
+    """Stream the object ``event`` names into the new file ``path``, hashing it on the way:
+    :func:`read_original` for a tool that reads a file (ffmpeg), holding one chunk in memory
+    rather than the whole original.
+
+    The object is ``event.key`` in ``storage``'s own bucket: the caller has checked that the
+    event names that bucket (``shared.claims.check_stored_object``). Each chunk is written and
+    hashed in a worker thread.
+
+    Raises:
+        ChecksumMismatch: the bytes' SHA-256 (or size) is not the event's; ``path`` is removed.
+        SourceMissing: no such object. StorageUnavailable: the store is down (retried); a
+            partial ``path`` is removed.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    file = await asyncio.to_thread(path.open, "xb")
+
+    def write(chunk: bytes) -> None:
+        file.write(chunk)
+        digest.update(chunk)
+
+    try:
+        try:
+            async with storage.open_stream(event.key, chunk_bytes) as (_, chunks):
+                async for chunk in chunks:
+                    await asyncio.to_thread(write, chunk)
+                    size += len(chunk)
+        finally:
+            await asyncio.to_thread(file.close)
+        actual = digest.hexdigest()
+        if actual != event.sha256 or size != event.size_bytes:
+            raise ChecksumMismatch(
+                "stored object does not match the event's SHA-256",
+                bucket=event.bucket,
+                key=event.key,
+                expected=event.sha256,
+                actual=actual,
+                size_bytes=size,
+            )
+    except BaseException:
+        await asyncio.to_thread(path.unlink, missing_ok=True)
+        raise

@@ -46,7 +46,7 @@ from shared.events import (
 from shared.hls import PLAYLIST_TYPE, SEGMENT_TYPE, Rung, ladder, segment_durations
 from shared.imaging.render import render_thumbnails
 from shared.naming import HLS_MASTER, hls_key, poster_key
-from shared.originals import read_original
+from shared.originals import download_original
 from shared.ports import ObjectStore
 from shared.settings import ThumbnailSettings
 from shared.transform_settings import VideoSettings
@@ -103,12 +103,12 @@ async def handle(event: BaseEvent, deps: Deps) -> list[BaseEvent]:
     check_stored_object(event, deps.storage.bucket)
     if event.content_type not in VIDEO_TYPES:
         return []
-    data = await read_original(deps.storage, event)
     async with deps.slots:
         with tempfile.TemporaryDirectory(prefix="sluice-video-") as tmp:
             work = Path(tmp)
             source = work / "source"
-            await asyncio.to_thread(source.write_bytes, data)
+            # Streamed to disk, for ffmpeg to read: one chunk in memory, not the whole video.
+            await download_original(deps.storage, event, source)
             try:
                 return [await _process(event, deps, source, work / "hls")]
             except VideoError as exc:
@@ -212,15 +212,20 @@ async def _store_hls(
     event: FileStored, deps: Deps, out_dir: Path, rungs: list[Rung]
 ) -> tuple[HlsRendition, ...]:
     """Put every file ffmpeg wrote in ``out_dir`` under ``hls_key``: segments, then media
-    playlists, then the master (a reader that finds the master finds the rest)."""
-    written = await asyncio.to_thread(_read_files, out_dir)
-    playlists = {n: b.decode("utf-8", "replace") for n, b in written.items() if n.endswith(".m3u8")}
+    playlists, then the master (a reader that finds the master finds the rest). One file is
+    read at a time, so a long video's segments never sit in memory together."""
+    names = await asyncio.to_thread(_file_names, out_dir)
+    playlists = {
+        name: (await asyncio.to_thread((out_dir / name).read_bytes)).decode("utf-8", "replace")
+        for name in names
+        if name.endswith(".m3u8")
+    }
     for rung in rungs:
         if f"{rung.name}.m3u8" not in playlists:
             raise VideoError(f"not a decodable video: ffmpeg wrote no {rung.name} playlist")
-    order = sorted(written, key=lambda n: (n == HLS_MASTER, n.endswith(".m3u8"), n))
+    order = sorted(names, key=lambda n: (n == HLS_MASTER, n.endswith(".m3u8"), n))
     for name in order:
-        body = written[name]
+        body = await asyncio.to_thread((out_dir / name).read_bytes)
         await deps.storage.put_bytes(
             hls_key(event.key, name),
             body,
@@ -242,9 +247,9 @@ async def _store_hls(
     )
 
 
-def _read_files(directory: Path) -> dict[str, bytes]:
-    """Name → bytes of every file in ``directory`` (what ffmpeg wrote); blocking."""
-    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+def _file_names(directory: Path) -> list[str]:
+    """The names of the files in ``directory`` (what ffmpeg wrote), sorted; blocking."""
+    return sorted(p.name for p in directory.iterdir() if p.is_file())
 
 
 def _bandwidth(master: str, name: str, rung: Rung) -> int:
