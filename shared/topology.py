@@ -23,7 +23,7 @@
                            ── file.deleted ───────────────► sluice.purge      ─┤
                            ── file.{committed,deleted,                         │
                                quarantined} ──► sluice.mirror (optional, ─────┘
-                                                declared by the mirror itself)
+                                                bound by the mirror itself)
     sluice.<stage>.retry  (wait queue, per-message TTL) ──expired──► sluice.<stage> only
     sluice.dlx (direct) ── <stage> ──► sluice.<stage>.dlq
                └── store.fallback ──► sluice.fallback (the store stage's dead letters for an
@@ -94,8 +94,16 @@ INGRESS = "ingress"
 INGRESS_ROUTING_KEYS: tuple[str, ...] = ("file.received",)
 #: Every worker a deployment runs: the ingress, the pipeline stages and the fallback.
 WORKERS: tuple[str, ...] = (INGRESS, *STAGES, FALLBACK)
+#: The optional backup mirror (``SLUICE_MIRROR_ENABLED``): its queue takes committed files, and
+#: deleted or quarantined ones, to copy or remove them on the second S3. As a transform's, its
+#: work, wait and dead-letter queues are declared with every other stage's (so ``sluice status``
+#: and ``sluice dlq`` see them), and its work queue is bound by the mirror worker at its start
+#: (:meth:`Topology.declare_mirror`), never by the others: no queue fills up where no mirror
+#: runs.
+MIRROR = "mirror"
+MIRROR_ROUTING_KEYS: tuple[str, ...] = ("file.committed", "file.deleted", "file.quarantined")
 #: The stages with a dead-letter queue of their own (the fallback's go to the store stage's).
-DEAD_LETTER_STAGES: tuple[str, ...] = (INGRESS, *STAGES, *TRANSFORMS)
+DEAD_LETTER_STAGES: tuple[str, ...] = (INGRESS, *STAGES, *TRANSFORMS, MIRROR)
 #: The stage whose dead letters feed the fallback worker: those it gave up on because S3 is
 #: unavailable.
 FALLBACK_FEED = "store"
@@ -106,19 +114,13 @@ FALLBACK_ROUTE = f"{FALLBACK_FEED}.{FALLBACK}"
 FALLBACK_DEAD_LETTERS = "store"
 
 
-#: The optional backup mirror (``SLUICE_MIRROR_ENABLED``): its queue takes committed files, and
-#: deleted or quarantined ones, to copy or remove them on the second S3. Declared by the mirror
-#: worker at its start (:meth:`Topology.declare_mirror`), never by the others, so no queue
-#: fills up where no mirror runs.
-MIRROR = "mirror"
-MIRROR_ROUTING_KEYS: tuple[str, ...] = ("file.committed", "file.deleted", "file.quarantined")
-
-
 def is_dead_letter_route(route: str) -> bool:
     """Whether a message dead-lettered with routing key ``route`` lands in the dead-letter
     queue of a pipeline stage (``<stage>.dlq``, waiting for a person) about a file of Sluice's,
-    rather than in the fallback worker's queue (:data:`FALLBACK_ROUTE`) or the ingress's
-    (what an upstream service sent was refused: no file of Sluice's is concerned)."""
+    rather than in the fallback worker's queue (:data:`FALLBACK_ROUTE`), the ingress's (what
+    an upstream service sent was refused: no file of Sluice's is concerned) or the mirror's
+    (its backup copy failed, not the file: a replayed copy announces nothing that would clear
+    the file's mark again)."""
     return route in STAGES or route in TRANSFORMS
 
 
@@ -226,7 +228,7 @@ class Topology:
         bindings = (
             [(INGRESS, ingress, INGRESS_ROUTING_KEYS)]
             + [(stage, events, keys) for stage, keys in STAGE_BINDINGS.items()]
-            + [(stage, events, ()) for stage in TRANSFORMS]  # bound by their own workers
+            + [(stage, events, ()) for stage in (*TRANSFORMS, MIRROR)]  # bound by their workers
         )
         for stage, exchange, routing_keys in bindings:
             queue = await channel.declare_queue(
@@ -264,8 +266,9 @@ class Topology:
             await queue.bind(events, routing_key)
 
     async def declare_mirror(self, channel: AbstractChannel) -> None:
-        """Declare the mirror's work, wait and dead-letter queues and bind its work queue to
-        :data:`MIRROR_ROUTING_KEYS` (idempotent; after :meth:`declare`)."""
+        """Declare the mirror's work, wait and dead-letter queues (as :meth:`declare` does) and
+        bind its work queue to :data:`MIRROR_ROUTING_KEYS` (idempotent; after :meth:`declare`):
+        from then on it takes every committed file, whether the mirror runs or not."""
         events = await channel.get_exchange(self.exchange, ensure=True)
         queue = await channel.declare_queue(
             self.queue(MIRROR), durable=True, arguments=self.stage_queue_arguments(MIRROR)
@@ -288,7 +291,5 @@ class Topology:
         """
         for name in self.all_queues():
             await channel.queue_delete(name)
-        for name in (self.queue(MIRROR), self.retry_queue(MIRROR), self.dead_letter_queue(MIRROR)):
-            await channel.queue_delete(name)  # the optional mirror's, if it ever ran
         for name in (self.exchange, self.ingress_exchange, self.dead_letter_exchange):
             await channel.exchange_delete(name)

@@ -85,7 +85,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 StageName = Literal[
-    "ingress", "scan", "store", "thumbnail", "commit", "purge", "pdftext", "ocr", "video"
+    "ingress", "scan", "store", "thumbnail", "commit", "purge", "pdftext", "ocr", "video", "mirror"
 ]
 assert set(get_args(StageName)) == set(DEAD_LETTER_STAGES)
 

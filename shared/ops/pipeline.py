@@ -59,7 +59,7 @@ import httpx
 from shared.breaker import BreakerState
 from shared.settings import Settings
 from shared.telemetry.stagestats import summarise
-from shared.topology import FALLBACK, TRANSFORMS, WORKERS, Topology
+from shared.topology import FALLBACK, MIRROR, TRANSFORMS, WORKERS, Topology
 
 #: Seconds of message-rate history asked of the management API, and its sampling step.
 RATES_AGE_S = 60
@@ -200,7 +200,9 @@ async def collect_status(
             problems.append(broker_problem)
     totals, window_s, worker_problems = workers
     problems.extend(worker_problems)
-    rows = [_stage_row(stage, topology, queues, totals) for stage in (*WORKERS, *TRANSFORMS)]
+    rows = [
+        _stage_row(stage, topology, queues, totals) for stage in (*WORKERS, *TRANSFORMS, MIRROR)
+    ]
     if broker_problem is None:
         problems.extend(_queue_problems(rows, queues))
     problems.extend(
@@ -324,7 +326,7 @@ async def _queues_from_amqp(
     """Ready count and consumers of every queue by passive declares (no unacked, no rates)."""
     names = [
         name
-        for stage in (*WORKERS, *TRANSFORMS)
+        for stage in (*WORKERS, *TRANSFORMS, MIRROR)
         for name in (
             topology.queue(stage),
             topology.retry_queue(stage),

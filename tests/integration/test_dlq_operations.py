@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from shared.events import FileDeadLetterPurged, parse_event
+from shared.events import FileCommitted, FileDeadLetterPurged, parse_event
 from shared.ops.deadletters import (
     EVERYTHING,
     Selection,
@@ -177,6 +177,38 @@ async def test_filtered_replay_moves_the_matching_and_keeps_the_rest_in_order(b:
     moved = await b.drain(b.topology.queue("scan"))
     assert [m.message_id for m in moved] == matching
     assert await ids_of(b) == rest  # the others, in their order
+
+
+async def test_the_mirrors_dead_letters_are_listed_and_replayed_to_the_mirror(b: Broker) -> None:
+    """The optional mirror's dead-letter queue is declared with the others: its letters are
+    listed with the rest and a replay sends them to the mirror's own queue, bound or not."""
+    publisher = await b.publisher()
+    committed = received().follow(FileCommitted, status="available")
+    scan_id = await dead_letter(publisher, b.topology, received())
+    mirror_id = await dead_letter(
+        publisher,
+        b.topology,
+        committed,
+        stage="mirror",
+        error_type="StorageUnavailable",
+        error_message="mirror S3 down",
+    )
+
+    assert await ids_of(b) == [scan_id, mirror_id]  # stage by stage, the mirror last
+    [letter] = await list_dead_letters(b.connection, b.topology, Selection(stages=("mirror",)))
+    assert (letter.stage, letter.error_type, letter.file_id) == (
+        "mirror",
+        "StorageUnavailable",
+        str(committed.file_id),
+    )
+    code, out, err = await sluice(b.env(), "dlq", "replay", "--stage", "mirror")
+    assert code == 0, err
+    assert "replayed 1 dead letter(s)" in out
+
+    [moved] = await b.drain(b.topology.queue("mirror"))
+    assert moved.message_id == mirror_id
+    assert parse_event(moved.body).event_id == committed.event_id
+    assert await ids_of(b) == [scan_id]
 
 
 async def test_rate_spaces_the_publishes(b: Broker) -> None:

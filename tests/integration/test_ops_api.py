@@ -353,6 +353,7 @@ async def test_status_counts_each_stages_dead_letters(gateway: Ops, failed: Fail
         "pdftext": 0,  # the optional text transforms: their queues exist, empty
         "ocr": 0,
         "video": 0,
+        "mirror": 0,  # the optional mirror: its queues exist too, unbound
     }
     deadline = asyncio.get_running_loop().time() + 20  # RabbitMQ's statistics lag up to 5 s
     while True:
@@ -366,7 +367,7 @@ async def test_status_counts_each_stages_dead_letters(gateway: Ops, failed: Fail
 
     assert list(stages) == [
         *("ingress", "scan", "store", "thumbnail", "commit", "purge", "fallback"),
-        *("pdftext", "ocr", "video"),
+        *("pdftext", "ocr", "video", "mirror"),
     ]
     assert counts == expected
     assert stages["scan"]["queue"] == "t_ops_api.scan"

@@ -234,6 +234,7 @@ async def test_status_shows_the_numbers_of_a_known_run(pipeline: Pipeline) -> No
         "pdftext",  # the optional transforms: their queues exist, nothing binds them
         "ocr",
         "video",
+        "mirror",  # the optional mirror: its queues exist, only the mirror binds them
     ]
     assert {s: queue_side(by_stage[s]) for s in QUEUE_SIDE} == QUEUE_SIDE
     assert by_stage["commit"]["queue"] == f"{pipeline.prefix}.commit"

@@ -61,7 +61,7 @@ def test_every_stage_has_quorum_queue_with_dead_lettering() -> None:
         assert retry["x-dead-letter-exchange"] == ""
         assert retry["x-dead-letter-routing-key"] == topology.queue(stage)
     # + the ingress; the optional text transforms have their three queues each too.
-    assert len(set(topology.all_queues())) == 3 * (len(STAGES) + 1 + len(TRANSFORMS)) + 2
+    assert len(set(topology.all_queues())) == 3 * (len(STAGES) + 1 + len(TRANSFORMS) + 1) + 2
     fallback = topology.stage_queue_arguments("fallback")
     assert fallback["x-dead-letter-routing-key"] == "store"  # its failures: the store DLQ
 
