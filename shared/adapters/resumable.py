@@ -33,6 +33,7 @@ import fcntl
 import hashlib
 import os
 import re
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,6 +78,20 @@ class UploadState(BaseModel):
     )
     content_type: str | None = Field(None, description="Sniffed once the first bytes came.")
     sha256: str | None = Field(None, description="Set once complete and announced.")
+    file_id: str | None = Field(
+        None,
+        description="For a new version of a recorded file (``file_id`` in Upload-Metadata): "
+        "that file's id, checked to be the owner's at creation; None for a new file, whose "
+        "id is the upload's.",
+    )
+    version_number: int | None = Field(
+        None, ge=1, description="The version the upload became, once complete."
+    )
+
+    @property
+    def target_file_id(self) -> uuid.UUID:
+        """The file the upload becomes, or becomes a new version of."""
+        return uuid.UUID(self.file_id or self.upload_id)
 
     @property
     def complete(self) -> bool:

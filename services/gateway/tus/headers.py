@@ -23,6 +23,8 @@ CHECKSUM_ALGORITHMS = {"sha256": "sha256", "sha1": "sha1", "md5": "md5"}
 OFFSET_STREAM = "application/offset+octet-stream"
 #: The header that tells the client the file id once the upload is complete.
 FILE_ID = "Sluice-File-Id"
+#: ... and the version number the upload became (1 for a new file).
+VERSION_NUMBER = "Sluice-Version-Number"
 #: Headers a browser may send (CORS ``Access-Control-Allow-Headers``).
 REQUEST_HEADERS = (
     "Authorization",
@@ -50,6 +52,7 @@ EXPOSED_HEADERS = (
     "Tus-Max-Size",
     "Tus-Checksum-Algorithm",
     FILE_ID,
+    VERSION_NUMBER,
 )
 
 

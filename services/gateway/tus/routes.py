@@ -10,7 +10,8 @@ POST     /v1/uploads/           201 + ``Location``, ``Upload-Expires`` (creation
                                 ``application/offset+octet-stream`` body, ``Upload-Offset``
                                 too (creation-with-upload)
 HEAD     /v1/uploads/{id}       200: ``Upload-Offset``, ``Upload-Length``, ``Upload-Metadata``,
-                                ``Upload-Expires``; ``Sluice-File-Id`` once complete
+                                ``Upload-Expires``; ``Sluice-File-Id`` and
+                                ``Sluice-Version-Number`` once complete
 PATCH    /v1/uploads/{id}       204 + the new ``Upload-Offset``; 409 on an offset mismatch or a
                                 concurrent request, 460 on a checksum mismatch
 DELETE   /v1/uploads/{id}       204 (termination); the upload is gone (404 after)
@@ -18,7 +19,9 @@ DELETE   /v1/uploads/{id}       204 (termination); the upload is gone (404 after
 
 Every request but OPTIONS needs ``Tus-Resumable: 1.0.0`` (else 412) and an ``upload`` key, as
 ``/v1/files`` (:func:`services.gateway.auth.require_owner`); another owner's upload is 404, never
-403. The upload's id is also the id of the file it becomes (``GET /v1/files/{id}``).
+403. The upload's id is also the id of the file it becomes (``GET /v1/files/{id}``); with
+``file_id`` in ``Upload-Metadata`` (a file of the caller's), the upload becomes that file's next
+version instead, as ``POST /v1/files/{id}/versions`` (its number is reserved at completion).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from services.gateway.deps import GatewayDeps, get_deps
 from services.gateway.errors import ApiError, refused
 from services.gateway.fields import parse_kind
 from services.gateway.fields import parse_metadata as parse_metadata_json
+from services.gateway.repo import fetch_owner
 from services.gateway.tus import headers as tus
 from services.gateway.tus.transfer import complete, receive
 from shared.adapters.resumable import UploadBusy, UploadState, contiguous_end
@@ -87,7 +91,8 @@ def _headers(state: UploadState, offset: int) -> dict[str, str]:
         "Cache-Control": "no-store",
     }
     if state.complete:
-        out[tus.FILE_ID] = str(uuid.UUID(state.upload_id))
+        out[tus.FILE_ID] = str(state.target_file_id)
+        out[tus.VERSION_NUMBER] = str(state.version_number or 1)
     return out
 
 
@@ -143,15 +148,37 @@ def _check_creation(deps: GatewayDeps, length: int, fields: dict[str, str]) -> N
         )
 
 
+async def _version_of(deps: GatewayDeps, owner: str, file_id: str | None) -> str | None:
+    """The file a new upload is a version of (``file_id`` of its ``Upload-Metadata``), once
+    checked to be a recorded file of ``owner``'s; None for a new file.
+
+    Raises:
+        ApiError: 422 ``invalid_request`` (not a UUID); 404 ``not_found`` (no such file of the
+            caller's, as ``POST /v1/files/{id}/versions``).
+    """
+    if file_id is None:
+        return None
+    try:
+        parsed = uuid.UUID(file_id)
+    except ValueError:
+        raise ApiError(
+            422, "invalid_request", "Upload-Metadata `file_id` is not a file id"
+        ) from None
+    if await fetch_owner(deps.pool, parsed) != owner:
+        raise ApiError(404, "not_found", "no such file")
+    return str(parsed)
+
+
 @router.post(BASE, include_in_schema=False, status_code=201)
 @router.post(BASE + "/", summary="Create a resumable upload (tus creation)", status_code=201)
 async def create(request: Request, _: Version, owner: Owner, deps: Deps) -> Response:
     """Create an upload of ``Upload-Length`` bytes; with a body, take it as its first chunk.
 
     Raises:
-        ApiError: 400 (no or bad ``Upload-Length``, ``Upload-Defer-Length``, empty file), 413
-            (over the largest allowed size, or the type's), 415 (extension), 422 (no
-            ``filename``, bad ``kind``/``metadata``); a body's errors as PATCH.
+        ApiError: 400 (no or bad ``Upload-Length``, ``Upload-Defer-Length``, empty file), 404
+            (``file_id`` names no file of the caller's), 413 (over the largest allowed size, or
+            the type's), 415 (extension), 422 (no ``filename``, bad ``kind``/``metadata``/
+            ``file_id``); a body's errors as PATCH.
     """
     if "upload-defer-length" in request.headers:
         raise ApiError(400, "invalid_request", "Upload-Defer-Length is not supported")
@@ -163,7 +190,9 @@ async def create(request: Request, _: Version, owner: Owner, deps: Deps) -> Resp
             413, "too_large", f"Upload-Length is over Tus-Max-Size ({deps.policy.hard_cap_bytes})"
         )
     raw = request.headers.get("upload-metadata", "")
-    _check_creation(deps, length, tus.parse_metadata(raw))
+    fields = tus.parse_metadata(raw)
+    _check_creation(deps, length, fields)
+    version_of = await _version_of(deps, owner, fields.get("file_id"))
     now = datetime.now(UTC).replace(microsecond=0)
     state = UploadState(
         upload_id=uuid.uuid4().hex,
@@ -173,6 +202,7 @@ async def create(request: Request, _: Version, owner: Owner, deps: Deps) -> Resp
         created_at=now,
         expires_at=now + timedelta(seconds=deps.settings.tus.expiry_s),
         event_id=str(uuid.uuid4()),
+        file_id=version_of,
     )
     store = deps.spool.uploads
     await store.save(state)

@@ -40,8 +40,10 @@ from services.gateway.fields import parse_metadata as parse_metadata_json
 from services.gateway.publish import announce, remove_spooled
 from services.gateway.tus.headers import parse_metadata
 from shared.adapters.resumable import UploadState, read_head
+from shared.adapters.versions import VersionNumbers
 from shared.errors import PolicyRefusal
 from shared.events import FileReceived
+from shared.naming import spool_name
 from shared.policy import HEAD_BYTES, clean_name, sniff
 from shared.ports import SpoolWriter
 from shared.telemetry import metrics
@@ -152,17 +154,27 @@ async def receive(
 
 async def complete(deps: GatewayDeps, state: UploadState) -> UploadState:
     """Spool the whole file, announce ``file.received``, record the upload complete, remove
-    its chunks; the completed state (its ``sha256`` set).
+    its chunks; the completed state (its ``sha256`` and ``version_number`` set).
+
+    A new version of a recorded file (``state.file_id``) first reserves its number
+    (:class:`~shared.adapters.versions.VersionNumbers`, keyed by the upload's ``event_id``, so
+    a completion retried after a crash gets the same number) and is spooled as
+    ``{file_id}.v{n}``, as ``POST /v1/files/{id}/versions`` does.
 
     Raises:
         ApiError: 422 when the event cannot describe the file; 503/507 from
             :func:`~services.gateway.publish.announce` (the chunks stay: a retry completes).
         SpoolFull, StorageUnavailable: the spool cannot take the file (507, 503).
+        DatabaseUnavailable: a version's number could not be reserved (503; the chunks stay).
     """
     fields = parse_metadata(state.metadata)
     store, upload_id = deps.spool.uploads, state.upload_id
-    file_id = uuid.UUID(upload_id)
-    async with await deps.spool.open_writer(str(file_id), state.length) as writer:
+    file_id, event_id = state.target_file_id, uuid.UUID(state.event_id)
+    version_number = 1
+    if state.file_id is not None:  # a new version: its number, the same on a retry
+        version_number = await VersionNumbers(deps.pool).reserve(file_id, state.owner, event_id)
+    name = spool_name(file_id, version_number)
+    async with await deps.spool.open_writer(name, state.length) as writer:
         async for piece in store.iter_bytes(upload_id):
             await writer.write(piece)
         if writer.size_bytes != state.length:
@@ -170,11 +182,12 @@ async def complete(deps: GatewayDeps, state: UploadState) -> UploadState:
                 409, "offset_mismatch", "the upload's chunks changed while it was completed"
             )
         await writer.commit()
-    source = deps.spool.reference(str(file_id))
+    source = deps.spool.reference(name)
     try:
         event = FileReceived.new(
-            event_id=uuid.UUID(state.event_id),
+            event_id=event_id,
             file_id=file_id,
+            version_number=version_number,
             owner=state.owner,
             source=source,
             size_bytes=writer.size_bytes,
@@ -189,7 +202,7 @@ async def complete(deps: GatewayDeps, state: UploadState) -> UploadState:
         await store.delete(upload_id)
         raise ApiError(422, "invalid_request", f"cannot describe the file: {exc}") from None
     confirmed = await announce(deps, event)
-    done = state.model_copy(update={"sha256": writer.sha256})
+    done = state.model_copy(update={"sha256": writer.sha256, "version_number": version_number})
     await store.save(done)
     await store.delete_chunks(upload_id)
     metrics.UPLOADS.labels("accepted").inc()
@@ -198,6 +211,7 @@ async def complete(deps: GatewayDeps, state: UploadState) -> UploadState:
         "gateway.file_received",
         via="tus",
         file_id=str(file_id),
+        version_number=version_number,
         event_id=state.event_id,
         size_bytes=writer.size_bytes,
         content_type=state.content_type,

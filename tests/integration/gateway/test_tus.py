@@ -10,6 +10,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from aio_pika.abc import AbstractQueue
@@ -21,6 +22,7 @@ from tests.integration.gateway.support import (
     MakeSettings,
     Who,
     error_of,
+    insert_file,
     jpeg,
     next_event,
     pdf,
@@ -165,6 +167,82 @@ async def test_upload_in_chunks_is_announced_once(
         )
         == []
     )
+
+
+async def test_an_upload_naming_a_file_becomes_its_next_version(
+    gw: Gateway, received: AbstractQueue, pool: asyncpg.Pool, alice: Who
+) -> None:
+    owner, headers = alice
+    file_id = await insert_file(pool, owner, data=b"v1")
+    data = jpeg(120_000)
+    created = await gw.client.post(
+        "/v1/uploads/",
+        headers={
+            **headers,
+            **TUS,
+            "Upload-Length": str(len(data)),
+            "Upload-Metadata": meta(filename="next.jpg", file_id=str(file_id)),
+        },
+    )
+    assert created.status_code == 201, created.text
+    url = created.headers["location"]
+    assert url.rsplit("/", 1)[1] != file_id.hex  # the upload has an id of its own
+    assert (await send(gw.client, headers, url, 0, data[:50_000])).status_code == 204
+    last = await send(gw.client, headers, url, 50_000, data[50_000:])
+    assert last.status_code == 204, last.text
+    assert (last.headers["sluice-file-id"], last.headers["sluice-version-number"]) == (
+        str(file_id),
+        "2",
+    )
+    event = parse_event((await next_event(received)).body)
+    assert isinstance(event, FileReceived)
+    assert (event.file_id, event.version_number, event.owner) == (file_id, 2, owner)
+    assert event.source == f"spool://{file_id}.v2"
+    assert event.sha256 == hashlib.sha256(data).hexdigest()
+    assert (gw.spool_dir / f"{file_id}.v2").read_bytes() == data
+    # A retried last PATCH and a HEAD say the same, and nothing is published or reserved again.
+    assert (await send(gw.client, headers, url, len(data), b"")).status_code == 204
+    head = await gw.client.head(url, headers={**headers, **TUS})
+    assert head.headers["sluice-version-number"] == "2"
+    assert await received.get(fail=False, timeout=1) is None
+    reserved = await pool.fetch(
+        "SELECT version_number FROM version_reservations WHERE file_id = $1", file_id
+    )
+    assert [row["version_number"] for row in reserved] == [2]
+
+
+async def test_a_new_files_upload_says_version_1(gw: Gateway, alice: Who) -> None:
+    _, headers = alice
+    data = jpeg(20_000)
+    url = await create(gw.client, headers, len(data))
+    last = await send(gw.client, headers, url, 0, data)
+    assert last.status_code == 204, last.text
+    assert last.headers["sluice-version-number"] == "1"
+
+
+async def test_a_version_of_a_file_not_the_callers_is_refused_before_any_byte(
+    gw: Gateway, pool: asyncpg.Pool, alice: Who, bob: Who
+) -> None:
+    owner, _ = alice
+    _, bobs = bob
+    file_id = await insert_file(pool, owner, data=b"v1")
+    before = upload_dirs(gw)
+    for target, status, code in (
+        (str(file_id), 404, "not_found"),  # alice's: bob cannot version it
+        (str(uuid.uuid4()), 404, "not_found"),
+        ("not-a-file-id", 422, "invalid_request"),
+    ):
+        answer = await gw.client.post(
+            "/v1/uploads/",
+            headers={
+                **bobs,
+                **TUS,
+                "Upload-Length": "10",
+                "Upload-Metadata": meta(filename="a.jpg", file_id=target),
+            },
+        )
+        assert (answer.status_code, error_of(answer)[0]) == (status, code), answer.text
+    assert upload_dirs(gw) == before  # no upload was made
 
 
 async def test_creation_with_upload(gw: Gateway, received: AbstractQueue, alice: Who) -> None:
