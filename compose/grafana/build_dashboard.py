@@ -1,7 +1,8 @@
 """Write compose/grafana/dashboards/sluice.json, the Grafana dashboard of the pipeline.
 
-One row per worker (scan, store, thumbnail, commit, purge, fallback) with the same panels, so
-the rows read alike, and an overview row on top. Queue numbers come from RabbitMQ's own Prometheus
+One row per worker (ingress, scan, store, thumbnail, commit, purge, fallback) and per optional
+stage (pdftext, ocr, video, mirror) with the same panels, so the rows read alike, and an overview
+row on top. Queue numbers come from RabbitMQ's own Prometheus
 endpoint (``rabbitmq_prometheus`` with per-object metrics, label ``queue``); handling numbers
 from every Sluice process's ``/metrics`` (names in docs/dashboards.md). The queue prefix is a
 dashboard variable (``prefix``, default ``sluice``, as ``SLUICE_AMQP_PREFIX``).
@@ -20,7 +21,12 @@ from pathlib import Path
 from typing import Any
 
 OUT = Path(__file__).resolve().parent / "dashboards" / "sluice.json"
-STAGES = ("ingress", "scan", "store", "thumbnail", "commit", "purge", "fallback")
+#: The workers, then the optional stages (the transforms and the backup mirror), whose rows stay
+#: empty where they do not run.
+STAGES = (
+    *("ingress", "scan", "store", "thumbnail", "commit", "purge", "fallback"),
+    *("pdftext", "ocr", "video", "mirror"),
+)
 DATASOURCE = {"type": "prometheus", "uid": "prometheus"}
 UID = "sluice-pipeline"
 

@@ -20,7 +20,7 @@ import yaml
 
 from shared.devservices.clamd import scan_limits
 from shared.settings import SETTINGS_GROUPS, Settings
-from shared.topology import TRANSFORMS
+from shared.topology import MIRROR, TRANSFORMS
 from shared.topology import WORKERS as TOPOLOGY_WORKERS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -481,8 +481,9 @@ def test_dashboard_has_a_row_of_panels_per_stage(dashboard: dict[str, Any]) -> N
             current = rows.setdefault(panel["title"], [])
         else:
             current.append(panel)
-    assert list(rows) == ["Pipeline", *(f"Stage: {stage}" for stage in TOPOLOGY_WORKERS)]
-    for stage in TOPOLOGY_WORKERS:
+    stages = (*TOPOLOGY_WORKERS, *TRANSFORMS, MIRROR)  # the optional stages' rows last
+    assert list(rows) == ["Pipeline", *(f"Stage: {stage}" for stage in stages)]
+    for stage in stages:
         panels = rows[f"Stage: {stage}"]
         assert len(panels) >= 5
         titles = [panel["title"] for panel in panels]
