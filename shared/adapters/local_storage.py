@@ -42,6 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from shared.adapters.durable import fsync_directory
 from shared.adapters.local_keys import RESERVED_PREFIX, key_parts
 from shared.adapters.signed_urls import UrlSigner
 from shared.adapters.storage import ObjectInfo, b64_sha256
@@ -221,7 +222,7 @@ class LocalObjectStorage:
                 raise OSError(errno.EISDIR, "the key names a directory or a link", str(target))
             os.replace(meta_temporary, sidecar)
             os.replace(temporary, target)
-            _fsync_dir(target.parent)
+            fsync_directory(target.parent)
         finally:
             temporary.unlink(missing_ok=True)
             meta_temporary.unlink(missing_ok=True)
@@ -567,12 +568,3 @@ def _read_sidecar(path: Path, status: os.stat_result) -> dict[str, Any]:
     if written != (status.st_ino, status.st_size, status.st_mtime_ns):
         return {}
     return meta
-
-
-def _fsync_dir(directory: Path) -> None:
-    """fsync ``directory`` so the renames into it survive a crash."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared.adapters.durable import fsync_directory
 from shared.errors import OutboxFull, SpoolFull
 from shared.events import BaseEvent, FileReceived, parse_event
 
@@ -58,14 +59,6 @@ class OutboxEntry:
     path: Path
     event: BaseEvent
     headers: dict[str, Any]
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _event_id_of(name: str) -> uuid.UUID | None:
@@ -134,7 +127,7 @@ class EventOutbox:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, final)
-            _fsync_dir(self.root)
+            fsync_directory(self.root)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):

@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
 
+from shared.adapters.durable import fsync_directory
 from shared.errors import InvalidSource, SourceMissing, SpoolFull
 from shared.telemetry.metrics import SPOOL_FREE_BYTES
 
@@ -155,6 +156,7 @@ class SpoolWriter:
             os.fsync(self._handle.fileno())
             self._handle.close()
             os.replace(self._partial, self._final)
+            fsync_directory(self._final.parent)  # the new name is durable too (POSIX)
 
         await self._off_loop(_finish, self._take())
         self._committed = True

@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.store import handler as store
+from shared.adapters.durable import fsync_directory
 from shared.adapters.quarantine import QuarantineSpool, checksum_proves, one_part_checksum
 from shared.adapters.spool import LocalSpool, valid_name
 from shared.adapters.storage import b64_sha256
@@ -204,3 +205,24 @@ async def test_a_local_spool_reads_its_own_references_only(tmp_path: Path) -> No
     )
     with pytest.raises(InvalidSource):
         await spool.size("quarantine://f1")
+
+
+async def test_a_local_spool_write_makes_its_new_name_durable_before_it_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fsync of the file makes its bytes durable, not the name the rename gives it: the writer
+    also fsyncs the spool directory, after the rename, before commit returns (POSIX fsync)."""
+    synced: list[tuple[Path, list[str]]] = []
+
+    def recording(directory: Path) -> None:
+        synced.append((directory, sorted(p.name for p in directory.iterdir())))
+        fsync_directory(directory)
+
+    monkeypatch.setattr("shared.adapters.spool.fsync_directory", recording)
+    spool = LocalSpool(tmp_path)
+    async with await spool.open_writer("f1") as writer:
+        await writer.write(b"some bytes")
+        assert synced == []
+        await writer.commit()
+    assert synced == [(tmp_path, ["f1"])]  # after the rename: the final name, no .partial
+    assert (tmp_path / "f1").read_bytes() == b"some bytes"
