@@ -30,14 +30,21 @@ async def read_original(storage: ObjectStore, event: FileStored) -> bytes:
     data = await storage.get_bytes(event.key, bucket=event.bucket)
     actual = await asyncio.to_thread(lambda: hashlib.sha256(data).hexdigest())
     if actual != event.sha256:
-        raise ChecksumMismatch(
-            "stored object does not match the event's SHA-256",
-            bucket=event.bucket,
-            key=event.key,
-            expected=event.sha256,
-            actual=actual,
-        )
+        raise _mismatch(event, actual, len(data))
     return data
+
+
+def _mismatch(event: FileStored, actual: str, size_bytes: int) -> ChecksumMismatch:
+    """The error for an object read back whose SHA-256 (``actual``) or size is not the
+    event's."""
+    return ChecksumMismatch(
+        "stored object does not match the event's SHA-256",
+        bucket=event.bucket,
+        key=event.key,
+        expected=event.sha256,
+        actual=actual,
+        size_bytes=size_bytes,
+    )
 
 
 async def download_original(
@@ -77,14 +84,7 @@ async def download_original(
             await asyncio.to_thread(file.close)
         actual = digest.hexdigest()
         if actual != event.sha256 or size != event.size_bytes:
-            raise ChecksumMismatch(
-                "stored object does not match the event's SHA-256",
-                bucket=event.bucket,
-                key=event.key,
-                expected=event.sha256,
-                actual=actual,
-                size_bytes=size,
-            )
+            raise _mismatch(event, actual, size)
     except BaseException:
         await asyncio.to_thread(path.unlink, missing_ok=True)
         raise
