@@ -5,9 +5,11 @@ change; docs/security.md § Rescans).
 
 The original is read from the bucket and checked against the version's SHA-256 before clamd
 sees it, so the verdict is about the bytes that are served. A file found infected (or not
-scannable whole any more) is never deleted: the original and each thumbnail are copied to
-``_quarantine/<key>`` (a server-side ``CopyObject`` on S3, a checked write on the local
-backend), the copy read back and its SHA-256 compared, and only then is the served key deleted.
+scannable whole any more) is never deleted: the original, each thumbnail and every other
+object made from it (poster frames, HLS files, extracted text, cached renditions:
+:func:`derived_keys`) are copied to ``_quarantine/<key>`` (a server-side ``CopyObject`` on S3,
+a checked write on the local backend), each copy read back and its SHA-256 compared, and only
+then is the served key deleted: a presigned URL handed out before reaches none of them.
 
 Idempotent (RabbitMQ: at-least-once delivery): a redelivery after some objects moved finds the
 original gone and its quarantined copy there, reads the signature from the copy's metadata,
@@ -27,7 +29,7 @@ from shared.adapters.encryption import sse_arguments
 from shared.adapters.storage import S3ObjectStorage
 from shared.errors import ChecksumMismatch, SourceMissing
 from shared.events import BaseEvent, FileQuarantined, FileRescanned, FileRescanRequested
-from shared.naming import quarantine_key
+from shared.naming import QUARANTINE_PREFIX, quarantine_key
 from shared.ports import ObjectStore, Scanner
 
 log = structlog.get_logger("sluice.scan")
@@ -83,6 +85,7 @@ async def _quarantine(
     original: bytes | None,
 ) -> FileQuarantined:
     keys = [event.key, *event.thumbnail_keys]
+    keys += [key for key in await derived_keys(storage, event.key) if key not in keys]
     for key in keys:
         await move_to_quarantine(storage, key, signature, original if key == event.key else None)
     engine, database = await scanner.version()
@@ -94,6 +97,24 @@ async def _quarantine(
         bucket=event.bucket,
         quarantine_keys=[quarantine_key(key) for key in keys],
     )
+
+
+async def derived_keys(storage: ObjectStore, key: str) -> list[str]:
+    """Every object made from the original ``key``, sorted: its poster frames, HLS files,
+    extracted text and cached renditions, all named ``{key}.…`` (``shared.naming``), whether
+    still served or already moved to ``_quarantine/`` by an earlier attempt (so a redelivery
+    names the same objects). Thumbnails are among them.
+
+    Raises:
+        StorageUnavailable: the store is down.
+    """
+    prefix = key + "."
+    found = {item.key async for item in storage.list_objects(prefix)}
+    found |= {
+        item.key.removeprefix(QUARANTINE_PREFIX)
+        async for item in storage.list_objects(quarantine_key(prefix))
+    }
+    return sorted(found)
 
 
 async def move_to_quarantine(

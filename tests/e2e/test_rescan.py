@@ -112,6 +112,13 @@ def test_a_rescan_quarantines_a_stored_file_a_new_signature_matches(
     )
     keys = [key, *(t["key"] for t in thumbnails)]
     assert len(keys) == 3
+    with pipeline.client() as client:  # a rendition made from it: moved with it, too
+        rendered = client.get(f"/v1/files/{ids['later.png']}/render", params={"w": 128})
+    assert rendered.status_code == 200, rendered.text
+    listing = s3.list_objects_v2(Bucket=pipeline.bucket, Prefix=f"{key}.render-")
+    renditions = [o["Key"] for o in listing.get("Contents", [])]
+    assert len(renditions) == 1
+    keys += renditions
     stored = {k: s3.get_object(Bucket=pipeline.bucket, Key=k)["Body"].read() for k in keys}
 
     add_signature(clamd)

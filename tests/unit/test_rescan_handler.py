@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -19,6 +20,18 @@ from shared.events import FileQuarantined, FileRescanned, FileRescanRequested
 INFECTED = b"later-signature"
 KEY = "alice/0b5e9d4c-6b7e-4d0a-9f55-2f1c8f1e0a01-20250301T123005Z-a.png"
 THUMBS = [f"{KEY}.thumb-256.webp", f"{KEY}.thumb-1024.jpg"]
+#: What other stages and the gateway make from the original, all named ``{KEY}.…``, sorted.
+DERIVED = sorted(
+    [
+        f"{KEY}.hls/master.m3u8",
+        f"{KEY}.hls/360p_00000.ts",
+        f"{KEY}.poster-256.webp",
+        f"{KEY}.render-100xauto-inside.webp",
+        f"{KEY}.text.txt",
+    ]
+)
+#: Another file's object whose key starts like this one's, but not with ``{KEY}.``.
+NEIGHBOUR = f"{KEY}x.thumb-256.webp"
 
 
 @dataclass
@@ -67,6 +80,11 @@ class Store:
     async def delete(self, key: str) -> None:
         self.objects.pop(key, None)
 
+    async def list_objects(self, prefix: str = "") -> AsyncIterator[ObjectInfo]:
+        for key in sorted(self.objects):
+            if key.startswith(prefix):
+                yield ObjectInfo(key, len(self.objects[key][0]), None)
+
 
 def request(original: bytes) -> FileRescanRequested:
     return FileRescanRequested.about(
@@ -90,8 +108,8 @@ def request(original: bytes) -> FileRescanRequested:
 def stored(original: bytes) -> Store:
     store = Store()
     store.objects[KEY] = (original, {"sha256": hashlib.sha256(original).hexdigest()})
-    for thumb in THUMBS:
-        store.objects[thumb] = (thumb.encode(), {})
+    for key in (*THUMBS, *DERIVED, NEIGHBOUR):
+        store.objects[key] = (key.encode(), {})
     return store
 
 
@@ -100,18 +118,19 @@ async def test_a_clean_rescan_records_the_versions_and_moves_nothing() -> None:
     [event] = await rescan(request(b"png bytes"), store, Scanner())
     assert isinstance(event, FileRescanned)
     assert (event.scanner, event.signature_version.split("/")[0]) == ("ClamAV 1.4.3", "27500")
-    assert set(store.objects) == {KEY, *THUMBS}
+    assert set(store.objects) == {KEY, *THUMBS, *DERIVED, NEIGHBOUR}
 
 
 async def test_an_infected_file_moves_whole_to_quarantine_and_nothing_is_lost() -> None:
     original = b"png bytes " + INFECTED
     store = stored(original)
-    before = {key: data for key, (data, _) in store.objects.items()}
+    before = {key: data for key, (data, _) in store.objects.items() if key != NEIGHBOUR}
     [event] = await rescan(request(original), store, Scanner())
     assert isinstance(event, FileQuarantined)
     assert event.signature == "Sluice.Test.Later"
-    assert event.quarantine_keys == [f"_quarantine/{k}" for k in (KEY, *THUMBS)]
-    assert set(store.objects) == set(event.quarantine_keys)
+    # The original, its thumbnails, then what else was made from it; not the neighbour's.
+    assert event.quarantine_keys == [f"_quarantine/{k}" for k in (KEY, *THUMBS, *DERIVED)]
+    assert set(store.objects) == {*event.quarantine_keys, NEIGHBOUR}
     for key, data in before.items():
         moved, metadata = store.objects[f"_quarantine/{key}"]
         assert moved == data
@@ -124,10 +143,12 @@ async def test_a_redelivery_after_a_partial_move_finishes_it_with_the_same_event
     [first] = await rescan(request(original), store, Scanner())
     # As if the first attempt had died after moving the original only:
     store.objects[THUMBS[1]] = store.objects.pop(f"_quarantine/{THUMBS[1]}")
+    store.objects[DERIVED[0]] = store.objects.pop(f"_quarantine/{DERIVED[0]}")
     [again] = await rescan(request(original), store, Scanner())
     assert again.event_id == first.event_id
     assert isinstance(again, FileQuarantined) and again.signature == "Sluice.Test.Later"
-    assert set(store.objects) == set(first.quarantine_keys)
+    assert again.quarantine_keys == first.quarantine_keys  # the same objects named
+    assert set(store.objects) == {*first.quarantine_keys, NEIGHBOUR}
 
 
 async def test_an_original_gone_and_not_in_quarantine_is_dead_lettered() -> None:
@@ -141,7 +162,7 @@ async def test_stored_bytes_that_are_not_the_version_are_not_rescanned() -> None
     store = stored(b"other bytes " + INFECTED)
     with pytest.raises(ChecksumMismatch):
         await rescan(request(b"png bytes"), store, Scanner())
-    assert set(store.objects) == {KEY, *THUMBS}
+    assert set(store.objects) == {KEY, *THUMBS, *DERIVED, NEIGHBOUR}
 
 
 async def test_a_copy_that_does_not_read_back_whole_is_removed_and_the_original_kept() -> None:
@@ -150,4 +171,4 @@ async def test_a_copy_that_does_not_read_back_whole_is_removed_and_the_original_
     store.damage_copies = True
     with pytest.raises(ChecksumMismatch, match="does not read back"):
         await rescan(request(original), store, Scanner())
-    assert set(store.objects) == {KEY, *THUMBS}
+    assert set(store.objects) == {KEY, *THUMBS, *DERIVED, NEIGHBOUR}
