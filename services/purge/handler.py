@@ -6,7 +6,9 @@ idempotent (RabbitMQ: at-least-once delivery):
 
 1. every object of the file in Sluice's bucket: the originals of every version and their
    thumbnails, found by listing the prefix ``{owner}/{file_id}-`` (``shared.naming``: every key
-   of the file starts so), not by trusting what PostgreSQL still records;
+   of the file starts so), not by trusting what PostgreSQL still records, and the copies a
+   rescan moved to ``_quarantine/{owner}/{file_id}-``: quarantined objects stay until a person
+   removes them, and the owner deleting the file is one;
 2. the file's rows in ``fallback_blobs`` (the Base64 originals kept while S3 was down);
 3. the file's own spool entries (``spool://<file_id>`` or ``quarantine://<file_id>``, their
    ``.abandoned`` tombstone too), in the backend the event's source names and the configured one.
@@ -30,7 +32,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from shared.claims import own_spool_entry
 from shared.errors import InvalidEvent, StorageUnavailable
 from shared.events import BaseEvent, FileDeleted
-from shared.naming import spool_name
+from shared.naming import quarantine_key, spool_name
 from shared.ports import ObjectStore, Spool
 
 log = structlog.get_logger("sluice.purge")
@@ -73,16 +75,21 @@ def object_prefix(owner: str, file_id: uuid.UUID) -> str:
 
 
 async def purge_objects(storage: ObjectStore, owner: str, file_id: uuid.UUID) -> int:
-    """Delete every object under :func:`object_prefix`; how many were deleted.
+    """Delete every object under :func:`object_prefix`, served or moved to quarantine by a
+    rescan (:func:`~shared.naming.quarantine_key` of the prefix); how many were deleted.
 
     Raises:
-        StorageUnavailable: the store did not answer the listing or a deletion.
+        StorageUnavailable: the store did not answer a listing or a deletion.
     """
     prefix = object_prefix(owner, file_id)
-    try:
-        keys = [info.key async for info in storage.list_objects(prefix)]
-    except (BotoCoreError, ClientError, OSError) as exc:
-        raise StorageUnavailable(f"cannot list the file's objects: {exc!r}", prefix=prefix) from exc
+    keys = []
+    for listed in (prefix, quarantine_key(prefix)):
+        try:
+            keys += [info.key async for info in storage.list_objects(listed)]
+        except (BotoCoreError, ClientError, OSError) as exc:
+            raise StorageUnavailable(
+                f"cannot list the file's objects: {exc!r}", prefix=listed
+            ) from exc
     for key in keys:
         await storage.delete(key)
     return len(keys)

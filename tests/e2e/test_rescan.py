@@ -173,3 +173,15 @@ def test_a_rescan_quarantines_a_stored_file_a_new_signature_matches(
         clean = client.get(f"/v1/files/{ids['clean.png']}").json()
         assert clean["status"] == "available" and clean["urls"] is not None
         assert client.get(f"/v1/files/{ids['clean.png']}/content").content == photo
+
+    # Quarantined objects stay until a person removes them: the owner deleting the file is one.
+    with pipeline.client() as client:
+        assert client.delete(f"/v1/files/{ids['later.png']}").status_code == 202
+    owner_prefix = f"_quarantine/{key.split('/', 1)[0]}/{ids['later.png']}-"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        left = s3.list_objects_v2(Bucket=pipeline.bucket, Prefix=owner_prefix).get("Contents", [])
+        if not left:
+            break
+        time.sleep(0.3)
+    assert left == [], [o["Key"] for o in left]

@@ -172,6 +172,13 @@ def test_erase_leaves_nothing_of_the_owner_and_keeps_the_others(
 
     s3.start()
     s3.ensure_bucket(cluster.bucket)
+    # What a rescan moved to quarantine (services/scan/rescan.py) is the owner's too.
+    moved = {
+        owner: f"_quarantine/{owner}/{file_ids[0]}-20261203T000000Z-photo.jpg"
+        for owner, file_ids in (("alice", alice_available), ("bob", bob_available))
+    }
+    for key in moved.values():
+        cluster.s3_client().put_object(Bucket=cluster.bucket, Key=key, Body=b"quarantined")
     started = time.monotonic()
     receipt = json.loads(cluster.cli("gdpr", "erase", "--owner", "alice", "--json"))
     erase_s = time.monotonic() - started
@@ -185,6 +192,7 @@ def test_erase_leaves_nothing_of_the_owner_and_keeps_the_others(
     time.sleep(3)  # a late stage write, migration or dead letter would land by now
     assert not any(queue_depths(cluster).values())
     assert _keys(cluster, "alice/") == []
+    assert _keys(cluster, "_quarantine/alice/") == []
     assert _rows_mentioning(cluster, "alice") == {}
     alice_ids = alice_available + alice_fallback + alice_in_flight + [dead]
     assert _rows_mentioning(cluster, alice_ids[0]) == {}
@@ -214,6 +222,7 @@ def test_erase_leaves_nothing_of_the_owner_and_keeps_the_others(
             assert content.status_code == 200
             assert hashlib.sha256(content.content).hexdigest() == PHOTO.sha256
     assert len(_keys(cluster, "bob/")) == 4 * 3
+    assert _keys(cluster, "_quarantine/bob/") == [moved["bob"]]
 
     REPORTS.append(
         f"[fault gdpr-erase] alice_files={len(alice_ids)} (available=4 fallback=3 "

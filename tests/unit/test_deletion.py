@@ -141,7 +141,9 @@ async def test_the_purge_removes_the_file_s_keys_only() -> None:
             f"{mine}20260101T000000Z-a.jpg",
             f"{mine}20260101T000000Z-a.jpg.thumb-256.webp",
             f"{mine}20260202T000000Z-b.jpg",  # another version
+            f"_quarantine/{mine}20260303T000000Z-c.jpg",  # a version a rescan quarantined
             f"alice/{other}-20260101T000000Z-a.jpg",
+            f"_quarantine/alice/{other}-20260101T000000Z-a.jpg",
             f"bob/{received.file_id}-20260101T000000Z-a.jpg",
         ]
     )
@@ -150,6 +152,7 @@ async def test_the_purge_removes_the_file_s_keys_only() -> None:
     assert await handle(_deleted(received), deps) == []
     assert store.keys == {
         f"alice/{other}-20260101T000000Z-a.jpg",
+        f"_quarantine/alice/{other}-20260101T000000Z-a.jpg",
         f"bob/{received.file_id}-20260101T000000Z-a.jpg",
     }
     assert rows.deleted == [(received.file_id, "alice")]

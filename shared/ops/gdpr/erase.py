@@ -8,8 +8,9 @@
    comes back;
 2. the owner's API keys are removed (no new upload, no read);
 3. every object under ``{owner}/`` in Sluice's bucket (originals of every version, thumbnails,
-   objects of files never recorded), the owner's ``fallback_blobs`` rows and the spool entries
-   of its files are removed here, at once, on either storage backend;
+   objects of files never recorded) and under ``_quarantine/{owner}/`` (what rescans moved),
+   the owner's ``fallback_blobs`` rows and the spool entries of its files are removed here, at
+   once, on either storage backend;
 4. a ``file.deleted`` (``reason="erasure"``) is published with a publisher confirm for each of
    the owner's recorded files: the commit stage (the only writer of file state) removes its
    ``files``, ``file_events`` and ``file_deletions`` rows, names and metadata with them; the
@@ -47,6 +48,7 @@ from shared.adapters.spools import open_spools
 from shared.erasure import owner_digest
 from shared.errors import InvalidOwner, StorageUnavailable
 from shared.events import FileDeleted, utcnow
+from shared.naming import quarantine_key
 from shared.ops.deadletters import Selection, purge
 from shared.settings import Settings
 from shared.topology import Topology
@@ -141,8 +143,12 @@ def _deletion(row: Any, owner: str, erasure_id: uuid.UUID) -> FileDeleted:
 async def _erase_objects(settings: Settings, owner: str) -> int:
     count = 0
     async with open_object_storage(settings) as storage:
-        try:
-            keys = [info.key async for info in storage.list_objects(f"{owner}/")]
+        try:  # served, and moved to quarantine by a rescan
+            keys = [
+                info.key
+                for prefix in (f"{owner}/", quarantine_key(f"{owner}/"))
+                async for info in storage.list_objects(prefix)
+            ]
         except (BotoCoreError, ClientError, OSError) as exc:
             raise StorageUnavailable(f"cannot list the owner's objects: {exc!r}") from exc
         for key in keys:
