@@ -534,7 +534,8 @@ class FileQuarantined(_Event):
     )
     bucket: str = Field(description="Bucket holding the quarantined objects.")
     quarantine_keys: list[str] = Field(
-        description="Where the original and its thumbnails are now (`_quarantine/<old key>`)."
+        description="Where the original, its thumbnails and every object made from it (poster "
+        "frames, HLS files, extracted text, renditions) are now (`_quarantine/<old key>`)."
     )
 
 
