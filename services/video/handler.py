@@ -215,17 +215,21 @@ async def _store_hls(
     playlists, then the master (a reader that finds the master finds the rest). One file is
     read at a time, so a long video's segments never sit in memory together."""
     names = await asyncio.to_thread(_file_names, out_dir)
-    playlists = {
-        name: (await asyncio.to_thread((out_dir / name).read_bytes)).decode("utf-8", "replace")
+    playlist_bytes = {
+        name: await asyncio.to_thread((out_dir / name).read_bytes)
         for name in names
         if name.endswith(".m3u8")
     }
+    playlists = {name: body.decode("utf-8", "replace") for name, body in playlist_bytes.items()}
     for rung in rungs:
         if f"{rung.name}.m3u8" not in playlists:
             raise VideoError(f"not a decodable video: ffmpeg wrote no {rung.name} playlist")
     order = sorted(names, key=lambda n: (n == HLS_MASTER, n.endswith(".m3u8"), n))
-    for name in order:
-        body = await asyncio.to_thread((out_dir / name).read_bytes)
+    for name in order:  # the playlists, read above, are not read again
+        if name in playlist_bytes:
+            body = playlist_bytes[name]
+        else:
+            body = await asyncio.to_thread((out_dir / name).read_bytes)
         await deps.storage.put_bytes(
             hls_key(event.key, name),
             body,
