@@ -2,8 +2,8 @@
 flight wait, nothing is lost nor dead-lettered.
 
 A private SeaweedFS (``tests/faults/private_seaweedfs.py``) holds both the quarantine bucket and
-the final bucket. It is killed a few seconds into a run of mixed uploads and stays down far
-longer than the stages' retry budget. While it is down:
+the final bucket. It is killed once a quarter of a run of mixed uploads is accepted, and stays
+down far longer than the stages' retry budget. While it is down:
 
 - every new upload is answered 503 ``storage_unavailable`` with ``Retry-After`` (its
   ``PutObject`` or multipart upload into the quarantine bucket fails, and nothing is
@@ -92,8 +92,10 @@ def test_s3_outage_with_the_s3_spool_refuses_uploads_and_loses_nothing(
 
     async def scenario() -> UploadResults:
         async with cluster.client() as client:
-            sending = asyncio.create_task(upload_all(client, uploads, concurrency=6))
-            await asyncio.sleep(4)
+            quarter = asyncio.Event()
+            signal = (len(uploads) // 4, quarter)
+            sending = asyncio.create_task(upload_all(client, uploads, 6, signal))
+            await asyncio.wait_for(quarter.wait(), 120)
             await asyncio.to_thread(s3.stop)
             return await sending
 

@@ -79,12 +79,17 @@ class UploadResults:
 
 
 async def upload_all(
-    client: httpx.AsyncClient, uploads: list[Upload], concurrency: int = 8
+    client: httpx.AsyncClient,
+    uploads: list[Upload],
+    concurrency: int = 8,
+    signal: tuple[int, asyncio.Event] | None = None,
 ) -> UploadResults:
     """Send every upload (``concurrency`` at a time); a 202 is accepted, anything else refused.
 
     A connection error (the gateway restarting) counts as refused with status 0: the client was
-    told nothing was accepted.
+    told nothing was accepted. ``signal`` is ``(count, event)``: the event is set once ``count``
+    uploads are accepted, so a fault injected then lands mid-run on a fast machine as on a slow
+    one, where a fixed delay could come after the last upload.
     """
     results = UploadResults()
     queue: asyncio.Queue[Upload] = asyncio.Queue()
@@ -101,6 +106,8 @@ async def upload_all(
                 continue
             if answer.status_code == 202:
                 results.accepted[answer.json()["file_id"]] = upload
+                if signal is not None and len(results.accepted) >= signal[0]:
+                    signal[1].set()
             else:
                 results.refused.append((upload, answer.status_code, answer.text[:300]))
 
