@@ -215,14 +215,22 @@ class SpoolSettings(BaseSettings):
         description="The quarantine bucket: uploads wait there, unscanned, until the store stage "
         "promotes them to S3_BUCKET_NAME (server-side copy) and the commit stage removes them.",
     )
-    s3_part_size_bytes: int = Field(
+    s3_single_put_max_bytes: int = Field(
         8 * MiB,
         ge=5 * MiB,
         le=5 * 1024 * MiB,
-        description="Part size of the multipart upload into the quarantine bucket, bytes: a file "
-        "of at most one part goes up in one PutObject and is promoted with its S3 checksum "
-        "checked; a bigger one is a multipart upload, read back after promotion to check its "
-        "SHA-256. An upload holds at most (SLUICE_SPOOL_S3_PARTS_IN_FLIGHT + 1) parts in memory.",
+        description="Largest upload sent to the quarantine bucket in one PutObject, bytes: such "
+        "a file is held in memory whole, and is promoted with its S3 checksum checked; a bigger "
+        "one is a multipart upload (these bytes its first part), read back after promotion to "
+        "check its SHA-256.",
+    )
+    s3_part_size_bytes: int = Field(
+        5 * MiB,
+        ge=5 * MiB,
+        le=5 * 1024 * MiB,
+        description="Part size of a multipart upload into the quarantine bucket, bytes (after "
+        "the first part, which is SLUICE_SPOOL_S3_SINGLE_PUT_MAX_BYTES): a multipart upload "
+        "holds at most (SLUICE_SPOOL_S3_PARTS_IN_FLIGHT + 2) parts in memory.",
     )
     s3_parts_in_flight: int = Field(
         2,

@@ -10,13 +10,16 @@ does, which a local directory cannot offer.
 A reference is ``quarantine://<name>`` (the object key is ``<name>``, a spool name of
 :func:`shared.adapters.spool.valid_name`), so any process reads it whatever its own backend.
 
-Writes (:class:`QuarantineWriter`) hash the whole as it streams. A file bigger than one part
-(``SLUICE_SPOOL_S3_PART_SIZE_BYTES``, 8 MiB) is a multipart upload with a SHA-256 per part
-(``ChecksumAlgorithm=SHA256``): the object appears only at ``CompleteMultipartUpload``, and any
-error, or leaving the writer without :meth:`QuarantineWriter.commit`, aborts the upload. A file
-of at most one part (every PDF, most images) is held in memory and sent at commit in one
-``PutObject`` with its whole SHA-256 (``ChecksumSHA256``, verified by S3): one request instead
-of three, and a full-object checksum. Either way no half-written object is ever visible. An
+Writes (:class:`QuarantineWriter`) hash the whole as it streams. A file bigger than
+``SLUICE_SPOOL_S3_SINGLE_PUT_MAX_BYTES`` (8 MiB) is a multipart upload with a SHA-256 per part
+(``ChecksumAlgorithm=SHA256``; parts of ``SLUICE_SPOOL_S3_PART_SIZE_BYTES``, 5 MiB, after the
+first): the object appears only at ``CompleteMultipartUpload``, and any error, or leaving the
+writer without :meth:`QuarantineWriter.commit`, aborts the upload. A file up to that limit
+(every PDF, most images) is held in memory and sent at commit in one ``PutObject`` with its
+whole SHA-256 (``ChecksumSHA256``, verified by S3): one request instead of three, and a
+full-object checksum, which lets the store stage promote it without reading it back. The two
+limits are apart so that a big upload holds small parts (memory) while photos up to 8 MiB stay
+single objects. Either way no half-written object is ever visible. An
 abort S3 did not answer (it was down) leaves an incomplete upload, invisible to readers, which
 ``sluice spool clean`` aborts (:meth:`QuarantineSpool.entries`).
 
@@ -136,27 +139,35 @@ class QuarantineWriter:
     :class:`~shared.ports.SpoolWriter` port). Use as an async context manager: leaving it
     without :meth:`commit` aborts the upload.
 
-    Chunks are held until they pass one part (``part_size_bytes``): a file that never does
-    before its last chunk goes up at :meth:`commit` in one ``PutObject`` with its whole SHA-256
-    as ``ChecksumSHA256`` (one request, which S3 verifies and applies whole or not at all); a
-    bigger one becomes a multipart upload, started when the first part is full, each part with
-    its SHA-256, aborted on any error. A part is the chunks held, joined once, when more bytes
-    follow them: at least ``part_size_bytes`` (a chunk that would make it pass twice that is
+    Chunks are held until they pass ``single_put_max`` bytes (``part_size`` when not given): a
+    file that never does before its last chunk goes up at :meth:`commit` in one ``PutObject``
+    with its whole SHA-256 as ``ChecksumSHA256`` (one request, which S3 verifies and applies
+    whole or not at all, and which the store stage promotes without reading it back); a bigger
+    one becomes a multipart upload, started with those bytes as its first part, each part with
+    its SHA-256, aborted on any error. A later part is the chunks held, joined once, when more
+    bytes follow them: at least ``part_size`` (a chunk that would make it pass twice that is
     cut), and never an empty last part. Up to ``parts_in_flight`` parts are sent at once while
     the next one fills, so the client's body keeps flowing during an ``UploadPart`` (one at a
     time, a 100 MiB upload went at 0.39 x a raw ``PutObject``, two at once at 0.51;
     ``docs/performance.md``). A part's two hashes (its own, and the whole file's, fed in order)
     run in a worker thread, where hashlib releases the GIL, so the event loop goes on reading
-    the body meanwhile. Holds at most ``parts_in_flight + 2`` parts in memory.
+    the body meanwhile. Holds at most ``parts_in_flight + 2`` parts in memory, the first of
+    them up to ``single_put_max``.
     """
 
     def __init__(
-        self, spool: QuarantineSpool, key: str, part_size: int, parts_in_flight: int = 1
+        self,
+        spool: QuarantineSpool,
+        key: str,
+        part_size: int,
+        parts_in_flight: int = 1,
+        single_put_max: int | None = None,
     ) -> None:
         self._spool = spool
         self._key = key
         self._upload_id: str | None = None
         self._part_size = part_size
+        self._single_put_max = part_size if single_put_max is None else single_put_max
         self._parts_in_flight = max(1, parts_in_flight)
         self._sha256 = hashlib.sha256()
         self._held: list[bytes] = []
@@ -186,12 +197,12 @@ class QuarantineWriter:
             return
         self.size_bytes += len(chunk)
         try:
-            if self._held_bytes >= self._part_size:
+            if self._held_bytes >= self._next_part_size():
                 await self._launch(self._take())
-            if self._held_bytes + len(chunk) > 2 * self._part_size:  # a chunk larger than a
-                view = memoryview(chunk)  # part: cut whole parts out of it
-                while self._held_bytes + len(view) > self._part_size:
-                    room = self._part_size - self._held_bytes
+            if self._held_bytes + len(chunk) > 2 * self._next_part_size():  # a chunk larger
+                view = memoryview(chunk)  # than a part: cut whole parts out of it
+                while self._held_bytes + len(view) > (size := self._next_part_size()):
+                    room = size - self._held_bytes
                     self._hold(bytes(view[:room]))
                     view = view[room:]
                     await self._launch(self._take())
@@ -200,6 +211,11 @@ class QuarantineWriter:
             await self.abort()
             raise
         self._hold(chunk)
+
+    def _next_part_size(self) -> int:
+        """Bytes held before they go up as a part: the single-``PutObject`` limit for the
+        first (under it, the file is one ``PutObject``), ``part_size`` for the others."""
+        return self._part_size if self._part_count else self._single_put_max
 
     def _hold(self, chunk: bytes) -> None:
         self._held.append(chunk)
@@ -366,8 +382,9 @@ class QuarantineSpool:
     """The quarantine bucket, the :class:`~shared.ports.Spool` port over S3.
 
     ``storage`` is an open :class:`S3ObjectStorage` whose bucket is the quarantine bucket
-    (``SLUICE_SPOOL_S3_BUCKET``); ``part_size_bytes`` the multipart part size of writes and
-    ``parts_in_flight`` how many parts one write sends at once;
+    (``SLUICE_SPOOL_S3_BUCKET``); ``part_size_bytes`` the multipart part size of writes,
+    ``single_put_max_bytes`` the largest write sent in one ``PutObject`` (``part_size_bytes``
+    when not given), ``parts_in_flight`` how many parts one write sends at once;
     ``chunk_bytes`` the size of the chunks :meth:`iter_chunks` yields.
     """
 
@@ -376,11 +393,15 @@ class QuarantineSpool:
         storage: S3ObjectStorage,
         *,
         part_size_bytes: int,
+        single_put_max_bytes: int | None = None,
         parts_in_flight: int = 1,
         chunk_bytes: int = 256 * 1024,
     ) -> None:
         self.storage = storage
         self.part_size_bytes = part_size_bytes
+        self.single_put_max_bytes = (
+            part_size_bytes if single_put_max_bytes is None else single_put_max_bytes
+        )
         self.parts_in_flight = parts_in_flight
         self.chunk_bytes = chunk_bytes
 
@@ -445,7 +466,9 @@ class QuarantineSpool:
             InvalidSource: bad name.
         """
         key = self.key(self.reference(name))
-        return QuarantineWriter(self, key, self.part_size_bytes, self.parts_in_flight)
+        return QuarantineWriter(
+            self, key, self.part_size_bytes, self.parts_in_flight, self.single_put_max_bytes
+        )
 
     async def size(self, source: str) -> int:
         """The quarantined file's size, bytes (HEAD).

@@ -401,7 +401,13 @@ class S3UploadStore:
     async def open_chunk(self, upload_id: str, offset: int) -> QuarantineWriter:
         """A :class:`~shared.adapters.quarantine.QuarantineWriter` of the chunk object."""
         key = self._prefix(upload_id) + _chunk_name(offset)
-        return QuarantineWriter(self.quarantine, key, self.quarantine.part_size_bytes)
+        quarantine = self.quarantine
+        return QuarantineWriter(
+            quarantine,
+            key,
+            quarantine.part_size_bytes,
+            single_put_max=quarantine.single_put_max_bytes,
+        )
 
     async def iter_bytes(self, upload_id: str) -> AsyncIterator[bytes]:
         """The contiguous chunk objects, streamed.

@@ -134,6 +134,7 @@ async def open_spools(settings: Settings, *, min_free_bytes: int = 0) -> AsyncIt
         quarantine = QuarantineSpool(
             storage,
             part_size_bytes=settings.spool.s3_part_size_bytes,
+            single_put_max_bytes=settings.spool.s3_single_put_max_bytes,
             parts_in_flight=settings.spool.s3_parts_in_flight,
             chunk_bytes=settings.spool.chunk_bytes,
         )

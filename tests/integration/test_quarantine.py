@@ -50,7 +50,11 @@ def settings_for(local: Local, tmp: Path, *, backend: str = "s3", **s3: Any) -> 
         s3=local.s3(FINAL, timeout_s=10.0, **s3),
     )
     settings.spool = SpoolSettings(
-        dir=tmp / "spool", backend=backend, s3_bucket=QUARANTINE, s3_part_size_bytes=PART
+        dir=tmp / "spool",
+        backend=backend,
+        s3_bucket=QUARANTINE,
+        s3_part_size_bytes=PART,
+        s3_single_put_max_bytes=PART,
     )
     return settings
 
@@ -116,6 +120,46 @@ async def test_a_chunk_larger_than_a_part_is_cut_into_parts(spools: Spools, raw_
     assert await spools.read_bytes(source) == data
     head = raw_s3.head_object(Bucket=QUARANTINE, Key=name, ChecksumMode="ENABLED")
     assert head["ChecksumSHA256"].endswith("-4")  # three whole parts and the last 5 bytes
+    assert uploads(raw_s3, QUARANTINE) == []
+
+
+@pytest.mark.parametrize(
+    ("size", "chunk", "checksum_suffix"),
+    [
+        (PART + 1, 64 * 1024, None),  # over a part, under the limit: one PutObject
+        (8 * MiB, 64 * 1024, None),
+        (8 * MiB + 1, 64 * 1024, "-2"),  # the limit's bytes first, then the rest
+        (17 * MiB, 64 * 1024, "-3"),  # 8 MiB, then parts of 5 MiB: 8, 5, 4
+        (19 * MiB, 19 * MiB, "-4"),  # one write of it all, cut: 8, 5, 5, 1
+    ],
+)
+async def test_a_single_put_limit_above_the_part_size_keeps_files_under_it_whole(
+    spools: Spools, raw_s3: Any, size: int, chunk: int, checksum_suffix: str | None
+) -> None:
+    """``SLUICE_SPOOL_S3_SINGLE_PUT_MAX_BYTES`` (8 MiB here) over parts of 5 MiB: a file up to
+    the limit is one ``PutObject`` with its full SHA-256 as S3's checksum (what promotion
+    trusts without reading back), a bigger one a multipart upload whose first part is the
+    limit's bytes and the next ones the part size."""
+    quarantine = QuarantineSpool(
+        spools.quarantine.storage,
+        part_size_bytes=PART,
+        single_put_max_bytes=8 * MiB,
+        parts_in_flight=2,
+    )
+    data = os.urandom(size)
+    name = str(uuid.uuid4())
+    async with await quarantine.open_writer(name, size) as writer:
+        for start in range(0, size, chunk):
+            await writer.write(data[start : start + chunk])
+        await writer.commit()
+    sha256_hex = hashlib.sha256(data).hexdigest()
+    assert writer.sha256 == sha256_hex
+    assert raw_s3.get_object(Bucket=QUARANTINE, Key=name)["Body"].read() == data
+    head = raw_s3.head_object(Bucket=QUARANTINE, Key=name, ChecksumMode="ENABLED")
+    if checksum_suffix is None:
+        assert head["ChecksumSHA256"] == b64_sha256(sha256_hex)
+    else:
+        assert head["ChecksumSHA256"].endswith(checksum_suffix), head["ChecksumSHA256"]
     assert uploads(raw_s3, QUARANTINE) == []
 
 
