@@ -211,6 +211,34 @@ async def test_the_mirrors_dead_letters_are_listed_and_replayed_to_the_mirror(b:
     assert await ids_of(b) == [scan_id]
 
 
+async def test_a_stage_queue_an_older_release_never_declared_is_taken_as_empty(
+    b: Broker,
+) -> None:
+    """A broker still run by services of a release before the mirror has no mirror queues: the
+    dead-letter commands take its dead-letter queue as empty rather than failing, while a
+    selection of only that stage (or a wrong prefix) is still a configuration error."""
+    publisher = await b.publisher()  # declares the topology, the mirror's queues with it
+    scan_id = await dead_letter(publisher, b.topology, received())
+    channel = await b.connection.channel()
+    await channel.queue_delete(b.topology.dead_letter_queue("mirror"))
+    await channel.close()
+
+    assert await ids_of(b) == [scan_id]
+    code, out, err = await sluice(b.env(), "dlq", "list")
+    assert code == 0, err
+    assert scan_id in out
+    code, out, err = await sluice(b.env(), "dlq", "show", scan_id)
+    assert code == 0, err
+    code, out, err = await sluice(b.env(), "dlq", "list", "--stage", "mirror")
+    assert code != 0
+    assert f"no queue {b.topology.dead_letter_queue('mirror')}" in out + err
+    code, out, err = await sluice(b.env(), "dlq", "replay")
+    assert code == 0, err
+    assert "replayed 1 dead letter(s)" in out
+    [moved] = await b.drain(b.topology.queue("scan"))
+    assert moved.message_id == scan_id
+
+
 async def test_rate_spaces_the_publishes(b: Broker) -> None:
     publisher = await b.publisher()
     ids = [await dead_letter(publisher, b.topology, received()) for _ in range(6)]

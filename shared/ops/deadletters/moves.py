@@ -17,7 +17,13 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from shared.adapters import broker
 from shared.errors import BrokerUnavailable
 from shared.ops.deadletters.messages import DeadLetter, describe, purge_record, replayed_message
-from shared.ops.deadletters.queues import EVERYTHING, Selection, every_letter, holding
+from shared.ops.deadletters.queues import (
+    EVERYTHING,
+    Selection,
+    every_letter,
+    existing_stages,
+    holding,
+)
 from shared.settings import AmqpSettings
 from shared.topology import DEAD_LETTER_STAGES, Topology
 
@@ -133,13 +139,15 @@ class _Sweep:
         """Apply ``act`` to each selected message, stage by stage, head first.
 
         Raises:
-            ConfigError: a dead-letter queue does not exist.
+            ConfigError: none of the selected dead-letter queues exists (one missing among
+                others is taken as empty: :func:`existing_stages`).
             BrokerUnavailable: a publish was not confirmed or the connection failed; messages
                 done so far stay done, the others stay in their dead-letter queue.
         """
         if self.limit is not None and self.limit < 0:
             raise ValueError("limit must be >= 0")
-        stages = [stage for stage in DEAD_LETTER_STAGES if stage in self.selection.stages]
+        selected = (stage for stage in DEAD_LETTER_STAGES if stage in self.selection.stages)
+        stages = await existing_stages(self.connection, self.topology, selected)
         depths = {}
         for stage in stages:
             async with holding(self.connection, self.topology, stage, timeout_s=1) as held:

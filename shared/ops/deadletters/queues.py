@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -197,6 +197,54 @@ async def holding(
                 pass  # the connection is gone: the broker requeues them all the same
 
 
+async def existing_stages(
+    connection: AbstractRobustConnection, topology: Topology, stages: Iterable[str]
+) -> list[str]:
+    """Those of ``stages`` whose dead-letter queue exists, in order (passive declares).
+
+    A queue missing among others that exist is a stage no service of this version has declared
+    yet (a broker still run by an older release, before the stage was added): it holds nothing,
+    and is skipped with a warning. None existing is a configuration error.
+
+    Raises:
+        ConfigError: none of the queues exists (wrong ``SLUICE_AMQP_PREFIX``, or no service
+            ever started); naming the first.
+        BrokerUnavailable: the channel or connection failed.
+    """
+    chosen = list(stages)
+    found: list[str] = []
+    missing: list[str] = []
+    try:
+        channel = await connection.channel(publisher_confirms=False)
+        try:
+            for stage in chosen:
+                try:
+                    await channel.declare_queue(topology.dead_letter_queue(stage), passive=True)
+                except aiormq.exceptions.ChannelNotFoundEntity:
+                    missing.append(stage)
+                    channel = await connection.channel(publisher_confirms=False)  # closed by it
+                else:
+                    found.append(stage)
+        finally:
+            if not channel.is_closed:
+                await channel.close()
+    except _ERRORS as exc:
+        raise BrokerUnavailable(f"no channel: {exc!r}") from exc
+    if chosen and not found:
+        name = topology.dead_letter_queue(chosen[0])
+        raise ConfigError(
+            f"no queue {name}: is SLUICE_AMQP_PREFIX right, and has a service started?",
+            queue=name,
+        )
+    if missing:
+        log.warning(
+            "dead-letter queues missing, taken as empty: a service of this version declares "
+            "them when it starts",
+            queues=[topology.dead_letter_queue(stage) for stage in missing],
+        )
+    return found
+
+
 async def _read(
     connection: AbstractRobustConnection, topology: Topology, stage: str, timeout_s: float
 ) -> list[AbstractIncomingMessage]:
@@ -222,7 +270,9 @@ async def list_dead_letters(
     (see the module docstring for the order guarantees).
 
     Raises:
-        ConfigError: a dead-letter queue does not exist (wrong prefix, topology never declared).
+        ConfigError: none of the selected dead-letter queues exists (wrong prefix, topology
+            never declared); one missing among others is taken as empty
+            (:func:`existing_stages`).
         BrokerUnavailable: the channel or connection failed; messages taken so far go back to
             the queue when the channel closes, possibly in another order.
     """
@@ -239,7 +289,8 @@ async def every_letter(
 ) -> list[DeadLetter]:
     """Every dead letter of the selected stages, matching or not (:func:`list_dead_letters`)."""
     letters: list[DeadLetter] = []
-    for stage in (stage for stage in DEAD_LETTER_STAGES if stage in selection.stages):
+    selected = (stage for stage in DEAD_LETTER_STAGES if stage in selection.stages)
+    for stage in await existing_stages(connection, topology, selected):
         letters += [describe(m, stage) for m in await _read(connection, topology, stage, timeout_s)]
     return letters
 
@@ -258,7 +309,7 @@ async def show_dead_letter(
     Raises:
         ConfigError, BrokerUnavailable: as :func:`list_dead_letters`.
     """
-    for stage in DEAD_LETTER_STAGES:
+    for stage in await existing_stages(connection, topology, DEAD_LETTER_STAGES):
         for message in await _read(connection, topology, stage, timeout_s):
             if message.message_id == message_id:
                 return detail(message, stage)
