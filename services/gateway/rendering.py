@@ -6,7 +6,10 @@ owner's, an unknown or a deleted file is 404; a quarantined one 410; a lost obje
 the three fits, the three formats), anything else 400 naming the allowed values, so the cache
 cannot be flooded with variants. A hit streams the stored rendition; a miss renders it
 (:mod:`services.gateway.renditions`), stores it, then serves it. ``ETag`` is a strong validator
-of the source version's SHA-256 and the parameters; ``If-None-Match`` → 304.
+of the source version's SHA-256 and the parameters; ``If-None-Match`` → 304. A version kept in
+the PostgreSQL fallback (S3 was down when it was stored) is rendered from its bytes there,
+uncached (``x-sluice-cache: bypass``): its cache key would be made of an object key it does not
+have yet.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from services.gateway.download import open_body, report_missing
 from services.gateway.errors import ApiError
 from services.gateway.files import not_found
 from services.gateway.renditions import RENDITION_CACHE, RenditionRequest
-from services.gateway.repo import fetch_file
+from services.gateway.repo import fetch_fallback_bytes, fetch_file
 from services.gateway.schemas import ErrorBody
 from services.gateway.version_queries import fetch_version
+from shared.adapters.row_cipher import RowCipher
 from shared.errors import SourceMissing, ThumbnailError
 from shared.imaging.render import is_thumbnailable
 from shared.imaging.rendition import FITS, FORMATS, MEDIA_TYPES, Fit, Format
@@ -161,11 +165,12 @@ async def render_file(
         )
     if source["status"] == FileStatus.CORRUPTED:
         raise ApiError(404, "object_missing", "the stored object is lost or damaged")
-    if source["object_key"] is None:
+    if source["object_key"] is None and not source["in_fallback"]:
         if source["status"] == FileStatus.REJECTED:
             raise ApiError(409, "not_stored", "the file was rejected")
-        where = "in the PostgreSQL fallback" if source["in_fallback"] else "not stored yet"
-        raise ApiError(409, "not_stored", f"{where} (status: {source['status']}); retry later")
+        raise ApiError(
+            409, "not_stored", f"not stored yet (status: {source['status']}); retry later"
+        )
     etag = request.etag(source["sha256"])
     headers = {
         "ETag": etag,
@@ -174,6 +179,9 @@ async def render_file(
     }
     if etag_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
+    media_type = MEDIA_TYPES[request.format]
+    if source["object_key"] is None:
+        return await _render_from_fallback(deps, file_id, owner, source, request, headers)
     key = rendition_key(
         source["object_key"],
         request.width,
@@ -181,7 +189,6 @@ async def render_file(
         request.fit,
         _EXTENSIONS[request.format],
     )
-    media_type = MEDIA_TYPES[request.format]
     hit = await _cached(deps, key, media_type, headers)
     if hit is not None:
         return hit
@@ -204,6 +211,36 @@ async def render_file(
             await renditions.store(deps.storage, key, rendition, source["sha256"])
     headers["x-sluice-cache"] = "miss"
     return Response(rendition.data, media_type=media_type, headers=headers)
+
+
+async def _render_from_fallback(
+    deps: GatewayDeps,
+    file_id: uuid.UUID,
+    owner: str,
+    source: Any,
+    request: RenditionRequest,
+    headers: dict[str, str],
+) -> Response:
+    """The rendition of a version whose bytes are in the PostgreSQL fallback, made from them and
+    not stored (S3 is likely down; the version has no object key to name it by).
+
+    Raises:
+        ApiError: 409 ``not_stored`` if the row left the fallback meanwhile (migrated back:
+            retry), 422 ``undecodable_image``, 429 ``too_many_renders``.
+    """
+    cipher = RowCipher.from_settings(deps.settings.fallback)
+    version = source["current_version"]
+    data = await fetch_fallback_bytes(deps.pool, file_id, version, owner, cipher)
+    if data is None:
+        raise ApiError(409, "not_stored", "moved out of the PostgreSQL fallback; retry")
+    RENDITION_CACHE.labels("bypass").inc()
+    with deps.renditions.slot(owner):
+        try:
+            rendition = await deps.renditions.render(data, source["content_type"], request)
+        except ThumbnailError as exc:
+            raise ApiError(422, "undecodable_image", exc.message) from None
+    headers["x-sluice-cache"] = "bypass"
+    return Response(rendition.data, media_type=MEDIA_TYPES[request.format], headers=headers)
 
 
 async def _cached(

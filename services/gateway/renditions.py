@@ -47,7 +47,8 @@ RENDERS = Counter(
 )
 RENDITION_CACHE = Counter(
     "sluice_rendition_cache_total",
-    "Rendition requests by cache result: hit (served from object storage) or miss.",
+    "Rendition requests by cache result: hit (served from object storage), miss (rendered "
+    "and stored), or bypass (rendered from the PostgreSQL fallback, not stored).",
     ["result"],
 )
 RENDER_SECONDS = Histogram(
