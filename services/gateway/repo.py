@@ -18,6 +18,7 @@ import asyncpg
 from shared.adapters.db import CONNECTION_ERRORS
 from shared.adapters.row_cipher import RowCipher
 from shared.errors import DatabaseUnavailable
+from shared.events import FileDeleted
 from shared.history import LAST_EVENT_TYPE
 
 T = TypeVar("T")
@@ -126,18 +127,27 @@ async def fetch_events_after(
     return rows
 
 
-async def committed_at_or_before(pool: asyncpg.Pool, file_id: uuid.UUID, seq: int) -> bool:
-    """Whether the file's ``file.committed`` is numbered ``seq`` or less (a stream resumed
-    after its end has nothing more to wait for).
+async def committed_at_or_before(
+    pool: asyncpg.Pool, file_id: uuid.UUID, seq: int, version: int | None = None
+) -> bool:
+    """Whether the file's ``file.committed`` (of ``version``, when given) or its
+    ``file.deleted`` is numbered ``seq`` or less (a stream resumed after its end has nothing
+    more to wait for).
 
     Raises:
         DatabaseUnavailable: PostgreSQL unreachable.
     """
     query = """
         SELECT EXISTS (SELECT 1 FROM file_events
-                       WHERE file_id = $1 AND seq <= $2 AND event_type = $3)
+                       WHERE file_id = $1 AND seq <= $2
+                         AND ((event_type = $3 AND ($4::int IS NULL OR version_number = $4))
+                              OR event_type = $5))
     """
-    done: bool = await db_call(lambda: pool.fetchval(query, file_id, seq, LAST_EVENT_TYPE))
+    done: bool = await db_call(
+        lambda: pool.fetchval(
+            query, file_id, seq, LAST_EVENT_TYPE, version, FileDeleted.routing_key
+        )
+    )
     return done
 
 

@@ -15,6 +15,11 @@ that reconnects with ``Last-Event-ID: 3`` gets the events from 4 on, so none is 
 none is missed. ``data`` has the shape of a row of ``history`` in ``GET /v1/files/{file_id}``.
 A comment (``: ping``) is sent after ``SLUICE_STREAM_KEEPALIVE_S`` of silence.
 
+``?version=N`` follows one version (an upload of a new version, ``POST …/versions`` or tus with
+``file_id``): only the events of version ``N``, ending after its own ``file.committed`` (or
+``file.deleted``); the ids are the same numbers, so ``Last-Event-ID`` works alike. Without it, a
+file's stream ends after its first ``file.committed``, that of version 1.
+
 Who may follow a file: its owner only. A file not recorded yet (the upload was accepted a moment
 ago and the commit stage has not recorded ``file.received``) is waited for, up to
 ``SLUICE_STREAM_FIRST_EVENT_WAIT_S``, before the answer starts; it is streamed once its row
@@ -38,7 +43,7 @@ from typing import Annotated, Any
 
 import asyncpg
 import structlog
-from fastapi import APIRouter, Depends, FastAPI, Header, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.responses import StreamingResponse
 from fastapi.sse import KEEPALIVE_COMMENT, format_sse_event
 from starlette.background import BackgroundTask
@@ -235,13 +240,14 @@ async def event_stream(
     subscription: Subscription,
     after_seq: int,
     keepalive_s: float,
+    version: int | None = None,
 ) -> AsyncIterator[bytes]:
-    """The SSE bytes of ``subscription``'s file: its events numbered past ``after_seq``, as they
-    are recorded, ending after ``file.committed`` (or ``file.deleted``) or when the listener
-    closes. A read that
-    PostgreSQL fails is tried again (the stream stays open, with keep-alives)."""
+    """The SSE bytes of ``subscription``'s file: its events numbered past ``after_seq`` (of
+    version ``version`` only, when given), as they are recorded, ending after ``file.committed``
+    (of that version) or ``file.deleted``, or when the listener closes. A read that PostgreSQL
+    fails is tried again (the stream stays open, with keep-alives)."""
     last = after_seq
-    if last and await committed_at_or_before(pool, subscription.file_id, last):
+    if last and await committed_at_or_before(pool, subscription.file_id, last, version):
         return
     loop = asyncio.get_running_loop()
     sent_at = loop.time()
@@ -253,9 +259,13 @@ async def event_stream(
             log.warning("gateway.stream_read_failed", error=str(exc))
             rows, retry_s = [], DATABASE_RETRY_S
         for row in rows:
+            last = row["seq"]
+            deleted = row["type"] == FileDeleted.routing_key  # the file's end, gdpr.md
+            if version is not None and row["version_number"] != version and not deleted:
+                continue
             yield sse_message(row)
-            last, sent_at = row["seq"], loop.time()
-            if row["type"] in (LAST_EVENT_TYPE, FileDeleted.routing_key):  # gdpr.md
+            sent_at = loop.time()
+            if row["type"] == LAST_EVENT_TYPE or deleted:
                 return
         if subscription.closing:
             return
@@ -298,8 +308,13 @@ async def follow_file(
             description="The `id` of the last message received: resume after it.",
         ),
     ] = None,
+    version: Annotated[
+        int | None,
+        Query(ge=1, description="Only this version's events, until its own file.committed."),
+    ] = None,
 ) -> StreamingResponse:
-    """The file's recorded events, then each new one, until ``file.committed``."""
+    """The file's recorded events, then each new one, until ``file.committed`` (of
+    ``version``, when given)."""
     structlog.contextvars.bind_contextvars(file_id=str(file_id))
     after = parse_last_event_id(last_event_id)
     lease = streams.slots.take(owner)
@@ -313,7 +328,7 @@ async def follow_file(
     async def body() -> AsyncIterator[bytes]:
         try:
             async for chunk in event_stream(
-                deps.pool, subscription, after, streams.settings.keepalive_s
+                deps.pool, subscription, after, streams.settings.keepalive_s, version
             ):
                 yield chunk
         finally:

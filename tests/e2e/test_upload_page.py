@@ -78,6 +78,8 @@ return Array.from(document.querySelectorAll("#uploads > li")).map((li) => {
     name: li.dataset.name,
     state: li.dataset.state,
     file_id: li.dataset.fileId || null,
+    version: li.dataset.version ? Number(li.dataset.version) : null,
+    file_id_text: li.querySelector(".file-id").innerText.trim(),
     status: li.querySelector(".status").innerText.trim(),
     done: Array.from(li.querySelectorAll(".stages li.done")).map((s) => s.dataset.stage),
     notes: Array.from(li.querySelectorAll(".notes li")).map((n) => n.innerText.trim()),
@@ -455,6 +457,52 @@ def test_a_stage_the_stream_did_not_show_is_taken_from_the_files_history(
     item = wait_items(page, {"photo-rotated.jpg"})["photo-rotated.jpg"]
     assert item["state"] == "available", item
     assert item["done"] == STAGES, item
+
+
+def test_a_file_chosen_with_a_file_id_becomes_that_files_next_version(
+    pipeline: Pipeline, page: WebDriver
+) -> None:
+    """The version field: the files chosen with one of the owner's file ids become its next
+    versions (tus ``file_id`` metadata), followed through their own stages, not the earlier
+    version's; a value that is not a file id uploads nothing; another owner's file is refused
+    with the gateway's message."""
+    use_key(page, pipeline.keys["alice"])
+    wait_text(page, "notice", "Key accepted")
+    choose(page, ROOT / "samples/photo.png")
+    first = wait_items(page, {"photo.png"})["photo.png"]
+    assert first["state"] == "available", first
+    file_id = first["file_id"]
+
+    field = page.find_element(By.ID, "version-of")
+    field.send_keys("not-a-file-id")
+    choose(page, ROOT / "samples/photo-rotated.jpg")
+    wait_text(page, "error", "is not a file id")
+    assert set(items(page)) == {"photo.png"}  # nothing uploaded
+
+    field.clear()
+    field.send_keys(file_id)
+    choose(page, ROOT / "samples/photo-rotated.jpg")
+    second = wait_items(page, {"photo-rotated.jpg"})["photo-rotated.jpg"]
+    assert second["state"] == "available", second
+    assert (second["file_id"], second["version"]) == (file_id, 2), second
+    assert second["file_id_text"] == f"file id {file_id}, version 2"
+    assert second["done"] == STAGES, second
+    assert second["thumb_shown"] and second["thumb_loaded"], second
+    with pipeline.client() as client:
+        info = client.get(f"/v1/files/{file_id}").json()
+        data = (ROOT / "samples/photo-rotated.jpg").read_bytes()
+        assert (info["version_number"], info["sha256"]) == (2, hashlib.sha256(data).hexdigest())
+        versions = client.get(f"/v1/files/{file_id}/versions").json()["versions"]
+        assert [v["version_number"] for v in versions] == [1, 2]
+
+    # Bob's key, alice's file id: the gateway refuses it (404), and the page says so.
+    page.find_element(By.ID, "forget-key").click()
+    use_key(page, pipeline.keys["bob"])
+    wait_text(page, "notice", "Key accepted")
+    choose(page, ROOT / "samples/document.pdf")
+    refused = wait_items(page, {"document.pdf"})["document.pdf"]
+    assert refused["state"] == "error", refused
+    assert "HTTP 404 not_found" in refused["status"], refused
 
 
 def wait_text(driver: WebDriver, element_id: str, expected: str) -> None:

@@ -105,7 +105,9 @@ async function useKey(candidate) {
 
 // ---- one file's row --------------------------------------------------------------------------
 
-function newItem(file) {
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function newItem(file, versionOf) {
   const node = $("upload-item").content.firstElementChild.cloneNode(true);
   node.dataset.name = file.name;
   node.dataset.state = "uploading";
@@ -115,7 +117,9 @@ function newItem(file) {
   bar.setAttribute("aria-label", `bytes of ${file.name} sent`);
   $("uploads").appendChild(node);
   $("empty").hidden = true;
-  return { file, node, fileId: null, committed: false };
+  // versionOf: the file this upload becomes the next version of (tus metadata file_id), or
+  // null for a new file; version: its number, once the gateway names it.
+  return { file, node, fileId: null, versionOf, version: null, committed: false };
 }
 
 function part(item, selector) {
@@ -160,6 +164,9 @@ function upload(item) {
     if (file.type) {
       metadata.filetype = file.type;
     }
+    if (item.versionOf) {
+      metadata.file_id = item.versionOf;
+    }
     const bar = part(item, ".bytes");
     const text = part(item, ".bytes-text");
     const tusUpload = new tus.Upload(file, {
@@ -169,12 +176,22 @@ function upload(item) {
       metadata,
       headers: { Authorization: `Bearer ${key()}` },
       removeFingerprintOnSuccess: true,
+      // The same file chosen as a new file and as a new version are two uploads: neither may
+      // resume the other's.
+      fingerprint: async (f, options) => {
+        const base = await tus.defaultOptions.fingerprint(f, options);
+        return item.versionOf ? `${base}-version-of-${item.versionOf}` : base;
+      },
       onShouldRetry: (err) => shouldRetry(err),
       onAfterResponse: (_request, response) => {
         // The PATCH that completes the upload (or a HEAD after it) names the file.
         const fileId = response.getHeader("Sluice-File-Id");
         if (fileId) {
           item.fileId = fileId;
+        }
+        const version = Number(response.getHeader("Sluice-Version-Number"));
+        if (version > 0) {
+          item.version = version;
         }
       },
       onProgress: (sent, total) => {
@@ -202,8 +219,16 @@ function upload(item) {
           resolve(false);
           return;
         }
-        part(item, ".file-id").textContent = `file id ${item.fileId}`;
+        if (item.versionOf && !item.version) {
+          setStatus(item, "error", "uploaded, but the gateway named no version number");
+          resolve(false);
+          return;
+        }
+        part(item, ".file-id").textContent = item.versionOf
+          ? `file id ${item.fileId}, version ${item.version}`
+          : `file id ${item.fileId}`;
         item.node.dataset.fileId = item.fileId;
+        item.node.dataset.version = item.version || "";
         setStatus(item, "following", "uploaded; waiting for the pipeline");
         resolve(true);
       },
@@ -254,7 +279,8 @@ function onStageEvent(item, message) {
 // Follows the file's events until file.committed, reconnecting with Last-Event-ID after a cut
 // (the gateway then sends only the events after it: none twice, none missed).
 async function follow(item) {
-  const url = `/v1/files/${encodeURIComponent(item.fileId)}/events`;
+  const version = item.versionOf ? `?version=${item.version}` : ""; // only this version's
+  const url = `/v1/files/${encodeURIComponent(item.fileId)}/events${version}`;
   let lastId = null;
   let failures = 0; // tries in a row that brought no event
   for (;;) {
@@ -332,7 +358,9 @@ async function showOutcome(item) {
     if (look > 0) {
       await sleep(1000);
     }
-    const response = await fetch(`/v1/files/${encodeURIComponent(item.fileId)}`, {
+    const file = `/v1/files/${encodeURIComponent(item.fileId)}`;
+    const url = item.versionOf ? `${file}/versions/${item.version}` : file;
+    const response = await fetch(url, {
       headers: { Authorization: `Bearer ${key()}`, Accept: "application/json" },
       cache: "no-store",
     });
@@ -368,8 +396,8 @@ async function showOutcome(item) {
   figure.hidden = false;
 }
 
-async function handle(file) {
-  const item = newItem(file);
+async function handle(file, versionOf) {
+  const item = newItem(file, versionOf);
   const uploaded = await uploadTurn(() => upload(item));
   showUnfinished().catch(() => {});
   if (!uploaded) {
@@ -387,8 +415,13 @@ function start(files) {
     fail("Enter an API key first: nothing was uploaded.");
     return;
   }
+  const versionOf = $("version-of").value.trim().toLowerCase() || null;
+  if (versionOf && !UUID.test(versionOf)) {
+    fail(`"${versionOf}" is not a file id (a UUID): nothing was uploaded.`);
+    return;
+  }
   for (const file of files) {
-    handle(file).catch((err) => fail(`${file.name}: ${err.message}`));
+    handle(file, versionOf).catch((err) => fail(`${file.name}: ${err.message}`));
   }
 }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,9 @@ class Sse:
 def chain(first: FileReceived) -> list[Any]:
     """The events the stages would emit for ``first``: scanned, stored, thumbnailed."""
     scanned = first.follow(FileScanned, scanner="ClamAV 1.0.9", signature_version="27431")
-    key = object_key(first.owner, first.file_id, first.received_at, first.original_name)
+    key = object_key(
+        first.owner, first.file_id, first.received_at, first.original_name, first.version_number
+    )
     stored = scanned.follow(FileStored, bucket=BUCKET, key=key)
     done = stored.follow(FileThumbnailed, bucket=BUCKET, key=key, thumbnails=())
     return [scanned, stored, done]
@@ -99,13 +102,18 @@ async def sse(
 
 
 async def read_stream(
-    client: httpx.AsyncClient, file_id: Any, last_event_id: str | None = None, limit: int = 99
+    client: httpx.AsyncClient,
+    file_id: Any,
+    last_event_id: str | None = None,
+    limit: int = 99,
+    version: int | None = None,
 ) -> tuple[list[tuple[str, str, dict[str, Any]]], bool]:
     """``([(id, event, data), …], ended)``: messages until the server ends the stream (``ended``)
     or ``limit`` messages were read."""
     headers = {"Last-Event-ID": last_event_id} if last_event_id is not None else {}
+    url = f"/v1/files/{file_id}/events" + (f"?version={version}" if version else "")
     messages: list[tuple[str, str, dict[str, Any]]] = []
-    async with aconnect_sse(client, "GET", f"/v1/files/{file_id}/events", headers=headers) as src:
+    async with aconnect_sse(client, "GET", url, headers=headers) as src:
         assert src.response.status_code == 200, await src.response.aread()
         assert src.response.headers["content-type"].startswith("text/event-stream")
         async for message in src.aiter_sse():
@@ -179,6 +187,40 @@ async def test_last_event_id_resumes_without_a_gap_or_a_repeat(
     assert ids == [1, 2, 3, 4, 5], ids
     assert [e for _, e, _ in part1 + part2] == STAGES
     assert again == [], "a stream resumed after its end sends nothing and ends"
+
+
+async def test_a_versions_stream_sends_that_versions_events_until_its_own_commit(
+    sse: Sse, received: AbstractQueue, alice: Who
+) -> None:
+    """``?version=2``: version 1's events (already recorded, its ``file.committed`` among them)
+    are skipped, and the stream ends after version 2's own ``file.committed``; without the
+    parameter, the file's stream ends after version 1's."""
+    _, headers = alice
+    first = await sse.upload(headers, received)
+    await sse.commit(first, *chain(first))
+    second = first.model_copy(
+        update={"event_id": uuid.uuid4(), "version_number": 2, "causation_id": None}
+    )
+    scanned, stored, done = chain(second)
+    await sse.commit(second, scanned)
+    async with sse.client(headers) as client:
+        url = f"/v1/files/{first.file_id}/events"
+        reading = asyncio.create_task(read_stream(client, first.file_id, version=2))
+        await asyncio.sleep(0.2)
+        await sse.commit(stored, done)
+        messages, ended = await asyncio.wait_for(reading, 10)
+        whole, whole_ended = await read_stream(client, first.file_id)
+        resumed, resumed_ended = await read_stream(client, first.file_id, messages[1][0], version=2)
+        after_end, _ = await read_stream(client, first.file_id, messages[-1][0], version=2)
+        bad = await client.get(url, params={"version": "0"})
+
+    assert ended and [e for _, e, _ in messages] == STAGES
+    assert {data["version_number"] for _, _, data in messages} == {2}
+    assert [int(i) for i, _, _ in messages] == [6, 7, 8, 9, 10]  # the file's own numbers
+    assert whole_ended and [int(i) for i, _, _ in whole] == [1, 2, 3, 4, 5]  # version 1's
+    assert resumed_ended and [e for _, e, _ in resumed] == STAGES[2:]
+    assert after_end == []
+    assert bad.status_code == 422
 
 
 async def test_a_malformed_last_event_id_is_refused(sse: Sse, alice: Who) -> None:
