@@ -225,6 +225,14 @@ def test_tus_js_client(pipeline: Pipeline, tmp_path: Path) -> None:
 
     small = tmp_path / "small.jpg"
     small.write_bytes(jpeg(200_000))
+    # overridePatchMethod: every PATCH goes as a POST with X-HTTP-Method-Override (tus 1.0).
+    posted = node("override", endpoint, key, str(small), "small.jpg", str(64 * 1024))
+    assert posted["ok"], posted
+    assert posted["methods"] == ["POST"], posted
+    posted_info = pipeline.wait_final(posted["fileId"], timeout_s=120)
+    assert posted_info["status"] == "available", posted_info
+    assert posted_info["sha256"] == hashlib.sha256(small.read_bytes()).hexdigest()
+
     bad = node("badsum", endpoint, key, str(small), "small.jpg", str(CHUNK))
     assert not bad["ok"] and bad["status"] == 460, bad
     other = node("head", bad["url"], pipeline.keys["bob"], str(small))

@@ -3,6 +3,8 @@
 //   node tus_client.cjs upload  ENDPOINT KEY FILE NAME CHUNK [ABORT_AT_BYTES]
 //   node tus_client.cjs resume  UPLOAD_URL KEY FILE CHUNK
 //   node tus_client.cjs badsum  ENDPOINT KEY FILE NAME CHUNK      (a wrong Upload-Checksum)
+//   node tus_client.cjs override ENDPOINT KEY FILE NAME CHUNK     (PATCH sent as POST with
+//                                                                  X-HTTP-Method-Override)
 //   node tus_client.cjs head    UPLOAD_URL KEY FILE               (resume only: no creation)
 //   node tus_client.cjs terminate UPLOAD_URL KEY
 "use strict";
@@ -35,6 +37,7 @@ if (mode === "terminate") {
   const abortAt = Number(abortArg || 0);
   let firstProgress = null;
   let fileId = null;
+  const methods = new Set(); // the methods the client really sent
   const upload = new tus.Upload(
     data,
     options({
@@ -42,7 +45,9 @@ if (mode === "terminate") {
       uploadUrl: resuming ? target : undefined,
       chunkSize,
       metadata: resuming ? {} : { filename: nameOrChunk, filetype: "image/jpeg", kind: "e2e" },
+      overridePatchMethod: mode === "override",
       onBeforeRequest(req) {
+        methods.add(req.getMethod());
         if (mode === "badsum" && req.getMethod() === "PATCH") {
           req.setHeader("Upload-Checksum", "sha256 " + Buffer.alloc(32).toString("base64"));
         }
@@ -57,7 +62,7 @@ if (mode === "terminate") {
         }
       },
       onSuccess() {
-        out({ ok: true, url: upload.url, fileId, firstProgress });
+        out({ ok: true, url: upload.url, fileId, firstProgress, methods: [...methods].sort() });
       },
       onError(error) {
         out({ ok: false, url: upload.url, status: statusOf(error), error: String(error) });

@@ -1,5 +1,12 @@
 """What wraps the tus routes: CORS and ``Tus-Resumable`` on every answer of ``/v1/uploads``,
-and the cleaner of expired uploads.
+``X-HTTP-Method-Override``, and the cleaner of expired uploads.
+
+tus 1.0 (core protocol, "Headers"): "The X-HTTP-Method-Override request header MUST be a string
+which MUST be interpreted as the request's method by the Server, if the header is presented.
+The actual method of the request MUST be ignored." Clients behind proxies or runtimes that drop
+PATCH or DELETE send them as a POST with this header (tus-js-client's ``overridePatchMethod``).
+On ``/v1/uploads`` only, the header's method (one of tus's: ``HEAD``, ``PATCH``, ``DELETE``,
+``POST``, ``OPTIONS``) replaces the request's; any other value is ``400 invalid_request``.
 
 Browsers send tus requests from pages of other origins: Starlette's ``CORSMiddleware``
 answers their preflights and marks answers, for ``/v1/uploads`` only, allowing the tus request
@@ -15,16 +22,21 @@ import structlog
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.gateway.errors import error_response
 from services.gateway.tus.headers import EXPOSED_HEADERS, REQUEST_HEADERS, VERSION
 from shared.adapters.resumable import UploadStore, clean_expired
 from shared.telemetry import metrics
 
 log = structlog.get_logger("sluice.gateway")
 PREFIX = "/v1/uploads"
+#: The methods ``X-HTTP-Method-Override`` may name: those of the tus protocol.
+OVERRIDABLE = frozenset({"HEAD", "PATCH", "DELETE", "POST", "OPTIONS"})
+_OVERRIDE = b"x-http-method-override"
 
 
 class TusEdge:
-    """ASGI middleware: CORS (when ``origins``) and ``Tus-Resumable: 1.0.0`` on ``/v1/uploads``."""
+    """ASGI middleware on ``/v1/uploads``: ``X-HTTP-Method-Override``, CORS (when ``origins``)
+    and ``Tus-Resumable: 1.0.0`` on every answer."""
 
     def __init__(self, app: ASGIApp, origins: tuple[str, ...]) -> None:
         self.app = app
@@ -50,6 +62,18 @@ class TusEdge:
                 message = {**message, "headers": headers}
             await send(message)
 
+        override = next((v for k, v in scope["headers"] if k.lower() == _OVERRIDE), None)
+        if override is not None:
+            method = override.decode("latin-1").strip().upper()
+            if method not in OVERRIDABLE:
+                refusal = error_response(
+                    400,
+                    "invalid_request",
+                    f"X-HTTP-Method-Override must be one of {', '.join(sorted(OVERRIDABLE))}",
+                )
+                await refusal(scope, receive, send_tus)
+                return
+            scope = {**scope, "method": method}
         await self.inner(scope, receive, send_tus)
 
 

@@ -299,6 +299,43 @@ async def test_termination(gw: Gateway, alice: Who) -> None:
     assert url.rsplit("/", 1)[1] not in upload_dirs(gw)
 
 
+async def test_x_http_method_override_is_the_requests_method(
+    gw: Gateway, received: AbstractQueue, alice: Who
+) -> None:
+    """tus 1.0: a client that cannot send PATCH, HEAD or DELETE sends POST with
+    ``X-HTTP-Method-Override``, and the server takes the header's method; a value that is not
+    a tus method is refused, and changes nothing."""
+    owner, headers = alice
+    data = jpeg(50_000)
+    url = await create(gw.client, headers, len(data))
+
+    def post_as(method: str, **extra: str) -> dict[str, str]:
+        return {**headers, **TUS, "X-HTTP-Method-Override": method, **extra}
+
+    first = await gw.client.post(
+        url, headers=post_as("PATCH", **STREAM, **{"Upload-Offset": "0"}), content=data[:20_000]
+    )
+    assert first.status_code == 204, first.text
+    assert first.headers["upload-offset"] == "20000"
+    head = await gw.client.post(url, headers=post_as("head"))
+    assert head.status_code == 200 and head.headers["upload-offset"] == "20000", head.text
+    bad = await gw.client.post(url, headers=post_as("PUT"))
+    assert bad.status_code == 400 and error_of(bad)[0] == "invalid_request", bad.text
+    assert bad.headers["tus-resumable"] == "1.0.0"
+    last = await gw.client.post(
+        url, headers=post_as("PATCH", **STREAM, **{"Upload-Offset": "20000"}), content=data[20_000:]
+    )
+    assert last.status_code == 204, last.text
+    event = parse_event((await next_event(received)).body)
+    assert (str(event.file_id), event.owner) == (last.headers["sluice-file-id"], owner)
+    assert event.sha256 == hashlib.sha256(data).hexdigest()
+
+    other = await create(gw.client, headers, len(data))
+    ended = await gw.client.post(other, headers=post_as("DELETE"))
+    assert ended.status_code == 204, ended.text
+    assert (await gw.client.head(other, headers={**headers, **TUS})).status_code == 404
+
+
 async def test_another_owner_gets_404(gw: Gateway, alice: Who, bob: Who) -> None:
     _, headers = alice
     _, others = bob
