@@ -175,13 +175,22 @@ async def create(request: Request, _: Version, owner: Owner, deps: Deps) -> Resp
     """Create an upload of ``Upload-Length`` bytes; with a body, take it as its first chunk.
 
     Raises:
-        ApiError: 400 (no or bad ``Upload-Length``, ``Upload-Defer-Length``, empty file), 404
+        ApiError: 400 (no or bad ``Upload-Length``, ``Upload-Defer-Length``,
+            ``Upload-Concat``, empty file), 404
             (``file_id`` names no file of the caller's), 413 (over the largest allowed size, or
             the type's), 415 (extension), 422 (no ``filename``, bad ``kind``/``metadata``/
             ``file_id``); a body's errors as PATCH.
     """
     if "upload-defer-length" in request.headers:
         raise ApiError(400, "invalid_request", "Upload-Defer-Length is not supported")
+    if "upload-concat" in request.headers:
+        # A partial upload taken as a whole one would become a file of a fragment.
+        raise ApiError(
+            400,
+            "invalid_request",
+            "Upload-Concat is not supported (no concatenation extension): send the file as "
+            "one upload (tus-js-client: parallelUploads 1)",
+        )
     length = tus.parse_length(request.headers.get("upload-length"), "Upload-Length")
     if length == 0:
         raise ApiError(400, "empty_file", "Upload-Length is 0: there is nothing to upload")

@@ -299,6 +299,30 @@ async def test_termination(gw: Gateway, alice: Who) -> None:
     assert url.rsplit("/", 1)[1] not in upload_dirs(gw)
 
 
+@pytest.mark.parametrize("concat", ["partial", "final;/v1/uploads/a /v1/uploads/b"])
+async def test_concatenation_is_refused_so_no_fragment_becomes_a_file(
+    gw: Gateway, alice: Who, concat: str
+) -> None:
+    """tus-js-client's ``parallelUploads`` creates partial uploads (``Upload-Concat``), which a
+    server without the concatenation extension would take for whole files of a fragment."""
+    _, headers = alice
+    answer = await gw.client.post(
+        "/v1/uploads/",
+        headers={
+            **headers,
+            **TUS,
+            "Upload-Length": "1000",
+            "Upload-Concat": concat,
+            "Upload-Metadata": meta(filename="photo.jpg"),
+        },
+    )
+    assert answer.status_code == 400, answer.text
+    code, message = error_of(answer)
+    assert code == "invalid_request" and "Upload-Concat" in message
+    options = await gw.client.options("/v1/uploads/")
+    assert "concatenation" not in options.headers["tus-extension"]
+
+
 async def test_x_http_method_override_is_the_requests_method(
     gw: Gateway, received: AbstractQueue, alice: Who
 ) -> None:
