@@ -40,11 +40,14 @@ async def follow_file(
     file_id: str,
     timeout_s: float,
     seen: Callable[[str, str | None], None],
+    version: int | None = None,
 ) -> Followed:
-    """Read ``file_id``'s events until ``file.committed`` (``done``), a dead letter, a refusal,
-    or ``timeout_s`` seconds (``error`` says which); ``seen(stage, detail)`` is called for each
-    event as it arrives. A broken stream, and a 404 while the file is not recorded yet, are
-    retried, resuming after the last event id received."""
+    """Read ``file_id``'s events (those of ``version`` only, when given) until its
+    ``file.committed`` (``done``), a dead letter, a refusal, or ``timeout_s`` seconds
+    (``error`` says which); ``seen(stage, detail)`` is called for each event as it arrives. A
+    broken stream, and a 404 while the file is not recorded yet, are retried, resuming after
+    the last event id received."""
+    url = f"/v1/files/{file_id}/events" + (f"?version={version}" if version else "")
     followed = Followed()
     last_id: str | None = None
     loop = asyncio.get_running_loop()
@@ -54,9 +57,7 @@ async def follow_file(
         try:
             async with (
                 asyncio.timeout(left),
-                aconnect_sse(
-                    client, "GET", f"/v1/files/{file_id}/events", headers=headers
-                ) as source,
+                aconnect_sse(client, "GET", url, headers=headers) as source,
             ):
                 status = source.response.status_code
                 if status == 404:

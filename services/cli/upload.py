@@ -1,5 +1,5 @@
-"""``sluice upload FILE... [--follow] [--kind K] [--metadata JSON]``: upload through the gateway
-and, with ``--follow``, watch each file through the pipeline.
+"""``sluice upload FILE... [--follow] [--kind K] [--metadata JSON] [--version-of ID]``: upload
+through the gateway and, with ``--follow``, watch each file through the pipeline.
 
 Each FILE goes up through ``POST /v1/files`` (multipart, one at a time) with a byte progress
 bar. Without ``--follow`` the file ids are printed, one per line (``<file_id>  <name>``), on
@@ -8,6 +8,11 @@ standard output. With ``--follow`` each accepted file's Server-Sent Events
 once, and shown stage by stage (received, scanned, stored, thumbnailed, committed); then a table
 gives each file's final status (and why, for a rejection), and whether the SHA-256 the gateway
 recorded, which S3 checked when it stored the bytes, is the local file's.
+
+``--version-of ID`` uploads each FILE as the next version of the caller's file ID
+(``POST /v1/files/{id}/versions``), one after the other, so they become versions n, n+1, …;
+``--follow`` then follows each version's own events (``?version=n``) and reads its own status
+(``GET /v1/files/{id}/versions/{n}``).
 
 The gateway's URL and the API key come from ``--url``/``SLUICE_URL`` and
 ``--api-key``/``SLUICE_API_KEY``; the key is never printed. Exit code: 0 when every file was
@@ -21,6 +26,7 @@ import asyncio
 import hashlib
 import io
 import json
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -54,6 +60,7 @@ class Uploaded:
     path: Path
     sha256: str
     file_id: str | None = None
+    version: int | None = None
     error: str | None = None
     followed: Followed = field(default_factory=Followed)
 
@@ -109,9 +116,14 @@ def _error_text(answer: httpx.Response) -> str:
 
 
 async def upload_all(
-    client: httpx.AsyncClient, paths: list[Path], fields: dict[str, str]
+    client: httpx.AsyncClient,
+    paths: list[Path],
+    fields: dict[str, str],
+    version_of: str | None = None,
 ) -> list[Uploaded]:
-    """Upload ``paths`` one after the other, with a byte progress bar on standard error."""
+    """Upload ``paths`` one after the other, with a byte progress bar on standard error: as
+    new files, or as the next versions of file ``version_of``."""
+    target = f"/v1/files/{version_of}/versions" if version_of else "/v1/files"
     results = []
     with Progress(
         TextColumn("{task.description}"),
@@ -126,13 +138,15 @@ async def upload_all(
             try:
                 with _Counted(path, progress, task) as part:
                     answer = await client.post(
-                        "/v1/files", files={"file": (path.name, part)}, data=fields
+                        target, files={"file": (path.name, part)}, data=fields
                     )
             except httpx.HTTPError as exc:
                 result.error = f"upload failed: {exc!r}"
             else:
                 if answer.status_code == 202:
-                    result.file_id = answer.json()["file_id"]
+                    accepted = answer.json()
+                    result.file_id = accepted["file_id"]
+                    result.version = accepted["version_number"] if version_of else None
                 else:
                     result.error = _error_text(answer)
             results.append(result)
@@ -161,22 +175,27 @@ async def follow_all(client: httpx.AsyncClient, results: list[Uploaded], timeout
                 if not err_console.is_terminal:  # no live bars in a log: a line per stage
                     progress.console.print(f"{result.path.name}: {text}", highlight=False)
 
-            result.followed = await follow_file(client, result.file_id, timeout_s, seen)
+            result.followed = await follow_file(
+                client, result.file_id, timeout_s, seen, version=result.version
+            )
 
         await asyncio.gather(*(one(result) for result in accepted))
 
 
 async def fetch_outcomes(client: httpx.AsyncClient, results: list[Uploaded]) -> None:
     """Fill in each followed file's final status, reason and recorded SHA-256
-    (``GET /v1/files/{id}``)."""
+    (``GET /v1/files/{id}``, or ``…/versions/{n}`` for a version)."""
     for result in results:
         if result.file_id is None:
             continue
-        answer = await client.get(f"/v1/files/{result.file_id}")
+        url = f"/v1/files/{result.file_id}"
+        if result.version is not None:
+            url += f"/versions/{result.version}"
+        answer = await client.get(url)
         if answer.status_code == 200:
             body: dict[str, Any] = answer.json()
             result.followed.status = body["status"]
-            result.followed.reason = body.get("status_reason")
+            result.followed.reason = body.get("status_reason") or body.get("rejection_reason")
             result.followed.recorded_sha256 = body.get("sha256")
         elif result.followed.error is None:
             result.followed.error = _error_text(answer)
@@ -190,7 +209,8 @@ def _good(result: Uploaded) -> bool:
 def render(results: list[Uploaded]) -> tuple[Table, bool]:
     """The outcome table, and whether every file is ``available`` with a matching SHA-256."""
     table = Table(title="sluice upload")
-    for column in ("file", "file id", "status", "SHA-256"):
+    versions = any(result.version is not None for result in results)
+    for column in ("file", "file id", *(("version",) if versions else ()), "status", "SHA-256"):
         table.add_column(column)
     ok = True
     for result in results:
@@ -207,8 +227,13 @@ def render(results: list[Uploaded]) -> tuple[Table, bool]:
         good = _good(result)
         ok &= good
         colour = "green" if good else "red"
+        version = (str(result.version or "—"),) if versions else ()
         table.add_row(
-            str(result.path), result.file_id or "—", f"[{colour}]{status}[/{colour}]", checksum
+            str(result.path),
+            result.file_id or "—",
+            *version,
+            f"[{colour}]{status}[/{colour}]",
+            checksum,
         )
     return table, ok
 
@@ -228,6 +253,15 @@ def upload(
     ] = None,
     metadata: Annotated[
         str | None, typer.Option(help="A JSON object kept with each file.", show_default=False)
+    ] = None,
+    version_of: Annotated[
+        uuid.UUID | None,
+        typer.Option(
+            "--version-of",
+            metavar="FILE_ID",
+            help="Upload each FILE as the next version of this file of yours.",
+            show_default=False,
+        ),
     ] = None,
     url: Annotated[
         str, typer.Option(envvar="SLUICE_URL", help="The gateway's base URL.")
@@ -258,11 +292,15 @@ def upload(
         # 60 s for every read, a stream's too: the gateway sends a keep-alive every 15 s, and a
         # stream silent for longer is resumed (Last-Event-ID) on a new connection.
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60.0) as client:
-            results = await upload_all(client, files, fields)
+            of = str(version_of) if version_of else None
+            results = await upload_all(client, files, fields, of)
             if not follow:
                 for result in results:
                     if result.file_id:
-                        out_console.print(f"{result.file_id}  {result.path}", highlight=False)
+                        number = f"  v{result.version}" if result.version else ""
+                        out_console.print(
+                            f"{result.file_id}{number}  {result.path}", highlight=False
+                        )
                     else:
                         err_console.print(f"[red]{result.path}: {result.error}[/red]")
                 return all(result.file_id for result in results)

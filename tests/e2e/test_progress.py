@@ -113,3 +113,43 @@ def test_sluice_upload_without_follow_prints_the_file_ids(pipeline: Pipeline) ->
     file_id, name = done.stdout.split()
     assert name == "samples/photo.webp"
     assert pipeline.wait_final(file_id)["status"] == "available"
+
+
+def test_sluice_upload_version_of_follows_each_new_version_to_its_own_end(
+    pipeline: Pipeline,
+) -> None:
+    """``--version-of``: each FILE becomes the next version of the file (2, then 3), each
+    followed through its own events (not version 1's, long committed) to ``available``."""
+    first = sluice_upload(pipeline, "samples/photo.png")
+    assert first.returncode == 0, first.stderr
+    file_id, _ = first.stdout.split()
+    assert pipeline.wait_final(file_id)["status"] == "available"
+
+    done = sluice_upload(
+        pipeline,
+        "samples/photo-rotated.jpg",
+        "samples/photo.webp",
+        "--version-of",
+        file_id,
+        "--follow",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {
+        name: line
+        for line in done.stdout.splitlines()
+        for name in ("photo-rotated.jpg", "photo.webp")
+        if name in line
+    }
+    assert " 2 " in rows["photo-rotated.jpg"] and "available" in rows["photo-rotated.jpg"], rows
+    assert " 3 " in rows["photo.webp"] and "available" in rows["photo.webp"], rows
+    assert all("match" in row for row in rows.values()), rows
+    with pipeline.client() as client:
+        versions = client.get(f"/v1/files/{file_id}/versions").json()["versions"]
+    assert [(v["version_number"], v["status"]) for v in versions] == [
+        (1, "available"),
+        (2, "available"),
+        (3, "available"),
+    ]
+
+    bad = sluice_upload(pipeline, "samples/photo.png", "--version-of", "not-a-uuid")
+    assert bad.returncode == 2, bad.stdout + bad.stderr
