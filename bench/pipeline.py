@@ -5,7 +5,7 @@ Usage::
 
     python bench/pipeline.py [--files 200] [--concurrency 8] [--rate 0] [--workers-per-stage 1 2]
                              [--camera-share 0.5] [--camera-sizes 4032x3024 ...]
-                             [--raw-seconds 5] [--timeout 900]
+                             [--raw-seconds 5] [--timeout 900] [--log-level info]
 
 It starts the real services (``shared.devservices``), then, for each number K of workers per
 stage: a fresh database ``sluice_bench`` (migrated), AMQP prefix ``bench``, bucket
@@ -33,6 +33,10 @@ the size and entropy of phone photos; ``--camera-sizes 1280x960`` makes 350 KiB 
 pipeline's cost per 300 KB file), each JPEG upload made unique by a comment (the other samples are
 sent as they are: Sluice does not deduplicate). Not a test: nothing is asserted. It loads the
 machine: run it alone.
+
+Every process logs at ``--log-level`` (``SLUICE_LOG_LEVEL``), by default ``info``, the level a
+deployment runs at: a line per message handled, per upload, per request is part of the cost
+measured (``warning`` leaves it out, to see what it costs).
 """
 
 from __future__ import annotations
@@ -224,6 +228,7 @@ class Run:
     workers: int
     tmp: Path
     config: devservices.DevServicesConfig
+    log_level: str = "info"
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     health_ports: dict[str, int] = field(default_factory=dict)
 
@@ -242,7 +247,7 @@ class Run:
             "SLUICE_GATEWAY_METRICS_PORT": str(free_port()),
             "SLUICE_GATEWAY_MAX_CONCURRENT_UPLOADS_PER_OWNER": "64",
             "SLUICE_LOG_FORMAT": "json",
-            "SLUICE_LOG_LEVEL": "warning",
+            "SLUICE_LOG_LEVEL": self.log_level,
         }
 
     def sluice(self, *args: str) -> str:
@@ -522,7 +527,7 @@ class Result:
 def run_pipeline(workers: int, uploads: list[Upload], args: argparse.Namespace) -> Result:
     config = devservices.DevServicesConfig.from_env()
     tmp = Path(tempfile.mkdtemp(prefix="sluice-bench-"))  # kept if the run fails: the logs
-    run = Run(workers, tmp, config)
+    run = Run(workers, tmp, config, log_level=args.log_level)
     key = run.prepare()
     try:
         run.start()
@@ -626,6 +631,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--raw-seconds", type=float, default=5.0, help="time per raw rate")
     parser.add_argument("--timeout", type=float, default=900.0, help="wait for final, seconds")
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="info",
+        help="SLUICE_LOG_LEVEL of every process (info: as deployed)",
+    )
     args = parser.parse_args(argv)
 
     devservices.up(buckets=[BUCKET])
@@ -639,6 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"stage workers' niceness (SLUICE_WORKER_NICE): {os.environ.get('SLUICE_WORKER_NICE', 0)}"
     )
+    print(f"log level of every process (SLUICE_LOG_LEVEL): {args.log_level}")
     results = []
     for workers in args.workers_per_stage:
         print(f"running with {workers} worker(s) per stage ...", flush=True)
