@@ -21,6 +21,8 @@ aborts the multipart upload and answers 503 ``storage_unavailable``.
 
 from __future__ import annotations
 
+import email.message
+import email.utils
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -69,6 +71,27 @@ def _mib(size: int) -> str:
 def too_large(what: str, limit: int) -> ApiError:
     """The 413 for ``what`` passing ``limit`` bytes."""
     return ApiError(413, "too_large", f"{what} is larger than the limit of {_mib(limit)}")
+
+
+def extended_filename(disposition: bytes | None) -> str | None:
+    """The ``filename*`` of a part's ``Content-Disposition``, decoded, or ``None``.
+
+    RFC 7578 asks senders for a plain ``filename`` (browsers send it as raw UTF-8), but clients
+    send the extended notation of RFC 5987 / RFC 2231, ``filename*=utf-8''%E7%85%A7.jpg``:
+    alone (urllib3 before 2.0 for a name that is not ASCII), or beside a ``filename`` holding
+    a fallback (.NET's ``MultipartFormDataContent``: an RFC 2047 encoded word). RFC 6266 § 4.3:
+    when both are there, ``filename*`` is the one to take. python-multipart's
+    ``parse_options_header`` drops it; the standard library's ``email`` parses it (its charset
+    applied, bytes it cannot decode replaced).
+    """
+    if not disposition:
+        return None
+    message = email.message.Message()
+    message["content-disposition"] = disposition.decode("latin-1")
+    for key, value in message.get_params(header="content-disposition", failobj=[]):
+        if key.lower() == "filename" and isinstance(value, tuple):
+            return email.utils.collapse_rfc2231_value(value, errors="replace")
+    return None
 
 
 def boundary_of(content_type: str | None) -> bytes:
@@ -165,7 +188,8 @@ class FormReader:
             self._complete = True
 
     def _start_part(self) -> None:
-        _, options = parse_options_header(self._headers.get("content-disposition"))
+        disposition = self._headers.get("content-disposition")
+        _, options = parse_options_header(disposition)
         name = options.get(b"name", b"").decode("utf-8", "replace")
         self._buffer = bytearray()
         self._part = name if name in ("file", "kind", "metadata") else None
@@ -173,12 +197,14 @@ class FormReader:
             return
         if self._original_name is not None:
             raise ApiError(422, "invalid_request", "send exactly one part named `file`")
-        filename = options.get(b"filename")
+        filename = extended_filename(disposition)
+        if filename is None and (plain := options.get(b"filename")) is not None:
+            filename = plain.decode("utf-8", "replace")
         if filename is None:
             raise ApiError(
                 422, "invalid_request", "the `file` part needs a filename (Content-Disposition)"
             )
-        self._original_name = clean_name(filename.decode("utf-8", "replace"))
+        self._original_name = clean_name(filename)
         declared = self._headers.get("content-type")
         self._declared = declared.decode("latin-1") if declared is not None else None
         self._limit = self._policy.limit_bytes(self._original_name)

@@ -149,6 +149,32 @@ async def test_bidi_and_zero_width_characters_are_dropped_from_names(
     assert spool_entries(gw.spool_dir) == [kept.json()["file_id"]]
 
 
+@pytest.mark.parametrize(
+    "disposition",
+    [
+        # urllib3 before 2.0, for a name that is not ASCII: the extended notation alone.
+        b"form-data; name=\"file\"; filename*=utf-8''%E7%85%A7%E7%89%87%20v2.jpg",
+        # .NET's MultipartFormDataContent: an RFC 2047 fallback, then filename* (RFC 6266).
+        b'form-data; name="file"; filename="=?utf-8?B?54Wn54mHIHYyLmpwZw==?="; '
+        b"filename*=utf-8''%E7%85%A7%E7%89%87%20v2.jpg",
+    ],
+)
+async def test_a_filename_in_rfc_5987_notation_is_the_files_name(
+    gw: Gateway, received: AbstractQueue, alice: Who, disposition: bytes
+) -> None:
+    data = jpeg()
+    body = (
+        b"--sLuIcE\r\nContent-Disposition: " + disposition + b"\r\n"
+        b"Content-Type: image/jpeg\r\n\r\n" + data + b"\r\n--sLuIcE--\r\n"
+    )
+    headers = {**alice[1], "Content-Type": "multipart/form-data; boundary=sLuIcE"}
+    response = await gw.client.post("/v1/files", headers=headers, content=body)
+    assert response.status_code == 202, response.text
+    assert response.json()["original_name"] == "\u7167\u7247 v2.jpg"
+    event = parse_event((await next_event(received)).body)
+    assert event.original_name == "\u7167\u7247 v2.jpg"
+
+
 async def test_names_over_1024_characters_are_400(gw: Gateway, alice: Who) -> None:
     fits = await upload(gw, alice[1], "\U0001f4f7" * 1020 + ".jpg", jpeg(), "image/jpeg")
     assert fits.status_code == 202, fits.text
