@@ -358,9 +358,15 @@ class ObjectStore(Protocol):
         ...
 
     def open_stream(
-        self, key: str, chunk_bytes: int = 256 * 1024
+        self,
+        key: str,
+        chunk_bytes: int = 256 * 1024,
+        byte_range: tuple[int, int] | None = None,
     ) -> AbstractAsyncContextManager[tuple[ObjectInfo, AsyncIterator[bytes]]]:
-        """The object opened for streaming: its info and an iterator of chunks.
+        """The object opened for streaming: its info (``size_bytes`` the whole object's) and an
+        iterator of chunks; of bytes ``first`` to ``last`` (inclusive, 0-based) only when
+        ``byte_range`` is ``(first, last)``, ``last`` within the object (HTTP Range semantics,
+        RFC 9110 § 14.1.2).
 
         Raises:
             SourceMissing: no such object. StorageUnavailable: the store is down.

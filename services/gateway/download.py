@@ -7,6 +7,14 @@ records it; its ``event_id`` is derived from the file, version and key, so repea
 record it once). While a version sits in the PostgreSQL fallback its bytes are served from
 there with the same headers (:func:`fallback_original`).
 
+Range requests (RFC 9110 § 14): ``Range: bytes=first-last``, ``first-`` or ``-suffix`` is served
+as ``206 Partial Content`` with ``Content-Range``, from S3 by a ranged ``GetObject`` (a download
+manager resumes, a media player seeks, without the whole object read); ``If-Range`` with the
+``ETag`` keeps a resume from mixing two versions' bytes (another validator: the whole file). A
+range with no byte in the file is ``416`` with ``Content-Range: bytes */size``. Several ranges,
+or a header that is not a valid ``bytes`` range, get the whole file (200), which RFC 9110
+allows. Every answer says ``Accept-Ranges: bytes``.
+
 An original is someone's upload, served from the gateway's own origin, so it is never rendered
 there: it comes as an ``attachment``, with ``X-Content-Type-Options: nosniff`` (browsers keep
 to the sniffed, policy-checked ``Content-Type``) and ``Content-Security-Policy: sandbox`` (should
@@ -17,14 +25,18 @@ same-origin requests).
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 from urllib.parse import quote
 
 import structlog
+from fastapi import Depends, Header
 from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
 
+from services.gateway.errors import ApiError
 from shared.adapters.broker import Publisher
 from shared.errors import BrokerUnavailable
 from shared.events import FileCorrupted, version_description
@@ -32,6 +44,68 @@ from shared.naming import sanitise_name
 from shared.ports import ObjectInfo, ObjectStore
 
 log = structlog.get_logger("sluice.gateway")
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+@dataclass(frozen=True)
+class RangeHeaders:
+    """A download request's ``Range`` and ``If-Range`` (``None`` when not sent)."""
+
+    range: str | None = None
+    if_range: str | None = None
+
+    def resolve(self, size_bytes: int | None, etag: str) -> tuple[int, int] | None:
+        """The bytes to serve, ``(first, last)`` inclusive, or ``None`` for the whole file.
+
+        ``None`` when: no ``Range``; ``If-Range`` that is not ``etag`` (the file changed, or a
+        date: there is no ``Last-Modified`` to compare); not one ``bytes`` range (several, or
+        malformed, or ``last`` before ``first``: RFC 9110 lets a server ignore them); the size
+        unknown. ``last`` past the end is cut to it (§ 14.1.2).
+
+        Raises:
+            ApiError: 416 ``range_not_satisfiable`` (with ``Content-Range: bytes */size``):
+                the range starts past the end, or asks for a suffix of 0 bytes.
+        """
+        if self.range is None or size_bytes is None:
+            return None
+        if self.if_range is not None and self.if_range.strip() != etag:
+            return None
+        matched = _RANGE.fullmatch(self.range.strip().replace(" ", ""))
+        if matched is None or not (matched[1] or matched[2]):
+            return None
+        if matched[1]:
+            first = int(matched[1])
+            last = min(int(matched[2]), size_bytes - 1) if matched[2] else size_bytes - 1
+            if matched[2] and int(matched[2]) < first:
+                return None
+            if first < size_bytes:
+                return first, last
+        elif (suffix := int(matched[2])) > 0 and size_bytes > 0:
+            return max(size_bytes - suffix, 0), size_bytes - 1
+        raise ApiError(
+            416,
+            "range_not_satisfiable",
+            f"no byte of {self.range.strip()} is in the file ({size_bytes} bytes)",
+            headers={"Content-Range": f"bytes */{size_bytes}"},
+        )
+
+
+def range_headers(
+    byte_range: Annotated[
+        str | None,
+        Header(alias="Range", description="One byte range, RFC 9110: bytes=0-1023, bytes=-500."),
+    ] = None,
+    if_range: Annotated[
+        str | None, Header(description="The ETag the range is of; another gets the whole file.")
+    ] = None,
+) -> RangeHeaders:
+    """The ``Range`` and ``If-Range`` of a download request (a FastAPI dependency)."""
+    return RangeHeaders(byte_range, if_range)
+
+
+#: A download route's parameter: its ``Range`` and ``If-Range`` headers.
+Ranges = Annotated[RangeHeaders, Depends(range_headers)]
 
 
 def quote_name(name: str) -> str:
@@ -49,12 +123,23 @@ def content_disposition(name: str) -> str:
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote_name(name)}"
 
 
-def original_headers(row: Any, size_bytes: int) -> dict[str, str]:
-    """The headers of an original, wherever its bytes come from: ``Content-Length``,
+def original_headers(
+    row: Any, size_bytes: int, byte_range: tuple[int, int] | None = None
+) -> dict[str, str]:
+    """The headers of an original, wherever its bytes come from: ``Content-Length`` (and
+    ``Content-Range`` for a ``byte_range`` of the ``size_bytes``), ``Accept-Ranges``,
     ``Content-Disposition``, ``ETag`` and ``x-sluice-sha256`` (the version's SHA-256), and the
     ones that keep a browser from running it (``nosniff``, a ``sandbox`` CSP)."""
+    ranged = {}
+    length = size_bytes
+    if byte_range is not None:
+        first, last = byte_range
+        ranged["Content-Range"] = f"bytes {first}-{last}/{size_bytes}"
+        length = last - first + 1
     return {
-        "Content-Length": str(size_bytes),
+        **ranged,
+        "Content-Length": str(length),
+        "Accept-Ranges": "bytes",
         "Content-Disposition": content_disposition(row["original_name"]),
         "x-sluice-sha256": row["sha256"],
         "ETag": f'"{row["sha256"]}"',
@@ -64,9 +149,21 @@ def original_headers(row: Any, size_bytes: int) -> dict[str, str]:
     }
 
 
-def fallback_original(row: Any, data: bytes) -> Response:
-    """The original of ``row`` from the PostgreSQL fallback, with the headers S3's would have."""
-    return Response(data, media_type=row["content_type"], headers=original_headers(row, len(data)))
+def fallback_original(row: Any, data: bytes, ranges: RangeHeaders | None = None) -> Response:
+    """The original of ``row`` from the PostgreSQL fallback (the requested range of it), with
+    the headers S3's would have.
+
+    Raises:
+        ApiError: 416 (:meth:`RangeHeaders.resolve`).
+    """
+    chosen = (ranges or RangeHeaders()).resolve(len(data), f'"{row["sha256"]}"')
+    body = data if chosen is None else data[chosen[0] : chosen[1] + 1]
+    return Response(
+        body,
+        status_code=200 if chosen is None else 206,
+        media_type=row["content_type"],
+        headers=original_headers(row, len(data), chosen),
+    )
 
 
 async def report_missing(publisher: Publisher, storage: ObjectStore, row: Any) -> None:
@@ -96,37 +193,47 @@ async def report_missing(publisher: Publisher, storage: ObjectStore, row: Any) -
 
 
 async def open_original(
-    storage: ObjectStore, row: Any, chunk_bytes: int, key: str | None = None
+    storage: ObjectStore,
+    row: Any,
+    chunk_bytes: int,
+    key: str | None = None,
+    ranges: RangeHeaders | None = None,
 ) -> StreamingResponse:
     """A streaming answer with the original object of ``row`` (a ``files`` ⋈ version row), at
-    ``key`` (default: the version's ``object_key``), with :func:`original_headers`.
+    ``key`` (default: the version's ``object_key``), with :func:`original_headers`: the
+    requested range of it (206), resolved against the version's recorded size, or all of it.
 
     Raises:
+        ApiError: 416 (:meth:`RangeHeaders.resolve`).
         SourceMissing: S3 has no such object.
         StorageUnavailable: S3 down (answered 503).
     """
-    info, body, close = await open_body(storage, key or row["object_key"], chunk_bytes)
+    chosen = (ranges or RangeHeaders()).resolve(row["size_bytes"], f'"{row["sha256"]}"')
+    info, body, close = await open_body(storage, key or row["object_key"], chunk_bytes, chosen)
     return StreamingResponse(
         body,
+        status_code=200 if chosen is None else 206,
         media_type=row["content_type"],
-        headers=original_headers(row, info.size_bytes),
+        headers=original_headers(row, info.size_bytes, chosen),
         background=BackgroundTask(close),
     )
 
 
 async def open_body(
-    storage: ObjectStore, key: str, chunk_bytes: int
+    storage: ObjectStore, key: str, chunk_bytes: int, byte_range: tuple[int, int] | None = None
 ) -> tuple[ObjectInfo, AsyncIterator[bytes], Callable[[], Awaitable[None]]]:
-    """Open object ``key`` before an answer starts: its info, its body in ``chunk_bytes``
-    chunks, and the close to run once the answer is over (also run when the body ends; twice is
-    harmless). Nothing stays open when it raises.
+    """Open object ``key`` (bytes ``byte_range`` of it, when given) before an answer starts:
+    its info, its body in ``chunk_bytes`` chunks, and the close to run once the answer is over
+    (also run when the body ends; twice is harmless). Nothing stays open when it raises.
 
     Raises:
         SourceMissing: no such object. StorageUnavailable: storage down.
     """
     stack = contextlib.AsyncExitStack()
     try:
-        info, chunks = await stack.enter_async_context(storage.open_stream(key, chunk_bytes))
+        info, chunks = await stack.enter_async_context(
+            storage.open_stream(key, chunk_bytes, byte_range)
+        )
     except BaseException:
         await stack.aclose()
         raise

@@ -22,6 +22,7 @@ from fastapi import APIRouter, Depends, Query
 from services.gateway.auth import Owner
 from services.gateway.deps import GatewayDeps, get_deps
 from services.gateway.download import (
+    Ranges,
     fallback_original,
     open_original,
     quote_name,
@@ -268,14 +269,16 @@ async def get_file(file_id: uuid.UUID, owner: Owner, deps: Deps) -> FileDetail:
     responses={
         **_ERRORS,
         200: {"content": {"application/octet-stream": {}}, "description": "The original."},
+        206: {"content": {"application/octet-stream": {}}, "description": "The Range asked."},
         409: {"model": ErrorBody, "description": "Not stored (yet), or rejected."},
         410: {"model": ErrorBody, "description": "Quarantined: a rescan found it infected."},
+        416: {"model": ErrorBody, "description": "No byte of the Range is in the file."},
         503: {"model": ErrorBody, "description": "Object storage unreachable."},
     },
     response_model=None,
     summary="Download the original",
 )
-async def get_content(file_id: uuid.UUID, owner: Owner, deps: Deps) -> Any:
+async def get_content(file_id: uuid.UUID, owner: Owner, deps: Deps, ranges: Ranges) -> Any:
     """Stream the original with its type, length, name and SHA-256: from S3, or from the
     PostgreSQL fallback while S3 was down and the version is not migrated back yet.
 
@@ -292,7 +295,7 @@ async def get_content(file_id: uuid.UUID, owner: Owner, deps: Deps) -> Any:
         cipher = RowCipher.from_settings(deps.settings.fallback)
         data = await fetch_fallback_bytes(deps.pool, file_id, row["current_version"], owner, cipher)
         if data is not None:
-            return fallback_original(row, data)
+            return fallback_original(row, data, ranges)
     if row["status"] == FileStatus.CORRUPTED:
         reason = row["status_reason"] or FileStatus.CORRUPTED
         raise ApiError(404, "object_missing", f"the stored object is lost or damaged: {reason}")
@@ -310,12 +313,12 @@ async def get_content(file_id: uuid.UUID, owner: Owner, deps: Deps) -> Any:
                 row["current_version"],
             )
             try:
-                return await open_original(deps.storage, row, deps.spool.chunk_bytes, key)
+                return await open_original(deps.storage, row, deps.spool.chunk_bytes, key, ranges)
             except SourceMissing:
                 pass
         raise ApiError(409, "not_stored", f"not stored yet (status: {row['status']})")
     try:
-        return await open_original(deps.storage, row, deps.spool.chunk_bytes)
+        return await open_original(deps.storage, row, deps.spool.chunk_bytes, ranges=ranges)
     except SourceMissing:
         await report_missing(deps.publisher, deps.storage, row)
         raise ApiError(404, "object_missing", "the stored object is missing") from None

@@ -6,8 +6,9 @@ instead (``shared.adapters.signed_urls``: HMAC-SHA256, checked in constant time)
 altered URL, or one past its ``expires``, is answered 403 ``forbidden`` with the reason; a key
 that is not there 404 ``not_found``. The body is streamed with the object's ``Content-Type``
 (or the signed ``type``) and ``Content-Length``, ``nosniff`` and a ``sandbox`` CSP, as
-originals are served (``services.gateway.download``). With the S3 backend the route answers 404:
-S3 serves its own presigned URLs.
+originals are served (``services.gateway.download``), and a byte ``Range`` as there (206, 416;
+the ``ETag`` is the object's stored SHA-256, for ``If-Range``), as S3 serves its presigned URLs.
+With the S3 backend the route answers 404: S3 serves its own presigned URLs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse
 
 from services.gateway.deps import GatewayDeps, get_deps
-from services.gateway.download import open_body
+from services.gateway.download import Ranges, open_body
 from services.gateway.errors import ApiError
 from shared.adapters.local_keys import is_safe_key
 from shared.adapters.local_storage import LocalObjectStorage
@@ -37,14 +38,17 @@ def _not_found() -> ApiError:
     "/v1/objects/{key:path}",
     summary="An object of the local storage backend, through a signed URL",
     responses={
+        206: {"description": "The Range asked."},
         403: {"description": "Signature does not match, or the URL has expired."},
         404: {"description": "No such object (or the S3 backend is in use)."},
+        416: {"description": "No byte of the Range is in the object."},
         503: {"description": "The storage directory is unreachable."},
     },
 )
 async def get_object(
     key: str,
     deps: Deps,
+    ranges: Ranges,
     expires: Annotated[int, Query(description="Expiry, Unix seconds.")],
     signature: Annotated[str, Query(max_length=128, description="HMAC-SHA256, hex.")],
     name: Annotated[str | None, Query(description="Download name, percent-encoded.")] = None,
@@ -56,7 +60,8 @@ async def get_object(
 
     Raises:
         ApiError: 403 ``forbidden`` (forged or expired, the message says which), 404
-            ``not_found``; StorageUnavailable is answered 503 ``storage_unavailable``.
+            ``not_found``, 416 (a Range past the end); StorageUnavailable is answered 503
+            ``storage_unavailable``.
     """
     storage = deps.storage
     if not isinstance(storage, LocalObjectStorage):
@@ -68,22 +73,35 @@ async def get_object(
         raise ApiError(403, "forbidden", f"download URL refused: {problem}")
     if not is_safe_key(key):
         raise _not_found()
+    head = await storage.head(key)
+    if head is None:
+        raise _not_found()
+    etag = f'"{head.checksum_sha256}"' if head.checksum_sha256 else ""
+    chosen = ranges.resolve(head.size_bytes, etag) if etag else None
     try:
-        info, body, close = await open_body(storage, key, deps.spool.chunk_bytes)
+        info, body, close = await open_body(storage, key, deps.spool.chunk_bytes, chosen)
     except SourceMissing:
         raise _not_found() from None
 
     headers = {
+        "Accept-Ranges": "bytes" if etag else "none",
         "Content-Length": str(info.size_bytes),
         "Cache-Control": "private, no-store",
         "X-Content-Type-Options": "nosniff",
         "Content-Security-Policy": "sandbox",
     }
+    if etag:
+        headers["ETag"] = etag
+    if chosen is not None:
+        first, last = chosen
+        headers["Content-Range"] = f"bytes {first}-{last}/{info.size_bytes}"
+        headers["Content-Length"] = str(last - first + 1)
     if name is not None:
         # ``name`` is signed as the URL carries it, already percent-encoded (RFC 5987)
         headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{name}"
     return StreamingResponse(
         body,
+        status_code=200 if chosen is None else 206,
         media_type=content_type or info.content_type or "application/octet-stream",
         headers=headers,
         background=BackgroundTask(close),

@@ -23,7 +23,13 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 
 from services.gateway.auth import Owner
 from services.gateway.deps import GatewayDeps, get_deps
-from services.gateway.download import fallback_original, open_original, quote_name, report_missing
+from services.gateway.download import (
+    Ranges,
+    fallback_original,
+    open_original,
+    quote_name,
+    report_missing,
+)
 from services.gateway.errors import ApiError
 from services.gateway.files import not_found
 from services.gateway.repo import fetch_fallback_bytes, fetch_owner
@@ -204,15 +210,17 @@ async def get_version(
     responses={
         **_NOT_FOUND,
         200: {"content": {"application/octet-stream": {}}, "description": "The version."},
+        206: {"content": {"application/octet-stream": {}}, "description": "The Range asked."},
         409: {"model": ErrorBody, "description": "This version is not stored (yet), or rejected."},
         410: {"model": ErrorBody, "description": "Quarantined: a rescan found it infected."},
+        416: {"model": ErrorBody, "description": "No byte of the Range is in the version."},
         503: {"model": ErrorBody, "description": "Object storage unreachable."},
     },
     response_model=None,
     summary="Download one version",
 )
 async def get_version_content(
-    file_id: uuid.UUID, version_number: Number, owner: Owner, deps: Deps
+    file_id: uuid.UUID, version_number: Number, owner: Owner, deps: Deps, ranges: Ranges
 ) -> Any:
     """Stream the version's bytes with its type, length, name and SHA-256 (``x-sluice-sha256``,
     ``ETag``), from S3 or from the PostgreSQL fallback; a lost object is 404 ``object_missing``
@@ -230,7 +238,7 @@ async def get_version_content(
         cipher = RowCipher.from_settings(deps.settings.fallback)
         data = await fetch_fallback_bytes(deps.pool, file_id, version_number, owner, cipher)
         if data is not None:
-            return fallback_original(row, data)
+            return fallback_original(row, data, ranges)
     if row["status"] == FileStatus.CORRUPTED:
         raise ApiError(404, "object_missing", "the stored object of this version is lost")
     if row["object_key"] is None:
@@ -239,7 +247,7 @@ async def get_version_content(
             raise ApiError(409, "not_stored", f"this version was rejected: {reason}")
         raise ApiError(409, "not_stored", f"not stored yet (status: {row['status']})")
     try:
-        return await open_original(deps.storage, row, deps.spool.chunk_bytes)
+        return await open_original(deps.storage, row, deps.spool.chunk_bytes, ranges=ranges)
     except SourceMissing:
         await report_missing(deps.publisher, deps.storage, row)
         raise ApiError(404, "object_missing", "the stored object is missing") from None

@@ -396,10 +396,11 @@ class LocalObjectStorage:
 
     @contextlib.asynccontextmanager
     async def open_stream(
-        self, key: str, chunk_bytes: int = 256 * 1024
+        self, key: str, chunk_bytes: int = 256 * 1024, byte_range: tuple[int, int] | None = None
     ) -> AsyncIterator[tuple[ObjectInfo, AsyncIterator[bytes]]]:
-        """Open the object for streaming: yields its info and an iterator of chunks. The file is
-        opened before this yields, so a rename over it meanwhile does not change what is read.
+        """Open the object for streaming: yields its info and an iterator of chunks (of bytes
+        ``first`` to ``last`` only, when ``byte_range`` is given). The file is opened before
+        this yields, so a rename over it meanwhile does not change what is read.
 
         Raises:
             SourceMissing: no such object. StorageUnavailable: root missing, I/O error.
@@ -409,9 +410,19 @@ class LocalObjectStorage:
             raise SourceMissing("no such object", bucket=self.bucket, key=key)
         info, fd = found
         handle = os.fdopen(fd, "rb")
+        first, last = (0, info.size_bytes - 1) if byte_range is None else byte_range
+        if first:
+            handle.seek(first)
 
         async def chunks() -> AsyncIterator[bytes]:
-            while chunk := await self._run("get", key, lambda: handle.read(chunk_bytes)):
+            left = last - first + 1
+            while left > 0:
+                chunk = await self._run(
+                    "get", key, functools.partial(handle.read, min(chunk_bytes, left))
+                )
+                if not chunk:
+                    return
+                left -= len(chunk)
                 yield chunk
 
         try:

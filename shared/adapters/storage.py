@@ -407,20 +407,30 @@ class S3ObjectStorage:
 
     @contextlib.asynccontextmanager
     async def open_stream(
-        self, key: str, chunk_bytes: int = 256 * 1024
+        self, key: str, chunk_bytes: int = 256 * 1024, byte_range: tuple[int, int] | None = None
     ) -> AsyncIterator[tuple[ObjectInfo, AsyncIterator[bytes]]]:
-        """Open the object for streaming: yields its info and an iterator of chunks.
+        """Open the object for streaming: yields its info and an iterator of chunks; with
+        ``byte_range`` ``(first, last)``, a ranged ``GetObject`` (``Range: bytes=first-last``)
+        whose info still gives the whole object's size (from ``Content-Range``).
 
         Raises:
             SourceMissing: no such object.
             StorageUnavailable: S3 down.
         """
+        ranged = {}
+        if byte_range is not None:
+            ranged["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
         answer = await self._call(
-            "GetObject", lambda: self._client.get_object(Bucket=self.bucket, Key=key), key=key
+            "GetObject",
+            lambda: self._client.get_object(Bucket=self.bucket, Key=key, **ranged),
+            key=key,
         )
+        size = int(answer["ContentLength"])
+        if byte_range is not None and (whole := answer.get("ContentRange")):
+            size = int(whole.rsplit("/", 1)[1])  # "bytes 0-99/1234"
         info = ObjectInfo(
             key=key,
-            size_bytes=int(answer["ContentLength"]),
+            size_bytes=size,
             last_modified=answer.get("LastModified"),
             content_type=answer.get("ContentType"),
         )

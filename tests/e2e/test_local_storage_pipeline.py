@@ -125,6 +125,17 @@ def test_signed_urls_serve_the_original_and_thumbnails(
     assert answer.headers["content-length"] == str(len(data))
     assert answer.headers["content-disposition"].startswith("attachment; filename*=UTF-8''")
     assert answer.headers["x-content-type-options"] == "nosniff"
+    assert answer.headers["accept-ranges"] == "bytes"
+    # A byte range, as S3 serves one of a presigned URL (a resumed download, a media seek).
+    etag = answer.headers["etag"]
+    part = httpx.get(
+        pipeline.url + original, headers={"Range": "bytes=100-199", "If-Range": etag}, timeout=10
+    )
+    assert part.status_code == 206 and part.content == data[100:200]
+    assert part.headers["content-range"] == f"bytes 100-199/{len(data)}"
+    assert part.headers["content-length"] == "100"
+    past = httpx.get(pipeline.url + original, headers={"Range": f"bytes={len(data)}-"}, timeout=10)
+    assert past.status_code == 416 and past.headers["content-range"] == f"bytes */{len(data)}"
     for thumb in info["thumbnails"]:
         answer = httpx.get(pipeline.url + thumb["url"], timeout=10)
         assert answer.status_code == 200, answer.text

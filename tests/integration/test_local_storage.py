@@ -61,6 +61,12 @@ async def test_a_write_is_read_back_with_s3s_head_shape(storage: LocalObjectStor
     assert streamed.size_bytes == 10_000 and b"".join(pieces) == data
     assert max(len(p) for p in pieces) == 3000
     assert (storage.root / BUCKET / "alice/a.jpg").read_bytes() == data
+    for first, last in ((0, 0), (2999, 6001), (9000, 9999)):  # HTTP Range: last inclusive
+        async with storage.open_stream("alice/a.jpg", 3000, (first, last)) as (ranged, chunks):
+            pieces = [chunk async for chunk in chunks]
+        assert ranged.size_bytes == 10_000  # the whole object's
+        assert b"".join(pieces) == data[first : last + 1]
+        assert max(len(p) for p in pieces) <= 3000
 
 
 async def test_a_conditional_write_leaves_a_file_that_is_there(

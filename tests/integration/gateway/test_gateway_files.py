@@ -122,6 +122,59 @@ async def test_status_history_presigned_urls_and_content(
     assert content.headers["content-security-policy"] == "sandbox"
 
 
+async def test_a_range_of_the_content_is_206_from_s3_and_from_the_fallback(
+    gw: Gateway, pool: asyncpg.Pool, storage: S3ObjectStorage, alice: Who
+) -> None:
+    """RFC 9110 ranges: a download resumed (``bytes=first-``, with ``If-Range``), a media
+    player's seek, a suffix; a changed file's ``If-Range`` gets all of it; past the end, 416."""
+    owner, headers = alice
+    data = jpeg(300_000)
+    sha = hashlib.sha256(data).hexdigest()
+    key = f"{owner}/{uuid.uuid4()}-20250101T000000Z-photo.jpg"
+    await storage.put_bytes(key, data, sha256_hex=sha, content_type="image/jpeg")
+    stored = await insert_file(pool, owner, data=data, key=key)
+    in_fallback = await insert_file(pool, owner, data=data, status="fallback")
+    await pool.execute(
+        "INSERT INTO fallback_blobs (file_id, version_number, owner, content_type, size_bytes,"
+        " sha256, data_base64, event, reason) VALUES ($1, 1, $2, 'image/jpeg', $3, $4, $5,"
+        " '{}', 'StorageUnavailable after 3 attempts')",
+        in_fallback,
+        owner,
+        len(data),
+        sha,
+        base64.b64encode(data).decode(),
+    )
+    size = len(data)
+    for file_id in (stored, in_fallback):
+        url = f"/v1/files/{file_id}/content"
+        whole = await gw.client.get(url, headers=headers)
+        assert whole.status_code == 200 and whole.headers["accept-ranges"] == "bytes"
+        for asked, first, last in (
+            ("bytes=0-1023", 0, 1023),
+            ("bytes=123456-", 123456, size - 1),
+            ("bytes=-2000", size - 2000, size - 1),
+            ("bytes=299000-999999", 299000, size - 1),
+        ):
+            part = await gw.client.get(
+                url, headers={**headers, "Range": asked, "If-Range": f'"{sha}"'}
+            )
+            assert part.status_code == 206, (file_id, asked, part.text[:200])
+            assert part.content == data[first : last + 1], asked
+            assert part.headers["content-range"] == f"bytes {first}-{last}/{size}"
+            assert part.headers["content-length"] == str(last - first + 1)
+            assert part.headers["x-sluice-sha256"] == sha  # of the whole file
+        changed = await gw.client.get(
+            url, headers={**headers, "Range": "bytes=0-9", "If-Range": '"another"'}
+        )
+        assert changed.status_code == 200 and changed.content == data
+        several = await gw.client.get(url, headers={**headers, "Range": "bytes=0-1,5-9"})
+        assert several.status_code == 200 and several.content == data
+        past = await gw.client.get(url, headers={**headers, "Range": f"bytes={size}-"})
+        assert past.status_code == 416, past.text
+        assert past.headers["content-range"] == f"bytes */{size}"
+        assert error_of(past)[0] == "range_not_satisfiable"
+
+
 async def test_content_not_stored_is_409_and_missing_object_404(
     gw: Gateway, pool: asyncpg.Pool, alice: Who
 ) -> None:
