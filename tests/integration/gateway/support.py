@@ -10,6 +10,7 @@ suite runs on several workers, since the gateway's modules share one gateway per
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import io
@@ -177,6 +178,21 @@ async def upload(
 def error_of(response: httpx.Response) -> tuple[str, str]:
     body = response.json()
     return body["error"]["code"], body["error"]["message"]
+
+
+async def insert_fallback(pool: asyncpg.Pool, file_id: uuid.UUID, owner: str, data: bytes) -> None:
+    """The ``fallback_blobs`` row the fallback worker writes for version 1 of ``file_id``
+    (unsealed: ``SLUICE_FALLBACK_ENCRYPTION_*`` unset), the bytes Base64."""
+    await pool.execute(
+        "INSERT INTO fallback_blobs (file_id, version_number, owner, content_type, size_bytes,"
+        " sha256, data_base64, event, reason) VALUES ($1, 1, $2, 'image/jpeg', $3, $4, $5,"
+        " '{}', 'StorageUnavailable after 3 attempts')",
+        file_id,
+        owner,
+        len(data),
+        hashlib.sha256(data).hexdigest(),
+        base64.b64encode(data).decode(),
+    )
 
 
 async def insert_file(

@@ -4,7 +4,6 @@ or from the PostgreSQL fallback with the same headers, a missing object reported
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -23,6 +22,7 @@ from tests.integration.gateway.support import (
     Who,
     _owner,
     error_of,
+    insert_fallback,
     insert_file,
     jpeg,
     next_event,
@@ -134,16 +134,7 @@ async def test_a_range_of_the_content_is_206_from_s3_and_from_the_fallback(
     await storage.put_bytes(key, data, sha256_hex=sha, content_type="image/jpeg")
     stored = await insert_file(pool, owner, data=data, key=key)
     in_fallback = await insert_file(pool, owner, data=data, status="fallback")
-    await pool.execute(
-        "INSERT INTO fallback_blobs (file_id, version_number, owner, content_type, size_bytes,"
-        " sha256, data_base64, event, reason) VALUES ($1, 1, $2, 'image/jpeg', $3, $4, $5,"
-        " '{}', 'StorageUnavailable after 3 attempts')",
-        in_fallback,
-        owner,
-        len(data),
-        sha,
-        base64.b64encode(data).decode(),
-    )
+    await insert_fallback(pool, in_fallback, owner, data)
     size = len(data)
     for file_id in (stored, in_fallback):
         url = f"/v1/files/{file_id}/content"
@@ -211,16 +202,7 @@ async def test_fallback_copy_is_served_from_postgresql_with_the_same_headers(
 ) -> None:
     data = jpeg()
     file_id = await insert_file(pool, alice[0], data=data, status="fallback")
-    await pool.execute(
-        "INSERT INTO fallback_blobs (file_id, version_number, owner, content_type, size_bytes,"
-        " sha256, data_base64, event, reason) VALUES ($1, 1, $2, 'image/jpeg', $3, $4, $5,"
-        " '{}', 'StorageUnavailable after 3 attempts')",
-        file_id,
-        alice[0],
-        len(data),
-        hashlib.sha256(data).hexdigest(),
-        base64.b64encode(data).decode(),
-    )
+    await insert_fallback(pool, file_id, alice[0], data)
 
     response = await gw.client.get(f"/v1/files/{file_id}/content", headers=alice[1])
     status = (await gw.client.get(f"/v1/files/{file_id}", headers=alice[1])).json()

@@ -5,7 +5,6 @@ gets (size, fit, format, orientation), the cached object in the bucket, 304, the
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import io
 import uuid
@@ -17,7 +16,7 @@ from PIL import Image
 from prometheus_client import REGISTRY
 
 from shared.adapters.storage import S3ObjectStorage
-from tests.integration.gateway.support import Gateway, error_of, insert_file
+from tests.integration.gateway.support import Gateway, error_of, insert_fallback, insert_file
 
 pytestmark = pytest.mark.integration
 
@@ -124,16 +123,7 @@ async def test_a_version_in_the_postgresql_fallback_is_rendered_from_there_uncac
     object key. A rendition is made from those bytes (not a 409), and stored nowhere."""
     owner, headers = alice
     file_id = await insert_file(pool, owner, data=ROTATED, status="fallback")
-    await pool.execute(
-        "INSERT INTO fallback_blobs (file_id, version_number, owner, content_type, size_bytes,"
-        " sha256, data_base64, event, reason) VALUES ($1, 1, $2, 'image/jpeg', $3, $4, $5,"
-        " '{}', 'StorageUnavailable after 3 attempts')",
-        file_id,
-        owner,
-        len(ROTATED),
-        _sha(ROTATED),
-        base64.b64encode(ROTATED).decode(),
-    )
+    await insert_fallback(pool, file_id, owner, ROTATED)
     url = f"/v1/files/{file_id}/render?w=256&format=png"
 
     response = await gw.client.get(url, headers=headers)
