@@ -15,6 +15,10 @@ range with no byte in the file is ``416`` with ``Content-Range: bytes */size``. 
 or a header that is not a valid ``bytes`` range, get the whole file (200), which RFC 9110
 allows. Every answer says ``Accept-Ranges: bytes``.
 
+``HEAD`` (RFC 9110 § 9.3.2: the headers a ``GET`` would have, no body) is answered from a
+``HeadObject`` (or the fallback row), so asking a file's size, type and SHA-256 reads none of
+its bytes; a ``Range`` is resolved as for ``GET``.
+
 An original is someone's upload, served from the gateway's own origin, so it is never rendered
 there: it comes as an ``attachment``, with ``X-Content-Type-Options: nosniff`` (browsers keep
 to the sniffed, policy-checked ``Content-Type``) and ``Content-Security-Policy: sandbox`` (should
@@ -32,13 +36,13 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import structlog
-from fastapi import Depends, Header
+from fastapi import Depends, Header, Request
 from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
 
 from services.gateway.errors import ApiError
 from shared.adapters.broker import Publisher
-from shared.errors import BrokerUnavailable
+from shared.errors import BrokerUnavailable, SourceMissing
 from shared.events import FileCorrupted, version_description
 from shared.naming import sanitise_name
 from shared.ports import ObjectInfo, ObjectStore
@@ -49,11 +53,13 @@ _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 
 
 @dataclass(frozen=True)
-class RangeHeaders:
-    """A download request's ``Range`` and ``If-Range`` (``None`` when not sent)."""
+class DownloadRequest:
+    """What a download request asks beyond its path: ``Range`` and ``If-Range`` (``None`` when
+    not sent), and whether it is a ``HEAD`` (headers only)."""
 
     range: str | None = None
     if_range: str | None = None
+    head_only: bool = False
 
     def resolve(self, size_bytes: int | None, etag: str) -> tuple[int, int] | None:
         """The bytes to serve, ``(first, last)`` inclusive, or ``None`` for the whole file.
@@ -91,7 +97,8 @@ class RangeHeaders:
         )
 
 
-def range_headers(
+def download_request(
+    request: Request,
     byte_range: Annotated[
         str | None,
         Header(alias="Range", description="One byte range, RFC 9110: bytes=0-1023, bytes=-500."),
@@ -99,13 +106,13 @@ def range_headers(
     if_range: Annotated[
         str | None, Header(description="The ETag the range is of; another gets the whole file.")
     ] = None,
-) -> RangeHeaders:
-    """The ``Range`` and ``If-Range`` of a download request (a FastAPI dependency)."""
-    return RangeHeaders(byte_range, if_range)
+) -> DownloadRequest:
+    """The ``Range``, ``If-Range`` and method of a download request (a FastAPI dependency)."""
+    return DownloadRequest(byte_range, if_range, head_only=request.method == "HEAD")
 
 
-#: A download route's parameter: its ``Range`` and ``If-Range`` headers.
-Ranges = Annotated[RangeHeaders, Depends(range_headers)]
+#: A download route's parameter: its ``Range`` and ``If-Range`` headers, and whether it is a HEAD.
+Download = Annotated[DownloadRequest, Depends(download_request)]
 
 
 def quote_name(name: str) -> str:
@@ -149,15 +156,18 @@ def original_headers(
     }
 
 
-def fallback_original(row: Any, data: bytes, ranges: RangeHeaders | None = None) -> Response:
-    """The original of ``row`` from the PostgreSQL fallback (the requested range of it), with
-    the headers S3's would have.
+def fallback_original(row: Any, data: bytes, download: DownloadRequest | None = None) -> Response:
+    """The original of ``row`` from the PostgreSQL fallback (the requested range of it; no
+    body for a HEAD), with the headers S3's would have.
 
     Raises:
-        ApiError: 416 (:meth:`RangeHeaders.resolve`).
+        ApiError: 416 (:meth:`DownloadRequest.resolve`).
     """
-    chosen = (ranges or RangeHeaders()).resolve(len(data), f'"{row["sha256"]}"')
+    asked = download or DownloadRequest()
+    chosen = asked.resolve(len(data), f'"{row["sha256"]}"')
     body = data if chosen is None else data[chosen[0] : chosen[1] + 1]
+    if asked.head_only:
+        body = b""
     return Response(
         body,
         status_code=200 if chosen is None else 206,
@@ -197,22 +207,32 @@ async def open_original(
     row: Any,
     chunk_bytes: int,
     key: str | None = None,
-    ranges: RangeHeaders | None = None,
-) -> StreamingResponse:
+    download: DownloadRequest | None = None,
+) -> Response:
     """A streaming answer with the original object of ``row`` (a ``files`` ⋈ version row), at
     ``key`` (default: the version's ``object_key``), with :func:`original_headers`: the
-    requested range of it (206), resolved against the version's recorded size, or all of it.
+    requested range of it (206), resolved against the version's recorded size, or all of it;
+    for a HEAD, those headers from ``HeadObject`` and no body.
 
     Raises:
-        ApiError: 416 (:meth:`RangeHeaders.resolve`).
+        ApiError: 416 (:meth:`DownloadRequest.resolve`).
         SourceMissing: S3 has no such object.
         StorageUnavailable: S3 down (answered 503).
     """
-    chosen = (ranges or RangeHeaders()).resolve(row["size_bytes"], f'"{row["sha256"]}"')
-    info, body, close = await open_body(storage, key or row["object_key"], chunk_bytes, chosen)
+    asked = download or DownloadRequest()
+    chosen = asked.resolve(row["size_bytes"], f'"{row["sha256"]}"')
+    status = 200 if chosen is None else 206
+    target = key or row["object_key"]
+    if asked.head_only:
+        found = await storage.head(target)
+        if found is None:
+            raise SourceMissing("no such object", bucket=storage.bucket, key=target)
+        headers = original_headers(row, found.size_bytes, chosen)
+        return Response(status_code=status, media_type=row["content_type"], headers=headers)
+    info, body, close = await open_body(storage, target, chunk_bytes, chosen)
     return StreamingResponse(
         body,
-        status_code=200 if chosen is None else 206,
+        status_code=status,
         media_type=row["content_type"],
         headers=original_headers(row, info.size_bytes, chosen),
         background=BackgroundTask(close),

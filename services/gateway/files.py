@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, Query
 from services.gateway.auth import Owner
 from services.gateway.deps import GatewayDeps, get_deps
 from services.gateway.download import (
-    Ranges,
+    Download,
     fallback_original,
     open_original,
     quote_name,
@@ -264,6 +264,7 @@ async def get_file(file_id: uuid.UUID, owner: Owner, deps: Deps) -> FileDetail:
     )
 
 
+@router.head("/v1/files/{file_id}/content", include_in_schema=False)
 @router.get(
     "/v1/files/{file_id}/content",
     responses={
@@ -278,7 +279,7 @@ async def get_file(file_id: uuid.UUID, owner: Owner, deps: Deps) -> FileDetail:
     response_model=None,
     summary="Download the original",
 )
-async def get_content(file_id: uuid.UUID, owner: Owner, deps: Deps, ranges: Ranges) -> Any:
+async def get_content(file_id: uuid.UUID, owner: Owner, deps: Deps, download: Download) -> Any:
     """Stream the original with its type, length, name and SHA-256: from S3, or from the
     PostgreSQL fallback while S3 was down and the version is not migrated back yet.
 
@@ -295,7 +296,7 @@ async def get_content(file_id: uuid.UUID, owner: Owner, deps: Deps, ranges: Rang
         cipher = RowCipher.from_settings(deps.settings.fallback)
         data = await fetch_fallback_bytes(deps.pool, file_id, row["current_version"], owner, cipher)
         if data is not None:
-            return fallback_original(row, data, ranges)
+            return fallback_original(row, data, download)
     if row["status"] == FileStatus.CORRUPTED:
         reason = row["status_reason"] or FileStatus.CORRUPTED
         raise ApiError(404, "object_missing", f"the stored object is lost or damaged: {reason}")
@@ -313,12 +314,12 @@ async def get_content(file_id: uuid.UUID, owner: Owner, deps: Deps, ranges: Rang
                 row["current_version"],
             )
             try:
-                return await open_original(deps.storage, row, deps.spool.chunk_bytes, key, ranges)
+                return await open_original(deps.storage, row, deps.spool.chunk_bytes, key, download)
             except SourceMissing:
                 pass
         raise ApiError(409, "not_stored", f"not stored yet (status: {row['status']})")
     try:
-        return await open_original(deps.storage, row, deps.spool.chunk_bytes, ranges=ranges)
+        return await open_original(deps.storage, row, deps.spool.chunk_bytes, download=download)
     except SourceMissing:
         await report_missing(deps.publisher, deps.storage, row)
         raise ApiError(404, "object_missing", "the stored object is missing") from None

@@ -7,12 +7,14 @@ altered URL, or one past its ``expires``, is answered 403 ``forbidden`` with the
 that is not there 404 ``not_found``. The body is streamed with the object's ``Content-Type``
 (or the signed ``type``) and ``Content-Length``, ``nosniff`` and a ``sandbox`` CSP, as
 originals are served (``services.gateway.download``), and a byte ``Range`` as there (206, 416;
-the ``ETag`` is the object's stored SHA-256, for ``If-Range``), as S3 serves its presigned URLs.
+the ``ETag`` is the object's stored SHA-256, for ``If-Range``), and ``HEAD`` (no body), as S3
+serves its presigned URLs.
 With the S3 backend the route answers 404: S3 serves its own presigned URLs.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -20,7 +22,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import StreamingResponse
 
 from services.gateway.deps import GatewayDeps, get_deps
-from services.gateway.download import Ranges, open_body
+from services.gateway.download import Download, open_body
 from services.gateway.errors import ApiError
 from shared.adapters.local_keys import is_safe_key
 from shared.adapters.local_storage import LocalObjectStorage
@@ -34,6 +36,17 @@ def _not_found() -> ApiError:
     return ApiError(404, "not_found", "no such object")
 
 
+async def _nothing() -> AsyncIterator[bytes]:
+    """The body of a HEAD: none."""
+    return
+    yield
+
+
+async def _no_close() -> None:
+    return None
+
+
+@router.head("/v1/objects/{key:path}", include_in_schema=False)
 @router.get(
     "/v1/objects/{key:path}",
     summary="An object of the local storage backend, through a signed URL",
@@ -48,7 +61,7 @@ def _not_found() -> ApiError:
 async def get_object(
     key: str,
     deps: Deps,
-    ranges: Ranges,
+    download: Download,
     expires: Annotated[int, Query(description="Expiry, Unix seconds.")],
     signature: Annotated[str, Query(max_length=128, description="HMAC-SHA256, hex.")],
     name: Annotated[str | None, Query(description="Download name, percent-encoded.")] = None,
@@ -77,11 +90,15 @@ async def get_object(
     if head is None:
         raise _not_found()
     etag = f'"{head.checksum_sha256}"' if head.checksum_sha256 else ""
-    chosen = ranges.resolve(head.size_bytes, etag) if etag else None
-    try:
-        info, body, close = await open_body(storage, key, deps.spool.chunk_bytes, chosen)
-    except SourceMissing:
-        raise _not_found() from None
+    chosen = download.resolve(head.size_bytes, etag) if etag else None
+    close: Callable[[], Awaitable[None]] = _no_close
+    if download.head_only:
+        info, body = head, _nothing()
+    else:
+        try:
+            info, body, close = await open_body(storage, key, deps.spool.chunk_bytes, chosen)
+        except SourceMissing:
+            raise _not_found() from None
 
     headers = {
         "Accept-Ranges": "bytes" if etag else "none",

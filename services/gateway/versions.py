@@ -24,7 +24,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from services.gateway.auth import Owner
 from services.gateway.deps import GatewayDeps, get_deps
 from services.gateway.download import (
-    Ranges,
+    Download,
     fallback_original,
     open_original,
     quote_name,
@@ -205,6 +205,7 @@ async def get_version(
     )
 
 
+@router.head("/v1/files/{file_id}/versions/{version_number}/content", include_in_schema=False)
 @router.get(
     "/v1/files/{file_id}/versions/{version_number}/content",
     responses={
@@ -220,7 +221,7 @@ async def get_version(
     summary="Download one version",
 )
 async def get_version_content(
-    file_id: uuid.UUID, version_number: Number, owner: Owner, deps: Deps, ranges: Ranges
+    file_id: uuid.UUID, version_number: Number, owner: Owner, deps: Deps, download: Download
 ) -> Any:
     """Stream the version's bytes with its type, length, name and SHA-256 (``x-sluice-sha256``,
     ``ETag``), from S3 or from the PostgreSQL fallback; a lost object is 404 ``object_missing``
@@ -238,7 +239,7 @@ async def get_version_content(
         cipher = RowCipher.from_settings(deps.settings.fallback)
         data = await fetch_fallback_bytes(deps.pool, file_id, version_number, owner, cipher)
         if data is not None:
-            return fallback_original(row, data, ranges)
+            return fallback_original(row, data, download)
     if row["status"] == FileStatus.CORRUPTED:
         raise ApiError(404, "object_missing", "the stored object of this version is lost")
     if row["object_key"] is None:
@@ -247,7 +248,7 @@ async def get_version_content(
             raise ApiError(409, "not_stored", f"this version was rejected: {reason}")
         raise ApiError(409, "not_stored", f"not stored yet (status: {row['status']})")
     try:
-        return await open_original(deps.storage, row, deps.spool.chunk_bytes, ranges=ranges)
+        return await open_original(deps.storage, row, deps.spool.chunk_bytes, download=download)
     except SourceMissing:
         await report_missing(deps.publisher, deps.storage, row)
         raise ApiError(404, "object_missing", "the stored object is missing") from None

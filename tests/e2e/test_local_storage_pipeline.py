@@ -136,6 +136,9 @@ def test_signed_urls_serve_the_original_and_thumbnails(
     assert part.headers["content-length"] == "100"
     past = httpx.get(pipeline.url + original, headers={"Range": f"bytes={len(data)}-"}, timeout=10)
     assert past.status_code == 416 and past.headers["content-range"] == f"bytes */{len(data)}"
+    head = httpx.head(pipeline.url + original, timeout=10)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == str(len(data)) and head.headers["etag"] == etag
     for thumb in info["thumbnails"]:
         answer = httpx.get(pipeline.url + thumb["url"], timeout=10)
         assert answer.status_code == 200, answer.text

@@ -164,6 +164,17 @@ async def test_a_range_of_the_content_is_206_from_s3_and_from_the_fallback(
         assert past.status_code == 416, past.text
         assert past.headers["content-range"] == f"bytes */{size}"
         assert error_of(past)[0] == "range_not_satisfiable"
+        # HEAD: the headers a GET has, no body (RFC 9110 9.3.2).
+        head = await gw.client.head(url, headers=headers)
+        assert head.status_code == 200 and head.content == b""
+        for name in ("content-length", "content-type", "etag", "x-sluice-sha256"):
+            assert head.headers[name] == whole.headers[name], name
+        head_part = await gw.client.head(url, headers={**headers, "Range": "bytes=-10"})
+        assert head_part.status_code == 206 and head_part.content == b""
+        assert head_part.headers["content-range"] == f"bytes {size - 10}-{size - 1}/{size}"
+    await storage.delete(key)
+    lost = await gw.client.head(f"/v1/files/{stored}/content", headers=headers)
+    assert lost.status_code == 404
 
 
 async def test_content_not_stored_is_409_and_missing_object_404(
