@@ -49,7 +49,7 @@ from shared.ports import ObjectInfo, ObjectStore
 
 log = structlog.get_logger("sluice.gateway")
 
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)", re.IGNORECASE)  # units compare case-insensitively
 
 
 @dataclass(frozen=True)

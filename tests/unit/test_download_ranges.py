@@ -21,6 +21,7 @@ ETAG = '"' + "ab" * 32 + '"'
         ("bytes=990-5000", (990, 999)),  # last past the end: cut to it
         ("bytes=999-999", (999, 999)),
         (" bytes = 10 - 19 ", (10, 19)),
+        ("Bytes=0-0", (0, 0)),
     ],
 )
 def test_one_byte_range_is_served(header: str, expected: tuple[int, int]) -> None:
