@@ -2,7 +2,7 @@
 
 Usage::
 
-    python bench/bench_commit.py [--files 1000] [--rounds 2]
+    python bench/bench_commit.py [--files 1000] [--rounds 2] [--log-level info]
 
 It starts RabbitMQ and PostgreSQL if they are not running, publishes each file's four stage
 events (``file.received``, ``file.scanned``, ``file.stored``, ``file.thumbnailed``, as the
@@ -29,6 +29,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -88,13 +89,13 @@ def file_events(count: int) -> list[BaseEvent]:
     return events
 
 
-def environment(database_url: str) -> dict[str, str]:
+def environment(database_url: str, log_level: str = "info") -> dict[str, str]:
     return {
         **os.environ,
         "SLUICE_DATABASE_URL": database_url,
         "SLUICE_AMQP_PREFIX": PREFIX,
         "S3_BUCKET_NAME": BUCKET,
-        "SLUICE_LOG_LEVEL": "warning",
+        "SLUICE_LOG_LEVEL": log_level,
         "SLUICE_LOG_FORMAT": "json",
     }
 
@@ -118,10 +119,11 @@ async def fresh_database(server_url: str, env: dict[str, str]) -> None:
         raise SystemExit("sluice migrate failed")
 
 
-async def worker_round(files: int, server_url: str) -> tuple[float, float]:
-    """One round of the real commit worker: (wall seconds, CPU seconds)."""
+async def worker_round(files: int, server_url: str, log_level: str) -> tuple[float, float]:
+    """One round of the real commit worker, logging at ``log_level`` to a temporary file:
+    (wall seconds, CPU seconds)."""
     database_url = f"{server_url}/{DATABASE}"
-    env = environment(database_url)
+    env = environment(database_url, log_level)
     await fresh_database(server_url, env)
     amqp = AmqpSettings(prefix=PREFIX)
     topology = Topology.of(amqp)
@@ -133,8 +135,17 @@ async def worker_round(files: int, server_url: str) -> tuple[float, float]:
     for event in file_events(files):
         await publisher.publish(event)
     started = time.monotonic()
+    log = tempfile.TemporaryFile()  # the worker's log lines: written, as deployed, not shown
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services", "worker", "commit", env=env, cwd=REPO_ROOT
+        sys.executable,
+        "-m",
+        "services",
+        "worker",
+        "commit",
+        env=env,
+        cwd=REPO_ROOT,
+        stdout=log,
+        stderr=log,
     )
     watched = psutil.Process(process.pid)
     database = await asyncpg.connect(database_url)
@@ -152,6 +163,7 @@ async def worker_round(files: int, server_url: str) -> tuple[float, float]:
         await asyncio.wait_for(process.wait(), 60)
         await topology.delete(channel)
         await connection.close()
+        log.close()
     return wall, cpu.user + cpu.system
 
 
@@ -194,19 +206,31 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="the commit stage against raw asyncpg")
     parser.add_argument("--files", type=int, default=1000, help="files (four events each)")
     parser.add_argument("--rounds", type=int, default=2, help="best of this many rounds")
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default="info",
+        help="SLUICE_LOG_LEVEL of the worker (info: as deployed)",
+    )
     args = parser.parse_args(argv)
     config = devservices.DevServicesConfig.from_env()
     devservices.up(config, only=("rabbitmq", "postgresql"))
     server_url = config.database_url.rsplit("/", 1)[0]
     events = 4 * args.files
-    worker = [asyncio.run(worker_round(args.files, server_url)) for _ in range(args.rounds)]
+    worker = [
+        asyncio.run(worker_round(args.files, server_url, args.log_level))
+        for _ in range(args.rounds)
+    ]
     raw = [asyncio.run(raw_round(args.files, server_url)) for _ in range(args.rounds)]
     (worker_wall, worker_cpu), (raw_wall, raw_cpu) = min(worker), min(raw)
     rows = [
         ("commit worker", events / worker_wall, 1000 * worker_cpu / args.files),
         ("raw asyncpg, 2 statements per event", events / raw_wall, 1000 * raw_cpu / args.files),
     ]
-    print(f"{args.files} files, {events} events, {os.cpu_count()} cores")
+    print(
+        f"{args.files} files, {events} events, {os.cpu_count()} cores, "
+        f"worker log level {args.log_level}"
+    )
     print(f"{'':38} {'events/s':>9} {'CPU ms/file':>12}")
     for name, rate, cpu_ms in rows:
         print(f"{name:38} {rate:9.0f} {cpu_ms:12.2f}")
