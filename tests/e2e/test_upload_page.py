@@ -495,6 +495,12 @@ def test_a_file_chosen_with_a_file_id_becomes_that_files_next_version(
         versions = client.get(f"/v1/files/{file_id}/versions").json()["versions"]
         assert [v["version_number"] for v in versions] == [1, 2]
 
+    # An infected version is shown rejected with its reason, read from the version itself.
+    choose(page, ROOT / "samples/eicar.pdf")
+    infected = wait_items(page, {"eicar.pdf"})["eicar.pdf"]
+    assert (infected["state"], infected["version"]) == ("rejected", 3), infected
+    assert infected["status"].startswith("rejected: infected"), infected
+
     # Bob's key, alice's file id: the gateway refuses it (404), and the page says so.
     page.find_element(By.ID, "forget-key").click()
     use_key(page, pipeline.keys["bob"])

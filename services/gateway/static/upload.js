@@ -374,7 +374,9 @@ async function showOutcome(item) {
       break;
     }
   }
-  const reason = info.status_reason ? `: ${info.status_reason}` : "";
+  // A file says why in status_reason; a version (GET …/versions/{n}) in rejection_reason.
+  const why = info.status_reason || info.rejection_reason;
+  const reason = why ? `: ${why}` : "";
   setStatus(item, info.status, `${info.status}${reason}`);
   const thumbs = (info.thumbnails || []).filter((t) => t.url);
   if (thumbs.length === 0) {
